@@ -1,0 +1,132 @@
+//! Per-log settings: how big segments grow, when they roll, how durable an append is and how
+//! long data is kept. The broker builds a [`LogConfig`] from a topic's settings; this crate never
+//! sees command-line flags.
+
+use std::time::Duration;
+
+use crate::error::{Result, StorageError};
+
+/// The O_DIRECT page: every disk write and read is aligned to it. 4 KiB is the logical block
+/// size of NVMe drives formatted for performance and a multiple of every other block size.
+pub const PAGE_SIZE: usize = 4096;
+
+/// When an appended batch is forced to the device with `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every append is reported durable only after an fdatasync that covers it; appends that
+    /// arrive while a sync is running share the next one (group commit).
+    Always,
+    /// A sync runs `interval` after the first unsynced append, or as soon as `bytes` unsynced
+    /// bytes have piled up, whichever comes first.
+    Interval {
+        /// Longest time an append stays unsynced.
+        interval: Duration,
+        /// Most unsynced bytes before a sync starts at once.
+        bytes: u64,
+    },
+    /// No sync except when a segment is sealed or the log is closed: the data is written with
+    /// O_DIRECT (it survives a crash of the process, not of the machine); replicas provide the
+    /// durability.
+    Never,
+}
+
+/// Settings of one partition log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A segment is sealed and a new one started once it would grow past this size.
+    /// Default 1 GiB; at most 4 GiB because index entries store positions as `u32`.
+    pub segment_bytes_max: u64,
+    /// A non-empty segment older than this is sealed at the next append. Default 7 days.
+    pub segment_age_max: Duration,
+    /// When appends are synced.
+    pub durability: Durability,
+    /// Sealed segments whose newest record is older than this are deleted. Default 14 days
+    /// (the seeds' two weeks); `None` keeps data forever.
+    pub retention_time: Option<Duration>,
+    /// Oldest sealed segments are deleted while the log is larger than this. `None`: no limit.
+    pub retention_bytes: Option<u64>,
+    /// One sparse index entry per this many bytes of log. Default 16 KiB: a 1 GiB segment
+    /// holds 65 536 entries (512 KiB offset index + 768 KiB time index at most), and a lookup
+    /// reads at most 16 KiB more than it needs.
+    pub index_interval_bytes: u32,
+    /// Size of one append chunk: the unit of disk writes while data streams in. Default 1 MiB,
+    /// where O_DIRECT writes reach the device's sequential bandwidth (see PEERS.md).
+    pub write_chunk_bytes: usize,
+    /// Most chunk writes in flight at once; appends wait when it is reached (back-pressure).
+    /// Default 4: 4 x 1 MiB keeps a queue deep enough for full bandwidth.
+    pub writes_in_flight_max: usize,
+    /// Recently appended data kept in memory for readers, beyond the chunks still being
+    /// written. Default 8 MiB per log: enough for consumers that follow the tail closely.
+    pub tail_cache_bytes_max: usize,
+    /// Largest batch accepted. Default and upper bound: [`wire::limits::BATCH_SIZE_MAX`].
+    pub batch_bytes_max: usize,
+    /// The active segment's file is grown with fallocate in steps of this size, so that a full
+    /// disk shows up as a clean error before any byte is written. Default 64 MiB.
+    pub preallocate_bytes: u64,
+    /// Refuse to open when the kernel silently drops O_DIRECT (tmpfs). Default true; tests of
+    /// pure logic may turn it off.
+    pub require_direct_io: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: 1 << 30,
+            segment_age_max: Duration::from_secs(7 * 24 * 3600),
+            durability: Durability::Interval {
+                interval: Duration::from_millis(10),
+                bytes: 4 << 20,
+            },
+            retention_time: Some(Duration::from_secs(14 * 24 * 3600)),
+            retention_bytes: None,
+            index_interval_bytes: 16 * 1024,
+            write_chunk_bytes: 1 << 20,
+            writes_in_flight_max: 4,
+            tail_cache_bytes_max: 8 << 20,
+            batch_bytes_max: wire::limits::BATCH_SIZE_MAX,
+            preallocate_bytes: 64 << 20,
+            require_direct_io: true,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every value against its allowed range.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |what: String| Err(StorageError::Config(what));
+        if self.segment_bytes_max < PAGE_SIZE as u64 * 4 || self.segment_bytes_max > u32::MAX as u64 {
+            return fail(format!(
+                "segment_bytes_max {} must be within [16 KiB, 4 GiB)",
+                self.segment_bytes_max
+            ));
+        }
+        if self.write_chunk_bytes < PAGE_SIZE || self.write_chunk_bytes % PAGE_SIZE != 0 {
+            return fail(format!(
+                "write_chunk_bytes {} must be a non-zero multiple of {PAGE_SIZE}",
+                self.write_chunk_bytes
+            ));
+        }
+        if self.writes_in_flight_max == 0 || self.writes_in_flight_max > 64 {
+            return fail(format!("writes_in_flight_max {} must be within [1, 64]", self.writes_in_flight_max));
+        }
+        if self.batch_bytes_max < wire::batch::BATCH_HEADER_SIZE
+            || self.batch_bytes_max > wire::limits::BATCH_SIZE_MAX
+        {
+            return fail(format!(
+                "batch_bytes_max {} must be within [{}, {}]",
+                self.batch_bytes_max,
+                wire::batch::BATCH_HEADER_SIZE,
+                wire::limits::BATCH_SIZE_MAX
+            ));
+        }
+        if self.index_interval_bytes == 0 {
+            return fail("index_interval_bytes must be positive".into());
+        }
+        if let Durability::Interval { interval, bytes } = self.durability {
+            if interval.is_zero() || bytes == 0 {
+                return fail("durability interval and bytes must be positive".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1049 @@
+//! [`Log`]: one partition's log, the API the broker and the replication layer use.
+//!
+//! A `Log` lives on the shard that owns the partition (it is `!Send`); every method takes
+//! `&self` and may be called from many tasks of that shard at once. Appends, rolls, truncation,
+//! retention and the flusher's hand-off of the tail are serialised by one async lock (never
+//! held by readers); no `RefCell` borrow is ever held across an `.await`.
+//!
+//! Offsets: `log_start_offset() <= durable_offset() <= log_end_offset()`; offsets below
+//! `durable_offset()` have been fdatasync'ed.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use glommio::sync::Semaphore;
+use wire::batch::{peek_header, BatchView, BATCH_HEADER_SIZE};
+
+use crate::appender::{poisoned, Appender};
+use crate::config::{Durability, LogConfig, PAGE_SIZE};
+use crate::error::{Result, StorageError};
+use crate::index::{SegmentIndex, SegmentSummary};
+use crate::io::{align_down, prime_device_probe, remove_file, sync_dir, SegmentFile, Signal};
+use crate::recovery::scan_segment;
+use crate::segment::{
+    index_path, log_path, parse_log_name, read_from_disk, read_index_file, write_index_file, DiskRead,
+    ReadBatch, SealedSegment,
+};
+
+/// Most sealed-segment indexes kept in memory per log; older ones are dropped and re-read from
+/// their `.index` file when needed. 8 x (at most 1 MiB for a 1 GiB segment) bounds the memory.
+const SEALED_INDEXES_LOADED_MAX: usize = 8;
+
+/// What an append returns: the offsets the log gave the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset stamped into the batch: its first record's offset.
+    pub base_offset: u64,
+    /// Offset of the batch's last record.
+    pub last_offset: u64,
+}
+
+/// Batches returned by [`Log::read`].
+#[derive(Debug, Default)]
+pub struct ReadBatches {
+    /// Whole batches in offset order; the first may start before the offset asked for.
+    pub batches: Vec<ReadBatch>,
+}
+
+impl ReadBatches {
+    /// Offset to read next: one past the last batch returned (`None` when empty).
+    pub fn next_offset(&self) -> Option<u64> {
+        self.batches.last().map(|b| b.last_offset + 1)
+    }
+
+    /// Bytes returned.
+    pub fn total_bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.bytes.len()).sum()
+    }
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub segments_deleted: usize,
+    /// Bytes of segment data deleted.
+    pub bytes_deleted: u64,
+    /// The log start offset afterwards.
+    pub log_start_offset: u64,
+}
+
+/// One partition's log. See the module docs.
+pub struct Log {
+    inner: Rc<LogInner>,
+}
+
+struct LogInner {
+    dir: PathBuf,
+    config: LogConfig,
+    state: RefCell<LogState>,
+    /// Serialises everything that changes the segments or the active segment's bytes.
+    mutation: Semaphore,
+    /// The durable offset moved, or the log was poisoned or closed.
+    durable_changed: Signal,
+    /// The flusher has work (a sync was asked for, or unsynced data appeared).
+    flush_wanted: Signal,
+    /// The log end offset moved (for long polls).
+    appended: Signal,
+}
+
+struct LogState {
+    sealed: Vec<Rc<SealedSegment>>,
+    active: ActiveSegment,
+    log_start_offset: u64,
+    next_offset: u64,
+    durable_offset: u64,
+    /// Bumped by truncation, so a sync that started before it does not report stale offsets.
+    epoch: u64,
+    flush_requested: bool,
+    unflushed_bytes: u64,
+    first_unflushed_ms: Option<i64>,
+    poisoned: Option<String>,
+    closed: bool,
+    /// Base offsets of sealed segments whose index is in memory, oldest first.
+    loaded_indexes: Vec<u64>,
+}
+
+struct ActiveSegment {
+    base_offset: u64,
+    appender: Appender,
+    index: SegmentIndex,
+    /// When this segment started, for roll by age (first batch's timestamp, else creation).
+    created_ms: i64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating the directory and an empty first segment if needed.
+    /// Recovers from a crash: the active (last) segment is scanned, and a torn or invalid tail
+    /// is cut; sealed segments are checked against their index files, rebuilt by a scan when
+    /// the index is missing, and any invalid batch in them is a [`StorageError::Corrupt`].
+    pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        prime_device_probe(&dir).await?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| StorageError::io(&dir, e))? {
+            let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
+            if let Some(base) = entry.file_name().to_str().and_then(parse_log_name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let direct = config.require_direct_io;
+
+        let mut sealed = Vec::new();
+        let mut expected_base: Option<u64> = None;
+        let active_base = bases.last().copied();
+        for &base in bases.iter().take(bases.len().saturating_sub(1)) {
+            let path = log_path(&dir, base);
+            if expected_base.is_some_and(|e| e != base) {
+                return Err(StorageError::Corrupt {
+                    path,
+                    position: 0,
+                    reason: format!("segment starts at offset {base}, previous one ended at {expected_base:?}"),
+                });
+            }
+            let file = SegmentFile::open(&path, direct).await?;
+            let size = file.size().await?;
+            let summary = match read_index_file(&index_path(&dir, base), direct).await? {
+                Some((_, summary)) if summary.base_offset == base && summary.end_position == size => summary,
+                _ => {
+                    let scan = scan_segment(&file, base, config.index_interval_bytes, config.batch_bytes_max).await?;
+                    if let Some(invalid) = scan.invalid {
+                        return Err(StorageError::Corrupt {
+                            path,
+                            position: invalid.position,
+                            reason: invalid.reason,
+                        });
+                    }
+                    let bytes = scan.index.encode(&scan.summary);
+                    write_index_file(&index_path(&dir, base), &bytes, direct).await?;
+                    scan.summary
+                }
+            };
+            expected_base = Some(summary.next_offset);
+            sealed.push(Rc::new(SealedSegment {
+                summary,
+                file,
+                index: RefCell::new(None),
+            }));
+        }
+
+        let active = match active_base {
+            Some(base) => {
+                if expected_base.is_some_and(|e| e != base) {
+                    return Err(StorageError::Corrupt {
+                        path: log_path(&dir, base),
+                        position: 0,
+                        reason: format!("segment starts at offset {base}, previous one ended at {expected_base:?}"),
+                    });
+                }
+                let file = SegmentFile::open(&log_path(&dir, base), direct).await?;
+                open_active(&dir, &config, file, base).await?
+            }
+            None => create_active(&dir, &config, 0).await?,
+        };
+        let log_start_offset = sealed.first().map_or(active.segment.base_offset, |s| s.summary.base_offset);
+        let next_offset = active.next_offset;
+        tracing::info!(dir = %dir.display(), log_start_offset, next_offset, segments = sealed.len() + 1, "log opened");
+        let inner = Rc::new(LogInner {
+            dir,
+            config,
+            state: RefCell::new(LogState {
+                sealed,
+                active: active.segment,
+                log_start_offset,
+                next_offset,
+                durable_offset: next_offset,
+                epoch: 0,
+                flush_requested: false,
+                unflushed_bytes: 0,
+                first_unflushed_ms: None,
+                poisoned: None,
+                closed: false,
+                loaded_indexes: Vec::new(),
+            }),
+            mutation: Semaphore::new(1),
+            durable_changed: Signal::default(),
+            flush_wanted: Signal::default(),
+            appended: Signal::default(),
+        });
+        glommio::spawn_local(flusher(Rc::downgrade(&inner))).detach();
+        Ok(Log { inner })
+    }
+
+    /// The directory holding this log's files.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The settings this log runs with.
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// First offset still in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.inner.state.borrow().log_start_offset
+    }
+
+    /// Offset the next appended record gets.
+    pub fn log_end_offset(&self) -> u64 {
+        self.inner.state.borrow().next_offset
+    }
+
+    /// Every offset below this one has been fdatasync'ed.
+    pub fn durable_offset(&self) -> u64 {
+        self.inner.state.borrow().durable_offset
+    }
+
+    /// Total bytes of segment data.
+    pub fn size_bytes(&self) -> u64 {
+        let state = self.inner.state.borrow();
+        state.sealed.iter().map(|s| s.size_bytes()).sum::<u64>() + state.active.appender.end_position()
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().sealed.len() + 1
+    }
+
+    /// Appends a validated batch: stamps the next offset into a copy of its header, copies it
+    /// into the active segment and returns its offsets. On return the batch is *logically
+    /// appended* (readable); use [`Log::wait_durable`] to wait until it is synced as the log's
+    /// durability policy and the caller's acks require. Waits only for back-pressure (too many
+    /// writes in flight), a segment roll or file preallocation.
+    pub async fn append(&self, batch: BatchView<'_>) -> Result<AppendInfo> {
+        let inner = &self.inner;
+        let size_bytes = batch.len();
+        if size_bytes > inner.config.batch_bytes_max {
+            return Err(StorageError::BatchTooLarge {
+                size_bytes,
+                max_bytes: inner.config.batch_bytes_max,
+            });
+        }
+        let _permit = inner.lock().await?;
+        inner.check_usable()?;
+        if inner.needs_roll(size_bytes) {
+            inner.roll().await?;
+        }
+        inner.reserve(size_bytes).await?;
+        let tracker = inner.state.borrow().active.appender.tracker();
+        tracker
+            .wait_in_flight_below(inner.config.writes_in_flight_max)
+            .await
+            .map_err(|reason| inner.poison(reason))?;
+
+        let header = batch.header();
+        let info = {
+            let mut state = inner.state.borrow_mut();
+            let state = &mut *state;
+            let base_offset = state.next_offset;
+            let mut stamped = [0u8; BATCH_HEADER_SIZE];
+            stamped.copy_from_slice(&batch.as_bytes()[..BATCH_HEADER_SIZE]);
+            wire::batch::stamp_base_offset(&mut stamped, base_offset)?;
+            let active = &mut state.active;
+            let position = active.appender.end_position();
+            active
+                .appender
+                .append_batch(&stamped, &batch.as_bytes()[BATCH_HEADER_SIZE..]);
+            let relative = (base_offset - active.base_offset) as u32;
+            active.index.on_batch(
+                relative,
+                position as u32,
+                header.batch_length,
+                header.max_timestamp_ms,
+                inner.config.index_interval_bytes,
+            );
+            active.appender.trim_cache();
+            let last_offset = base_offset + u64::from(header.last_offset_delta);
+            state.next_offset = last_offset + 1;
+            state.unflushed_bytes += size_bytes as u64;
+            state.first_unflushed_ms.get_or_insert_with(now_ms);
+            if let Durability::Interval { bytes, .. } = inner.config.durability {
+                if state.unflushed_bytes >= bytes {
+                    state.flush_requested = true;
+                }
+            }
+            AppendInfo {
+                base_offset,
+                last_offset,
+            }
+        };
+        inner.flush_wanted.notify_all();
+        inner.appended.notify_all();
+        Ok(info)
+    }
+
+    /// Waits until `offset` is durable (fdatasync'ed). Under `always` (and `never`) this asks
+    /// for a sync at once; concurrent waiters share it (group commit). Under `interval` the
+    /// sync comes on its schedule.
+    pub async fn wait_durable(&self, offset: u64) -> Result<()> {
+        let inner = &self.inner;
+        {
+            let mut state = inner.state.borrow_mut();
+            if offset >= state.next_offset {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.next_offset,
+                });
+            }
+            if state.durable_offset > offset {
+                return Ok(());
+            }
+            if !matches!(inner.config.durability, Durability::Interval { .. }) {
+                state.flush_requested = true;
+            }
+        }
+        inner.flush_wanted.notify_all();
+        inner
+            .durable_changed
+            .wait_until(|| {
+                let state = inner.state.borrow();
+                state.durable_offset > offset || state.poisoned.is_some() || state.closed
+            })
+            .await;
+        let state = inner.state.borrow();
+        if state.durable_offset > offset {
+            Ok(())
+        } else {
+            drop(state);
+            inner.check_usable()?;
+            Err(inner.closed_error())
+        }
+    }
+
+    /// Syncs everything appended so far, whatever the policy.
+    pub async fn flush(&self) -> Result<()> {
+        let end = self.log_end_offset();
+        if end == 0 || self.durable_offset() >= end {
+            return Ok(());
+        }
+        self.wait_durable(end - 1).await
+    }
+
+    /// Waits until the log holds `offset` (its end offset is past it), or the log closes.
+    /// Long polls of the broker wait here; woken by appends on this shard, no polling.
+    pub async fn wait_for_offset(&self, offset: u64) {
+        let inner = &self.inner;
+        inner
+            .appended
+            .wait_until(|| {
+                let state = inner.state.borrow();
+                state.next_offset > offset || state.closed
+            })
+            .await
+    }
+
+    /// Reads whole batches starting with the one that holds `from_offset`, up to `max_bytes`
+    /// (at least one batch when any is there, so readers progress past large batches).
+    /// `from_offset == log_end_offset()` returns nothing; outside `[start, end]` is
+    /// [`StorageError::OffsetOutOfRange`].
+    pub async fn read(&self, from_offset: u64, max_bytes: usize) -> Result<ReadBatches> {
+        self.read_bounded(from_offset, max_bytes, u64::MAX).await
+    }
+
+    /// Like [`Log::read`], returning only batches whose last offset is below `end_offset` (the
+    /// high watermark, for consumers that must see only replicated data).
+    pub async fn read_bounded(&self, from_offset: u64, max_bytes: usize, end_offset: u64) -> Result<ReadBatches> {
+        let inner = &self.inner;
+        let mut out = ReadBatches::default();
+        enum Plan {
+            Done,
+            Disk {
+                file: SegmentFile,
+                start_position: u64,
+                end_position: u64,
+            },
+            Sealed(Rc<SealedSegment>),
+        }
+        let plan = {
+            let state = inner.state.borrow();
+            if state.closed {
+                return Err(inner.closed_error());
+            }
+            if from_offset < state.log_start_offset || from_offset > state.next_offset {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: from_offset,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.next_offset,
+                });
+            }
+            let active = &state.active;
+            if from_offset == state.next_offset {
+                Plan::Done
+            } else if from_offset >= active.base_offset {
+                let hint = active
+                    .index
+                    .lookup_offset((from_offset - active.base_offset) as u32)
+                    .map_or(0, |e| u64::from(e.position));
+                let cached = active.appender.first_cached_batch().and_then(|position| {
+                    let header = active.appender.peek::<BATCH_HEADER_SIZE>(position)?;
+                    let header = peek_header(&header, inner.config.batch_bytes_max).ok()?;
+                    Some((position, header.base_offset))
+                });
+                match cached {
+                    Some((cached_position, cached_offset)) if cached_offset <= from_offset => {
+                        read_from_cache(
+                            &active.appender,
+                            hint.max(cached_position),
+                            from_offset,
+                            end_offset,
+                            max_bytes,
+                            inner.config.batch_bytes_max,
+                            &mut out,
+                        );
+                        Plan::Done
+                    }
+                    cached => Plan::Disk {
+                        file: active.appender.file().clone(),
+                        start_position: hint,
+                        end_position: cached.map_or(active.appender.end_position(), |c| c.0),
+                    },
+                }
+            } else {
+                let at = state.sealed.partition_point(|s| s.summary.base_offset <= from_offset);
+                match at.checked_sub(1).and_then(|i| state.sealed.get(i)) {
+                    Some(segment) => Plan::Sealed(segment.clone()),
+                    None => Plan::Done,
+                }
+            }
+        };
+        let batch_bytes_max = inner.config.batch_bytes_max;
+        match plan {
+            Plan::Done => {}
+            Plan::Disk {
+                file,
+                start_position,
+                end_position,
+            } => {
+                let request = DiskRead {
+                    file: &file,
+                    start_position,
+                    end_position,
+                    from_offset,
+                    end_offset,
+                    max_bytes,
+                    batch_bytes_max,
+                };
+                read_from_disk(request, &mut out.batches).await?;
+            }
+            Plan::Sealed(segment) => {
+                let index = inner.sealed_index(&segment).await?;
+                let relative = (from_offset - segment.summary.base_offset) as u32;
+                let request = DiskRead {
+                    file: &segment.file,
+                    start_position: index.lookup_offset(relative).map_or(0, |e| u64::from(e.position)),
+                    end_position: segment.summary.end_position,
+                    from_offset,
+                    end_offset,
+                    max_bytes,
+                    batch_bytes_max,
+                };
+                read_from_disk(request, &mut out.batches).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`; `None` when every
+    /// record is older.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        let inner = &self.inner;
+        let mut from = {
+            let state = inner.state.borrow();
+            let sealed = state.sealed.iter().find(|s| s.summary.max_timestamp_ms >= timestamp_ms).cloned();
+            match sealed {
+                Some(segment) => {
+                    drop(state);
+                    let index = inner.sealed_index(&segment).await?;
+                    index
+                        .lookup_timestamp(timestamp_ms)
+                        .map_or(segment.summary.base_offset, |e| segment.summary.base_offset + u64::from(e.relative_offset))
+                }
+                None if state.active.index.max_timestamp_ms() >= timestamp_ms => {
+                    let active = &state.active;
+                    active
+                        .index
+                        .lookup_timestamp(timestamp_ms)
+                        .map_or(active.base_offset, |e| active.base_offset + u64::from(e.relative_offset))
+                }
+                None => return Ok(None),
+            }
+        };
+        loop {
+            let from_checked = from.max(self.log_start_offset());
+            let read = self.read(from_checked, 1 << 20).await?;
+            let Some(next) = read.next_offset() else { return Ok(None) };
+            for batch in &read.batches {
+                let view = BatchView::validate(&batch.bytes, inner.config.batch_bytes_max)?;
+                let header = view.header();
+                if header.max_timestamp_ms < timestamp_ms {
+                    continue;
+                }
+                if header.first_timestamp_ms >= timestamp_ms {
+                    return Ok(Some(batch.base_offset.max(from_checked)));
+                }
+                let found = view.records().ok().and_then(|records| {
+                    records.iter().enumerate().find_map(|(i, record)| {
+                        let at = header.first_timestamp_ms + i64::from(record.timestamp_delta_ms.to_native());
+                        (at >= timestamp_ms).then_some(batch.base_offset + i as u64)
+                    })
+                });
+                return Ok(Some(found.unwrap_or(batch.base_offset).max(from_checked)));
+            }
+            from = next;
+        }
+    }
+
+    /// Removes every batch at or after the batch holding `offset` (the replication layer cuts a
+    /// divergent tail this way) and returns the new log end offset, which is that batch's base
+    /// offset. An offset at or past the end changes nothing; one at or below the log start
+    /// empties the log, which then continues at `offset`.
+    pub async fn truncate_to(&self, offset: u64) -> Result<u64> {
+        let inner = &self.inner;
+        let _permit = inner.lock().await?;
+        inner.check_usable()?;
+        let (start, end) = {
+            let state = inner.state.borrow();
+            (state.log_start_offset, state.next_offset)
+        };
+        if offset >= end {
+            return Ok(end);
+        }
+        // Let every write in flight land first, so none lands after the cut.
+        let tracker = inner.state.borrow().active.appender.tracker();
+        tracker.wait_idle().await;
+        if offset <= start {
+            inner.reset_to(offset).await?;
+            return Ok(offset);
+        }
+        // Drop whole segments after the one holding `offset`.
+        loop {
+            let doomed = {
+                let state = inner.state.borrow();
+                if state.active.base_offset <= offset {
+                    None
+                } else {
+                    Some(state.active.base_offset)
+                }
+            };
+            let Some(base) = doomed else { break };
+            let previous = inner.state.borrow_mut().sealed.pop();
+            let Some(previous) = previous else { break };
+            remove_file(&log_path(&inner.dir, base))?;
+            remove_file(&index_path(&inner.dir, previous.summary.base_offset))?;
+            let active = open_active(&inner.dir, &inner.config, previous.file.clone(), previous.summary.base_offset).await?;
+            inner.state.borrow_mut().active = active.segment;
+        }
+        // Cut inside the active segment at the batch holding `offset`.
+        let (file, base, position) = {
+            let state = inner.state.borrow();
+            let active = &state.active;
+            let hint = active
+                .index
+                .lookup_offset((offset - active.base_offset) as u32)
+                .map_or(0, |e| u64::from(e.position));
+            (active.appender.file().clone(), active.base_offset, hint)
+        };
+        let cut = find_batch_position(&file, position, offset, inner.config.batch_bytes_max).await?;
+        file.truncate(cut).await?;
+        file.fdatasync().await?;
+        sync_dir(&inner.dir).await?;
+        let active = open_active(&inner.dir, &inner.config, file, base).await?;
+        let new_end = active.next_offset;
+        {
+            let mut state = inner.state.borrow_mut();
+            state.active = active.segment;
+            state.next_offset = new_end;
+            state.durable_offset = state.durable_offset.min(new_end);
+            state.epoch += 1;
+            state.unflushed_bytes = 0;
+            state.first_unflushed_ms = None;
+        }
+        tracing::info!(dir = %inner.dir.display(), offset, new_end, "log truncated");
+        Ok(new_end)
+    }
+
+    /// Deletes sealed segments past the retention time (by their newest record) or beyond the
+    /// retention size (oldest first), and advances the log start offset. The active segment is
+    /// never deleted. `now_ms` is wall-clock time in ms since the Unix epoch.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
+        let inner = &self.inner;
+        let _permit = inner.lock().await?;
+        let mut report = RetentionReport::default();
+        let doomed = {
+            let mut state = inner.state.borrow_mut();
+            let mut total = state.sealed.iter().map(|s| s.size_bytes()).sum::<u64>() + state.active.appender.end_position();
+            let mut count = 0;
+            for segment in &state.sealed {
+                let too_old = inner
+                    .config
+                    .retention_time
+                    .is_some_and(|t| segment.summary.max_timestamp_ms < now_ms - t.as_millis() as i64);
+                let too_big = inner
+                    .config
+                    .retention_bytes
+                    .is_some_and(|limit| total - segment.size_bytes() >= limit);
+                if !(too_old || too_big) {
+                    break;
+                }
+                total -= segment.size_bytes();
+                count += 1;
+            }
+            let doomed: Vec<_> = state.sealed.drain(..count).collect();
+            state.log_start_offset = state
+                .sealed
+                .first()
+                .map_or(state.active.base_offset, |s| s.summary.base_offset);
+            report.log_start_offset = state.log_start_offset;
+            doomed
+        };
+        for segment in &doomed {
+            let base = segment.summary.base_offset;
+            remove_file(&log_path(&inner.dir, base))?;
+            remove_file(&index_path(&inner.dir, base))?;
+            report.segments_deleted += 1;
+            report.bytes_deleted += segment.size_bytes();
+        }
+        if !doomed.is_empty() {
+            sync_dir(&inner.dir).await?;
+            tracing::info!(dir = %inner.dir.display(), segments = report.segments_deleted, log_start_offset = report.log_start_offset, "retention deleted segments");
+        }
+        Ok(report)
+    }
+
+    /// Syncs everything, stops the flusher and waits for writes in flight. The files stay.
+    pub async fn close(self) -> Result<()> {
+        let inner = &self.inner;
+        let result = if inner.state.borrow().poisoned.is_none() {
+            self.flush().await
+        } else {
+            Ok(())
+        };
+        let tracker = inner.state.borrow().active.appender.tracker();
+        tracker.wait_idle().await;
+        inner.state.borrow_mut().closed = true;
+        inner.notify_all();
+        result
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.inner.state.borrow_mut().closed = true;
+        self.inner.notify_all();
+    }
+}
+
+impl LogInner {
+    async fn lock(&self) -> Result<glommio::sync::Permit<'_>> {
+        self.mutation
+            .acquire_permit(1)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    fn closed_error(&self) -> StorageError {
+        StorageError::Closed { dir: self.dir.clone() }
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        let state = self.state.borrow();
+        if let Some(reason) = &state.poisoned {
+            return Err(poisoned(&self.dir, reason.clone()));
+        }
+        if state.closed {
+            return Err(self.closed_error());
+        }
+        Ok(())
+    }
+
+    fn notify_all(&self) {
+        self.durable_changed.notify_all();
+        self.flush_wanted.notify_all();
+        self.appended.notify_all();
+    }
+
+    /// Marks the log unusable after a failed write or sync and returns the error to report.
+    fn poison(&self, reason: String) -> StorageError {
+        tracing::error!(dir = %self.dir.display(), %reason, "log poisoned");
+        self.state.borrow_mut().poisoned.get_or_insert(reason.clone());
+        self.notify_all();
+        poisoned(&self.dir, reason)
+    }
+
+    fn needs_roll(&self, incoming_bytes: usize) -> bool {
+        let state = self.state.borrow();
+        let active = &state.active;
+        let end = active.appender.end_position();
+        if end == 0 {
+            return false;
+        }
+        let too_big = end + incoming_bytes as u64 > self.config.segment_bytes_max;
+        let too_old = now_ms() - active.created_ms > self.config.segment_age_max.as_millis() as i64;
+        let offsets_full = state.next_offset - active.base_offset >= u64::from(u32::MAX) / 2;
+        too_big || too_old || offsets_full
+    }
+
+    /// Grows the active file with fallocate so the next append cannot hit ENOSPC mid-write.
+    async fn reserve(&self, incoming_bytes: usize) -> Result<()> {
+        let needed = {
+            let state = self.state.borrow();
+            let appender = &state.active.appender;
+            appender
+                .allocation_needed(incoming_bytes, self.config.preallocate_bytes)
+                .map(|size| (appender.file().clone(), size.min(self.config.segment_bytes_max.max(appender.end_position() + incoming_bytes as u64 + PAGE_SIZE as u64))))
+        };
+        if let Some((file, size)) = needed {
+            file.preallocate(size).await?;
+            self.state.borrow_mut().active.appender.set_allocated(size);
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset. Caller holds the
+    /// mutation lock.
+    async fn roll(&self) -> Result<()> {
+        let (file, tracker, end_position) = {
+            let mut state = self.state.borrow_mut();
+            let appender = &mut state.active.appender;
+            let end = appender.submit_tail();
+            (appender.file().clone(), appender.tracker(), end)
+        };
+        tracker
+            .wait_written(end_position)
+            .await
+            .map_err(|reason| self.poison(reason))?;
+        file.truncate(end_position).await?;
+        file.fdatasync().await.map_err(|e| self.poison(e.to_string()))?;
+        let (summary, index_bytes) = {
+            let state = self.state.borrow();
+            let active = &state.active;
+            let summary = SegmentSummary {
+                base_offset: active.base_offset,
+                end_position,
+                next_offset: state.next_offset,
+                max_timestamp_ms: active.index.max_timestamp_ms(),
+            };
+            (summary, active.index.encode(&summary))
+        };
+        write_index_file(&index_path(&self.dir, summary.base_offset), &index_bytes, self.config.require_direct_io).await?;
+        let fresh = create_active(&self.dir, &self.config, summary.next_offset).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            let old = std::mem::replace(&mut state.active, fresh.segment);
+            state.sealed.push(Rc::new(SealedSegment {
+                summary,
+                file,
+                index: RefCell::new(Some(Rc::new(old.index))),
+            }));
+            state.loaded_indexes.push(summary.base_offset);
+            state.durable_offset = state.durable_offset.max(summary.next_offset);
+            state.unflushed_bytes = 0;
+            state.first_unflushed_ms = None;
+        }
+        self.trim_loaded_indexes();
+        self.durable_changed.notify_all();
+        tracing::debug!(dir = %self.dir.display(), base_offset = summary.base_offset, size = end_position, "segment sealed");
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty one at `offset`.
+    async fn reset_to(&self, offset: u64) -> Result<()> {
+        let bases: Vec<u64> = {
+            let state = self.state.borrow();
+            state
+                .sealed
+                .iter()
+                .map(|s| s.summary.base_offset)
+                .chain([state.active.base_offset])
+                .collect()
+        };
+        for base in bases {
+            remove_file(&log_path(&self.dir, base))?;
+            remove_file(&index_path(&self.dir, base))?;
+        }
+        let fresh = create_active(&self.dir, &self.config, offset).await?;
+        let mut state = self.state.borrow_mut();
+        state.sealed.clear();
+        state.loaded_indexes.clear();
+        state.active = fresh.segment;
+        state.log_start_offset = offset;
+        state.next_offset = offset;
+        state.durable_offset = offset;
+        state.epoch += 1;
+        state.unflushed_bytes = 0;
+        state.first_unflushed_ms = None;
+        Ok(())
+    }
+
+    /// The index of a sealed segment, loading it if needed and keeping at most
+    /// [`SEALED_INDEXES_LOADED_MAX`] in memory.
+    async fn sealed_index(&self, segment: &Rc<SealedSegment>) -> Result<Rc<SegmentIndex>> {
+        let was_loaded = segment.index.borrow().is_some();
+        let index = segment.index(&self.dir, self.config.require_direct_io).await?;
+        if !was_loaded {
+            self.state.borrow_mut().loaded_indexes.push(segment.summary.base_offset);
+            self.trim_loaded_indexes();
+        }
+        Ok(index)
+    }
+
+    fn trim_loaded_indexes(&self) {
+        let mut state = self.state.borrow_mut();
+        while state.loaded_indexes.len() > SEALED_INDEXES_LOADED_MAX {
+            let base = state.loaded_indexes.remove(0);
+            if let Some(segment) = state.sealed.iter().find(|s| s.summary.base_offset == base) {
+                *segment.index.borrow_mut() = None;
+            }
+        }
+    }
+
+    /// Hands the unwritten tail to the disk, waits for it, syncs, and publishes the new
+    /// durable offset. Appends that arrive meanwhile wait for the next round: group commit.
+    async fn sync_now(&self) -> Result<()> {
+        let (file, tracker, target_position, target_offset, epoch) = {
+            let _permit = self.lock().await?;
+            let mut state = self.state.borrow_mut();
+            state.flush_requested = false;
+            state.unflushed_bytes = 0;
+            state.first_unflushed_ms = None;
+            let target_offset = state.next_offset;
+            let epoch = state.epoch;
+            let appender = &mut state.active.appender;
+            let target_position = appender.submit_tail();
+            (appender.file().clone(), appender.tracker(), target_position, target_offset, epoch)
+        };
+        tracker
+            .wait_written(target_position)
+            .await
+            .map_err(|reason| self.poison(reason))?;
+        if let Err(error) = file.fdatasync().await {
+            return Err(self.poison(error.to_string()));
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            if state.epoch == epoch && target_offset > state.durable_offset {
+                state.durable_offset = target_offset;
+            }
+        }
+        self.durable_changed.notify_all();
+        Ok(())
+    }
+}
+
+/// The background task of one log: runs syncs when asked (`always`, explicit flushes) or on the
+/// `interval` schedule. Holds only a weak reference between rounds; ends when the log closes.
+async fn flusher(weak: Weak<LogInner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let interval = match inner.config.durability {
+            Durability::Interval { interval, .. } => Some(interval),
+            _ => None,
+        };
+        inner
+            .flush_wanted
+            .wait_until(|| {
+                let state = inner.state.borrow();
+                state.closed
+                    || state.poisoned.is_some()
+                    || state.flush_requested
+                    || (interval.is_some() && state.unflushed_bytes > 0)
+            })
+            .await;
+        {
+            let state = inner.state.borrow();
+            if state.closed || state.poisoned.is_some() {
+                return;
+            }
+        }
+        if let Some(interval) = interval {
+            let first = inner.state.borrow().first_unflushed_ms.unwrap_or_else(now_ms);
+            let remaining_ms = (first + interval.as_millis() as i64 - now_ms()).max(0) as u64;
+            if remaining_ms > 0 {
+                let asked = inner.flush_wanted.wait_until(|| {
+                    let state = inner.state.borrow();
+                    state.flush_requested || state.closed
+                });
+                futures_lite::future::or(asked, glommio::timer::sleep(Duration::from_millis(remaining_ms))).await;
+            }
+        }
+        if inner.state.borrow().closed {
+            return;
+        }
+        if let Err(error) = inner.sync_now().await {
+            tracing::error!(dir = %inner.dir.display(), %error, "log sync failed");
+        }
+    }
+}
+
+/// An active segment just opened, with the log end offset it recovered.
+struct OpenedActive {
+    segment: ActiveSegment,
+    next_offset: u64,
+}
+
+/// Creates an empty segment file at `base_offset` and makes its creation durable.
+async fn create_active(dir: &Path, config: &LogConfig, base_offset: u64) -> Result<OpenedActive> {
+    let file = SegmentFile::create(&log_path(dir, base_offset), config.require_direct_io).await?;
+    remove_file(&index_path(dir, base_offset))?;
+    sync_dir(dir).await?;
+    let appender = Appender::new(file, 0, &[], None, config.write_chunk_bytes, config.tail_cache_bytes_max);
+    Ok(OpenedActive {
+        segment: ActiveSegment {
+            base_offset,
+            appender,
+            index: SegmentIndex::default(),
+            created_ms: now_ms(),
+        },
+        next_offset: base_offset,
+    })
+}
+
+/// Recovers the active segment: scans it, cuts an invalid tail, and seeds the appender with the
+/// last partial page so the next write carries it again.
+async fn open_active(dir: &Path, config: &LogConfig, file: SegmentFile, base_offset: u64) -> Result<OpenedActive> {
+    let scan = scan_segment(&file, base_offset, config.index_interval_bytes, config.batch_bytes_max).await?;
+    let end = scan.summary.end_position;
+    if let Some(invalid) = &scan.invalid {
+        tracing::warn!(file = %file.path().display(), position = invalid.position, reason = %invalid.reason, "cutting invalid tail of the active segment");
+    }
+    if file.size().await? != end {
+        file.truncate(end).await?;
+    }
+    file.fdatasync().await?;
+    // The index file of a segment that becomes active again is stale.
+    remove_file(&index_path(dir, base_offset))?;
+    let tail_start = align_down(end, PAGE_SIZE as u64);
+    let tail = if end > tail_start {
+        file.read_aligned(tail_start, PAGE_SIZE).await?
+    } else {
+        glommio::io::ReadResult::default()
+    };
+    let tail_len = (end - tail_start) as usize;
+    let tail_bytes = tail.get(..tail_len).ok_or_else(|| StorageError::Corrupt {
+        path: file.path().to_path_buf(),
+        position: tail_start,
+        reason: "short read of the last page".into(),
+    })?;
+    let first_in_tail = scan.first_batch_in_tail_page.map(|p| (p - tail_start) as usize);
+    let appender = Appender::new(
+        file,
+        end,
+        tail_bytes,
+        first_in_tail,
+        config.write_chunk_bytes,
+        config.tail_cache_bytes_max,
+    );
+    Ok(OpenedActive {
+        segment: ActiveSegment {
+            base_offset,
+            appender,
+            index: scan.index,
+            created_ms: scan.first_timestamp_ms.unwrap_or_else(now_ms),
+        },
+        next_offset: scan.summary.next_offset,
+    })
+}
+
+/// Walks batches in memory from `position` and collects those holding `from_offset` onwards.
+fn read_from_cache(
+    appender: &Appender,
+    mut position: u64,
+    from_offset: u64,
+    end_offset: u64,
+    max_bytes: usize,
+    batch_bytes_max: usize,
+    out: &mut ReadBatches,
+) {
+    let mut taken = 0usize;
+    while position < appender.end_position() {
+        let Some(header) = appender.peek::<BATCH_HEADER_SIZE>(position) else { break };
+        let Ok(header) = peek_header(&header, batch_bytes_max) else { break };
+        let len = header.batch_length as usize;
+        if header.last_offset() >= from_offset {
+            if header.last_offset() >= end_offset || (taken > 0 && taken + len > max_bytes) {
+                break;
+            }
+            let Some(bytes) = appender.slice(position, len) else { break };
+            out.batches.push(ReadBatch {
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+                bytes,
+            });
+            taken += len;
+            if taken >= max_bytes {
+                break;
+            }
+        }
+        position += len as u64;
+    }
+}
+
+/// Position of the batch holding `offset`, walking headers on disk from `position`.
+async fn find_batch_position(file: &SegmentFile, mut position: u64, offset: u64, batch_bytes_max: usize) -> Result<u64> {
+    loop {
+        let header = file.read(position, BATCH_HEADER_SIZE).await?;
+        let header = peek_header(&header, batch_bytes_max).map_err(|e| StorageError::Corrupt {
+            path: file.path().to_path_buf(),
+            position,
+            reason: e.to_string(),
+        })?;
+        if header.last_offset() >= offset {
+            return Ok(position);
+        }
+        position += u64::from(header.batch_length);
+    }
+}

@@ -1,0 +1,254 @@
+//! The log's contract, one behaviour per test: offsets, reads, reopen, rolls, durability,
+//! timestamps, truncation and retention — on real O_DIRECT files under target/.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{batch, run, small_config, test_dir, values, view};
+use storage::{Durability, Log, LogConfig, StorageError};
+
+/// Appends get consecutive offsets, reads return the same bytes with the offset stamped, and
+/// the whole log survives a close and reopen.
+#[test]
+fn append_read_and_reopen() {
+    let dir = test_dir();
+    run(async {
+        let log = Log::open(dir.path(), small_config(Durability::Always)).await.unwrap();
+        let mut expected = Vec::new();
+        for i in 0..50u64 {
+            let bytes = batch(i, 3, 500, 1_000 + i as i64);
+            let info = log.append(view(&bytes)).await.unwrap();
+            assert_eq!(info.base_offset, i * 3);
+            assert_eq!(info.last_offset, i * 3 + 2);
+            expected.push(values(&bytes));
+        }
+        assert_eq!(log.log_end_offset(), 150);
+        assert!(log.segment_count() > 1, "64 KiB segments must have rolled");
+        let check = |log: Rc<Log>, expected: Vec<Vec<Vec<u8>>>| async move {
+            let mut offset = 0;
+            let mut seen = 0;
+            while offset < 150 {
+                let read = log.read(offset, 5000).await.unwrap();
+                assert!(!read.batches.is_empty());
+                for b in &read.batches {
+                    let v = view(&b.bytes);
+                    assert_eq!(v.base_offset(), b.base_offset);
+                    assert_eq!(b.base_offset, seen as u64 * 3);
+                    assert_eq!(values(&b.bytes), expected[seen]);
+                    assert_eq!(b.bytes.as_ptr() as usize % 16, 0, "batches must be 16-aligned in memory");
+                    seen += 1;
+                }
+                offset = read.next_offset().unwrap();
+            }
+            assert_eq!(seen, 50);
+            // A read from inside a batch starts with that batch.
+            let read = log.read(4, 1).await.unwrap();
+            assert_eq!(read.batches[0].base_offset, 3);
+            assert_eq!(read.batches.len(), 1);
+            // The end is empty; past the end is an error.
+            assert!(log.read(150, 1000).await.unwrap().batches.is_empty());
+            assert!(matches!(log.read(151, 1000).await, Err(StorageError::OffsetOutOfRange { .. })));
+        };
+        let log = Rc::new(log);
+        check(log.clone(), expected.clone()).await;
+        Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+        let log = Rc::new(Log::open(dir.path(), small_config(Durability::Always)).await.unwrap());
+        assert_eq!(log.log_end_offset(), 150);
+        assert_eq!(log.durable_offset(), 150);
+        check(log.clone(), expected).await;
+        // Appends continue after the reopen.
+        let info = log.append(view(&batch(99, 1, 10, 5))).await.unwrap();
+        assert_eq!(info.base_offset, 150);
+    });
+}
+
+/// `wait_durable` returns once an fdatasync covers the offset, under every policy; many
+/// concurrent waiters all complete.
+#[test]
+fn durability_policies_report_durable_offsets() {
+    for durability in [
+        Durability::Always,
+        Durability::Never,
+        Durability::Interval {
+            interval: Duration::from_millis(5),
+            bytes: 1 << 20,
+        },
+    ] {
+        let dir = test_dir();
+        run(async move {
+            let log = Rc::new(Log::open(dir.path(), small_config(durability)).await.unwrap());
+            let mut tasks = Vec::new();
+            for t in 0..8u64 {
+                let log = log.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    for i in 0..20u64 {
+                        let info = log.append(view(&batch(t * 100 + i, 2, 300, 0))).await.unwrap();
+                        log.wait_durable(info.last_offset).await.unwrap();
+                        assert!(log.durable_offset() > info.last_offset);
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await;
+            }
+            assert_eq!(log.log_end_offset(), 8 * 20 * 2);
+            assert_eq!(log.durable_offset(), 8 * 20 * 2, "{durability:?}");
+        });
+    }
+}
+
+/// Under `interval`, data becomes durable without anyone asking, within the interval.
+#[test]
+fn interval_policy_syncs_on_its_own() {
+    let dir = test_dir();
+    run(async {
+        let config = small_config(Durability::Interval {
+            interval: Duration::from_millis(20),
+            bytes: 1 << 30,
+        });
+        let log = Log::open(dir.path(), config).await.unwrap();
+        log.append(view(&batch(1, 1, 10, 0))).await.unwrap();
+        assert_eq!(log.durable_offset(), 0);
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        assert_eq!(log.durable_offset(), 1);
+    });
+}
+
+/// Timestamp lookups find the first record at or after the time, across segments.
+#[test]
+fn offset_for_timestamp() {
+    let dir = test_dir();
+    run(async {
+        let log = Log::open(dir.path(), small_config(Durability::Never)).await.unwrap();
+        // Batch i holds records with timestamps 1000*i + 0..10.
+        for i in 0..40u64 {
+            log.append(view(&batch(i, 10, 300, 1000 * i as i64))).await.unwrap();
+        }
+        assert!(log.segment_count() > 1);
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some(0));
+        assert_eq!(log.offset_for_timestamp(5_005).await.unwrap(), Some(55));
+        assert_eq!(log.offset_for_timestamp(5_009).await.unwrap(), Some(59));
+        assert_eq!(log.offset_for_timestamp(5_010).await.unwrap(), Some(60));
+        assert_eq!(log.offset_for_timestamp(39_009).await.unwrap(), Some(399));
+        assert_eq!(log.offset_for_timestamp(39_010).await.unwrap(), None);
+    });
+}
+
+/// Truncation removes the batch holding the offset and everything after, in the active
+/// segment or across sealed ones; appends continue from the new end, also after reopen.
+#[test]
+fn truncate_to_offset() {
+    let dir = test_dir();
+    run(async {
+        let log = Log::open(dir.path(), small_config(Durability::Always)).await.unwrap();
+        for i in 0..120u64 {
+            log.append(view(&batch(i, 2, 1000, 0))).await.unwrap();
+        }
+        let segments = log.segment_count();
+        assert!(segments > 2);
+        // Inside the active segment, mid-batch: batch [230, 231] goes.
+        assert_eq!(log.truncate_to(231).await.unwrap(), 230);
+        assert_eq!(log.log_end_offset(), 230);
+        assert_eq!(log.segment_count(), segments);
+        // Back into a sealed segment.
+        assert_eq!(log.truncate_to(21).await.unwrap(), 20);
+        assert!(log.segment_count() < segments);
+        let read = log.read(18, 100_000).await.unwrap();
+        assert_eq!(read.batches.len(), 1);
+        assert_eq!(read.batches[0].base_offset, 18);
+        let info = log.append(view(&batch(777, 1, 10, 0))).await.unwrap();
+        assert_eq!(info.base_offset, 20);
+        log.close().await.unwrap();
+        let log = Log::open(dir.path(), small_config(Durability::Always)).await.unwrap();
+        assert_eq!(log.log_end_offset(), 21);
+        let read = log.read(20, 1000).await.unwrap();
+        assert_eq!(values(&read.batches[0].bytes), vec![b"777-0.....".to_vec()]);
+        // Below the start: the log restarts empty at that offset.
+        assert_eq!(log.truncate_to(0).await.unwrap(), 0);
+        assert_eq!(log.log_end_offset(), 0);
+        assert_eq!(log.append(view(&batch(1, 1, 10, 0))).await.unwrap().base_offset, 0);
+    });
+}
+
+/// Retention deletes whole sealed segments by size and by age and moves the log start; reads
+/// below it are out of range.
+#[test]
+fn retention_by_size_and_time() {
+    let dir = test_dir();
+    run(async {
+        let config = LogConfig {
+            retention_bytes: Some(150 * 1024),
+            retention_time: None,
+            ..small_config(Durability::Never)
+        };
+        let log = Log::open(dir.path(), config).await.unwrap();
+        for i in 0..100u64 {
+            log.append(view(&batch(i, 4, 1000, 1_000))).await.unwrap();
+        }
+        let before = log.size_bytes();
+        let report = log.enforce_retention(storage::now_ms()).await.unwrap();
+        assert!(report.segments_deleted > 0);
+        assert!(log.size_bytes() < before);
+        assert!(log.size_bytes() >= 150 * 1024, "never below the limit");
+        assert_eq!(log.log_start_offset(), report.log_start_offset);
+        assert!(matches!(log.read(0, 10).await, Err(StorageError::OffsetOutOfRange { .. })));
+        let read = log.read(report.log_start_offset, 10).await.unwrap();
+        assert_eq!(read.batches[0].base_offset, report.log_start_offset);
+        drop(log);
+
+        // By time: records stamped at 1000 ms since the epoch are far older than 14 days.
+        let log = Log::open(dir.path(), small_config(Durability::Never)).await.unwrap();
+        let report = log.enforce_retention(storage::now_ms()).await.unwrap();
+        assert!(report.segments_deleted > 0);
+        assert_eq!(log.segment_count(), 1, "only the active segment stays");
+        // Fresh records are kept.
+        let log_end = log.log_end_offset();
+        for i in 0..40u64 {
+            log.append(view(&batch(i, 4, 1000, storage::now_ms()))).await.unwrap();
+        }
+        // The segment that was active still held old records and may go once sealed; the
+        // fresh ones stay.
+        let report = log.enforce_retention(storage::now_ms()).await.unwrap();
+        assert!(report.log_start_offset <= log_end);
+        assert_eq!(log.read(log_end, 10).await.unwrap().batches[0].base_offset, log_end);
+        assert_eq!(log.enforce_retention(storage::now_ms()).await.unwrap().segments_deleted, 0);
+    });
+}
+
+/// Oversized batches and reads outside the log are clear errors.
+#[test]
+fn bad_requests_get_clear_errors() {
+    let dir = test_dir();
+    run(async {
+        let config = LogConfig {
+            batch_bytes_max: 4096,
+            ..small_config(Durability::Never)
+        };
+        let log = Log::open(dir.path(), config).await.unwrap();
+        let big = batch(1, 1, 5000, 0);
+        assert!(matches!(log.append(view(&big)).await, Err(StorageError::BatchTooLarge { .. })));
+        assert!(matches!(log.wait_durable(0).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert_eq!(log.log_end_offset(), 0);
+    });
+}
+
+/// The data directory must really be O_DIRECT: tmpfs is refused with a clear error.
+#[test]
+fn tmpfs_is_refused() {
+    let shm = std::path::Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("no /dev/shm here; nothing to check");
+        return;
+    }
+    let dir = tempfile::tempdir_in(shm).unwrap();
+    run(async {
+        match Log::open(dir.path(), LogConfig::default()).await {
+            Err(StorageError::DirectIoUnavailable { .. }) => {}
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("tmpfs accepted as O_DIRECT"),
+        }
+    });
+}
