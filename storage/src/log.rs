@@ -562,9 +562,17 @@ impl Log {
         if offset >= end {
             return Ok(end);
         }
-        // Let every write in flight land first, so none lands after the cut.
-        let tracker = inner.state.borrow().active.appender.tracker();
+        // Write out the tail and let every write land first: the cut is found on disk, and no
+        // write may land after it.
+        let tracker = {
+            let mut state = inner.state.borrow_mut();
+            state.active.appender.submit_tail();
+            state.active.appender.tracker()
+        };
         tracker.wait_idle().await;
+        if let Some(reason) = tracker.failure() {
+            return Err(inner.poison(reason));
+        }
         if offset <= start {
             inner.reset_to(offset).await?;
             return Ok(offset);
