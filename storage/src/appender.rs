@@ -243,7 +243,9 @@ impl Appender {
                         }
                     }
                 }
-                let Some(last) = self.chunks.back_mut() else { return };
+                let Some(last) = self.chunks.back_mut() else {
+                    return;
+                };
                 let copied = last.chunk.append(part);
                 part = &part[copied..];
                 self.end_position += copied as u64;
@@ -258,7 +260,10 @@ impl Appender {
     }
 
     fn push_chunk(&mut self) {
-        let start = self.chunks.back().map_or(self.end_position, |c| c.chunk.end());
+        let start = self
+            .chunks
+            .back()
+            .map_or(self.end_position, |c| c.chunk.end());
         let chunk = AppendChunk::new(self.file.alloc(self.chunk_bytes), start);
         self.chunks.push_back(CachedChunk {
             chunk,
@@ -270,7 +275,9 @@ impl Appender {
     /// Writes the last chunk, which has just filled: from its own buffer when no part of it was
     /// written before, else from the page a flush left partial.
     fn submit_full_chunk(&mut self) {
-        let Some(last) = self.chunks.back_mut() else { return };
+        let Some(last) = self.chunks.back_mut() else {
+            return;
+        };
         let chunk = &mut last.chunk;
         let (source, position) = if chunk.submitted == 0 {
             (WriteSource::Chunk(chunk.shared_buffer()), chunk.start())
@@ -316,7 +323,10 @@ impl Appender {
         let tracker = self.tracker.clone();
         glommio::spawn_local(async move {
             if let Some(previous) = must_follow {
-                tracker.changed.wait_until(|| tracker.is_done(previous)).await;
+                tracker
+                    .changed
+                    .wait_until(|| tracker.is_done(previous))
+                    .await;
             }
             let result = match source {
                 WriteSource::Chunk(buffer) => file.write_shared(buffer, position).await,
@@ -334,7 +344,8 @@ impl Appender {
         let mut cached: usize = self.chunks.iter().map(|c| c.chunk.capacity()).sum();
         while self.chunks.len() > 1 && cached > self.tail_cache_bytes_max {
             let front = &self.chunks[0];
-            if front.chunk.end() > written || front.straddle_end > written || !front.chunk.is_full() {
+            if front.chunk.end() > written || front.straddle_end > written || !front.chunk.is_full()
+            {
                 break;
             }
             cached -= front.chunk.capacity();
@@ -387,7 +398,9 @@ impl Appender {
                 return chunk.slice((position - chunk.start()) as usize, len);
             }
         }
-        let mut copy = self.file.alloc(align_up(len as u64, PAGE_SIZE as u64) as usize);
+        let mut copy = self
+            .file
+            .alloc(align_up(len as u64, PAGE_SIZE as u64) as usize);
         let mut done = 0usize;
         for cached in &self.chunks {
             let chunk = &cached.chunk;

@@ -94,7 +94,8 @@ impl LogConfig {
     /// Checks every value against its allowed range.
     pub fn validate(&self) -> Result<()> {
         let fail = |what: String| Err(StorageError::Config(what));
-        if self.segment_bytes_max < PAGE_SIZE as u64 * 4 || self.segment_bytes_max > u32::MAX as u64 {
+        if self.segment_bytes_max < PAGE_SIZE as u64 * 4 || self.segment_bytes_max > u32::MAX as u64
+        {
             return fail(format!(
                 "segment_bytes_max {} must be within [16 KiB, 4 GiB)",
                 self.segment_bytes_max
@@ -107,7 +108,10 @@ impl LogConfig {
             ));
         }
         if self.writes_in_flight_max == 0 || self.writes_in_flight_max > 64 {
-            return fail(format!("writes_in_flight_max {} must be within [1, 64]", self.writes_in_flight_max));
+            return fail(format!(
+                "writes_in_flight_max {} must be within [1, 64]",
+                self.writes_in_flight_max
+            ));
         }
         if self.batch_bytes_max < wire::batch::BATCH_HEADER_SIZE
             || self.batch_bytes_max > wire::limits::BATCH_SIZE_MAX

@@ -23,7 +23,9 @@ pub enum StorageError {
         path: PathBuf,
     },
     /// The file was opened but the kernel silently fell back to buffered I/O (tmpfs does this).
-    #[error("O_DIRECT is not in effect for {path}: keep the data directory on a real disk, not tmpfs")]
+    #[error(
+        "O_DIRECT is not in effect for {path}: keep the data directory on a real disk, not tmpfs"
+    )]
     DirectIoUnavailable {
         /// File that was opened without O_DIRECT.
         path: PathBuf,
@@ -40,7 +42,9 @@ pub enum StorageError {
         reason: String,
     },
     /// A read or a seek named an offset the log does not hold.
-    #[error("offset {requested} is out of range: the log holds [{log_start_offset}, {log_end_offset})")]
+    #[error(
+        "offset {requested} is out of range: the log holds [{log_start_offset}, {log_end_offset})"
+    )]
     OffsetOutOfRange {
         /// Offset asked for.
         requested: u64,

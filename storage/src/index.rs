@@ -83,7 +83,10 @@ impl SegmentIndex {
             self.bytes_since_entry = 0;
         }
         self.bytes_since_entry += u64::from(batch_length);
-        self.max_timestamp_ms = Some(self.max_timestamp_ms.map_or(max_timestamp_ms, |m| m.max(max_timestamp_ms)));
+        self.max_timestamp_ms = Some(
+            self.max_timestamp_ms
+                .map_or(max_timestamp_ms, |m| m.max(max_timestamp_ms)),
+        );
     }
 
     /// Largest batch timestamp indexed so far (i64::MIN when empty).
@@ -93,13 +96,17 @@ impl SegmentIndex {
 
     /// The last entry whose batch starts at or below `relative_offset`.
     pub(crate) fn lookup_offset(&self, relative_offset: u32) -> Option<IndexEntry> {
-        let after = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
+        let after = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative_offset);
         after.checked_sub(1).map(|i| self.entries[i])
     }
 
     /// The last entry before which no batch reaches `timestamp_ms`.
     pub(crate) fn lookup_timestamp(&self, timestamp_ms: i64) -> Option<IndexEntry> {
-        let after = self.entries.partition_point(|e| e.max_timestamp_before_ms < timestamp_ms);
+        let after = self
+            .entries
+            .partition_point(|e| e.max_timestamp_before_ms < timestamp_ms);
         after.checked_sub(1).map(|i| self.entries[i])
     }
 
@@ -156,13 +163,18 @@ impl SegmentIndex {
                 && w[0].position < w[1].position
                 && w[0].max_timestamp_before_ms <= w[1].max_timestamp_before_ms
         });
-        if !sorted || entries.last().is_some_and(|e| u64::from(e.position) >= summary.end_position) {
+        if !sorted
+            || entries
+                .last()
+                .is_some_and(|e| u64::from(e.position) >= summary.end_position)
+        {
             return None;
         }
         let index = SegmentIndex {
             entries,
             bytes_since_entry: 0,
-            max_timestamp_ms: (summary.max_timestamp_ms != i64::MIN).then_some(summary.max_timestamp_ms),
+            max_timestamp_ms: (summary.max_timestamp_ms != i64::MIN)
+                .then_some(summary.max_timestamp_ms),
         };
         Some((index, summary))
     }
@@ -215,7 +227,10 @@ mod tests {
         for at in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x40;
-            assert!(SegmentIndex::decode(&damaged).is_none(), "flip at {at} not detected");
+            assert!(
+                SegmentIndex::decode(&damaged).is_none(),
+                "flip at {at} not detected"
+            );
         }
         assert!(SegmentIndex::decode(&bytes[..bytes.len() - 1]).is_none());
         assert!(SegmentIndex::decode(&[]).is_none());

@@ -50,6 +50,9 @@ pub(crate) fn test_dir() -> tempfile::TempDir {
     let _ = std::fs::create_dir_all(&base);
     match tempfile::tempdir_in(&base) {
         Ok(dir) => dir,
-        Err(error) => panic!("cannot create a test directory under {}: {error}", base.display()),
+        Err(error) => panic!(
+            "cannot create a test directory under {}: {error}",
+            base.display()
+        ),
     }
 }

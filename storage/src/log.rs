@@ -23,8 +23,8 @@ use crate::index::{SegmentIndex, SegmentSummary};
 use crate::io::{align_down, prime_device_probe, remove_file, sync_dir, SegmentFile, Signal};
 use crate::recovery::scan_segment;
 use crate::segment::{
-    index_path, log_path, parse_log_name, read_from_disk, read_index_file, write_index_file, DiskRead,
-    ReadBatch, SealedSegment,
+    index_path, log_path, parse_log_name, read_from_disk, read_index_file, write_index_file,
+    DiskRead, ReadBatch, SealedSegment,
 };
 
 /// Most sealed-segment indexes kept in memory per log; older ones are dropped and re-read from
@@ -150,15 +150,27 @@ impl Log {
                 return Err(StorageError::Corrupt {
                     path,
                     position: 0,
-                    reason: format!("segment starts at offset {base}, previous one ended at {expected_base:?}"),
+                    reason: format!(
+                        "segment starts at offset {base}, previous one ended at {expected_base:?}"
+                    ),
                 });
             }
             let file = SegmentFile::open(&path, direct).await?;
             let size = file.size().await?;
             let summary = match read_index_file(&index_path(&dir, base), direct).await? {
-                Some((_, summary)) if summary.base_offset == base && summary.end_position == size => summary,
+                Some((_, summary))
+                    if summary.base_offset == base && summary.end_position == size =>
+                {
+                    summary
+                }
                 _ => {
-                    let scan = scan_segment(&file, base, config.index_interval_bytes, config.batch_bytes_max).await?;
+                    let scan = scan_segment(
+                        &file,
+                        base,
+                        config.index_interval_bytes,
+                        config.batch_bytes_max,
+                    )
+                    .await?;
                     if let Some(invalid) = scan.invalid {
                         return Err(StorageError::Corrupt {
                             path,
@@ -193,7 +205,9 @@ impl Log {
             }
             None => create_active(&dir, &config, 0).await?,
         };
-        let log_start_offset = sealed.first().map_or(active.segment.base_offset, |s| s.summary.base_offset);
+        let log_start_offset = sealed
+            .first()
+            .map_or(active.segment.base_offset, |s| s.summary.base_offset);
         let next_offset = active.next_offset;
         tracing::info!(dir = %dir.display(), log_start_offset, next_offset, segments = sealed.len() + 1, "log opened");
         let inner = Rc::new(LogInner {
@@ -250,7 +264,8 @@ impl Log {
     /// Total bytes of segment data.
     pub fn size_bytes(&self) -> u64 {
         let state = self.inner.state.borrow();
-        state.sealed.iter().map(|s| s.size_bytes()).sum::<u64>() + state.active.appender.end_position()
+        state.sealed.iter().map(|s| s.size_bytes()).sum::<u64>()
+            + state.active.appender.end_position()
     }
 
     /// Number of segments, the active one included.
@@ -396,7 +411,12 @@ impl Log {
 
     /// Like [`Log::read`], returning only batches whose last offset is below `end_offset` (the
     /// high watermark, for consumers that must see only replicated data).
-    pub async fn read_bounded(&self, from_offset: u64, max_bytes: usize, end_offset: u64) -> Result<ReadBatches> {
+    pub async fn read_bounded(
+        &self,
+        from_offset: u64,
+        max_bytes: usize,
+        end_offset: u64,
+    ) -> Result<ReadBatches> {
         let inner = &self.inner;
         let mut out = ReadBatches::default();
         enum Plan {
@@ -453,7 +473,9 @@ impl Log {
                     },
                 }
             } else {
-                let at = state.sealed.partition_point(|s| s.summary.base_offset <= from_offset);
+                let at = state
+                    .sealed
+                    .partition_point(|s| s.summary.base_offset <= from_offset);
                 match at.checked_sub(1).and_then(|i| state.sealed.get(i)) {
                     Some(segment) => Plan::Sealed(segment.clone()),
                     None => Plan::Done,
@@ -484,7 +506,9 @@ impl Log {
                 let relative = (from_offset - segment.summary.base_offset) as u32;
                 let request = DiskRead {
                     file: &segment.file,
-                    start_position: index.lookup_offset(relative).map_or(0, |e| u64::from(e.position)),
+                    start_position: index
+                        .lookup_offset(relative)
+                        .map_or(0, |e| u64::from(e.position)),
                     end_position: segment.summary.end_position,
                     from_offset,
                     end_offset,
@@ -501,31 +525,42 @@ impl Log {
     /// record is older.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
         let inner = &self.inner;
-        let mut from = {
+        // The first segment whose newest record reaches the time, then its time index.
+        let (sealed, active_start) = {
             let state = inner.state.borrow();
-            let sealed = state.sealed.iter().find(|s| s.summary.max_timestamp_ms >= timestamp_ms).cloned();
-            match sealed {
-                Some(segment) => {
-                    drop(state);
-                    let index = inner.sealed_index(&segment).await?;
-                    index
-                        .lookup_timestamp(timestamp_ms)
-                        .map_or(segment.summary.base_offset, |e| segment.summary.base_offset + u64::from(e.relative_offset))
-                }
-                None if state.active.index.max_timestamp_ms() >= timestamp_ms => {
-                    let active = &state.active;
-                    active
-                        .index
-                        .lookup_timestamp(timestamp_ms)
-                        .map_or(active.base_offset, |e| active.base_offset + u64::from(e.relative_offset))
-                }
-                None => return Ok(None),
+            let sealed = state
+                .sealed
+                .iter()
+                .find(|s| s.summary.max_timestamp_ms >= timestamp_ms)
+                .cloned();
+            let active = &state.active;
+            let active_start = (active.index.max_timestamp_ms() >= timestamp_ms).then(|| {
+                active
+                    .index
+                    .lookup_timestamp(timestamp_ms)
+                    .map_or(active.base_offset, |e| {
+                        active.base_offset + u64::from(e.relative_offset)
+                    })
+            });
+            (sealed, active_start)
+        };
+        let mut from = match (sealed, active_start) {
+            (Some(segment), _) => {
+                let index = inner.sealed_index(&segment).await?;
+                let base = segment.summary.base_offset;
+                index
+                    .lookup_timestamp(timestamp_ms)
+                    .map_or(base, |e| base + u64::from(e.relative_offset))
             }
+            (None, Some(start)) => start,
+            (None, None) => return Ok(None),
         };
         loop {
             let from_checked = from.max(self.log_start_offset());
             let read = self.read(from_checked, 1 << 20).await?;
-            let Some(next) = read.next_offset() else { return Ok(None) };
+            let Some(next) = read.next_offset() else {
+                return Ok(None);
+            };
             for batch in &read.batches {
                 let view = BatchView::validate(&batch.bytes, inner.config.batch_bytes_max)?;
                 let header = view.header();
@@ -537,7 +572,8 @@ impl Log {
                 }
                 let found = view.records().ok().and_then(|records| {
                     records.iter().enumerate().find_map(|(i, record)| {
-                        let at = header.first_timestamp_ms + i64::from(record.timestamp_delta_ms.to_native());
+                        let at = header.first_timestamp_ms
+                            + i64::from(record.timestamp_delta_ms.to_native());
                         (at >= timestamp_ms).then_some(batch.base_offset + i as u64)
                     })
                 });
@@ -592,7 +628,13 @@ impl Log {
             let Some(previous) = previous else { break };
             remove_file(&log_path(&inner.dir, base))?;
             remove_file(&index_path(&inner.dir, previous.summary.base_offset))?;
-            let active = open_active(&inner.dir, &inner.config, previous.file.clone(), previous.summary.base_offset).await?;
+            let active = open_active(
+                &inner.dir,
+                &inner.config,
+                previous.file.clone(),
+                previous.summary.base_offset,
+            )
+            .await?;
             inner.state.borrow_mut().active = active.segment;
         }
         // Cut inside the active segment at the batch holding `offset`.
@@ -605,7 +647,8 @@ impl Log {
                 .map_or(0, |e| u64::from(e.position));
             (active.appender.file().clone(), active.base_offset, hint)
         };
-        let cut = find_batch_position(&file, position, offset, inner.config.batch_bytes_max).await?;
+        let cut =
+            find_batch_position(&file, position, offset, inner.config.batch_bytes_max).await?;
         file.truncate(cut).await?;
         file.fdatasync().await?;
         sync_dir(&inner.dir).await?;
@@ -633,13 +676,13 @@ impl Log {
         let mut report = RetentionReport::default();
         let doomed = {
             let mut state = inner.state.borrow_mut();
-            let mut total = state.sealed.iter().map(|s| s.size_bytes()).sum::<u64>() + state.active.appender.end_position();
+            let mut total = state.sealed.iter().map(|s| s.size_bytes()).sum::<u64>()
+                + state.active.appender.end_position();
             let mut count = 0;
             for segment in &state.sealed {
-                let too_old = inner
-                    .config
-                    .retention_time
-                    .is_some_and(|t| segment.summary.max_timestamp_ms < now_ms - t.as_millis() as i64);
+                let too_old = inner.config.retention_time.is_some_and(|t| {
+                    segment.summary.max_timestamp_ms < now_ms - t.as_millis() as i64
+                });
                 let too_big = inner
                     .config
                     .retention_bytes
@@ -704,7 +747,9 @@ impl LogInner {
     }
 
     fn closed_error(&self) -> StorageError {
-        StorageError::Closed { dir: self.dir.clone() }
+        StorageError::Closed {
+            dir: self.dir.clone(),
+        }
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -727,7 +772,10 @@ impl LogInner {
     /// Marks the log unusable after a failed write or sync and returns the error to report.
     fn poison(&self, reason: String) -> StorageError {
         tracing::error!(dir = %self.dir.display(), %reason, "log poisoned");
-        self.state.borrow_mut().poisoned.get_or_insert(reason.clone());
+        self.state
+            .borrow_mut()
+            .poisoned
+            .get_or_insert(reason.clone());
         self.notify_all();
         poisoned(&self.dir, reason)
     }
@@ -752,7 +800,14 @@ impl LogInner {
             let appender = &state.active.appender;
             appender
                 .allocation_needed(incoming_bytes, self.config.preallocate_bytes)
-                .map(|size| (appender.file().clone(), size.min(self.config.segment_bytes_max.max(appender.end_position() + incoming_bytes as u64 + PAGE_SIZE as u64))))
+                .map(|size| {
+                    (
+                        appender.file().clone(),
+                        size.min(self.config.segment_bytes_max.max(
+                            appender.end_position() + incoming_bytes as u64 + PAGE_SIZE as u64,
+                        )),
+                    )
+                })
         };
         if let Some((file, size)) = needed {
             file.preallocate(size).await?;
@@ -775,7 +830,9 @@ impl LogInner {
             .await
             .map_err(|reason| self.poison(reason))?;
         file.truncate(end_position).await?;
-        file.fdatasync().await.map_err(|e| self.poison(e.to_string()))?;
+        file.fdatasync()
+            .await
+            .map_err(|e| self.poison(e.to_string()))?;
         let (summary, index_bytes) = {
             let state = self.state.borrow();
             let active = &state.active;
@@ -787,7 +844,12 @@ impl LogInner {
             };
             (summary, active.index.encode(&summary))
         };
-        write_index_file(&index_path(&self.dir, summary.base_offset), &index_bytes, self.config.require_direct_io).await?;
+        write_index_file(
+            &index_path(&self.dir, summary.base_offset),
+            &index_bytes,
+            self.config.require_direct_io,
+        )
+        .await?;
         let fresh = create_active(&self.dir, &self.config, summary.next_offset).await?;
         {
             let mut state = self.state.borrow_mut();
@@ -841,9 +903,14 @@ impl LogInner {
     /// [`SEALED_INDEXES_LOADED_MAX`] in memory.
     async fn sealed_index(&self, segment: &Rc<SealedSegment>) -> Result<Rc<SegmentIndex>> {
         let was_loaded = segment.index.borrow().is_some();
-        let index = segment.index(&self.dir, self.config.require_direct_io).await?;
+        let index = segment
+            .index(&self.dir, self.config.require_direct_io)
+            .await?;
         if !was_loaded {
-            self.state.borrow_mut().loaded_indexes.push(segment.summary.base_offset);
+            self.state
+                .borrow_mut()
+                .loaded_indexes
+                .push(segment.summary.base_offset);
             self.trim_loaded_indexes();
         }
         Ok(index)
@@ -872,7 +939,13 @@ impl LogInner {
             let epoch = state.epoch;
             let appender = &mut state.active.appender;
             let target_position = appender.submit_tail();
-            (appender.file().clone(), appender.tracker(), target_position, target_offset, epoch)
+            (
+                appender.file().clone(),
+                appender.tracker(),
+                target_position,
+                target_offset,
+                epoch,
+            )
         };
         tracker
             .wait_written(target_position)
@@ -918,14 +991,22 @@ async fn flusher(weak: Weak<LogInner>) {
             }
         }
         if let Some(interval) = interval {
-            let first = inner.state.borrow().first_unflushed_ms.unwrap_or_else(now_ms);
+            let first = inner
+                .state
+                .borrow()
+                .first_unflushed_ms
+                .unwrap_or_else(now_ms);
             let remaining_ms = (first + interval.as_millis() as i64 - now_ms()).max(0) as u64;
             if remaining_ms > 0 {
                 let asked = inner.flush_wanted.wait_until(|| {
                     let state = inner.state.borrow();
                     state.flush_requested || state.closed
                 });
-                futures_lite::future::or(asked, glommio::timer::sleep(Duration::from_millis(remaining_ms))).await;
+                futures_lite::future::or(
+                    asked,
+                    glommio::timer::sleep(Duration::from_millis(remaining_ms)),
+                )
+                .await;
             }
         }
         if inner.state.borrow().closed {
@@ -948,7 +1029,14 @@ async fn create_active(dir: &Path, config: &LogConfig, base_offset: u64) -> Resu
     let file = SegmentFile::create(&log_path(dir, base_offset), config.require_direct_io).await?;
     remove_file(&index_path(dir, base_offset))?;
     sync_dir(dir).await?;
-    let appender = Appender::new(file, 0, &[], None, config.write_chunk_bytes, config.tail_cache_bytes_max);
+    let appender = Appender::new(
+        file,
+        0,
+        &[],
+        None,
+        config.write_chunk_bytes,
+        config.tail_cache_bytes_max,
+    );
     Ok(OpenedActive {
         segment: ActiveSegment {
             base_offset,
@@ -962,8 +1050,19 @@ async fn create_active(dir: &Path, config: &LogConfig, base_offset: u64) -> Resu
 
 /// Recovers the active segment: scans it, cuts an invalid tail, and seeds the appender with the
 /// last partial page so the next write carries it again.
-async fn open_active(dir: &Path, config: &LogConfig, file: SegmentFile, base_offset: u64) -> Result<OpenedActive> {
-    let scan = scan_segment(&file, base_offset, config.index_interval_bytes, config.batch_bytes_max).await?;
+async fn open_active(
+    dir: &Path,
+    config: &LogConfig,
+    file: SegmentFile,
+    base_offset: u64,
+) -> Result<OpenedActive> {
+    let scan = scan_segment(
+        &file,
+        base_offset,
+        config.index_interval_bytes,
+        config.batch_bytes_max,
+    )
+    .await?;
     let end = scan.summary.end_position;
     if let Some(invalid) = &scan.invalid {
         tracing::warn!(file = %file.path().display(), position = invalid.position, reason = %invalid.reason, "cutting invalid tail of the active segment");
@@ -986,7 +1085,9 @@ async fn open_active(dir: &Path, config: &LogConfig, file: SegmentFile, base_off
         position: tail_start,
         reason: "short read of the last page".into(),
     })?;
-    let first_in_tail = scan.first_batch_in_tail_page.map(|p| (p - tail_start) as usize);
+    let first_in_tail = scan
+        .first_batch_in_tail_page
+        .map(|p| (p - tail_start) as usize);
     let appender = Appender::new(
         file,
         end,
@@ -1018,14 +1119,20 @@ fn read_from_cache(
 ) {
     let mut taken = 0usize;
     while position < appender.end_position() {
-        let Some(header) = appender.peek::<BATCH_HEADER_SIZE>(position) else { break };
-        let Ok(header) = peek_header(&header, batch_bytes_max) else { break };
+        let Some(header) = appender.peek::<BATCH_HEADER_SIZE>(position) else {
+            break;
+        };
+        let Ok(header) = peek_header(&header, batch_bytes_max) else {
+            break;
+        };
         let len = header.batch_length as usize;
         if header.last_offset() >= from_offset {
             if header.last_offset() >= end_offset || (taken > 0 && taken + len > max_bytes) {
                 break;
             }
-            let Some(bytes) = appender.slice(position, len) else { break };
+            let Some(bytes) = appender.slice(position, len) else {
+                break;
+            };
             out.batches.push(ReadBatch {
                 base_offset: header.base_offset,
                 last_offset: header.last_offset(),
@@ -1041,7 +1148,12 @@ fn read_from_cache(
 }
 
 /// Position of the batch holding `offset`, walking headers on disk from `position`.
-async fn find_batch_position(file: &SegmentFile, mut position: u64, offset: u64, batch_bytes_max: usize) -> Result<u64> {
+async fn find_batch_position(
+    file: &SegmentFile,
+    mut position: u64,
+    offset: u64,
+    batch_bytes_max: usize,
+) -> Result<u64> {
     loop {
         let header = file.read(position, BATCH_HEADER_SIZE).await?;
         let header = peek_header(&header, batch_bytes_max).map_err(|e| StorageError::Corrupt {

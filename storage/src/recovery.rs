@@ -67,17 +67,22 @@ pub(crate) async fn scan_segment(
             let have_end = buffer_start + buffer.len() as u64;
             if position < buffer_start || position + need > have_end {
                 let start = align_down(position, PAGE_SIZE as u64);
-                let len = align_up(position + need - start, PAGE_SIZE as u64).max(SCAN_READ_BYTES as u64);
+                let len =
+                    align_up(position + need - start, PAGE_SIZE as u64).max(SCAN_READ_BYTES as u64);
                 buffer = file.read_aligned(start, len as usize).await?;
                 buffer_start = start;
                 if position + need > buffer_start + buffer.len() as u64 {
-                    break Err(format!("batch runs past the end of the file ({file_size} bytes)"));
+                    break Err(format!(
+                        "batch runs past the end of the file ({file_size} bytes)"
+                    ));
                 }
             }
             let at = (position - buffer_start) as usize;
             match peek_header(&buffer[at..], batch_bytes_max) {
                 Err(error) => break Err(error.to_string()),
-                Ok(header) if need < u64::from(header.batch_length) => need = u64::from(header.batch_length),
+                Ok(header) if need < u64::from(header.batch_length) => {
+                    need = u64::from(header.batch_length)
+                }
                 Ok(header) => break Ok(header),
             }
         };
@@ -95,7 +100,10 @@ pub(crate) async fn scan_segment(
         if header.base_offset != next_offset {
             break Some(InvalidTail {
                 position,
-                reason: format!("batch has base offset {} where {next_offset} was expected", header.base_offset),
+                reason: format!(
+                    "batch has base offset {} where {next_offset} was expected",
+                    header.base_offset
+                ),
             });
         }
         let Ok(relative_offset) = u32::try_from(header.base_offset - base_offset) else {

@@ -60,7 +60,11 @@ impl SealedSegment {
     }
 
     /// The segment's index, from memory or read back from its `.index` file.
-    pub(crate) async fn index(&self, dir: &Path, require_direct_io: bool) -> Result<Rc<SegmentIndex>> {
+    pub(crate) async fn index(
+        &self,
+        dir: &Path,
+        require_direct_io: bool,
+    ) -> Result<Rc<SegmentIndex>> {
         if let Some(index) = self.index.borrow().as_ref() {
             return Ok(index.clone());
         }
@@ -97,7 +101,11 @@ pub(crate) async fn read_index_file(
 }
 
 /// Writes an `.index` file and makes it durable.
-pub(crate) async fn write_index_file(path: &Path, bytes: &[u8], require_direct_io: bool) -> Result<()> {
+pub(crate) async fn write_index_file(
+    path: &Path,
+    bytes: &[u8],
+    require_direct_io: bool,
+) -> Result<()> {
     let file = SegmentFile::create(path, require_direct_io).await?;
     let mut buffer = file.alloc(align_up(bytes.len() as u64, PAGE_SIZE as u64) as usize);
     buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
@@ -148,16 +156,21 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
         let header = loop {
             if position < buffer_start || position + need > buffer_start + buffer.len() as u64 {
                 let start = align_down(position, PAGE_SIZE as u64);
-                let wanted = (max_bytes.saturating_sub(taken) as u64).max(need) + (position - start);
+                let wanted =
+                    (max_bytes.saturating_sub(taken) as u64).max(need) + (position - start);
                 let len = align_up(wanted.min(end_position - start), PAGE_SIZE as u64);
                 buffer = file.read_aligned(start, len as usize).await?;
                 buffer_start = start;
                 if position + need > buffer_start + buffer.len() as u64 {
-                    return Err(corrupt(position, "batch runs past the end of the file".into()));
+                    return Err(corrupt(
+                        position,
+                        "batch runs past the end of the file".into(),
+                    ));
                 }
             }
             let at = (position - buffer_start) as usize;
-            let header = peek_header(&buffer[at..], batch_bytes_max).map_err(|e| corrupt(position, e.to_string()))?;
+            let header = peek_header(&buffer[at..], batch_bytes_max)
+                .map_err(|e| corrupt(position, e.to_string()))?;
             if need >= u64::from(header.batch_length) {
                 break header;
             }
@@ -171,11 +184,14 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
             position = batch_end;
             continue;
         }
-        if header.last_offset() >= end_offset || (taken > 0 && taken + header.batch_length as usize > max_bytes) {
+        if header.last_offset() >= end_offset
+            || (taken > 0 && taken + header.batch_length as usize > max_bytes)
+        {
             break;
         }
         let at = (position - buffer_start) as usize;
-        let view = BatchView::validate(&buffer[at..], batch_bytes_max).map_err(|e| corrupt(position, e.to_string()))?;
+        let view = BatchView::validate(&buffer[at..], batch_bytes_max)
+            .map_err(|e| corrupt(position, e.to_string()))?;
         let bytes = glommio::io::ReadResult::slice(&buffer, at, view.len())
             .ok_or_else(|| corrupt(position, "batch outside the read buffer".into()))?;
         out.push(ReadBatch {

@@ -16,7 +16,9 @@ use storage::{Durability, Log, LogConfig, StorageError};
 fn append_read_and_reopen() {
     let dir = test_dir();
     run(async {
-        let log = Log::open(dir.path(), small_config(Durability::Always)).await.unwrap();
+        let log = Log::open(dir.path(), small_config(Durability::Always))
+            .await
+            .unwrap();
         let mut expected = Vec::new();
         for i in 0..50u64 {
             let bytes = batch(i, 3, 500, 1_000 + i as i64);
@@ -38,7 +40,11 @@ fn append_read_and_reopen() {
                     assert_eq!(v.base_offset(), b.base_offset);
                     assert_eq!(b.base_offset, seen as u64 * 3);
                     assert_eq!(values(&b.bytes), expected[seen]);
-                    assert_eq!(b.bytes.as_ptr() as usize % 16, 0, "batches must be 16-aligned in memory");
+                    assert_eq!(
+                        b.bytes.as_ptr() as usize % 16,
+                        0,
+                        "batches must be 16-aligned in memory"
+                    );
                     seen += 1;
                 }
                 offset = read.next_offset().unwrap();
@@ -50,12 +56,19 @@ fn append_read_and_reopen() {
             assert_eq!(read.batches.len(), 1);
             // The end is empty; past the end is an error.
             assert!(log.read(150, 1000).await.unwrap().batches.is_empty());
-            assert!(matches!(log.read(151, 1000).await, Err(StorageError::OffsetOutOfRange { .. })));
+            assert!(matches!(
+                log.read(151, 1000).await,
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
         };
         let log = Rc::new(log);
         check(log.clone(), expected.clone()).await;
         Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
-        let log = Rc::new(Log::open(dir.path(), small_config(Durability::Always)).await.unwrap());
+        let log = Rc::new(
+            Log::open(dir.path(), small_config(Durability::Always))
+                .await
+                .unwrap(),
+        );
         assert_eq!(log.log_end_offset(), 150);
         assert_eq!(log.durable_offset(), 150);
         check(log.clone(), expected).await;
@@ -79,13 +92,20 @@ fn durability_policies_report_durable_offsets() {
     ] {
         let dir = test_dir();
         run(async move {
-            let log = Rc::new(Log::open(dir.path(), small_config(durability)).await.unwrap());
+            let log = Rc::new(
+                Log::open(dir.path(), small_config(durability))
+                    .await
+                    .unwrap(),
+            );
             let mut tasks = Vec::new();
             for t in 0..8u64 {
                 let log = log.clone();
                 tasks.push(glommio::spawn_local(async move {
                     for i in 0..20u64 {
-                        let info = log.append(view(&batch(t * 100 + i, 2, 300, 0))).await.unwrap();
+                        let info = log
+                            .append(view(&batch(t * 100 + i, 2, 300, 0)))
+                            .await
+                            .unwrap();
                         log.wait_durable(info.last_offset).await.unwrap();
                         assert!(log.durable_offset() > info.last_offset);
                     }
@@ -122,10 +142,14 @@ fn interval_policy_syncs_on_its_own() {
 fn offset_for_timestamp() {
     let dir = test_dir();
     run(async {
-        let log = Log::open(dir.path(), small_config(Durability::Never)).await.unwrap();
+        let log = Log::open(dir.path(), small_config(Durability::Never))
+            .await
+            .unwrap();
         // Batch i holds records with timestamps 1000*i + 0..10.
         for i in 0..40u64 {
-            log.append(view(&batch(i, 10, 300, 1000 * i as i64))).await.unwrap();
+            log.append(view(&batch(i, 10, 300, 1000 * i as i64)))
+                .await
+                .unwrap();
         }
         assert!(log.segment_count() > 1);
         assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some(0));
@@ -143,7 +167,9 @@ fn offset_for_timestamp() {
 fn truncate_to_offset() {
     let dir = test_dir();
     run(async {
-        let log = Log::open(dir.path(), small_config(Durability::Always)).await.unwrap();
+        let log = Log::open(dir.path(), small_config(Durability::Always))
+            .await
+            .unwrap();
         for i in 0..120u64 {
             log.append(view(&batch(i, 2, 1000, 0))).await.unwrap();
         }
@@ -162,14 +188,22 @@ fn truncate_to_offset() {
         let info = log.append(view(&batch(777, 1, 10, 0))).await.unwrap();
         assert_eq!(info.base_offset, 20);
         log.close().await.unwrap();
-        let log = Log::open(dir.path(), small_config(Durability::Always)).await.unwrap();
+        let log = Log::open(dir.path(), small_config(Durability::Always))
+            .await
+            .unwrap();
         assert_eq!(log.log_end_offset(), 21);
         let read = log.read(20, 1000).await.unwrap();
         assert_eq!(values(&read.batches[0].bytes), vec![b"777-0.....".to_vec()]);
         // Below the start: the log restarts empty at that offset.
         assert_eq!(log.truncate_to(0).await.unwrap(), 0);
         assert_eq!(log.log_end_offset(), 0);
-        assert_eq!(log.append(view(&batch(1, 1, 10, 0))).await.unwrap().base_offset, 0);
+        assert_eq!(
+            log.append(view(&batch(1, 1, 10, 0)))
+                .await
+                .unwrap()
+                .base_offset,
+            0
+        );
     });
 }
 
@@ -194,27 +228,43 @@ fn retention_by_size_and_time() {
         assert!(log.size_bytes() < before);
         assert!(log.size_bytes() >= 150 * 1024, "never below the limit");
         assert_eq!(log.log_start_offset(), report.log_start_offset);
-        assert!(matches!(log.read(0, 10).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(0, 10).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         let read = log.read(report.log_start_offset, 10).await.unwrap();
         assert_eq!(read.batches[0].base_offset, report.log_start_offset);
         drop(log);
 
         // By time: records stamped at 1000 ms since the epoch are far older than 14 days.
-        let log = Log::open(dir.path(), small_config(Durability::Never)).await.unwrap();
+        let log = Log::open(dir.path(), small_config(Durability::Never))
+            .await
+            .unwrap();
         let report = log.enforce_retention(storage::now_ms()).await.unwrap();
         assert!(report.segments_deleted > 0);
         assert_eq!(log.segment_count(), 1, "only the active segment stays");
         // Fresh records are kept.
         let log_end = log.log_end_offset();
         for i in 0..40u64 {
-            log.append(view(&batch(i, 4, 1000, storage::now_ms()))).await.unwrap();
+            log.append(view(&batch(i, 4, 1000, storage::now_ms())))
+                .await
+                .unwrap();
         }
         // The segment that was active still held old records and may go once sealed; the
         // fresh ones stay.
         let report = log.enforce_retention(storage::now_ms()).await.unwrap();
         assert!(report.log_start_offset <= log_end);
-        assert_eq!(log.read(log_end, 10).await.unwrap().batches[0].base_offset, log_end);
-        assert_eq!(log.enforce_retention(storage::now_ms()).await.unwrap().segments_deleted, 0);
+        assert_eq!(
+            log.read(log_end, 10).await.unwrap().batches[0].base_offset,
+            log_end
+        );
+        assert_eq!(
+            log.enforce_retention(storage::now_ms())
+                .await
+                .unwrap()
+                .segments_deleted,
+            0
+        );
     });
 }
 
@@ -229,8 +279,14 @@ fn bad_requests_get_clear_errors() {
         };
         let log = Log::open(dir.path(), config).await.unwrap();
         let big = batch(1, 1, 5000, 0);
-        assert!(matches!(log.append(view(&big)).await, Err(StorageError::BatchTooLarge { .. })));
-        assert!(matches!(log.wait_durable(0).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.append(view(&big)).await,
+            Err(StorageError::BatchTooLarge { .. })
+        ));
+        assert!(matches!(
+            log.wait_durable(0).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         assert_eq!(log.log_end_offset(), 0);
     });
 }

@@ -74,7 +74,10 @@ async fn check_read(log: &Log, model: &Model, from: u64, max_bytes: usize) {
         assert_eq!(got.last_offset, base + expected.len() as u64 - 1);
         assert_eq!(&values(&got.bytes), expected, "values of batch at {base}");
         if i > 0 {
-            assert!(total + got.bytes.len() <= max_bytes, "read exceeded its byte budget");
+            assert!(
+                total + got.bytes.len() <= max_bytes,
+                "read exceeded its byte budget"
+            );
         }
         total += got.bytes.len();
     }
@@ -104,7 +107,10 @@ async fn run_case(ops: Vec<Op>) {
                 model.batches.push((model.end, expected));
                 model.end += records as u64;
             }
-            Op::Read { position, max_bytes } => {
+            Op::Read {
+                position,
+                max_bytes,
+            } => {
                 let span = model.end - model.start;
                 let from = model.start + (position * span as f64) as u64;
                 check_read(&log, &model, from.min(model.end), max_bytes).await;
@@ -140,14 +146,24 @@ async fn run_case(ops: Vec<Op>) {
                 let size_before = log.size_bytes();
                 let report = log.enforce_retention(storage::now_ms()).await.unwrap();
                 assert_eq!(report.log_start_offset, log.log_start_offset());
-                assert!(report.log_start_offset >= model.start && report.log_start_offset <= model.end);
+                assert!(
+                    report.log_start_offset >= model.start && report.log_start_offset <= model.end
+                );
                 if report.segments_deleted > 0 {
-                    assert!(log.size_bytes() >= limit_bytes, "retention went below the limit");
+                    assert!(
+                        log.size_bytes() >= limit_bytes,
+                        "retention went below the limit"
+                    );
                     assert_eq!(log.size_bytes(), size_before - report.bytes_deleted);
                 }
-                model.batches.retain(|(base, _)| *base >= report.log_start_offset);
+                model
+                    .batches
+                    .retain(|(base, _)| *base >= report.log_start_offset);
                 if let Some((base, _)) = model.batches.first() {
-                    assert_eq!(*base, report.log_start_offset, "start must be a batch boundary");
+                    assert_eq!(
+                        *base, report.log_start_offset,
+                        "start must be a batch boundary"
+                    );
                 }
                 model.start = report.log_start_offset;
             }
@@ -159,7 +175,12 @@ async fn run_case(ops: Vec<Op>) {
     let mut offset = model.start;
     while offset < model.end {
         check_read(&log, &model, offset, 64 * 1024).await;
-        offset = log.read(offset, 64 * 1024).await.unwrap().next_offset().unwrap();
+        offset = log
+            .read(offset, 64 * 1024)
+            .await
+            .unwrap()
+            .next_offset()
+            .unwrap();
     }
     log.close().await.unwrap();
 }

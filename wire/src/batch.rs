@@ -257,10 +257,18 @@ impl BatchHeader {
         put(&mut h, 0, &BATCH_MAGIC);
         put(&mut h, OFF_VERSION, &[BATCH_VERSION]);
         put(&mut h, OFF_BATCH_LENGTH, &self.batch_length.to_le_bytes());
-        put(&mut h, BASE_OFFSET_POSITION, &self.base_offset.to_le_bytes());
+        put(
+            &mut h,
+            BASE_OFFSET_POSITION,
+            &self.base_offset.to_le_bytes(),
+        );
         put(&mut h, OFF_CRC, &self.crc.to_le_bytes());
         put(&mut h, OFF_ATTRIBUTES, &self.attributes.to_le_bytes());
-        put(&mut h, OFF_PRODUCER_EPOCH, &self.producer_epoch.to_le_bytes());
+        put(
+            &mut h,
+            OFF_PRODUCER_EPOCH,
+            &self.producer_epoch.to_le_bytes(),
+        );
         put(
             &mut h,
             OFF_LAST_OFFSET_DELTA,
@@ -272,10 +280,18 @@ impl BatchHeader {
             OFF_FIRST_TIMESTAMP,
             &self.first_timestamp_ms.to_le_bytes(),
         );
-        put(&mut h, OFF_MAX_TIMESTAMP, &self.max_timestamp_ms.to_le_bytes());
+        put(
+            &mut h,
+            OFF_MAX_TIMESTAMP,
+            &self.max_timestamp_ms.to_le_bytes(),
+        );
         put(&mut h, OFF_PRODUCER_ID, &self.producer_id.to_le_bytes());
         put(&mut h, OFF_BASE_SEQUENCE, &self.base_sequence.to_le_bytes());
-        put(&mut h, OFF_RECORDS_LENGTH, &self.records_length.to_le_bytes());
+        put(
+            &mut h,
+            OFF_RECORDS_LENGTH,
+            &self.records_length.to_le_bytes(),
+        );
         h
     }
 
@@ -771,7 +787,12 @@ impl BatchBuilder {
 
     /// Set the idempotent/transactional producer identity stamped in the
     /// header.
-    pub fn with_producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+    pub fn with_producer(
+        mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> Self {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;
@@ -887,11 +908,11 @@ impl BatchBuilder {
             first_timestamp_ms: first,
         };
         let writer = core::mem::take(out);
-        *out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&stamped, writer).map_err(
-            |e| BatchError::Records {
+        *out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&stamped, writer).map_err(|e| {
+            BatchError::Records {
                 reason: e.to_string(),
-            },
-        )?;
+            }
+        })?;
 
         let records_length = out.len() - BATCH_HEADER_SIZE;
         let batch_length = align_up(out.len());
@@ -1144,7 +1165,10 @@ mod tests {
         b.push(5, Some(b"k"), b"v", &[], None);
         let bytes = b.build().unwrap();
         let h = BatchView::validate_deep(&bytes, MAX).unwrap().header();
-        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (42, 7, 1000));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (42, 7, 1000)
+        );
         assert!(h.is_transactional());
         assert!(!h.is_control());
         assert_eq!(h.compression(), 0);
@@ -1192,7 +1216,13 @@ mod tests {
         let mut b = BatchBuilder::new();
         for i in 0..50u8 {
             let v = vec![i; usize::from(i) * 3];
-            b.push(i64::from(i), (i % 2 == 0).then_some(&v[..]), &v, &[("a", &v)], Some(&["x"]));
+            b.push(
+                i64::from(i),
+                (i % 2 == 0).then_some(&v[..]),
+                &v,
+                &[("a", &v)],
+                Some(&["x"]),
+            );
             let built = b.build().unwrap();
             assert!(b.estimated_size() >= built.len());
             assert!(b.estimated_size() <= 2 * built.len() + 256);
@@ -1267,7 +1297,10 @@ mod tests {
         let stored = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
         bytes[16] ^= 0xff;
         match BatchView::validate(&bytes, MAX) {
-            Err(BatchError::CrcMismatch { stored: s, computed }) => {
+            Err(BatchError::CrcMismatch {
+                stored: s,
+                computed,
+            }) => {
                 assert_eq!(computed, stored);
                 assert_eq!(s, stored ^ 0xff);
             }
@@ -1326,7 +1359,10 @@ mod tests {
         // Trailing bytes are ignored.
         let mut longer = bytes.clone();
         longer.extend_from_slice(&[0xAB; 40]);
-        assert_eq!(BatchView::validate(&longer, MAX).unwrap().len(), bytes.len());
+        assert_eq!(
+            BatchView::validate(&longer, MAX).unwrap().len(),
+            bytes.len()
+        );
     }
 
     #[test]
@@ -1356,7 +1392,10 @@ mod tests {
         };
         assert!(matches!(
             with(&|h| h.batch_length = 48),
-            Err(BatchError::BadLength { batch_length: 48, .. })
+            Err(BatchError::BadLength {
+                batch_length: 48,
+                ..
+            })
         ));
         assert!(matches!(
             with(&|h| h.batch_length += 1),
@@ -1517,7 +1556,9 @@ mod tests {
         let mut iter = BatchIter::new(&zeros, MAX);
         assert!(matches!(
             iter.next(),
-            Some(Err(BatchError::BadMagic { found: [0, 0, 0, 0] }))
+            Some(Err(BatchError::BadMagic {
+                found: [0, 0, 0, 0]
+            }))
         ));
         assert!(iter.next().is_none());
         assert!(BatchIter::new(&[], MAX).next().is_none());
@@ -1526,7 +1567,13 @@ mod tests {
     #[test]
     fn archived_records_deserialize_to_equal_records() {
         let mut b = BatchBuilder::new();
-        b.push(10, Some(b"key"), b"value", &[("a", b"1"), ("b", b"")], Some(&[]));
+        b.push(
+            10,
+            Some(b"key"),
+            b"value",
+            &[("a", b"1"), ("b", b"")],
+            Some(&[]),
+        );
         b.push(12, None, b"", &[], None);
         let bytes = b.build().unwrap();
         let view = BatchView::validate_deep(&bytes, MAX).unwrap();

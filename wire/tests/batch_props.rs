@@ -197,7 +197,10 @@ fn build(inputs: &[Input], producer: (i64, i16, i32)) -> AlignedVec<16> {
         );
     }
     let out = b.build().unwrap();
-    assert!(b.estimated_size() >= out.len(), "estimate is an upper bound");
+    assert!(
+        b.estimated_size() >= out.len(),
+        "estimate is an upper bound"
+    );
     out
 }
 

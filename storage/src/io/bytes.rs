@@ -106,6 +106,8 @@ impl AsRef<[u8]> for SharedBytes {
 
 impl fmt::Debug for SharedBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedBytes").field("len", &self.len()).finish()
+        f.debug_struct("SharedBytes")
+            .field("len", &self.len())
+            .finish()
     }
 }

@@ -124,7 +124,10 @@ impl SegmentFile {
 
     /// Reads `len` bytes at any position (glommio aligns internally).
     pub(crate) async fn read(&self, position: u64, len: usize) -> Result<ReadResult> {
-        self.file.read_at(position, len).await.map_err(|e| self.fail(e))
+        self.file
+            .read_at(position, len)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// Forces written data (and the file size) to the device.
@@ -165,7 +168,9 @@ pub(crate) async fn prime_device_probe(dir: &Path) -> Result<()> {
     let opened = DmaFile::open(&path).await;
     remove_file(&path)?;
     let file = opened.map_err(|e| StorageError::io(&path, e.into()))?;
-    file.close().await.map_err(|e| StorageError::io(&path, e.into()))
+    file.close()
+        .await
+        .map_err(|e| StorageError::io(&path, e.into()))
 }
 
 /// Deletes a file; a file that is already gone is not an error.

@@ -9,9 +9,9 @@ use wire::batch::{BatchBuilder, BatchView};
 
 /// Runs `future` to completion on a fresh glommio executor on this thread.
 pub fn run<T>(future: impl Future<Output = T>) -> T {
-    let executor = glommio::LocalExecutorBuilder::default()
-        .make()
-        .expect("cannot start a glommio executor (is io_uring available, `ulimit -l` high enough?)");
+    let executor = glommio::LocalExecutorBuilder::default().make().expect(
+        "cannot start a glommio executor (is io_uring available, `ulimit -l` high enough?)",
+    );
     executor.run(future)
 }
 
@@ -37,12 +37,23 @@ pub fn small_config(durability: Durability) -> LogConfig {
 
 /// A batch of `count` records whose values are `"{tag}-{i}"` padded to `value_len` bytes,
 /// timestamps starting at `timestamp_ms`.
-pub fn batch(tag: u64, count: usize, value_len: usize, timestamp_ms: i64) -> rkyv::util::AlignedVec<16> {
+pub fn batch(
+    tag: u64,
+    count: usize,
+    value_len: usize,
+    timestamp_ms: i64,
+) -> rkyv::util::AlignedVec<16> {
     let mut builder = BatchBuilder::new();
     for i in 0..count {
         let mut value = format!("{tag}-{i}").into_bytes();
         value.resize(value_len.max(value.len()), b'.');
-        builder.push(timestamp_ms + i as i64, Some(format!("k{i}").as_bytes()), &value, &[], None);
+        builder.push(
+            timestamp_ms + i as i64,
+            Some(format!("k{i}").as_bytes()),
+            &value,
+            &[],
+            None,
+        );
     }
     builder.build().unwrap()
 }
@@ -55,5 +66,9 @@ pub fn view(bytes: &[u8]) -> BatchView<'_> {
 /// The values of every record in a batch read back from the log.
 pub fn values(bytes: &[u8]) -> Vec<Vec<u8>> {
     let view = BatchView::validate(bytes, wire::limits::BATCH_SIZE_MAX).unwrap();
-    view.records().unwrap().iter().map(|r| r.value_bytes().to_vec()).collect()
+    view.records()
+        .unwrap()
+        .iter()
+        .map(|r| r.value_bytes().to_vec())
+        .collect()
 }
