@@ -151,7 +151,12 @@ pub(crate) struct Appender {
     tracker: Rc<WriteTracker>,
     /// The last write that ended on a partial page: the next write starts on that page.
     last_partial_write: Option<u64>,
+    /// Chunk buffers given back by the cache, reused instead of allocating.
+    spare_buffers: Vec<glommio::io::DmaBuffer>,
 }
+
+/// Most spare chunk buffers kept for reuse: enough to cover the writes in flight.
+const SPARE_BUFFERS_MAX: usize = 4;
 
 /// A chunk plus what readers need to know about batch boundaries in it.
 struct CachedChunk {
@@ -193,6 +198,7 @@ impl Appender {
             allocated: end_position,
             tracker: WriteTracker::new(end_position),
             last_partial_write: None,
+            spare_buffers: Vec::new(),
         }
     }
 
@@ -264,7 +270,11 @@ impl Appender {
             .chunks
             .back()
             .map_or(self.end_position, |c| c.chunk.end());
-        let chunk = AppendChunk::new(self.file.alloc(self.chunk_bytes), start);
+        let buffer = match self.spare_buffers.pop() {
+            Some(buffer) => buffer,
+            None => self.file.alloc_chunk(self.chunk_bytes),
+        };
+        let chunk = AppendChunk::new(buffer, start);
         self.chunks.push_back(CachedChunk {
             chunk,
             first_batch_at: None,
@@ -349,7 +359,15 @@ impl Appender {
                 break;
             }
             cached -= front.chunk.capacity();
-            self.chunks.pop_front();
+            if let Some(evicted) = self.chunks.pop_front() {
+                let reusable = evicted.chunk.capacity() == self.chunk_bytes
+                    && self.spare_buffers.len() < SPARE_BUFFERS_MAX;
+                if reusable {
+                    if let Some(buffer) = evicted.chunk.into_buffer() {
+                        self.spare_buffers.push(buffer);
+                    }
+                }
+            }
         }
     }
 

@@ -39,8 +39,9 @@ pub mod limits;
 
 pub use batch::{
     peek_header, stamp_base_offset, ArchivedRecord, ArchivedRecordHeader, ArchivedRecords,
-    BatchBuilder, BatchHeader, BatchIter, BatchView, Record, RecordHeader, BATCH_ALIGNMENT,
-    BATCH_HEADER_SIZE, BATCH_MAGIC, BATCH_VERSION, CRC_START,
+    BatchBuilder, BatchHeader, BatchIter, BatchView, Record, RecordHeader, ATTR_COMPRESSION_MASK,
+    ATTR_CONTROL, ATTR_TRANSACTIONAL, BASE_OFFSET_POSITION, BATCH_ALIGNMENT, BATCH_HEADER_SIZE,
+    BATCH_MAGIC, BATCH_VERSION, CRC_START,
 };
 pub use error::BatchError;
 /// The 16-aligned byte buffer batches are built into, re-exported so

@@ -38,6 +38,12 @@ impl AppendChunk {
         }
     }
 
+    /// Gives the buffer back for reuse when nobody else holds it any more (no reader slice, no
+    /// write in flight).
+    pub(crate) fn into_buffer(self) -> Option<DmaBuffer> {
+        Rc::try_unwrap(self.buffer).ok()
+    }
+
     /// File position of byte 0.
     pub(crate) fn start(&self) -> u64 {
         self.start

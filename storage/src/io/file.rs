@@ -69,6 +69,12 @@ impl SegmentFile {
         StorageError::io(self.path.as_path(), error.into())
     }
 
+    /// Allocates an aligned buffer for append chunks, not zeroed: chunk bytes are only ever read
+    /// below the fill mark, and a chunk is written whole only once every byte is filled.
+    pub(crate) fn alloc_chunk(&self, size: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(size)
+    }
+
     /// Allocates a zeroed aligned buffer suitable for this file's O_DIRECT writes.
     pub(crate) fn alloc(&self, size: usize) -> DmaBuffer {
         let mut buffer = self.file.alloc_dma_buffer(size);
