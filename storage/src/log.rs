@@ -424,6 +424,7 @@ impl Log {
             Disk {
                 file: SegmentFile,
                 start_position: u64,
+                start_offset: u64,
                 end_position: u64,
             },
             Sealed(Rc<SealedSegment>),
@@ -444,10 +445,15 @@ impl Log {
             if from_offset == state.next_offset {
                 Plan::Done
             } else if from_offset >= active.base_offset {
-                let hint = active
+                let (hint, hint_offset) = active
                     .index
                     .lookup_offset((from_offset - active.base_offset) as u32)
-                    .map_or(0, |e| u64::from(e.position));
+                    .map_or((0, active.base_offset), |e| {
+                        (
+                            u64::from(e.position),
+                            active.base_offset + u64::from(e.relative_offset),
+                        )
+                    });
                 let cached = active.appender.first_cached_batch().and_then(|position| {
                     let header = active.appender.peek::<BATCH_HEADER_SIZE>(position)?;
                     let header = peek_header(&header, inner.config.batch_bytes_max).ok()?;
@@ -469,6 +475,7 @@ impl Log {
                     cached => Plan::Disk {
                         file: active.appender.file().clone(),
                         start_position: hint,
+                        start_offset: hint_offset,
                         end_position: cached.map_or(active.appender.end_position(), |c| c.0),
                     },
                 }
@@ -488,11 +495,13 @@ impl Log {
             Plan::Disk {
                 file,
                 start_position,
+                start_offset,
                 end_position,
             } => {
                 let request = DiskRead {
                     file: &file,
                     start_position,
+                    start_offset,
                     end_position,
                     from_offset,
                     end_offset,
@@ -503,12 +512,12 @@ impl Log {
             }
             Plan::Sealed(segment) => {
                 let index = inner.sealed_index(&segment).await?;
-                let relative = (from_offset - segment.summary.base_offset) as u32;
+                let base = segment.summary.base_offset;
+                let entry = index.lookup_offset((from_offset - base) as u32);
                 let request = DiskRead {
                     file: &segment.file,
-                    start_position: index
-                        .lookup_offset(relative)
-                        .map_or(0, |e| u64::from(e.position)),
+                    start_position: entry.map_or(0, |e| u64::from(e.position)),
+                    start_offset: entry.map_or(base, |e| base + u64::from(e.relative_offset)),
                     end_position: segment.summary.end_position,
                     from_offset,
                     end_offset,
@@ -725,8 +734,24 @@ impl Log {
         };
         let tracker = inner.state.borrow().active.appender.tracker();
         tracker.wait_idle().await;
-        inner.state.borrow_mut().closed = true;
+        let files: Vec<SegmentFile> = {
+            let mut state = inner.state.borrow_mut();
+            state.closed = true;
+            state
+                .sealed
+                .iter()
+                .map(|s| s.file.clone())
+                .chain([state.active.appender.file().clone()])
+                .collect()
+        };
         inner.notify_all();
+        // Close the descriptors now rather than whenever glommio gets to dropped ones.
+        drop(self);
+        // Let the flusher see `closed` and drop its reference to the segment files.
+        futures_lite::future::yield_now().await;
+        for file in files {
+            file.close().await?;
+        }
         result
     }
 }

@@ -119,6 +119,9 @@ pub(crate) struct DiskRead<'a> {
     pub(crate) file: &'a SegmentFile,
     /// A batch boundary at or before the batch holding `from_offset` (from the index).
     pub(crate) start_position: u64,
+    /// Base offset of the batch at `start_position`: each batch read must continue the
+    /// sequence, since the base offset is outside the CRC.
+    pub(crate) start_offset: u64,
     /// No batch at or past this position is read (segment end, or where the cache begins).
     pub(crate) end_position: u64,
     pub(crate) from_offset: u64,
@@ -135,6 +138,7 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
     let DiskRead {
         file,
         start_position,
+        start_offset,
         end_position,
         from_offset,
         end_offset,
@@ -147,6 +151,7 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
         reason,
     };
     let mut position = start_position;
+    let mut expected_offset = start_offset;
     let mut buffer = glommio::io::ReadResult::default();
     let mut buffer_start = 0u64;
     let mut taken = 0usize;
@@ -179,6 +184,16 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
                 break header; // skipped below without reading its body
             }
         };
+        if header.base_offset != expected_offset {
+            return Err(corrupt(
+                position,
+                format!(
+                    "batch has base offset {} where {expected_offset} was expected",
+                    header.base_offset
+                ),
+            ));
+        }
+        expected_offset = header.next_offset();
         let batch_end = position + u64::from(header.batch_length);
         if header.last_offset() < from_offset {
             position = batch_end;

@@ -60,6 +60,16 @@ impl SegmentFile {
         })
     }
 
+    /// Closes the descriptor now if this is its last holder (else the last holder's drop does).
+    pub(crate) async fn close(self) -> Result<()> {
+        let path = self.path.clone();
+        self.file
+            .close_rc()
+            .await
+            .map(|_| ())
+            .map_err(|e| StorageError::io(path.as_path(), e.into()))
+    }
+
     /// The file's path, for error messages.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -169,10 +179,36 @@ impl SegmentFile {
 /// concludes that polling works, and every later read fails with EOPNOTSUPP on devices without
 /// poll queues. Opening a one-page file with data first gives the probe a real read.
 pub(crate) async fn prime_device_probe(dir: &Path) -> Result<()> {
-    let path = dir.join(".sluice-io-probe");
-    std::fs::write(&path, [0u8; 4096]).map_err(|e| StorageError::io(&path, e))?;
-    let opened = DmaFile::open(&path).await;
-    remove_file(&path)?;
+    // A segment with data is the best probe: it needs no new space (a restart after a full
+    // disk must not fail here).
+    let existing = std::fs::read_dir(dir)
+        .map_err(|e| StorageError::io(dir, e))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".log"))
+        })
+        .find(|entry| entry.metadata().is_ok_and(|m| m.len() >= 4096))
+        .map(|entry| entry.path());
+    let (path, temporary) = match existing {
+        Some(path) => (path, false),
+        None => {
+            let path = dir.join(".sluice-io-probe");
+            if let Err(error) = std::fs::write(&path, [0u8; 4096]) {
+                // Without space for the probe, go on: the next files opened decide instead.
+                tracing::warn!(dir = %dir.display(), %error, "could not write the io_uring probe file");
+                let _ = std::fs::remove_file(&path);
+                return Ok(());
+            }
+            (path, true)
+        }
+    };
+    let opened = OpenOptions::new().read(true).dma_open(&path).await;
+    if temporary {
+        remove_file(&path)?;
+    }
     let file = opened.map_err(|e| StorageError::io(&path, e.into()))?;
     file.close()
         .await
