@@ -94,7 +94,7 @@ impl Policy {
 )]
 struct Args {
     /// Directory for the logs and the fio files; must be on a real disk (O_DIRECT), not tmpfs.
-    /// Default: <workspace>/target/bench-data.
+    /// Default: <workspace>/target/bench-data; a relative path starts at the workspace root.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Batch sizes to sweep (suffixes k, m, g are powers of 1024).
@@ -127,7 +127,7 @@ struct Args {
     /// Skip the fio reference runs (no ratios then).
     #[arg(long)]
     no_fio: bool,
-    /// Also write every figure to this CSV file.
+    /// Also write every figure to this CSV file (a relative path starts at the workspace root).
     #[arg(long)]
     csv: Option<PathBuf>,
 }
@@ -215,7 +215,7 @@ impl Plan {
             );
         }
         Ok(Plan {
-            dir: args.dir.unwrap_or_else(default_dir),
+            dir: args.dir.map_or_else(default_dir, from_workspace),
             batch_sizes: args.batch_sizes,
             policies: args.policies,
             partitions: args.partitions,
@@ -225,7 +225,7 @@ impl Plan {
             always_bytes_per_point: args.always_bytes_per_point,
             time_cap: Duration::from_secs_f64(args.seconds_per_point),
             fio: !args.no_fio,
-            csv: args.csv,
+            csv: args.csv.map(from_workspace),
             smoke: false,
         })
     }
@@ -285,9 +285,27 @@ impl Plan {
     }
 }
 
+/// The workspace root: relative paths on the command line start there, because cargo runs
+/// benches from the package directory (`storage/`), not from where it was invoked.
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map_or_else(|| manifest.join(".."), Path::to_path_buf)
+}
+
+/// `path` itself when absolute, else taken from the workspace root.
+fn from_workspace(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        workspace_root().join(path)
+    }
+}
+
 /// `<workspace>/target/bench-data`: on the same disk as the build, never tmpfs here.
 fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data")
+    workspace_root().join("target/bench-data")
 }
 
 /// One point of the sweep.
@@ -462,6 +480,9 @@ struct PointResult {
     close: Duration,
     latency_ns: Histogram<u64>,
     capped: bool,
+    /// Mean of the fio(1m,qd4) runs just before and just after this point (`never` and
+    /// `interval` only), so that the host's drift over the sweep cancels out of the ratio.
+    paired_reference_mib_per_s: Option<f64>,
 }
 
 impl PointResult {
@@ -588,11 +609,19 @@ async fn run_point(
         close: finished - closing,
         latency_ns,
         capped: budget.capped.get(),
+        paired_reference_mib_per_s: None,
     })
 }
 
-/// Runs every point of the plan on one glommio executor on this thread.
-fn run_sweep(plan: &Plan, points: &[PointSpec]) -> Result<Vec<PointResult>> {
+/// Runs every point of the plan on one glommio executor on this thread. With `fio`, every
+/// `never` and `interval` point sits between two fio(1m,qd4) runs (shared with the neighbouring
+/// points), appended to `references.primary`.
+fn run_sweep(
+    plan: &Plan,
+    points: &[PointSpec],
+    references: &mut References,
+    fio: bool,
+) -> Result<Vec<PointResult>> {
     let executor = glommio::LocalExecutorBuilder::default()
         .name("bench-append")
         .make()
@@ -606,15 +635,29 @@ fn run_sweep(plan: &Plan, points: &[PointSpec]) -> Result<Vec<PointResult>> {
             batches.push((size, Rc::new(batch)));
         }
         let mut results = Vec::with_capacity(points.len());
+        // The last fio(1m,qd4) figure, when nothing ran since: the next point's "before".
+        let mut previous_fio: Option<f64> = None;
         for (i, spec) in points.iter().enumerate() {
+            // fio blocks this thread, which is fine: no log is open between points.
+            let paired = fio && spec.policy != Policy::Always;
+            let before = match (paired, previous_fio.take()) {
+                (false, _) => None,
+                (true, Some(mib)) => Some(mib),
+                (true, None) => Some(run_primary(plan, references)?),
+            };
             let batch = batches
                 .iter()
                 .find(|(size, _)| *size == spec.batch_bytes)
                 .map(|(_, batch)| batch.clone())
                 .ok_or_else(|| anyhow!("no batch of {} bytes", spec.batch_bytes))?;
-            let result = run_point(*spec, batch, &base, plan.time_cap)
+            let mut result = run_point(*spec, batch, &base, plan.time_cap)
                 .await
                 .with_context(|| format!("point {}", spec.describe()))?;
+            if let Some(before) = before {
+                let after = run_primary(plan, references)?;
+                result.paired_reference_mib_per_s = Some((before + after) / 2.0);
+                previous_fio = Some(after);
+            }
             eprintln!(
                 "[{}/{}] {}: {:.0} MiB/s, {:.0} appends/s, p99 {:.0} us{}",
                 i + 1,
@@ -785,22 +828,30 @@ impl References {
 /// The appender's queue depth in `LogConfig::default()` (checked against it at start).
 const WRITES_IN_FLIGHT: u32 = 4;
 
-/// Runs the fio references before the sweep.
-fn run_references_before(plan: &Plan) -> Result<References> {
-    let mut references = References::default();
-    let cap = plan.time_cap;
+/// Runs fio(1m,qd4) over `bytes_per_point`, records it, returns its MiB/s.
+fn run_primary(plan: &Plan, references: &mut References) -> Result<f64> {
     eprintln!(
         "fio: {} at 1m qd{WRITES_IN_FLIGHT}",
         size_label(plan.bytes_per_point)
     );
-    references.primary.push(run_fio(
+    let run = run_fio(
         &plan.dir,
         MIB,
         WRITES_IN_FLIGHT,
         false,
         plan.bytes_per_point,
-        cap,
-    )?);
+        plan.time_cap,
+    )?;
+    let mib = run.mib_per_s;
+    references.primary.push(run);
+    Ok(mib)
+}
+
+/// Runs the fio references before the sweep.
+fn run_references_before(plan: &Plan) -> Result<References> {
+    let mut references = References::default();
+    let cap = plan.time_cap;
+    run_primary(plan, &mut references)?;
     let unsynced = plan.policies.iter().any(|&p| p != Policy::Always);
     for &size in &plan.batch_sizes {
         if unsynced {
@@ -1288,21 +1339,15 @@ fn main() -> Result<()> {
     }
 
     let points = plan.points();
-    let results = run_sweep(&plan, &points)?;
+    let results = run_sweep(&plan, &points, &mut references, fio_ran)?;
 
     if fio_ran {
-        eprintln!(
-            "fio: {} at 1m qd{WRITES_IN_FLIGHT} (after the sweep)",
-            size_label(plan.bytes_per_point)
-        );
-        references.primary.push(run_fio(
-            &plan.dir,
-            MIB,
-            WRITES_IN_FLIGHT,
-            false,
-            plan.bytes_per_point,
-            plan.time_cap,
-        )?);
+        if results
+            .last()
+            .is_none_or(|r| r.paired_reference_mib_per_s.is_none())
+        {
+            run_primary(&plan, &mut references)?;
+        }
         println!("# fio commands (bs in bytes):");
         for r in references
             .primary

@@ -135,13 +135,6 @@ fn free_bytes(path: &Path) -> String {
     )
 }
 
-/// Lets glommio's reactor run the deferred closes of the files a dropped log held: `Log`
-/// does not close its files itself, and descriptors still open when the executor ends leak
-/// (and keep the filesystem busy, so it could not be unmounted).
-async fn settle() {
-    glommio::timer::sleep(Duration::from_millis(50)).await;
-}
-
 /// An acknowledged batch: its base offset and its records' values.
 type Acked = (u64, Vec<Vec<u8>>);
 
@@ -289,7 +282,6 @@ fn enospc_is_a_clean_error_and_appends_resume_once_space_is_freed() {
         log.wait_durable(info.last_offset).await.unwrap();
         acked.push((info.base_offset, values(&bytes)));
         log.close().await.unwrap();
-        settle().await;
     });
     drop(fs);
 }
@@ -314,7 +306,6 @@ fn the_log_reopens_on_a_full_filesystem() {
         let log = Log::open(&dir, config()).await.unwrap();
         append_until_full(&log, &mut acked).await;
         log.close().await.unwrap();
-        settle().await;
     });
     let topup = fs.path().join("topup");
     for (step, tag) in [("still full", 400_000), ("last block taken", 500_000)] {
@@ -340,7 +331,6 @@ fn the_log_reopens_on_a_full_filesystem() {
             }
             assert_holds(&log, &acked).await;
             log.close().await.unwrap();
-            settle().await;
         });
     }
     std::fs::remove_file(&filler).unwrap();
@@ -353,7 +343,6 @@ fn the_log_reopens_on_a_full_filesystem() {
         assert_eq!(info.base_offset, acked.last().unwrap().0 + RECORDS as u64);
         log.wait_durable(info.last_offset).await.unwrap();
         log.close().await.unwrap();
-        settle().await;
     });
     drop(fs);
 }
