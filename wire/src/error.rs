@@ -160,3 +160,48 @@ pub enum BatchError {
     #[error("cannot build an empty batch")]
     Empty,
 }
+
+/// Why a protocol frame could not be decoded. Never a panic: every malformed input ends here.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The frame ends before a field that must be present.
+    #[error("frame ends early: need {need} bytes at position {position}, have {have}")]
+    UnexpectedEof {
+        /// Frame position of the missing field.
+        position: usize,
+        /// Bytes the field needs.
+        need: usize,
+        /// Bytes left.
+        have: usize,
+    },
+    /// The length prefix announces more than the limit.
+    #[error("frame of {length} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced length.
+        length: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The API key is not one this side knows.
+    #[error("unknown API key {api_key}")]
+    UnknownApi {
+        /// The key received.
+        api_key: u16,
+    },
+    /// The API version is not supported.
+    #[error("API {api_key} version {version} is not supported (this side speaks version 1)")]
+    UnsupportedVersion {
+        /// The API.
+        api_key: u16,
+        /// The version received.
+        version: u16,
+    },
+    /// A field holds an impossible value.
+    #[error("malformed frame at position {position}: {reason}")]
+    Malformed {
+        /// Frame position of the field.
+        position: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}

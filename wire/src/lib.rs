@@ -36,6 +36,7 @@
 pub mod batch;
 pub mod error;
 pub mod limits;
+pub mod protocol;
 
 pub use batch::{
     peek_header, stamp_base_offset, ArchivedRecord, ArchivedRecordHeader, ArchivedRecords,
@@ -43,7 +44,7 @@ pub use batch::{
     ATTR_CONTROL, ATTR_TRANSACTIONAL, BASE_OFFSET_POSITION, BATCH_ALIGNMENT, BATCH_HEADER_SIZE,
     BATCH_MAGIC, BATCH_VERSION, CRC_START,
 };
-pub use error::BatchError;
+pub use error::{BatchError, ProtocolError};
 /// The 16-aligned byte buffer batches are built into, re-exported so
 /// callers need not depend on rkyv directly.
 pub use rkyv::util::AlignedVec;
