@@ -11,12 +11,16 @@
 //!  bytes         u32 length + bytes
 //!  Option<T>     u8 tag (0 = None, 1 = Some) + T
 //!  Vec<T>        u32 count + elements
+//!  frame         padded with zeros to a multiple of 16 bytes
 //!  records       u32 length + zero padding to the next multiple of 16 of the frame position
 //!                + batches (each a multiple of 16 bytes), so batches sit 16-aligned in any
 //!                16-aligned receive buffer and their rkyv records can be read in place
 //! ```
 
 use crate::error::ProtocolError;
+
+/// Every frame's total length (length prefix included) is a multiple of this.
+pub const FRAME_ALIGNMENT: usize = 16;
 
 /// Decodes primitive values from a frame, never panicking: every shortfall is an error.
 /// Positions are frame positions (0 = the first byte of the length prefix), which is what
@@ -79,8 +83,9 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// Fails unless every byte was consumed.
-    pub fn finish(&self) -> Result<(), ProtocolError> {
+    /// Skips the frame's zero padding, then fails unless every byte was consumed.
+    pub fn finish(&mut self) -> Result<(), ProtocolError> {
+        self.align(FRAME_ALIGNMENT)?;
         if self.remaining() == 0 {
             Ok(())
         } else {
@@ -163,8 +168,11 @@ impl<'a> FrameWriter<'a> {
         self.head.extend(std::iter::repeat_n(0u8, padding));
     }
 
-    /// Writes the length prefix; returns the total frame length.
-    pub fn finish(self) -> FrameParts<'a> {
+    /// Pads the frame to a multiple of 16 bytes and writes the length prefix. Whole frames of
+    /// 16-multiple length keep every frame (and so every batch in it) 16-aligned when frames are
+    /// read back to back into one aligned receive buffer.
+    pub fn finish(mut self) -> FrameParts<'a> {
+        self.align(FRAME_ALIGNMENT);
         let total = self.head.len() + self.pieces_len;
         let body = (total - 4) as u32;
         self.head[..4].copy_from_slice(&body.to_le_bytes());

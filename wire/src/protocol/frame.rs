@@ -8,7 +8,8 @@
 //!  | body ...                                    |  |                                          |      |
 //!  +---------------------------------------------+  +------------------------------------------+------+
 //!  length counts the bytes after itself; it is checked against FRAME_SIZE_MAX before any
-//!  buffer is allocated.
+//!  buffer is allocated. Frames are zero-padded so that length + 4 is a multiple of 16: frames
+//!  read back to back into an aligned buffer all start 16-aligned.
 //! ```
 //!
 //! A response carries a top-level error first so the broker can answer any request whose header
@@ -54,7 +55,14 @@ pub fn check_frame(buffer: &[u8], frame_size_max: usize) -> Result<Option<usize>
     if length > max - LENGTH_PREFIX_SIZE {
         return Err(ProtocolError::FrameTooLarge { length, max });
     }
-    Ok(Some(length + LENGTH_PREFIX_SIZE))
+    let total = length + LENGTH_PREFIX_SIZE;
+    if total % super::codec::FRAME_ALIGNMENT != 0 {
+        return Err(ProtocolError::Malformed {
+            position: 0,
+            reason: format!("frame length {total} is not a multiple of 16"),
+        });
+    }
+    Ok(Some(total))
 }
 
 /// Reads the request header of a complete frame and returns a reader positioned at the body.

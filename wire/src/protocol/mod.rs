@@ -247,7 +247,11 @@ mod tests {
         assert_eq!(check_frame(&[1, 2], FRAME_SIZE_MAX).unwrap(), None);
         assert!(check_frame(&u32::MAX.to_le_bytes(), FRAME_SIZE_MAX).is_err());
         assert!(check_frame(&2000u32.to_le_bytes(), 1024).is_err());
-        assert_eq!(check_frame(&8u32.to_le_bytes(), 1024).unwrap(), Some(12));
+        assert_eq!(check_frame(&12u32.to_le_bytes(), 1024).unwrap(), Some(16));
+        assert!(
+            check_frame(&8u32.to_le_bytes(), 1024).is_err(),
+            "not a multiple of 16"
+        );
     }
 
     /// Unknown APIs and versions are errors that still expose the header.
