@@ -19,7 +19,9 @@
 //! Throughput is batch bytes / wall time; latency is per append (append + wait_durable under
 //! `always`), in an HDR histogram. References, unless `--no-fio`: fio O_DIRECT io_uring
 //! sequential writes in the same directory, at the write size and queue depth the appender
-//! issues (1 MiB, 4 in flight: the primary reference), at each batch size with one write in
+//! issues (1 MiB, 4 in flight: the primary reference, run again between every two `never` or
+//! `interval` points, each compared with the mean of the runs just before and after it, since the
+//! shared host drifts by tens of percent within minutes), at each batch size with one write in
 //! flight, and at each batch size with one fdatasync per write (the `always` reference).
 //!
 //! Without `--bench` on its command line (that is, under `cargo test --benches` or
@@ -811,12 +813,15 @@ impl References {
             .find(|r| r.block_bytes == block_bytes && r.fdatasync == fdatasync)
     }
 
-    /// The reference a point is compared with: fio(1m,qd4) for `never` and `interval`,
-    /// fio(<batch>,qd1,fdatasync) for `always` (one fdatasync per append).
-    fn for_point(&self, spec: &PointSpec) -> Option<(String, f64)> {
+    /// The reference a point is compared with: fio(1m,qd4) for `never` and `interval` (the
+    /// runs just before and after the point, else the mean of all), fio(<batch>,qd1,fdatasync)
+    /// for `always` (one fdatasync per append).
+    fn for_point(&self, point: &PointResult) -> Option<(String, f64)> {
+        let spec = &point.spec;
         match spec.policy {
-            Policy::Never | Policy::Interval => self
-                .primary_mib_per_s()
+            Policy::Never | Policy::Interval => point
+                .paired_reference_mib_per_s
+                .or_else(|| self.primary_mib_per_s())
                 .map(|mib| (fio_label(MIB, WRITES_IN_FLIGHT, false), mib)),
             Policy::Always => self
                 .find(spec.batch_bytes, true)
@@ -1020,7 +1025,7 @@ fn report(results: &[PointResult], references: &References, fio_ran: bool, smoke
         "close ms"
     );
     for r in results {
-        let ratio = match references.for_point(&r.spec) {
+        let ratio = match references.for_point(r) {
             Some((label, mib)) => format!("{:.2} x {label}", r.mib_per_s() / mib),
             None => "-".into(),
         };
@@ -1045,25 +1050,21 @@ fn report(results: &[PointResult], references: &References, fio_ran: bool, smoke
 
     if fio_ran {
         let _ = writeln!(out, "\nfio references (same directory, same run):");
-        for (i, r) in references.primary.iter().enumerate() {
-            let when = if i == 0 {
-                "before the sweep"
-            } else {
-                "after the sweep"
-            };
-            let _ = writeln!(
-                out,
-                "  {:<24} {:>8.0} MiB/s {:>9.0} IOPS   ({when})",
-                r.label(),
-                r.mib_per_s,
-                r.iops
-            );
-        }
+        let primary: Vec<f64> = references.primary.iter().map(|r| r.mib_per_s).collect();
         if let Some(mean) = references.primary_mib_per_s() {
+            let min = primary.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = primary.iter().copied().fold(0.0, f64::max);
             let _ = writeln!(
                 out,
-                "  {:<24} {mean:>8.0} MiB/s                  (mean: the primary reference)",
-                fio_label(MIB, WRITES_IN_FLIGHT, false)
+                "  {:<24} {mean:>8.0} MiB/s mean of {} runs, min {min:.0}, max {max:.0}",
+                fio_label(MIB, WRITES_IN_FLIGHT, false),
+                primary.len()
+            );
+            let runs: Vec<String> = primary.iter().map(|mib| format!("{mib:.0}")).collect();
+            let _ = writeln!(out, "  {:<24} in run order: {}", "", runs.join(" "));
+            let _ = writeln!(
+                out,
+                "  (each never/interval point is compared with the mean of the runs just before and after it)"
             );
         }
         for r in &references.per_batch {
@@ -1080,10 +1081,17 @@ fn report(results: &[PointResult], references: &References, fio_ran: bool, smoke
         for r in results {
             let spec = &r.spec;
             let mut line = format!("  {}: {:.0} MiB/s", spec.describe(), r.mib_per_s());
-            if let Some((label, mib)) = references.for_point(spec) {
+            if let Some((label, mib)) = references.for_point(r) {
                 let _ = write!(line, " = {:.2} x {label}", r.mib_per_s() / mib);
             }
             if spec.policy != Policy::Always {
+                if let Some(mean) = references.primary_mib_per_s() {
+                    let _ = write!(
+                        line,
+                        " ({:.2} x the mean of all fio(1m,qd4) runs)",
+                        r.mib_per_s() / mean
+                    );
+                }
                 if let Some(qd1) = references.find(spec.batch_bytes, false) {
                     let _ = write!(
                         line,
@@ -1150,13 +1158,16 @@ fn report(results: &[PointResult], references: &References, fio_ran: bool, smoke
         "\ntarget: durability never, batches >= 64 KiB, >= 0.90 x fio(1m,qd4):"
     );
     match references.primary_mib_per_s() {
-        Some(reference) => {
+        Some(_) => {
             let mut met = true;
             let mut checked = false;
             for r in results
                 .iter()
                 .filter(|r| r.spec.policy == Policy::Never && r.spec.batch_bytes >= 64 * KIB)
             {
+                let Some((_, reference)) = references.for_point(r) else {
+                    continue;
+                };
                 checked = true;
                 let ratio = r.mib_per_s() / reference;
                 met &= ratio >= 0.90;
@@ -1188,14 +1199,16 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
-/// Writes every point and every fio reference as CSV rows.
+/// Writes every point and every fio reference as CSV rows. In `kind=fio` rows, `policy` is
+/// `direct` or `fdatasync`, `appenders` holds fio's queue depth, `appends_per_s` its IOPS and
+/// `reference` the exact fio command.
 fn write_csv(path: &Path, results: &[PointResult], references: &References) -> Result<()> {
     let mut out = String::from(
         "kind,policy,batch,batch_bytes,records_per_batch,partitions,appenders,appends,bytes,wall_s,close_ms,\
          mib_per_s,appends_per_s,records_per_s,p50_us,p99_us,p999_us,max_us,capped,reference,reference_mib_per_s,ratio\n",
     );
     for r in results {
-        let (reference, reference_mib, ratio) = match references.for_point(&r.spec) {
+        let (reference, reference_mib, ratio) = match references.for_point(r) {
             Some((label, mib)) => (
                 label,
                 format!("{mib:.1}"),
@@ -1238,6 +1251,10 @@ fn write_csv(path: &Path, results: &[PointResult], references: &References) -> R
             r.iops,
             r.command.replace('"', "\"\"")
         );
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -401,6 +401,19 @@ impl Log {
             .await
     }
 
+    /// Waits until the durable offset is past `offset` (without asking for a sync), or the
+    /// log closes or is poisoned. Long polls of consumers that may only see synced data wait here.
+    pub async fn wait_for_durable_offset(&self, offset: u64) {
+        let inner = &self.inner;
+        inner
+            .durable_changed
+            .wait_until(|| {
+                let state = inner.state.borrow();
+                state.durable_offset > offset || state.closed || state.poisoned.is_some()
+            })
+            .await
+    }
+
     /// Reads whole batches starting with the one that holds `from_offset`, up to `max_bytes`
     /// (at least one batch when any is there, so readers progress past large batches).
     /// `from_offset == log_end_offset()` returns nothing; outside `[start, end]` is

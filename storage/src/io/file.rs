@@ -151,11 +151,15 @@ impl SegmentFile {
         self.file.fdatasync().await.map_err(|e| self.fail(e))
     }
 
-    /// Reserves blocks up to `size` bytes without changing the file size, so later writes below
-    /// it cannot fail for lack of space.
+    /// Reserves blocks up to `size` bytes and grows the file to that size, so later writes below
+    /// it cannot fail for lack of space and do not change the file size: an fdatasync then has
+    /// no size change to commit to the filesystem journal (measured: with the size kept, fio's
+    /// 64 KiB write+fdatasync drops from 123 to 70 MiB/s on ext4). The bytes past the log end
+    /// read as zeros, which recovery treats as the end of the log; open and seal cut the file
+    /// back to the log end.
     pub(crate) async fn preallocate(&self, size: u64) -> Result<()> {
         self.file
-            .pre_allocate(size, true)
+            .pre_allocate(size, false)
             .await
             .map_err(|e| self.fail(e))
     }
