@@ -12,7 +12,7 @@ mod signal;
 pub use bytes::SharedBytes;
 pub(crate) use chunk::AppendChunk;
 pub(crate) use file::{prime_device_probe, remove_file, sync_dir, SegmentFile};
-pub(crate) use signal::Signal;
+pub use signal::Signal;
 
 /// Rounds `value` down to a multiple of `align` (a power of two).
 pub(crate) const fn align_down(value: u64, align: u64) -> u64 {

@@ -1,4 +1,5 @@
-//! A single-threaded "something changed" signal: tasks wait until a condition of theirs holds,
+//! A single-threaded "something changed" signal (shard-local; the broker uses it too): tasks
+//! wait until a condition of theirs holds,
 //! whoever changes the state calls [`Signal::notify_all`]. Shard-local, so no atomics and no
 //! locks; one `Vec` of wakers reused forever.
 
@@ -8,13 +9,13 @@ use std::task::{Poll, Waker};
 
 /// Wakes every waiting task on each change; each re-checks its own condition.
 #[derive(Default)]
-pub(crate) struct Signal {
+pub struct Signal {
     waiters: RefCell<Vec<Waker>>,
 }
 
 impl Signal {
     /// Wakes all tasks waiting in [`Signal::wait_until`].
-    pub(crate) fn notify_all(&self) {
+    pub fn notify_all(&self) {
         let woken: Vec<Waker> = std::mem::take(&mut *self.waiters.borrow_mut());
         for waker in woken {
             waker.wake();
@@ -22,7 +23,7 @@ impl Signal {
     }
 
     /// Resolves once `condition` returns true; re-evaluated after every notification.
-    pub(crate) async fn wait_until(&self, mut condition: impl FnMut() -> bool) {
+    pub async fn wait_until(&self, mut condition: impl FnMut() -> bool) {
         poll_fn(|cx| {
             if condition() {
                 return Poll::Ready(());

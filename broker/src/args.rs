@@ -1,0 +1,146 @@
+//! Command-line arguments of `sluice serve` (clap), their environment variables and the optional
+//! config file. [`ServeArgs::into_config`] turns them into a validated [`Config`]; nothing else in
+//! the broker sees clap.
+//!
+//! Precedence, highest first: command-line flag, environment variable, config file, default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::config::{Config, TopicDefaults};
+
+/// `sluice serve`: run a broker node.
+#[derive(Debug, Clone, Args)]
+#[command(args_override_self = true)]
+pub struct ServeArgs {
+    /// Where partition logs and metadata live. Must be on a real disk (O_DIRECT), not tmpfs.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Main listener (every shard accepts here, SO_REUSEPORT). Port 0 picks a free port; the
+    /// chosen address is printed on stdout as `sluice listening on HOST:PORT`.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+    /// Number of shards (one glommio executor pinned per core). 0 = one per available core.
+    #[arg(long, env = "SLUICE_CORES", default_value_t = 0)]
+    pub cores: usize,
+    /// First port of the per-shard listeners (shard i listens on BASE + i); 0 = free ports.
+    /// Clients that know a partition's shard connect there and skip the cross-core hop.
+    #[arg(long, env = "SLUICE_SHARD_PORT_BASE", default_value_t = 0)]
+    pub shard_port_base: u16,
+    /// Host advertised in metadata (default: the listen host).
+    #[arg(long, env = "SLUICE_ADVERTISED_HOST")]
+    pub advertised_host: Option<String>,
+    /// This broker's id.
+    #[arg(long, env = "SLUICE_BROKER_ID", default_value_t = 0)]
+    pub broker_id: u32,
+    /// Largest request frame accepted, in bytes.
+    #[arg(long, env = "SLUICE_MAX_FRAME_BYTES", default_value_t = 64 << 20)]
+    pub max_frame_bytes: usize,
+    /// Close connections that send nothing for this long (ms).
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS", default_value_t = 600_000)]
+    pub idle_timeout_ms: u64,
+    /// Default partitions of new topics.
+    #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: u32,
+    /// Default retention of new topics in ms (-1: forever). Default 14 days.
+    #[arg(long, env = "SLUICE_DEFAULT_RETENTION_MS", default_value_t = 14 * 24 * 3600 * 1000)]
+    pub default_retention_ms: i64,
+    /// Default durability of new topics: always, interval or never.
+    #[arg(long, env = "SLUICE_DEFAULT_DURABILITY", default_value = "interval")]
+    pub default_durability: String,
+    /// Sync interval (ms) of `interval` durability.
+    #[arg(long, env = "SLUICE_DURABILITY_INTERVAL_MS", default_value_t = 10)]
+    pub durability_interval_ms: u32,
+    /// Default segment size of new topics.
+    #[arg(long, env = "SLUICE_SEGMENT_BYTES", default_value_t = 1 << 30)]
+    pub segment_bytes: u64,
+    /// Default largest batch of new topics.
+    #[arg(long, env = "SLUICE_MAX_BATCH_BYTES", default_value_t = 8 << 20)]
+    pub max_batch_bytes: u32,
+    /// How often retention runs (ms).
+    #[arg(long, env = "SLUICE_RETENTION_CHECK_MS", default_value_t = 300_000)]
+    pub retention_check_ms: u64,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when unset.
+    #[arg(long, env = "SLUICE_LOG")]
+    pub log: Option<String>,
+    /// A config file of `name = value` lines using the long flag names (e.g. `listen =
+    /// "127.0.0.1:9092"`); flags and environment variables override it.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Turns a config file into `--name=value` arguments, skipping names whose environment
+/// variable is set (the environment wins over the file).
+pub fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let mut out = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            bail!("{}:{}: expected `name = value`", path.display(), number + 1);
+        };
+        let name = name.trim().replace('_', "-");
+        let value = value.trim().trim_matches('"');
+        let env_name = format!("SLUICE_{}", name.replace('-', "_").to_uppercase());
+        if std::env::var_os(&env_name).is_some() {
+            continue;
+        }
+        out.push(format!("--{name}={value}"));
+    }
+    Ok(out)
+}
+
+impl ServeArgs {
+    /// Validates the arguments into the broker's configuration.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let cores = if self.cores == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.cores
+        };
+        if cores > 256 {
+            bail!("--cores {cores} is more than 256 shards");
+        }
+        if self.max_frame_bytes < 64 * 1024 || self.max_frame_bytes > wire::protocol::FRAME_SIZE_MAX
+        {
+            bail!(
+                "--max-frame-bytes {} must be within [64 KiB, {}]",
+                self.max_frame_bytes,
+                wire::protocol::FRAME_SIZE_MAX
+            );
+        }
+        let durability =
+            crate::config::parse_durability(&self.default_durability, self.durability_interval_ms)?;
+        if self.default_partitions == 0 {
+            bail!("--default-partitions must be at least 1");
+        }
+        let advertised_host = self
+            .advertised_host
+            .unwrap_or_else(|| self.listen.ip().to_string());
+        Ok(Config {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            shards: cores,
+            shard_port_base: self.shard_port_base,
+            advertised_host,
+            broker_id: self.broker_id,
+            max_frame_bytes: self.max_frame_bytes,
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms.max(1)),
+            retention_check: std::time::Duration::from_millis(self.retention_check_ms.max(1000)),
+            topic_defaults: TopicDefaults {
+                partitions: self.default_partitions,
+                retention_ms: self.default_retention_ms,
+                durability,
+                segment_bytes: self.segment_bytes,
+                max_batch_bytes: self.max_batch_bytes,
+            },
+        })
+    }
+}

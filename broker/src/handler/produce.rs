@@ -1,0 +1,226 @@
+//! Produce, in two stages (as in Redpanda): stage 1 validates and appends on the owner shard,
+//! in request order; stage 2 waits for what the acks and the topic's durability require
+//! (fsync for `always`) and answers. Stage 2 of one request overlaps stage 1 of the next, so a
+//! pipelining connection gets group commit.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::Task;
+use wire::batch::{peek_header, BatchView};
+use wire::protocol::{
+    ErrorCode, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
+    WireError,
+};
+use wire::AlignedVec;
+
+use super::{response_frame, Outgoing};
+use crate::bus::{reply_channel, ShardMessage};
+use crate::error_code;
+use crate::partition::Partition;
+use crate::shard::{InFlight, Route, Shard};
+
+/// What stage 2 still has to do for one partition.
+enum Pending {
+    /// Answered already.
+    Done(ProducePartitionResponse),
+    /// Appended here; wait until `last_offset` is durable.
+    Durable {
+        partition: Rc<Partition>,
+        base_offset: u64,
+        last_offset: u64,
+    },
+    /// Forwarded to the owner shard.
+    Remote(u32, flume::Receiver<ProducePartitionResponse>),
+}
+
+fn failed(partition: u32, error: WireError) -> ProducePartitionResponse {
+    ProducePartitionResponse {
+        partition,
+        error,
+        base_offset: -1,
+        log_start_offset: -1,
+    }
+}
+
+/// Stage 1 of a produce request; returns stage 2 as a task.
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    correlation_id: u32,
+    request: ProduceRequest<'_>,
+) -> Task<Option<Outgoing>> {
+    let in_flight = InFlight::new(shard);
+    let acks = request.acks;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for data in &topic.partitions {
+            let records = data.records.as_slice();
+            let pending = match shard.route(&topic.topic, data.partition) {
+                Err(error) => Pending::Done(failed(data.partition, error)),
+                Ok(Route::Local(partition)) => match append_all(&partition, records).await {
+                    Err(error) => Pending::Done(failed(data.partition, error)),
+                    Ok((base_offset, last_offset)) => Pending::Durable {
+                        partition,
+                        base_offset,
+                        last_offset,
+                    },
+                },
+                Ok(Route::Remote(owner)) => {
+                    let mut copy = AlignedVec::<16>::with_capacity(records.len());
+                    copy.extend_from_slice(records);
+                    let (reply, answer) = reply_channel();
+                    let message = ShardMessage::Produce {
+                        topic: topic.topic.clone(),
+                        partition: data.partition,
+                        records: copy,
+                        acks,
+                        reply,
+                    };
+                    match shard.bus.send(owner, message).await {
+                        Ok(()) => Pending::Remote(data.partition, answer),
+                        Err(_) => Pending::Done(failed(
+                            data.partition,
+                            WireError::new(
+                                ErrorCode::BrokerShuttingDown,
+                                "the owner shard has stopped",
+                            ),
+                        )),
+                    }
+                }
+            };
+            partitions.push(pending);
+        }
+        topics.push((topic.topic.clone(), partitions));
+    }
+    let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
+    glommio::spawn_local(async move {
+        let _in_flight = in_flight;
+        let mut response = ProduceResponse { topics: Vec::new() };
+        for (topic, partitions) in topics {
+            let mut answers = Vec::with_capacity(partitions.len());
+            for pending in partitions {
+                answers.push(complete(pending, acks, timeout).await);
+            }
+            response.topics.push(ProduceTopicResponse {
+                topic,
+                partitions: answers,
+            });
+        }
+        (acks != 0).then(|| Outgoing::Frame(response_frame(correlation_id, &response)))
+    })
+}
+
+/// Stage 2 for one partition.
+async fn complete(pending: Pending, acks: i8, timeout: Duration) -> ProducePartitionResponse {
+    match pending {
+        Pending::Done(response) => response,
+        Pending::Durable {
+            partition,
+            base_offset,
+            last_offset,
+        } => {
+            let id = partition.partition;
+            if acks != 0 && partition.syncs_before_ack() {
+                let durable = async { Some(partition.log.wait_durable(last_offset).await) };
+                let timer = async {
+                    glommio::timer::sleep(timeout).await;
+                    None
+                };
+                match futures_lite::future::or(durable, timer).await {
+                    Some(Ok(())) => {}
+                    Some(Err(error)) => return failed(id, error_code::from_storage(&error)),
+                    None => {
+                        return failed(
+                            id,
+                            WireError::new(
+                                ErrorCode::RequestTimedOut,
+                                "the batch was not synced in time",
+                            ),
+                        )
+                    }
+                }
+            }
+            ProducePartitionResponse {
+                partition: id,
+                error: WireError::none(),
+                base_offset: base_offset as i64,
+                log_start_offset: partition.log.log_start_offset() as i64,
+            }
+        }
+        Pending::Remote(id, answer) => answer.recv_async().await.unwrap_or_else(|_| {
+            failed(
+                id,
+                WireError::new(ErrorCode::BrokerShuttingDown, "the owner shard has stopped"),
+            )
+        }),
+    }
+}
+
+/// The owner's side of a forwarded produce: both stages.
+pub async fn produce_owned(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    records: &[u8],
+    acks: i8,
+) -> ProducePartitionResponse {
+    let pending = match shard.route(topic, partition) {
+        Err(error) => Pending::Done(failed(partition, error)),
+        Ok(Route::Remote(_)) => Pending::Done(failed(
+            partition,
+            WireError::new(ErrorCode::NotLeader, "partition moved to another shard"),
+        )),
+        Ok(Route::Local(local)) => match append_all(&local, records).await {
+            Err(error) => Pending::Done(failed(partition, error)),
+            Ok((base_offset, last_offset)) => Pending::Durable {
+                partition: local,
+                base_offset,
+                last_offset,
+            },
+        },
+    };
+    complete(pending, acks, Duration::from_secs(30)).await
+}
+
+/// Validates every batch (deeply: the bytes come from the network), then appends them all.
+/// Either all batches are appended or none.
+pub async fn append_all(partition: &Partition, records: &[u8]) -> Result<(u64, u64), WireError> {
+    let max = partition.config.max_batch_bytes as usize;
+    if records.is_empty() {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            "produce without record batches",
+        ));
+    }
+    let mut views = Vec::new();
+    let mut position = 0;
+    while position < records.len() {
+        let rest = &records[position..];
+        let header = peek_header(rest, usize::MAX).map_err(|e| error_code::from_batch(&e))?;
+        if header.batch_length as usize > max {
+            return Err(WireError::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "batch of {} bytes exceeds the topic's limit of {max} bytes",
+                    header.batch_length
+                ),
+            ));
+        }
+        let view = BatchView::validate_deep(rest, max).map_err(|e| error_code::from_batch(&e))?;
+        position += view.len();
+        views.push(view);
+    }
+    let mut first = None;
+    let mut last = 0;
+    for view in views {
+        let info = partition
+            .log
+            .append(view)
+            .await
+            .map_err(|e| error_code::from_storage(&e))?;
+        first.get_or_insert(info.base_offset);
+        last = info.last_offset;
+    }
+    Ok((first.unwrap_or(last), last))
+}

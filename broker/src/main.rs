@@ -1,0 +1,98 @@
+//! `sluice`: the broker (`sluice serve`) and the command line that talks to one.
+
+mod args;
+mod bus;
+mod config;
+mod error_code;
+mod handler;
+mod net;
+mod partition;
+mod router;
+mod runtime;
+mod shard;
+mod topics;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: a thread-per-core, persistent message broker.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker node (data in ./data, listening on 127.0.0.1:9092 by default).
+    Serve(args::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let mut argv: Vec<String> = std::env::args().collect();
+    // A config file's values go in front of the flags so that flags override them.
+    if argv.get(1).map(String::as_str) == Some("serve") {
+        if let Some(path) = config_path(&argv) {
+            match args::config_file_args(&path) {
+                Ok(extra) => {
+                    argv.splice(2..2, extra);
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    let cli = Cli::parse_from(argv);
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn config_path(argv: &[String]) -> Option<std::path::PathBuf> {
+    let mut iter = argv.iter();
+    while let Some(arg) = iter.next() {
+        if let Some(value) = arg.strip_prefix("--config=") {
+            return Some(value.into());
+        }
+        if arg == "--config" {
+            return iter.next().map(Into::into);
+        }
+    }
+    std::env::var_os("SLUICE_CONFIG").map(Into::into)
+}
+
+fn serve(args: args::ServeArgs) -> ExitCode {
+    init_logging(args.log.as_deref());
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "broker failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: Option<&str>) {
+    let filter = filter
+        .map(tracing_subscriber::EnvFilter::new)
+        .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,218 @@
+//! One client connection: a reader that frames and dispatches requests in order, and a writer
+//! task that sends the responses in the same order (the protocol's guarantee), so a client can
+//! pipeline. The two halves use two descriptors of the same socket (dup), so neither waits for
+//! the other.
+//!
+//! Frames are read back to back into one 16-aligned buffer; every frame is a multiple of 16
+//! bytes, so each starts aligned and its record batches are validated and appended in place,
+//! with no copy before the log's own.
+
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::net::TcpStream;
+use glommio::Task;
+use wire::protocol::{
+    check_frame, decode_request, decode_request_header, ErrorCode, FetchResponse, WireError,
+};
+use wire::{AlignedVec, ProtocolError};
+
+use crate::handler::{dispatch, error_frame, Outgoing};
+use crate::shard::Shard;
+
+/// Receive buffer of a connection, grown up to the largest frame when one needs it.
+const RECEIVE_BUFFER_BYTES: usize = 256 * 1024;
+/// Requests of one connection in flight at once; reading stops while this many wait for their
+/// responses (back-pressure on a client that pipelines too much). 64 x one max frame bounds it.
+const IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
+/// Response bytes below this are gathered into one write; larger parts are written as they are.
+const SMALL_WRITE_BYTES: usize = 16 * 1024;
+
+/// Serves one connection until the client leaves, idles too long or the shard shuts down.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(shard.config.idle_timeout));
+    // SAFETY: `dup` returns a new descriptor for the same socket (or -1, checked below), which
+    // the new `TcpStream` then owns and closes; the original stays owned by `stream`.
+    let writer_fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if writer_fd < 0 {
+        tracing::warn!(peer, "dup of a client socket failed; closing it");
+        return;
+    }
+    // SAFETY: `writer_fd` is a fresh, valid socket descriptor that nothing else owns.
+    let writer = unsafe { TcpStream::from_raw_fd(writer_fd) };
+    let (queue, responses) = local_channel::new_bounded(IN_FLIGHT_PER_CONNECTION_MAX);
+    let writer_task = glommio::spawn_local(write_responses(responses, writer));
+    tracing::debug!(shard = shard.id, peer, "connection opened");
+    if let Err(reason) = read_requests(&shard, stream, &queue).await {
+        tracing::debug!(shard = shard.id, peer, reason, "connection closed");
+    }
+    drop(queue);
+    writer_task.await;
+}
+
+/// Reads, frames and dispatches requests; `Err` says why the connection ends.
+async fn read_requests(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    queue: &local_channel::LocalSender<Task<Option<Outgoing>>>,
+) -> Result<(), String> {
+    let max_frame = shard.config.max_frame_bytes;
+    let mut buffer = AlignedVec::<16>::with_capacity(RECEIVE_BUFFER_BYTES);
+    buffer.resize(RECEIVE_BUFFER_BYTES, 0);
+    let (mut start, mut end) = (0usize, 0usize);
+    loop {
+        // Handle every complete frame in the buffer.
+        loop {
+            let total = match check_frame(&buffer[start..end], max_frame) {
+                Ok(Some(total)) => total,
+                Ok(None) => break,
+                Err(error) => {
+                    // Nothing after this can be framed: say why, then close.
+                    let message = WireError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("cannot frame the request: {error}"),
+                    );
+                    let frame = error_frame(0, &message);
+                    let _ = queue
+                        .send(glommio::spawn_local(
+                            async move { Some(Outgoing::Frame(frame)) },
+                        ))
+                        .await;
+                    return Err(error.to_string());
+                }
+            };
+            if end - start < total {
+                if total > buffer.len() {
+                    let mut grown = AlignedVec::<16>::with_capacity(total);
+                    grown.extend_from_slice(&buffer[start..end]);
+                    grown.resize(total, 0);
+                    buffer = grown;
+                    end -= start;
+                    start = 0;
+                } else if start + total > buffer.len() {
+                    buffer.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                }
+                break;
+            }
+            let task = handle_frame(shard, &buffer[start..start + total]).await;
+            start += total;
+            match task {
+                Some(task) => queue
+                    .send(task)
+                    .await
+                    .map_err(|_| "response writer stopped".to_string())?,
+                None => return Err("unreadable request header".into()),
+            }
+            if shard.shutting_down.get() {
+                return Err("shutting down".into());
+            }
+        }
+        if start == end {
+            start = 0;
+            end = 0;
+            if buffer.len() > RECEIVE_BUFFER_BYTES {
+                buffer = AlignedVec::<16>::with_capacity(RECEIVE_BUFFER_BYTES);
+                buffer.resize(RECEIVE_BUFFER_BYTES, 0);
+            }
+        } else if end == buffer.len() {
+            buffer.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        let read = stream
+            .read(&mut buffer[end..])
+            .await
+            .map_err(|e| e.to_string())?;
+        if read == 0 {
+            return Err(if start == end {
+                "client closed".into()
+            } else {
+                "client closed mid-frame".into()
+            });
+        }
+        end += read;
+    }
+}
+
+/// Decodes one frame and starts handling it. `None` when not even the header is readable.
+async fn handle_frame(shard: &Rc<Shard>, frame: &[u8]) -> Option<Task<Option<Outgoing>>> {
+    match decode_request(frame) {
+        Ok((header, request)) => Some(dispatch(shard, header, request).await),
+        Err(error) => {
+            let (header, _) = decode_request_header(frame).ok()?;
+            let code = match error {
+                ProtocolError::UnknownApi { .. } | ProtocolError::UnsupportedVersion { .. } => {
+                    ErrorCode::UnsupportedVersion
+                }
+                _ => ErrorCode::InvalidRequest,
+            };
+            tracing::debug!(shard = shard.id, %error, "bad request");
+            let frame = error_frame(
+                header.correlation_id,
+                &WireError::new(code, error.to_string()),
+            );
+            Some(glommio::spawn_local(
+                async move { Some(Outgoing::Frame(frame)) },
+            ))
+        }
+    }
+}
+
+/// Writes responses in request order until the reader is done and the queue is empty.
+async fn write_responses(responses: LocalReceiver<Task<Option<Outgoing>>>, mut stream: TcpStream) {
+    let mut head = Vec::new();
+    let mut staged = Vec::with_capacity(SMALL_WRITE_BYTES);
+    while let Some(task) = responses.recv().await {
+        let Some(outgoing) = task.await else { continue };
+        let result = match outgoing {
+            Outgoing::Frame(bytes) => stream.write_all(&bytes).await,
+            Outgoing::Fetch(reply) => {
+                let ok = WireError::none();
+                let mut response = FetchResponse::default();
+                let frame = reply.encode(&mut head, &mut response, &ok);
+                write_parts(&mut stream, &mut staged, frame.parts()).await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, "writing a response failed");
+            return;
+        }
+    }
+}
+
+/// Writes the parts of a frame, gathering small ones so a response costs few syscalls.
+async fn write_parts<'a>(
+    stream: &mut TcpStream,
+    staged: &mut Vec<u8>,
+    parts: impl Iterator<Item = &'a [u8]>,
+) -> std::io::Result<()> {
+    for part in parts {
+        if part.len() < SMALL_WRITE_BYTES {
+            staged.extend_from_slice(part);
+            if staged.len() >= SMALL_WRITE_BYTES {
+                stream.write_all(staged).await?;
+                staged.clear();
+            }
+        } else {
+            if !staged.is_empty() {
+                stream.write_all(staged).await?;
+                staged.clear();
+            }
+            stream.write_all(part).await?;
+        }
+    }
+    if !staged.is_empty() {
+        stream.write_all(staged).await?;
+        staged.clear();
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The network side of a shard: listeners ([`listener`]) and connections ([`connection`]). The
+//! only module that touches sockets on the server side.
+
+pub mod connection;
+pub mod listener;
