@@ -1,0 +1,162 @@
+//! Helpers for end-to-end tests: start the real `sluice` binary on an ephemeral loopback port
+//! with a data directory under target/ (a real disk: O_DIRECT), and speak the protocol over a
+//! plain blocking socket.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use wire::protocol::{
+    decode_response, encode_request, ApiKey, CreateTopic, CreateTopicsRequest, CreateTopicsResponse, Decode,
+    DurabilitySetting, Encode, WireError,
+};
+use wire::AlignedVec;
+
+/// A running broker process; killed on drop.
+pub struct Broker {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh data directory on the real disk.
+pub fn data_dir() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data");
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(&base).unwrap()
+}
+
+impl Broker {
+    /// Starts a broker with its own temporary data directory.
+    pub fn start(extra: &[&str]) -> Broker {
+        let dir = data_dir();
+        let path = dir.path().to_path_buf();
+        let mut broker = Broker::start_in(&path, extra);
+        broker._dir = Some(dir);
+        broker
+    }
+
+    /// Starts a broker on `data_dir`, waiting for its readiness line.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Broker {
+        Broker::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a broker on `data_dir` listening on `listen`.
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", listen, "--cores", "2", "--log", "warn"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .strip_prefix("sluice listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("broker did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        Broker {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child process by pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking protocol connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    correlation_id: u32,
+}
+
+impl Conn {
+    /// Connects.
+    pub fn connect(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Conn {
+            stream,
+            correlation_id: 0,
+        }
+    }
+
+    /// Sends a request and returns its correlation id.
+    pub fn send<T: Encode>(&mut self, api: ApiKey, body: &T) -> u32 {
+        self.correlation_id += 1;
+        let mut buffer = Vec::new();
+        let frame = encode_request(&mut buffer, api, self.correlation_id, body);
+        for part in frame.parts() {
+            self.stream.write_all(part).unwrap();
+        }
+        self.correlation_id
+    }
+
+    /// Reads one response frame (16-aligned).
+    pub fn read_frame(&mut self) -> std::io::Result<AlignedVec<16>> {
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix)?;
+        let len = u32::from_le_bytes(prefix) as usize;
+        let mut frame = AlignedVec::<16>::with_capacity(len + 4);
+        frame.extend_from_slice(&prefix);
+        frame.resize(len + 4, 0);
+        self.stream.read_exact(&mut frame[4..])?;
+        Ok(frame)
+    }
+
+    /// Sends a request and decodes its response.
+    pub fn call<T: Encode, R: for<'a> Decode<'a>>(&mut self, api: ApiKey, body: &T) -> Result<R, WireError> {
+        let id = self.send(api, body);
+        let frame = self.read_frame().unwrap();
+        let (correlation_id, response) = decode_response::<R>(&frame).unwrap();
+        assert_eq!(correlation_id, id);
+        response
+    }
+
+    /// Creates a topic and asserts success.
+    pub fn create_topic(&mut self, name: &str, partitions: u32, durability: Option<DurabilitySetting>) {
+        let request = CreateTopicsRequest {
+            topics: vec![CreateTopic {
+                name: name.into(),
+                partitions,
+                replication_factor: 1,
+                durability,
+                ..Default::default()
+            }],
+            timeout_ms: 10_000,
+        };
+        let response: CreateTopicsResponse = self.call(ApiKey::CreateTopics, &request).unwrap();
+        assert!(response.topics[0].error.is_ok(), "{:?}", response.topics[0].error);
+    }
+}
