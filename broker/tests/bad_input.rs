@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Conn};
 use wire::protocol::{
-    decode_response, ApiKey, CreateTopic, CreateTopicsRequest, CreateTopicsResponse, ErrorCode, FetchPartition,
-    FetchRequest, FetchResponse, FetchTopic, MetadataRequest, MetadataResponse, ProducePartition, ProduceRequest,
-    ProduceResponse, ProduceTopic, Records,
+    decode_response, ApiKey, CreateTopic, CreateTopicsRequest, CreateTopicsResponse, ErrorCode,
+    FetchPartition, FetchRequest, FetchResponse, FetchTopic, MetadataRequest, MetadataResponse,
+    ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
 };
 use wire::BatchBuilder;
 
@@ -22,7 +22,12 @@ fn batch(value: &[u8]) -> wire::AlignedVec<16> {
     builder.build().unwrap()
 }
 
-fn produce(conn: &mut Conn, topic: &str, partition: u32, records: &[u8]) -> wire::protocol::ProducePartitionResponse {
+fn produce(
+    conn: &mut Conn,
+    topic: &str,
+    partition: u32,
+    records: &[u8],
+) -> wire::protocol::ProducePartitionResponse {
     let request = ProduceRequest {
         acks: 1,
         timeout_ms: 5000,
@@ -62,7 +67,9 @@ fn fetch_error(conn: &mut Conn, topic: &str, partition: u32, offset: u64) -> (Er
 /// Another client is still served: a metadata round trip works.
 fn still_serving(broker: &Broker) {
     let mut other = Conn::connect(broker.addr);
-    let _: MetadataResponse = other.call(ApiKey::Metadata, &MetadataRequest { topics: None }).unwrap();
+    let _: MetadataResponse = other
+        .call(ApiKey::Metadata, &MetadataRequest { topics: None })
+        .unwrap();
 }
 
 /// Reads until EOF; true if the broker closed the connection.
@@ -82,7 +89,11 @@ fn closed_by_broker(conn: &mut Conn) -> bool {
 #[test]
 fn garbage_and_absurd_lengths_get_an_error_then_close() {
     let broker = Broker::start(&[]);
-    for garbage in [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), [0xf0, 0xff, 0xff, 0xff, 1, 2, 3, 4].to_vec(), vec![7u8; 4]] {
+    for garbage in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        [0xf0, 0xff, 0xff, 0xff, 1, 2, 3, 4].to_vec(),
+        vec![7u8; 4],
+    ] {
         let mut conn = Conn::connect(broker.addr);
         conn.stream.write_all(&garbage).unwrap();
         let frame = conn.read_frame().unwrap();
@@ -115,7 +126,10 @@ fn truncated_frames_and_silent_clients() {
     still_serving(&broker);
     assert!(closed_by_broker(&mut silent));
     assert!(closed_by_broker(&mut half));
-    assert!(started.elapsed() >= Duration::from_millis(250), "closed before the idle timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed before the idle timeout"
+    );
     still_serving(&broker);
 }
 
@@ -148,7 +162,9 @@ fn unknown_api_and_version() {
     let response = conn.read_frame().unwrap();
     let (_, response) = decode_response::<MetadataResponse>(&response).unwrap();
     assert_eq!(response.unwrap_err().code, ErrorCode::InvalidRequest);
-    let _: MetadataResponse = conn.call(ApiKey::Metadata, &MetadataRequest { topics: None }).unwrap();
+    let _: MetadataResponse = conn
+        .call(ApiKey::Metadata, &MetadataRequest { topics: None })
+        .unwrap();
 }
 
 /// A batch with a wrong CRC is refused with CorruptMessage and nothing of it is stored; unknown
@@ -176,22 +192,54 @@ fn bad_batches_and_unknown_targets() {
     let last = bad.len() - 20;
     bad[last] ^= 0x55;
     let answer = produce(&mut conn, "t", 0, &bad);
-    assert_eq!(answer.error.code, ErrorCode::CorruptMessage, "{:?}", answer.error);
-    assert!(answer.error.message.contains("CRC"), "{}", answer.error.message);
+    assert_eq!(
+        answer.error.code,
+        ErrorCode::CorruptMessage,
+        "{:?}",
+        answer.error
+    );
+    assert!(
+        answer.error.message.contains("CRC"),
+        "{}",
+        answer.error.message
+    );
     let answer = produce(&mut conn, "t", 0, &good);
     assert!(answer.error.is_ok());
-    assert_eq!(answer.base_offset, 0, "the corrupt batch must not have taken an offset");
+    assert_eq!(
+        answer.base_offset, 0,
+        "the corrupt batch must not have taken an offset"
+    );
     let (code, bytes) = fetch_error(&mut conn, "t", 0, 0);
     assert_eq!((code, bytes), (ErrorCode::None, good.len()));
 
-    assert_eq!(produce(&mut conn, "nope", 0, &good).error.code, ErrorCode::UnknownTopicOrPartition);
-    assert_eq!(produce(&mut conn, "t", 7, &good).error.code, ErrorCode::UnknownTopicOrPartition);
-    assert_eq!(fetch_error(&mut conn, "nope", 0, 0).0, ErrorCode::UnknownTopicOrPartition);
-    assert_eq!(fetch_error(&mut conn, "t", 0, 1000).0, ErrorCode::OffsetOutOfRange);
+    assert_eq!(
+        produce(&mut conn, "nope", 0, &good).error.code,
+        ErrorCode::UnknownTopicOrPartition
+    );
+    assert_eq!(
+        produce(&mut conn, "t", 7, &good).error.code,
+        ErrorCode::UnknownTopicOrPartition
+    );
+    assert_eq!(
+        fetch_error(&mut conn, "nope", 0, 0).0,
+        ErrorCode::UnknownTopicOrPartition
+    );
+    assert_eq!(
+        fetch_error(&mut conn, "t", 0, 1000).0,
+        ErrorCode::OffsetOutOfRange
+    );
 
     let big = batch(&[b'x'; 4000]);
     let answer = produce(&mut conn, "small", 0, &big);
-    assert_eq!(answer.error.code, ErrorCode::MessageTooLarge, "{:?}", answer.error);
-    assert_eq!(produce(&mut conn, "t", 1, &[0u8; 16]).error.code, ErrorCode::CorruptMessage);
+    assert_eq!(
+        answer.error.code,
+        ErrorCode::MessageTooLarge,
+        "{:?}",
+        answer.error
+    );
+    assert_eq!(
+        produce(&mut conn, "t", 1, &[0u8; 16]).error.code,
+        ErrorCode::CorruptMessage
+    );
     still_serving(&broker);
 }

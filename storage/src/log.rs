@@ -178,6 +178,15 @@ impl Log {
                             reason: invalid.reason,
                         });
                     }
+                    if scan.summary.end_position != size {
+                        // A sealed segment is cut to its last batch: zeros before its end are
+                        // damage, not preallocated space.
+                        return Err(StorageError::Corrupt {
+                            path,
+                            position: scan.summary.end_position,
+                            reason: "zeroed bytes inside a sealed segment".into(),
+                        });
+                    }
                     let bytes = scan.index.encode(&scan.summary);
                     write_index_file(&index_path(&dir, base), &bytes, direct).await?;
                     scan.summary

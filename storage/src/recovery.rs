@@ -14,6 +14,9 @@ use crate::io::{align_down, align_up, SegmentFile};
 /// out of the way of other work on the shard.
 const SCAN_READ_BYTES: usize = 1 << 20;
 
+/// Marks a scan that reached zeroed (preallocated) space: the end of the log, not damage.
+const ZEROED: &str = "zeroed space";
+
 /// Where and why a scan stopped early.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct InvalidTail {
@@ -79,6 +82,11 @@ pub(crate) async fn scan_segment(
             }
             let at = (position - buffer_start) as usize;
             match peek_header(&buffer[at..], batch_bytes_max) {
+                // Zeros where a header should be: the preallocated, never written part of the
+                // file, i.e. the normal end of the log.
+                Err(_) if buffer[at..at + BATCH_HEADER_SIZE].iter().all(|b| *b == 0) => {
+                    break Err(ZEROED.into())
+                }
                 Err(error) => break Err(error.to_string()),
                 Ok(header) if need < u64::from(header.batch_length) => {
                     need = u64::from(header.batch_length)
@@ -88,6 +96,7 @@ pub(crate) async fn scan_segment(
         };
         let header = match header {
             Ok(header) => header,
+            Err(reason) if reason == ZEROED => break None,
             Err(reason) => break Some(InvalidTail { position, reason }),
         };
         let at = (position - buffer_start) as usize;

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use wire::protocol::{
-    decode_response, encode_request, ApiKey, CreateTopic, CreateTopicsRequest, CreateTopicsResponse, Decode,
-    DurabilitySetting, Encode, WireError,
+    decode_response, encode_request, ApiKey, CreateTopic, CreateTopicsRequest,
+    CreateTopicsResponse, Decode, DurabilitySetting, Encode, WireError,
 };
 use wire::AlignedVec;
 
@@ -105,7 +105,9 @@ impl Conn {
     /// Connects.
     pub fn connect(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         Conn {
             stream,
             correlation_id: 0,
@@ -136,7 +138,11 @@ impl Conn {
     }
 
     /// Sends a request and decodes its response.
-    pub fn call<T: Encode, R: for<'a> Decode<'a>>(&mut self, api: ApiKey, body: &T) -> Result<R, WireError> {
+    pub fn call<T: Encode, R: for<'a> Decode<'a>>(
+        &mut self,
+        api: ApiKey,
+        body: &T,
+    ) -> Result<R, WireError> {
         let id = self.send(api, body);
         let frame = self.read_frame().unwrap();
         let (correlation_id, response) = decode_response::<R>(&frame).unwrap();
@@ -145,7 +151,12 @@ impl Conn {
     }
 
     /// Creates a topic and asserts success.
-    pub fn create_topic(&mut self, name: &str, partitions: u32, durability: Option<DurabilitySetting>) {
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        durability: Option<DurabilitySetting>,
+    ) {
         let request = CreateTopicsRequest {
             topics: vec![CreateTopic {
                 name: name.into(),
@@ -157,6 +168,10 @@ impl Conn {
             timeout_ms: 10_000,
         };
         let response: CreateTopicsResponse = self.call(ApiKey::CreateTopics, &request).unwrap();
-        assert!(response.topics[0].error.is_ok(), "{:?}", response.topics[0].error);
+        assert!(
+            response.topics[0].error.is_ok(),
+            "{:?}",
+            response.topics[0].error
+        );
     }
 }
