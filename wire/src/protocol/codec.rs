@@ -284,7 +284,11 @@ impl<'a> Decode<'a> for bool {
 impl Encode for String {
     fn encode<'b>(&'b self, writer: &mut FrameWriter<'b>) {
         let bytes = self.as_bytes();
-        let len = bytes.len().min(u16::MAX as usize);
+        // Longer strings are cut, on a character boundary so that the frame still decodes.
+        let mut len = bytes.len().min(u16::MAX as usize);
+        while !self.is_char_boundary(len) {
+            len -= 1;
+        }
         writer.put_u16(len as u16);
         writer.put(&bytes[..len]);
     }
@@ -373,7 +377,8 @@ impl<'a> Records<'a> {
         self.len() == 0
     }
 
-    /// The bytes as one slice: the decoded form always has exactly one part.
+    /// The bytes as one slice. Meant for the decoded form, which always has at most one part;
+    /// records built from several parts (for encoding) give an empty slice here.
     pub fn as_slice(&self) -> &'a [u8] {
         match self.parts.as_slice() {
             [] => &[],

@@ -52,10 +52,11 @@ pub fn check_frame(buffer: &[u8], frame_size_max: usize) -> Result<Option<usize>
     bytes.copy_from_slice(prefix);
     let length = u32::from_le_bytes(bytes) as usize;
     let max = frame_size_max.min(FRAME_SIZE_MAX);
-    if length > max - LENGTH_PREFIX_SIZE {
+    // Compare totals: `max - LENGTH_PREFIX_SIZE` would underflow for a limit below 4.
+    let total = length.saturating_add(LENGTH_PREFIX_SIZE);
+    if total > max {
         return Err(ProtocolError::FrameTooLarge { length, max });
     }
-    let total = length + LENGTH_PREFIX_SIZE;
     if total % super::codec::FRAME_ALIGNMENT != 0 {
         return Err(ProtocolError::Malformed {
             position: 0,
@@ -63,6 +64,24 @@ pub fn check_frame(buffer: &[u8], frame_size_max: usize) -> Result<Option<usize>
         });
     }
     Ok(Some(total))
+}
+
+/// Fails unless the length prefix of a complete frame counts exactly the bytes after it, so that
+/// a frame is never decoded from a slice its own length disagrees with.
+pub(crate) fn check_length_prefix(frame: &[u8]) -> Result<(), ProtocolError> {
+    use super::codec::Decode;
+    let mut reader = Reader::new(frame, 0);
+    let length = u32::decode(&mut reader)? as usize;
+    if length != reader.remaining() {
+        return Err(ProtocolError::Malformed {
+            position: 0,
+            reason: format!(
+                "length prefix says {length} bytes, the frame has {}",
+                reader.remaining()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Reads the request header of a complete frame and returns a reader positioned at the body.

@@ -134,11 +134,13 @@ pub fn encode_error_response<'b>(
     encode_response::<u8>(buffer, correlation_id, error, None)
 }
 
-/// Decodes a whole request frame. A header that cannot be read, an unknown API or an
+/// Decodes a whole request frame (exactly one: the length prefix must count the bytes after it,
+/// as `check_frame`'s total does). A header that cannot be read, an unknown API or an
 /// unsupported version is an error; the header is returned with it when it could be read, so
 /// the broker can still answer.
 pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request<'_>), ProtocolError> {
     let (header, mut reader) = decode_request_header(frame)?;
+    frame::check_length_prefix(frame)?;
     let api_key = ApiKey::from_u16(header.api_key).ok_or(ProtocolError::UnknownApi {
         api_key: header.api_key,
     })?;
@@ -162,12 +164,14 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request<'_>), Prot
     Ok((header, request))
 }
 
-/// Decodes a whole response frame: `Ok((correlation_id, Ok(body)))` on success,
+/// Decodes a whole response frame (length prefix checked as for [`decode_request`]):
+/// `Ok((correlation_id, Ok(body)))` on success,
 /// `Ok((correlation_id, Err(error)))` when the broker answered with a top-level error.
 pub fn decode_response<'a, T: Decode<'a>>(
     frame: &'a [u8],
 ) -> Result<(u32, Result<T, WireError>), ProtocolError> {
     let (correlation_id, mut reader) = decode_response_header(frame)?;
+    frame::check_length_prefix(frame)?;
     let error = WireError::decode(&mut reader)?;
     if !error.is_ok() {
         return Ok((correlation_id, Err(error)));
