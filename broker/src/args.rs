@@ -121,11 +121,19 @@ impl ServeArgs {
         if self.default_partitions == 0 {
             bail!("--default-partitions must be at least 1");
         }
+        // Absolute from here on: shards and glommio's file operations must not depend on the
+        // working directory.
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating the data directory {}", self.data_dir.display()))?;
+        let data_dir = self
+            .data_dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", self.data_dir.display()))?;
         let advertised_host = self
             .advertised_host
             .unwrap_or_else(|| self.listen.ip().to_string());
         Ok(Config {
-            data_dir: self.data_dir,
+            data_dir,
             listen: self.listen,
             shards: cores,
             shard_port_base: self.shard_port_base,

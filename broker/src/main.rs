@@ -2,6 +2,7 @@
 
 mod args;
 mod bus;
+mod cli;
 mod config;
 mod error_code;
 mod handler;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run a broker node (data in ./data, listening on 127.0.0.1:9092 by default).
     Serve(args::ServeArgs),
+    #[command(flatten)]
+    Client(cli::CliCommand),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Client(command) => run_client(command),
     }
 }
 
@@ -78,6 +82,28 @@ fn serve(args: args::ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "broker failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a client command on a tokio runtime (the client library is tokio-based).
+fn run_client(command: cli::CliCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(command)) {
+        Ok(code) => code,
+        Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }

@@ -128,7 +128,9 @@ impl Log {
     /// the index is missing, and any invalid batch in them is a [`StorageError::Corrupt`].
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
         config.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        // Absolute, because glommio's directory operations mishandle relative paths.
+        let dir =
+            std::path::absolute(dir.as_ref()).map_err(|e| StorageError::io(dir.as_ref(), e))?;
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
         prime_device_probe(&dir).await?;
         let mut bases = Vec::new();

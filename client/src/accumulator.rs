@@ -1,0 +1,578 @@
+//! The producer's per-partition accumulators: records become [`BatchBuilder`] batches, cut by
+//! size or by linger, and wait in a per-partition queue until the sender task sends them.
+//!
+//! ```text
+//!  append ─▶ open batch (BatchBuilder) ──cut: size reached, linger over, flush──▶ ready queue
+//!                                                                                    │ drain
+//!                         in flight (≤ max_in_flight per partition) ◀───────────────┘
+//!                              │ answered: complete / fail / retry (back to the queue front)
+//! ```
+//!
+//! Cutting rules (the batch size / linger dial of DESIGN.md):
+//! * a record that would take the open batch past `batch_size_bytes` (estimated with the
+//!   builder's upper bound, so the built batch never exceeds it) first cuts the open batch; a
+//!   batch whose estimate reaches `batch_size_bytes` is cut at once;
+//! * with `linger > 0`, an open batch is cut once it is `linger` old and the partition has a
+//!   free in-flight slot (until then it keeps growing);
+//! * with `linger == 0`, an open batch is cut as soon as nothing is in flight for its
+//!   partition: the first record goes out at once, and records arriving while a request is in
+//!   flight are batched behind it;
+//! * `flush` cuts every open batch as soon as a slot is free.
+//!
+//! Pure data structure with an explicit clock, owned by the producer's sender task.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use wire::{AlignedVec, ArchivedRecord, ArchivedRecordHeader, BatchBuilder};
+
+use crate::error::ClientError;
+use crate::producer::RecordMetadata;
+
+/// Where a record's outcome is delivered.
+pub(crate) type Reply = oneshot::Sender<Result<RecordMetadata, ClientError>>;
+
+/// Upper bound on the alignment padding rkyv inserts after one out-of-line object; mirrors
+/// the slack of `BatchBuilder::estimated_size`.
+const ARCHIVE_SLACK: usize = 8;
+
+/// Upper bound on the bytes a record adds to a batch: the same arithmetic as
+/// `BatchBuilder::estimated_size`, so `estimated_size() + record_size_upper_bound(..)` bounds
+/// the estimate after pushing the record.
+pub(crate) fn record_size_upper_bound(
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[(String, Vec<u8>)],
+    tags: &[String],
+) -> usize {
+    let blob = |len: usize| len + ARCHIVE_SLACK;
+    let mut size = std::mem::size_of::<ArchivedRecord>() + ARCHIVE_SLACK;
+    if let Some(key) = key {
+        size += blob(key.len());
+    }
+    size += blob(value.len());
+    size += blob(headers.len() * std::mem::size_of::<ArchivedRecordHeader>());
+    for (name, value) in headers {
+        size += blob(name.len()) + blob(value.len());
+    }
+    if !tags.is_empty() {
+        size += blob(tags.len() * std::mem::size_of::<rkyv::string::ArchivedString>());
+        for tag in tags {
+            size += blob(tag.len());
+        }
+    }
+    size
+}
+
+/// Estimated size of a batch with no record yet.
+pub(crate) fn empty_batch_size() -> usize {
+    BatchBuilder::new().estimated_size()
+}
+
+/// The cutting parameters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccumulatorConfig {
+    /// Cut a batch when its estimated size reaches this.
+    pub batch_size_bytes: usize,
+    /// How long a batch may wait for more records.
+    pub linger: Duration,
+    /// Most batches of one partition in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// One record to append, borrowed from the caller.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordData<'a> {
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    /// Optional key.
+    pub key: Option<&'a [u8]>,
+    /// Payload.
+    pub value: &'a [u8],
+    /// Application headers.
+    pub headers: &'a [(String, Vec<u8>)],
+    /// Tags (empty: none).
+    pub tags: &'a [String],
+}
+
+/// A cut batch: built once, then sent (and re-sent on retry) as these exact bytes.
+#[derive(Debug)]
+pub(crate) struct ProducerBatch {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: u32,
+    /// The encoded batch, 16-aligned.
+    pub bytes: AlignedVec<16>,
+    /// One reply per record, in record order.
+    pub replies: Vec<Reply>,
+    /// Producer-buffer bytes held by these records, released when the batch completes.
+    pub reserved_bytes: usize,
+    /// Sequence number of the batch's first record (for `flush`).
+    pub min_seq: u64,
+    /// Sends attempted so far.
+    pub attempts: u32,
+}
+
+impl ProducerBatch {
+    /// Resolves every record: offsets `base_offset + index`, or `None` for `acks = 0`.
+    pub fn complete(self, base_offset: Option<u64>) {
+        for (index, reply) in self.replies.into_iter().enumerate() {
+            let metadata = RecordMetadata {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: base_offset.map(|base| base + index as u64),
+            };
+            // The caller may have dropped its future; that only means nobody is listening.
+            let _ = reply.send(Ok(metadata));
+        }
+    }
+
+    /// Fails every record with `error`.
+    pub fn fail(self, error: &ClientError) {
+        for reply in self.replies {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// The batch being filled for one partition.
+#[derive(Debug)]
+struct OpenBatch {
+    created: Instant,
+    replies: Vec<Reply>,
+    reserved_bytes: usize,
+    min_seq: u64,
+    min_timestamp_ms: i64,
+    max_timestamp_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct PartitionQueue {
+    /// Reused across batches so its record vector keeps its capacity.
+    builder: BatchBuilder,
+    open: Option<OpenBatch>,
+    ready: VecDeque<ProducerBatch>,
+    in_flight: usize,
+    /// Retry backoff: nothing of this partition is sent before this instant.
+    retry_at: Option<Instant>,
+}
+
+/// What the accumulator knows about incomplete records, apart from the queues.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Multiset of the `min_seq` of every batch not yet completed (open, ready, in flight):
+    /// every record with a sequence number below its first key is complete.
+    incomplete: BTreeMap<u64, u32>,
+    /// Bytes of records failed inside the accumulator, to release from the producer buffer.
+    released_bytes: usize,
+}
+
+impl Ledger {
+    fn track(&mut self, seq: u64) {
+        *self.incomplete.entry(seq).or_insert(0) += 1;
+    }
+
+    fn untrack(&mut self, seq: u64) {
+        if let Some(count) = self.incomplete.get_mut(&seq) {
+            *count -= 1;
+            if *count == 0 {
+                self.incomplete.remove(&seq);
+            }
+        }
+    }
+}
+
+/// All partitions' queues.
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    config: AccumulatorConfig,
+    queues: HashMap<(Arc<str>, u32), PartitionQueue>,
+    ledger: Ledger,
+    /// Cut every open batch as soon as it can be sent (a flush is waiting).
+    pub flushing: bool,
+}
+
+impl Accumulator {
+    /// An empty accumulator.
+    pub fn new(config: AccumulatorConfig) -> Self {
+        Accumulator {
+            config,
+            queues: HashMap::new(),
+            ledger: Ledger::default(),
+            flushing: false,
+        }
+    }
+
+    /// Smallest sequence number of a record not yet complete, if any.
+    pub fn min_incomplete(&self) -> Option<u64> {
+        self.ledger.incomplete.keys().next().copied()
+    }
+
+    /// True when no batch is open, queued or in flight.
+    pub fn is_idle(&self) -> bool {
+        self.ledger.incomplete.is_empty()
+    }
+
+    /// Producer-buffer bytes of records failed here since the last call.
+    pub fn take_released_bytes(&mut self) -> usize {
+        std::mem::take(&mut self.ledger.released_bytes)
+    }
+
+    /// Appends a record to `topic`/`partition`'s open batch. `batch_limit_bytes` is the
+    /// largest batch the topic accepts (the caller has checked that the record alone fits).
+    /// Returns true when a batch of this partition was cut (size reached).
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        record: RecordData<'_>,
+        reply: Reply,
+        reserved_bytes: usize,
+        seq: u64,
+        batch_limit_bytes: usize,
+        now: Instant,
+    ) -> bool {
+        let limit = self.config.batch_size_bytes.min(batch_limit_bytes);
+        let size = record_size_upper_bound(record.key, record.value, record.headers, record.tags);
+        let mut cut = false;
+        let ledger = &mut self.ledger;
+        let queue = self.queues.entry((topic.clone(), partition)).or_default();
+        if let Some(open) = &queue.open {
+            let span_ms = i128::from(open.max_timestamp_ms.max(record.timestamp_ms))
+                - i128::from(open.min_timestamp_ms.min(record.timestamp_ms));
+            if queue.builder.estimated_size() + size > limit || span_ms > i128::from(u32::MAX) {
+                cut_open(ledger, topic, partition, queue);
+                cut = true;
+            }
+        }
+        if queue.open.is_none() {
+            ledger.track(seq);
+            queue.open = Some(OpenBatch {
+                created: now,
+                replies: Vec::new(),
+                reserved_bytes: 0,
+                min_seq: seq,
+                min_timestamp_ms: record.timestamp_ms,
+                max_timestamp_ms: record.timestamp_ms,
+            });
+        }
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice()))
+            .collect();
+        let tags: Vec<&str> = record.tags.iter().map(String::as_str).collect();
+        queue.builder.push(
+            record.timestamp_ms,
+            record.key,
+            record.value,
+            &headers,
+            (!tags.is_empty()).then_some(&tags[..]),
+        );
+        if let Some(open) = &mut queue.open {
+            open.replies.push(reply);
+            open.reserved_bytes += reserved_bytes;
+            open.min_timestamp_ms = open.min_timestamp_ms.min(record.timestamp_ms);
+            open.max_timestamp_ms = open.max_timestamp_ms.max(record.timestamp_ms);
+        }
+        if queue.builder.estimated_size() >= limit {
+            cut_open(ledger, topic, partition, queue);
+            cut = true;
+        }
+        cut
+    }
+
+    /// Cuts the batches that are due and takes every batch that may be sent now, marking them
+    /// in flight.
+    pub fn drain(&mut self, now: Instant) -> Vec<ProducerBatch> {
+        let mut out = Vec::new();
+        let config = self.config;
+        let flushing = self.flushing;
+        for ((topic, partition), queue) in &mut self.queues {
+            if queue.retry_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            queue.retry_at = None;
+            if let Some(open) = &queue.open {
+                let due = if flushing {
+                    queue.in_flight < config.max_in_flight && queue.ready.is_empty()
+                } else if config.linger.is_zero() {
+                    queue.in_flight == 0 && queue.ready.is_empty()
+                } else {
+                    now >= open.created + config.linger
+                        && queue.in_flight < config.max_in_flight
+                        && queue.ready.is_empty()
+                };
+                if due {
+                    cut_open(&mut self.ledger, topic, *partition, queue);
+                }
+            }
+            while queue.in_flight < config.max_in_flight {
+                let Some(batch) = queue.ready.pop_front() else {
+                    break;
+                };
+                queue.in_flight += 1;
+                out.push(batch);
+            }
+        }
+        out
+    }
+
+    /// When `drain` may next have something to do on its own (a linger or a retry backoff
+    /// ending); `None` if only an event (append, completion) can make progress.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let config = self.config;
+        self.queues
+            .values()
+            .filter_map(|queue| {
+                if let Some(at) = queue.retry_at {
+                    let has_work = queue.open.is_some() || !queue.ready.is_empty();
+                    return has_work.then_some(at);
+                }
+                let open = queue.open.as_ref()?;
+                let sendable = queue.in_flight < config.max_in_flight && queue.ready.is_empty();
+                (sendable && !config.linger.is_zero()).then_some(open.created + config.linger)
+            })
+            .min()
+    }
+
+    /// A drained batch came back: its partition has one more free in-flight slot.
+    pub fn returned(&mut self, topic: &Arc<str>, partition: u32) {
+        if let Some(queue) = self.queues.get_mut(&(topic.clone(), partition)) {
+            queue.in_flight = queue.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// A batch is done (acknowledged or failed for good): `flush` no longer waits for it.
+    pub fn finished(&mut self, batch: &ProducerBatch) {
+        self.ledger.untrack(batch.min_seq);
+    }
+
+    /// Puts a batch back at the front of its queue, to be sent again at `retry_at`.
+    pub fn retry(&mut self, batch: ProducerBatch, retry_at: Instant) {
+        let queue = self
+            .queues
+            .entry((batch.topic.clone(), batch.partition))
+            .or_default();
+        queue.retry_at = Some(queue.retry_at.map_or(retry_at, |at| at.max(retry_at)));
+        queue.ready.push_front(batch);
+    }
+}
+
+/// Builds `queue`'s open batch into its ready queue (or fails its records if it cannot be
+/// built, which the size and timestamp checks of `append` make unreachable in practice).
+fn cut_open(ledger: &mut Ledger, topic: &Arc<str>, partition: u32, queue: &mut PartitionQueue) {
+    let Some(open) = queue.open.take() else {
+        return;
+    };
+    let built = queue.builder.build();
+    queue.builder.clear();
+    match built {
+        Ok(bytes) => queue.ready.push_back(ProducerBatch {
+            topic: topic.clone(),
+            partition,
+            bytes,
+            replies: open.replies,
+            reserved_bytes: open.reserved_bytes,
+            min_seq: open.min_seq,
+            attempts: 0,
+        }),
+        Err(e) => {
+            let error = ClientError::Batch(e);
+            for reply in open.replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+            ledger.released_bytes += open.reserved_bytes;
+            ledger.untrack(open.min_seq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use wire::limits::BATCH_SIZE_MAX;
+    use wire::BatchView;
+
+    fn accumulator(batch_size_bytes: usize, linger_ms: u64) -> Accumulator {
+        Accumulator::new(AccumulatorConfig {
+            batch_size_bytes,
+            linger: Duration::from_millis(linger_ms),
+            max_in_flight: 2,
+        })
+    }
+
+    fn record(value: &[u8]) -> RecordData<'_> {
+        RecordData {
+            timestamp_ms: 1_000,
+            key: None,
+            value,
+            headers: &[],
+            tags: &[],
+        }
+    }
+
+    /// Appends one record; returns whether a batch was cut and the record's outcome receiver.
+    fn append(
+        acc: &mut Accumulator,
+        topic: &Arc<str>,
+        value: &[u8],
+        seq: u64,
+        now: Instant,
+    ) -> (bool, oneshot::Receiver<Result<RecordMetadata, ClientError>>) {
+        let (reply, receiver) = oneshot::channel();
+        let cut = acc.append(
+            topic,
+            0,
+            record(value),
+            reply,
+            value.len(),
+            seq,
+            BATCH_SIZE_MAX,
+            now,
+        );
+        (cut, receiver)
+    }
+
+    /// Batches are cut before they would exceed the batch size, and each cut batch is a valid
+    /// batch no larger than it.
+    #[test]
+    fn cuts_by_size() {
+        let topic: Arc<str> = Arc::from("t");
+        let batch_size = 4096;
+        let mut acc = accumulator(batch_size, 60_000);
+        let now = Instant::now();
+        let value = [7u8; 300];
+        let mut cuts = 0;
+        for seq in 0..100 {
+            let (cut, _) = append(&mut acc, &topic, &value, seq, now);
+            cuts += usize::from(cut);
+        }
+        assert!(cuts >= 5, "{cuts}");
+        // Linger not over: only the cut batches are ready, two of them (max in flight).
+        let batches = acc.drain(now);
+        assert_eq!(batches.len(), 2);
+        for batch in &batches {
+            assert!(batch.bytes.len() <= batch_size);
+            let view = BatchView::validate_deep(&batch.bytes, BATCH_SIZE_MAX).unwrap();
+            assert_eq!(view.record_count() as usize, batch.replies.len());
+            assert_eq!(view.records().unwrap()[0].value_bytes(), &value[..]);
+        }
+        assert_eq!(batches[0].min_seq, 0);
+        assert!(acc.drain(now).is_empty());
+        // Completing one frees a slot for the next.
+        let first = batches.into_iter().next().unwrap();
+        acc.returned(&topic, 0);
+        acc.finished(&first);
+        assert_eq!(acc.drain(now).len(), 1);
+        // A record larger than the batch size gets a batch of its own.
+        let mut acc = accumulator(256, 60_000);
+        let (cut, _) = append(&mut acc, &topic, &[1u8; 1000], 0, now);
+        assert!(cut);
+        assert_eq!(acc.drain(now).len(), 1);
+    }
+
+    /// With a linger, a batch waits for it; the deadline says when.
+    #[test]
+    fn cuts_by_linger() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut acc = accumulator(1 << 20, 5);
+        let now = Instant::now();
+        let (cut, mut receiver) = append(&mut acc, &topic, b"a", 0, now);
+        assert!(!cut);
+        append(&mut acc, &topic, b"b", 1, now + Duration::from_millis(1));
+        assert!(acc.drain(now + Duration::from_millis(4)).is_empty());
+        assert_eq!(acc.next_deadline(), Some(now + Duration::from_millis(5)));
+        let batches = acc.drain(now + Duration::from_millis(5));
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].replies.len(), 2);
+        assert_eq!(acc.next_deadline(), None);
+        // Completion resolves records with consecutive offsets.
+        let batch = batches.into_iter().next().unwrap();
+        acc.returned(&topic, 0);
+        acc.finished(&batch);
+        batch.complete(Some(40));
+        let metadata = receiver.try_recv().unwrap().unwrap();
+        assert_eq!((metadata.partition, metadata.offset), (0, Some(40)));
+        assert!(acc.is_idle());
+    }
+
+    /// With linger zero, a batch goes at once when nothing is in flight, and records arriving
+    /// while a request is in flight wait for its answer, batched together.
+    #[test]
+    fn linger_zero_sends_when_idle() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut acc = accumulator(1 << 20, 0);
+        let now = Instant::now();
+        append(&mut acc, &topic, b"a", 0, now);
+        let first = acc.drain(now);
+        assert_eq!(first.len(), 1);
+        append(&mut acc, &topic, b"b", 1, now);
+        append(&mut acc, &topic, b"c", 2, now);
+        assert!(acc.drain(now + Duration::from_secs(1)).is_empty());
+        assert_eq!(acc.min_incomplete(), Some(0));
+        acc.returned(&topic, 0);
+        acc.finished(&first[0]);
+        assert_eq!(acc.min_incomplete(), Some(1));
+        let second = acc.drain(now);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].replies.len(), 2);
+    }
+
+    /// Flush cuts open batches at once; a retried batch waits for its backoff, at the front.
+    #[test]
+    fn flush_and_retry() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut acc = accumulator(1 << 20, 60_000);
+        let now = Instant::now();
+        append(&mut acc, &topic, b"a", 0, now);
+        assert!(acc.drain(now).is_empty());
+        acc.flushing = true;
+        let mut batches = acc.drain(now);
+        assert_eq!(batches.len(), 1);
+        let mut batch = batches.pop().unwrap();
+        acc.returned(&topic, 0);
+        batch.attempts += 1;
+        acc.retry(batch, now + Duration::from_millis(100));
+        append(&mut acc, &topic, b"b", 1, now);
+        assert!(acc.drain(now + Duration::from_millis(50)).is_empty());
+        assert_eq!(acc.next_deadline(), Some(now + Duration::from_millis(100)));
+        let batches = acc.drain(now + Duration::from_millis(100));
+        assert_eq!(
+            batches.len(),
+            1,
+            "the retried batch first, alone (queue was not empty)"
+        );
+        assert_eq!(batches[0].attempts, 1);
+        assert_eq!(batches[0].min_seq, 0);
+    }
+
+    /// The size bound used to cut batches really bounds the builder's estimate.
+    #[test]
+    fn size_bound_matches_builder() {
+        let mut builder = BatchBuilder::new();
+        let headers = vec![("h".to_owned(), vec![1u8; 10])];
+        let tags = vec!["x".to_owned(), "yy".to_owned()];
+        for n in 0..20usize {
+            let value = vec![0u8; n * 7];
+            let key = vec![1u8; n];
+            let before = builder.estimated_size();
+            let bound = record_size_upper_bound(Some(&key), &value, &headers, &tags);
+            builder.push(
+                0,
+                Some(&key),
+                &value,
+                &[("h", &[1u8; 10])],
+                Some(&["x", "yy"]),
+            );
+            assert!(builder.estimated_size() <= before + bound);
+            assert!(builder.build().unwrap().len() <= builder.estimated_size());
+        }
+    }
+}

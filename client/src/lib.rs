@@ -1,0 +1,146 @@
+//! The native Rust client of Sluice, on tokio: a [`Producer`] with per-partition batching, a
+//! [`Consumer`] handing out zero-copy record views, and an [`Admin`] for topics.
+//!
+//! Everything takes the bootstrap address of a broker as a `host:port` string (several may be
+//! given, comma-separated). Connections are opened lazily, kept in a pool per broker shard
+//! endpoint, and reopened after a broker restart.
+//!
+//! # Create a topic
+//!
+//! ```no_run
+//! use client::{Admin, NewTopic};
+//!
+//! # async fn example() -> Result<(), client::ClientError> {
+//! let admin = Admin::new("127.0.0.1:9092")?;
+//! admin.create_topic(NewTopic::new("orders", 8).with_retention_ms(7 * 24 * 3600 * 1000)).await?;
+//! for topic in admin.list_topics().await? {
+//!     println!("{} ({} partitions)", topic.name, topic.partitions.len());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Produce
+//!
+//! [`Producer::send`] enqueues the record at once and returns a future that resolves when the
+//! broker acknowledges it. Records with the same key always go to the same partition, so they
+//! are consumed in the order they were sent. Batching is tuned with
+//! [`ProducerConfig::batch_size_bytes`] and [`ProducerConfig::linger`]: larger batches and a
+//! longer linger buy throughput with latency.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use client::{Acks, Producer, ProducerConfig, ProducerRecord};
+//!
+//! # async fn example() -> Result<(), client::ClientError> {
+//! let producer = Producer::new(ProducerConfig {
+//!     acks: Acks::All,
+//!     linger: Duration::from_millis(2),
+//!     ..ProducerConfig::new("127.0.0.1:9092")
+//! })?;
+//!
+//! // One record: wait for its offset.
+//! let record = ProducerRecord::new("orders", b"{\"total\": 42}".to_vec()).with_key(b"user-1".to_vec());
+//! let metadata = producer.send(record).await?;
+//! println!("stored in {}/{} at offset {:?}", metadata.topic, metadata.partition, metadata.offset);
+//!
+//! // Many records: enqueue them all, then wait for the acknowledgements together.
+//! let mut pending = Vec::new();
+//! for i in 0..1000 {
+//!     let record = ProducerRecord::new("orders", format!("event {i}").into_bytes());
+//!     pending.push(producer.enqueue(record).await?);
+//! }
+//! for delivery in pending {
+//!     delivery.await?;
+//! }
+//! producer.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Consume
+//!
+//! A [`Consumer`] reads the partitions it is assigned, from the position set with
+//! [`Consumer::seek`] (by default the earliest offset). [`Consumer::poll`] long-polls every
+//! shard that owns an assigned partition and returns [`Records`], which own the fetched bytes;
+//! each [`ConsumerRecord`] borrows its key and value from them without copying.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use client::{Consumer, ConsumerConfig, Offset};
+//!
+//! # async fn example() -> Result<(), client::ClientError> {
+//! let mut consumer = Consumer::new(ConsumerConfig::new("127.0.0.1:9092"))?;
+//! let partitions = consumer.topic_partitions("orders").await?;
+//! consumer.assign(&partitions);
+//! for tp in &partitions {
+//!     consumer.seek(tp, Offset::Earliest)?;
+//! }
+//! loop {
+//!     let records = consumer.poll(Duration::from_secs(1)).await?;
+//!     for record in &records {
+//!         println!(
+//!             "{}/{}@{}: {}",
+//!             record.topic,
+//!             record.partition,
+//!             record.offset,
+//!             String::from_utf8_lossy(record.value)
+//!         );
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! # Errors and retries
+//!
+//! Every operation fails with a [`ClientError`]. [`ClientError::is_retriable`] says whether the
+//! same operation may succeed later; the producer retries those by itself
+//! ([`ProducerConfig::retries`]), the consumer retries its fetches until the poll timeout.
+//!
+//! # Modules
+//!
+//! [`connection`] (one pipelined TCP connection), `cluster` (metadata cache, routing to shard
+//! endpoints, connection pool), [`partitioner`], `accumulator` (batching), [`producer`],
+//! [`records`] (zero-copy views), [`consumer`], [`admin`], [`error`].
+
+mod accumulator;
+pub mod admin;
+mod cluster;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod partitioner;
+pub mod producer;
+pub mod records;
+
+pub use admin::{Admin, AdminConfig, NewTopic, PartitionDescription, TopicDescription};
+pub use cluster::TopicPartition;
+pub use connection::{Connection, ConnectionConfig};
+pub use consumer::{Consumer, ConsumerConfig, Offset};
+pub use error::ClientError;
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+pub use records::{ConsumerRecord, Headers, Records, RecordsIter, Tags};
+/// Wire types that appear in this crate's API.
+pub use wire::protocol::{
+    DurabilitySetting, ErrorCode, TopicConfig, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    /// Producers and admins are shared across tasks; a consumer and its records move
+    /// between them.
+    #[test]
+    fn thread_safety() {
+        send_sync::<Producer>();
+        send_sync::<Admin>();
+        send_sync::<Records>();
+        send_sync::<ClientError>();
+        send::<Consumer>();
+        send::<DeliveryFuture>();
+    }
+}

@@ -1,0 +1,1111 @@
+//! The producer: [`Producer::send`] hands a record to a background sender task, which picks its
+//! partition ([`crate::partitioner`]), appends it to that partition's batch
+//! (`accumulator`), sends cut batches to the owning shard's endpoint (one produce
+//! request per endpoint and round, carrying one batch per partition) and resolves each
+//! record's future when the broker acknowledges it.
+//!
+//! ```text
+//!  Producer::send ──(buffer permits: back-pressure)──▶ command channel ──▶ sender task
+//!                                                                           │ partition, append
+//!   record futures ◀── RecordMetadata / error ◀── produce tasks ◀── drain ◀─┘ (accumulator)
+//!                                                 (one per endpoint)   retries with backoff
+//! ```
+//!
+//! Delivery: `acks = 0` resolves records once their batch is written to the socket (no offset);
+//! `acks = 1` / `all` once the broker answers. Retriable errors (connection loss, `NotLeader`,
+//! `UnknownTopicOrPartition`, timeouts, ...) are retried up to `retries` times with exponential
+//! backoff, refreshing the metadata when it may be stale; non-retriable ones (`CorruptMessage`,
+//! `MessageTooLarge`, ...) fail the records at once. This is at-least-once delivery: a retried
+//! batch whose first answer was lost may be written twice.
+//!
+//! Ordering: records of one partition are appended in the order `send` enqueues them. With
+//! `max_in_flight_per_partition > 1` a retried batch can land after a batch sent later; set it
+//! to 1 when strict order must survive retries (no idempotent producer yet).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use wire::limits::BATCH_SIZE_MAX;
+use wire::protocol::{
+    ApiKey, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
+};
+
+use crate::accumulator::{
+    empty_batch_size, record_size_upper_bound, Accumulator, AccumulatorConfig, ProducerBatch,
+    RecordData, Reply,
+};
+use crate::cluster::{Cluster, ClusterMetadata, TopicRoute};
+use crate::connection::{decode_body, ConnectionConfig};
+use crate::error::ClientError;
+use crate::partitioner::{partition_for_key, Partitioner};
+
+/// When the broker acknowledges a produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// No acknowledgement (`acks = 0`): the broker sends no response; records resolve once
+    /// written to the socket, without an offset. At-most-once.
+    None,
+    /// Once the leader appended the batch (and synced it if the topic's durability is
+    /// `always`).
+    #[default]
+    Leader,
+    /// Once every in-sync replica has the batch.
+    All,
+}
+
+impl Acks {
+    /// The wire value: 0, 1 or -1.
+    pub fn as_i8(self) -> i8 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+/// Settings of a [`Producer`].
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// `host:port` of a broker (or several, comma-separated) to learn the cluster from.
+    pub bootstrap: String,
+    /// Acknowledgement policy.
+    pub acks: Acks,
+    /// A partition's batch is cut when it reaches this size (a larger single record gets a
+    /// batch of its own, up to the topic's and the wire's batch limit). Default 256 KiB.
+    pub batch_size_bytes: usize,
+    /// How long a batch waits for more records before it is sent. Default 5 ms.
+    /// `Duration::ZERO`: send as soon as the partition has nothing in flight (records arriving
+    /// meanwhile are batched behind the request in flight).
+    pub linger: Duration,
+    /// Most produce requests in flight per partition. Default 5.
+    pub max_in_flight_per_partition: usize,
+    /// Retries of a batch after a retriable error. Default 5.
+    pub retries: u32,
+    /// First retry backoff, doubled at each further retry up to `retry_backoff_max`.
+    /// Default 100 ms.
+    pub retry_backoff: Duration,
+    /// Longest retry backoff. Default 1 s (so the default 5 retries span about 2.5 s, long
+    /// enough to ride out a broker restart on one machine).
+    pub retry_backoff_max: Duration,
+    /// Longest wait for a produce answer; also sent to the broker as the produce timeout.
+    /// Default 30 s.
+    pub request_timeout: Duration,
+    /// Most bytes of records buffered (enqueued but not yet acknowledged); `send` waits when
+    /// this is exceeded. Default 64 MiB; at most `u32::MAX`.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            bootstrap: "127.0.0.1:9092".to_owned(),
+            acks: Acks::Leader,
+            batch_size_bytes: 256 * 1024,
+            linger: Duration::from_millis(5),
+            max_in_flight_per_partition: 5,
+            retries: 5,
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            max_buffered_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Defaults with this bootstrap address.
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        ProducerConfig {
+            bootstrap: bootstrap.into(),
+            ..ProducerConfig::default()
+        }
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let fail = |what: &str| Err(ClientError::Config(what.to_owned()));
+        if self.batch_size_bytes < 1024 || self.batch_size_bytes > BATCH_SIZE_MAX {
+            return fail("batch_size_bytes must be between 1 KiB and the wire batch limit");
+        }
+        if self.max_in_flight_per_partition == 0 {
+            return fail("max_in_flight_per_partition must be at least 1");
+        }
+        if self.max_buffered_bytes == 0 || self.max_buffered_bytes > u32::MAX as usize {
+            return fail("max_buffered_bytes must be between 1 and u32::MAX");
+        }
+        if self.request_timeout.is_zero() {
+            return fail("request_timeout must be positive");
+        }
+        Ok(())
+    }
+
+    /// Backoff before retry number `attempt` (1-based).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.retry_backoff
+            .saturating_mul(factor)
+            .min(self.retry_backoff_max.max(self.retry_backoff))
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition; `None` lets the partitioner choose (by key, else sticky).
+    pub partition: Option<u32>,
+    /// Optional key: records with the same key go to the same partition.
+    pub key: Option<Vec<u8>>,
+    /// Payload.
+    pub value: Vec<u8>,
+    /// Application headers (name, value).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Tags the broker may filter on without reading values.
+    pub tags: Vec<String>,
+    /// Milliseconds since the epoch; `None`: the time of `send`.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A keyless record.
+    pub fn new(topic: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            value: value.into(),
+            ..ProducerRecord::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets an explicit partition.
+    pub fn with_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a tag.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Sets the timestamp.
+    pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: u32,
+    /// Offset; `None` with `acks = 0` (the broker does not answer).
+    pub offset: Option<u64>,
+}
+
+/// Resolves when the broker acknowledges one record (see [`Producer::enqueue`]).
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    receiver: oneshot::Receiver<Result<RecordMetadata, ClientError>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|result| result.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// What `send` hands to the sender task.
+enum Command {
+    Record {
+        record: ProducerRecord,
+        reserved_bytes: usize,
+        reply: Reply,
+    },
+    Flush(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
+}
+
+/// State shared by every clone of a producer.
+struct Shared {
+    commands: mpsc::UnboundedSender<Command>,
+    /// One permit per buffered byte; `send` waits for permits, the sender task gives them back
+    /// when records complete.
+    buffer: Arc<Semaphore>,
+    /// `send` calls waiting for buffer space: while any waits, later calls wait too, so records
+    /// are not reordered by back-pressure.
+    waiting: AtomicUsize,
+    closed: AtomicBool,
+    max_record_bytes: usize,
+}
+
+/// Decrements `waiting` when a waiting send is done (enqueued, failed or dropped).
+struct WaitingGuard(Arc<Shared>);
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sends records to a Sluice cluster. Cheap to clone (clones share the buffer and the sender
+/// task), `Send + Sync`.
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("closed", &self.shared.closed.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Producer {
+    /// A producer for the cluster at `config.bootstrap`. Connects lazily (the first `send`
+    /// fetches the metadata). Must be called inside a tokio runtime: it spawns the sender task.
+    pub fn new(config: ProducerConfig) -> Result<Producer, ClientError> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ClientError::Config("a Producer must be created inside a tokio runtime".into())
+        })?;
+        let connection = ConnectionConfig {
+            request_timeout: config.request_timeout + Duration::from_secs(1),
+            ..ConnectionConfig::default()
+        };
+        let cluster = Arc::new(Cluster::new(&config.bootstrap, connection)?);
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let buffer = Arc::new(Semaphore::new(config.max_buffered_bytes));
+        let max_record_bytes = config.max_buffered_bytes.min(BATCH_SIZE_MAX);
+        debug!(?config, "producer starting");
+        let task = SenderTask::new(config, cluster, receiver, buffer.clone());
+        runtime.spawn(task.run());
+        Ok(Producer {
+            shared: Arc::new(Shared {
+                commands,
+                buffer,
+                waiting: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+                max_record_bytes,
+            }),
+        })
+    }
+
+    /// Sends a record. The record is enqueued right away when the buffer has room (so calls
+    /// enqueue in call order); the returned future resolves when the broker acknowledges it
+    /// (with `acks = 0`: when it is written, with no offset).
+    ///
+    /// When the buffer is full (`max_buffered_bytes`), the future first waits for room, and
+    /// every later `send` waits behind it; waiting records are enqueued in the order their
+    /// futures are first polled. To keep strict order under back-pressure without juggling
+    /// futures, use [`Producer::enqueue`] and await each call.
+    pub fn send(
+        &self,
+        record: ProducerRecord,
+    ) -> impl Future<Output = Result<RecordMetadata, ClientError>> + Send + 'static {
+        let shared = self.shared.clone();
+        let early = self.try_enqueue(record);
+        async move {
+            let delivery = match early {
+                Ok(Ok(delivery)) => delivery,
+                Ok(Err((record, reserved_bytes, guard))) => {
+                    enqueue_waiting(&shared, record, reserved_bytes, guard).await?
+                }
+                Err(e) => return Err(e),
+            };
+            delivery.await
+        }
+    }
+
+    /// Enqueues a record, waiting for buffer room if needed, and returns the future of its
+    /// acknowledgement. Awaiting each `enqueue` in turn keeps records in call order even under
+    /// back-pressure, while many acknowledgements are awaited later, together.
+    pub async fn enqueue(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        match self.try_enqueue(record)? {
+            Ok(delivery) => Ok(delivery),
+            Err((record, reserved_bytes, guard)) => {
+                enqueue_waiting(&self.shared, record, reserved_bytes, guard).await
+            }
+        }
+    }
+
+    /// Checks the record and enqueues it if the buffer has room and nobody waits for room;
+    /// otherwise returns it with its size and a registration in the waiting line.
+    #[allow(clippy::type_complexity)]
+    fn try_enqueue(
+        &self,
+        mut record: ProducerRecord,
+    ) -> Result<Result<DeliveryFuture, (ProducerRecord, usize, WaitingGuard)>, ClientError> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let size_bytes = empty_batch_size()
+            + record_size_upper_bound(
+                record.key.as_deref(),
+                &record.value,
+                &record.headers,
+                &record.tags,
+            );
+        if size_bytes > shared.max_record_bytes {
+            return Err(ClientError::RecordTooLarge {
+                size_bytes,
+                max_bytes: shared.max_record_bytes,
+            });
+        }
+        if record.timestamp_ms.is_none() {
+            record.timestamp_ms = Some(now_ms());
+        }
+        if shared.waiting.load(Ordering::Acquire) == 0 {
+            // Bounded by max_record_bytes <= u32::MAX, so the cast is exact.
+            if let Ok(permit) = shared.buffer.try_acquire_many(size_bytes as u32) {
+                permit.forget();
+                return push(shared, record, size_bytes).map(Ok);
+            }
+        }
+        shared.waiting.fetch_add(1, Ordering::AcqRel);
+        Ok(Err((record, size_bytes, WaitingGuard(shared.clone()))))
+    }
+
+    /// Waits until every record enqueued before this call is acknowledged or has failed (the
+    /// records' own futures tell which). Open batches are sent without waiting for their
+    /// linger.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let (done, wait) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Flush(done))
+            .map_err(|_| ClientError::Closed)?;
+        wait.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Flushes, then stops the sender task. Every clone of this producer is closed: later
+    /// sends fail with [`ClientError::Closed`]. Closing twice is fine.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        self.shared.closed.store(true, Ordering::Release);
+        let (done, wait) = oneshot::channel();
+        if self.shared.commands.send(Command::Close(done)).is_err() {
+            return Ok(()); // already stopped
+        }
+        // An error here means the task already stopped, which is what we want.
+        let _ = wait.await;
+        Ok(())
+    }
+}
+
+/// Hands a record whose buffer bytes are reserved to the sender task.
+fn push(
+    shared: &Shared,
+    record: ProducerRecord,
+    reserved_bytes: usize,
+) -> Result<DeliveryFuture, ClientError> {
+    let (reply, receiver) = oneshot::channel();
+    let command = Command::Record {
+        record,
+        reserved_bytes,
+        reply,
+    };
+    if shared.commands.send(command).is_err() {
+        shared.buffer.add_permits(reserved_bytes);
+        return Err(ClientError::Closed);
+    }
+    Ok(DeliveryFuture { receiver })
+}
+
+async fn enqueue_waiting(
+    shared: &Arc<Shared>,
+    record: ProducerRecord,
+    reserved_bytes: usize,
+    guard: WaitingGuard,
+) -> Result<DeliveryFuture, ClientError> {
+    let permit = shared
+        .buffer
+        .acquire_many(reserved_bytes as u32)
+        .await
+        .map_err(|_| ClientError::Closed)?;
+    permit.forget();
+    if shared.closed.load(Ordering::Acquire) {
+        shared.buffer.add_permits(reserved_bytes);
+        return Err(ClientError::Closed);
+    }
+    let delivery = push(shared, record, reserved_bytes);
+    drop(guard);
+    delivery
+}
+
+/// Outcome of one batch of a produce request: its base offset (`None` with acks = 0).
+type BatchOutcome = Result<Option<u64>, ClientError>;
+
+/// What produce and metadata tasks report back to the sender task.
+enum Event {
+    Produced(Vec<(ProducerBatch, BatchOutcome)>),
+    Metadata(Result<Arc<ClusterMetadata>, ClientError>),
+}
+
+/// A record waiting for its topic's metadata.
+struct Parked {
+    record: ProducerRecord,
+    reserved_bytes: usize,
+    reply: Reply,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct ParkedTopic {
+    records: VecDeque<Parked>,
+    /// Metadata refreshes that did not know the topic so far.
+    misses: u32,
+}
+
+#[derive(Default)]
+struct MetadataState {
+    /// A refresh is wanted (parked records, or an error suggesting stale metadata).
+    wanted: bool,
+    in_flight: bool,
+    /// No refresh before this (backoff after a failed or useless refresh).
+    not_before: Option<Instant>,
+    failures: u32,
+}
+
+/// Most commands handled in one round before the sender task drains and sends, so a flood of
+/// records cannot delay sending (and thus acknowledgements) indefinitely.
+const COMMANDS_PER_ROUND_MAX: usize = 4096;
+
+/// The background task that owns the accumulator.
+struct SenderTask {
+    config: ProducerConfig,
+    cluster: Arc<Cluster>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events_sender: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedReceiver<Event>,
+    accumulator: Accumulator,
+    partitioner: Partitioner,
+    buffer: Arc<Semaphore>,
+    parked: HashMap<String, ParkedTopic>,
+    metadata: MetadataState,
+    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    close_waiters: Vec<oneshot::Sender<()>>,
+    next_seq: u64,
+    input_open: bool,
+}
+
+impl SenderTask {
+    fn new(
+        config: ProducerConfig,
+        cluster: Arc<Cluster>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        buffer: Arc<Semaphore>,
+    ) -> Self {
+        let (events_sender, events) = mpsc::unbounded_channel();
+        let accumulator = Accumulator::new(AccumulatorConfig {
+            batch_size_bytes: config.batch_size_bytes,
+            linger: config.linger,
+            max_in_flight: config.max_in_flight_per_partition,
+        });
+        SenderTask {
+            config,
+            cluster,
+            commands,
+            events_sender,
+            events,
+            accumulator,
+            partitioner: Partitioner::default(),
+            buffer,
+            parked: HashMap::new(),
+            metadata: MetadataState::default(),
+            flush_waiters: Vec::new(),
+            close_waiters: Vec::new(),
+            next_seq: 0,
+            input_open: true,
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            self.maybe_refresh_metadata(now);
+            self.dispatch(now);
+            self.release(0);
+            self.check_flush_waiters();
+            if !self.input_open && self.is_idle() {
+                break;
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                Some(event) = self.events.recv() => self.on_event(event),
+                command = self.commands.recv(), if self.input_open => match command {
+                    Some(command) => {
+                        self.on_command(command);
+                        for _ in 1..COMMANDS_PER_ROUND_MAX {
+                            match self.commands.try_recv() {
+                                Ok(command) => self.on_command(command),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => {
+                        // Every producer handle is gone: send what is buffered, then stop.
+                        self.input_open = false;
+                        self.accumulator.flushing = true;
+                    }
+                },
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+            }
+        }
+        for waiter in self.flush_waiters.drain(..) {
+            let _ = waiter.1.send(());
+        }
+        for waiter in self.close_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        // Wake `send`s waiting for room: they fail with Closed.
+        self.buffer.close();
+        debug!("producer sender task stopped");
+    }
+
+    fn is_idle(&self) -> bool {
+        self.accumulator.is_idle() && self.parked.is_empty() && !self.metadata.in_flight
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let metadata = (self.metadata.wanted && !self.metadata.in_flight)
+            .then_some(self.metadata.not_before)
+            .flatten();
+        match (self.accumulator.next_deadline(), metadata) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Gives buffer bytes back (plus whatever the accumulator released).
+    fn release(&mut self, bytes: usize) {
+        let bytes = bytes + self.accumulator.take_released_bytes();
+        if bytes > 0 {
+            self.buffer.add_permits(bytes);
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Record {
+                record,
+                reserved_bytes,
+                reply,
+            } => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let parked = Parked {
+                    record,
+                    reserved_bytes,
+                    reply,
+                    seq,
+                };
+                // Records behind parked ones of the same topic park too, to keep their order.
+                if let Some(topic) = self.parked.get_mut(&parked.record.topic) {
+                    topic.records.push_back(parked);
+                    return;
+                }
+                match self.cluster.cached_route(&parked.record.topic) {
+                    Some(route) => self.place(parked, &route, Instant::now()),
+                    None => {
+                        self.metadata.wanted = true;
+                        self.parked
+                            .entry(parked.record.topic.clone())
+                            .or_default()
+                            .records
+                            .push_back(parked);
+                    }
+                }
+            }
+            Command::Flush(done) => {
+                self.flush_waiters.push((self.next_seq, done));
+                self.accumulator.flushing = true;
+            }
+            Command::Close(done) => {
+                self.close_waiters.push(done);
+                self.input_open = false;
+                self.accumulator.flushing = true;
+            }
+        }
+    }
+
+    /// Picks the partition of a record whose topic is known and appends it.
+    fn place(&mut self, parked: Parked, route: &TopicRoute, now: Instant) {
+        let Parked {
+            record,
+            reserved_bytes,
+            reply,
+            seq,
+        } = parked;
+        let partitions = route.partition_count();
+        let fail = |this: &mut Self, reply: Reply, error: ClientError| {
+            let _ = reply.send(Err(error));
+            this.release(reserved_bytes);
+        };
+        if partitions == 0 {
+            let error = ClientError::UnknownTopic {
+                topic: record.topic.clone(),
+            };
+            return fail(self, reply, error);
+        }
+        let partition = match (record.partition, &record.key) {
+            (Some(partition), _) if partition >= partitions => {
+                let error = ClientError::UnknownPartition {
+                    topic: record.topic.clone(),
+                    partition,
+                    partitions,
+                };
+                return fail(self, reply, error);
+            }
+            (Some(partition), _) => partition,
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => self.partitioner.keyless(&route.name, partitions),
+        };
+        let topic_limit = match route.config.max_batch_bytes {
+            0 => BATCH_SIZE_MAX,
+            limit => (limit as usize).min(BATCH_SIZE_MAX),
+        };
+        if reserved_bytes > topic_limit {
+            let error = ClientError::RecordTooLarge {
+                size_bytes: reserved_bytes,
+                max_bytes: topic_limit,
+            };
+            return fail(self, reply, error);
+        }
+        let data = RecordData {
+            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
+            key: record.key.as_deref(),
+            value: &record.value,
+            headers: &record.headers,
+            tags: &record.tags,
+        };
+        let cut = self.accumulator.append(
+            &route.name,
+            partition,
+            data,
+            reply,
+            reserved_bytes,
+            seq,
+            topic_limit,
+            now,
+        );
+        if cut {
+            self.partitioner
+                .batch_cut(&route.name, partition, partitions);
+        }
+    }
+
+    fn maybe_refresh_metadata(&mut self, now: Instant) {
+        let state = &mut self.metadata;
+        if !state.wanted || state.in_flight || state.not_before.is_some_and(|at| at > now) {
+            return;
+        }
+        state.wanted = false;
+        state.in_flight = true;
+        let snapshot = self.cluster.snapshot();
+        let mut topics: Vec<String> = snapshot.topics.keys().cloned().collect();
+        topics.extend(self.parked.keys().cloned());
+        let cluster = self.cluster.clone();
+        let events = self.events_sender.clone();
+        tokio::spawn(async move {
+            let result = cluster.refresh(Some(&topics)).await;
+            let _ = events.send(Event::Metadata(result));
+        });
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Produced(outcomes) => {
+                for (batch, outcome) in outcomes {
+                    self.accumulator.returned(&batch.topic, batch.partition);
+                    match outcome {
+                        Ok(base_offset) => {
+                            self.accumulator.finished(&batch);
+                            self.release(batch.reserved_bytes);
+                            batch.complete(base_offset);
+                        }
+                        Err(error) => self.on_batch_error(batch, error, now),
+                    }
+                }
+            }
+            Event::Metadata(result) => {
+                self.metadata.in_flight = false;
+                match result {
+                    Ok(snapshot) => {
+                        self.metadata.failures = 0;
+                        self.on_metadata(&snapshot, now);
+                    }
+                    Err(error) => {
+                        self.metadata.failures += 1;
+                        let failures = self.metadata.failures;
+                        debug!(%error, failures, "metadata refresh failed");
+                        if !self.parked.is_empty() {
+                            if error.is_retriable() && failures <= self.config.retries {
+                                self.metadata.wanted = true;
+                            } else {
+                                warn!(%error, "no metadata; failing the records waiting for it");
+                                self.fail_parked(|_| Some(error.clone()));
+                                self.metadata.failures = 0;
+                            }
+                        }
+                        self.metadata.not_before =
+                            Some(now + self.config.backoff(self.metadata.failures.max(1)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Places parked records whose topic is now known; counts a miss for the others, failing
+    /// them with `UnknownTopic` after `retries` misses.
+    fn on_metadata(&mut self, snapshot: &ClusterMetadata, now: Instant) {
+        let mut still_missing = false;
+        let names: Vec<String> = self.parked.keys().cloned().collect();
+        for name in names {
+            if let Some(route) = snapshot.topics.get(&name).cloned() {
+                if let Some(topic) = self.parked.remove(&name) {
+                    for parked in topic.records {
+                        self.place(parked, &route, now);
+                    }
+                }
+                continue;
+            }
+            let retries = self.config.retries;
+            if let Some(topic) = self.parked.get_mut(&name) {
+                topic.misses += 1;
+                if topic.misses > retries {
+                    let error = ClientError::UnknownTopic {
+                        topic: name.clone(),
+                    };
+                    debug!(topic = %name, "topic unknown after {retries} metadata refreshes");
+                    self.fail_parked(|n| (n == name).then(|| error.clone()));
+                } else {
+                    still_missing = true;
+                }
+            }
+        }
+        if still_missing {
+            self.metadata.wanted = true;
+            self.metadata.not_before = Some(now + self.config.retry_backoff);
+        }
+    }
+
+    /// Fails the parked records of every topic for which `error_for` gives an error.
+    fn fail_parked(&mut self, error_for: impl Fn(&str) -> Option<ClientError>) {
+        let names: Vec<String> = self.parked.keys().cloned().collect();
+        for name in names {
+            let Some(error) = error_for(&name) else {
+                continue;
+            };
+            if let Some(topic) = self.parked.remove(&name) {
+                for parked in topic.records {
+                    let _ = parked.reply.send(Err(error.clone()));
+                    self.release(parked.reserved_bytes);
+                }
+            }
+        }
+    }
+
+    fn on_batch_error(&mut self, mut batch: ProducerBatch, error: ClientError, now: Instant) {
+        batch.attempts += 1;
+        if error.invalidates_metadata() {
+            self.metadata.wanted = true;
+        }
+        if error.is_retriable() && batch.attempts <= self.config.retries {
+            let backoff = self.config.backoff(batch.attempts);
+            debug!(
+                topic = %batch.topic,
+                partition = batch.partition,
+                attempt = batch.attempts,
+                ?backoff,
+                %error,
+                "retrying batch"
+            );
+            self.accumulator.retry(batch, now + backoff);
+            return;
+        }
+        warn!(
+            topic = %batch.topic,
+            partition = batch.partition,
+            records = batch.replies.len(),
+            attempts = batch.attempts,
+            %error,
+            "batch failed"
+        );
+        self.accumulator.finished(&batch);
+        self.release(batch.reserved_bytes);
+        batch.fail(&error);
+    }
+
+    /// Sends every batch that may go now: one produce request per shard endpoint.
+    fn dispatch(&mut self, now: Instant) {
+        let batches = self.accumulator.drain(now);
+        if batches.is_empty() {
+            return;
+        }
+        let snapshot = self.cluster.snapshot();
+        let mut groups: HashMap<Arc<str>, Vec<ProducerBatch>> = HashMap::new();
+        for batch in batches {
+            let route = snapshot.topics.get(&*batch.topic);
+            let endpoint = match route {
+                Some(route) => route.endpoint(batch.partition),
+                None => Err(ClientError::UnknownTopic {
+                    topic: batch.topic.to_string(),
+                }),
+            };
+            match endpoint {
+                Ok(endpoint) => groups.entry(endpoint).or_default().push(batch),
+                Err(error) => {
+                    self.accumulator.returned(&batch.topic, batch.partition);
+                    // Unknown topic here means it vanished from the metadata: retriable
+                    // until the refreshes confirm it.
+                    let error = match error {
+                        ClientError::UnknownTopic { topic } => ClientError::NoLeader {
+                            topic,
+                            partition: batch.partition,
+                        },
+                        other => other,
+                    };
+                    self.on_batch_error(batch, error, now);
+                }
+            }
+        }
+        for (endpoint, batches) in groups {
+            let cluster = self.cluster.clone();
+            let events = self.events_sender.clone();
+            let acks = self.config.acks;
+            let timeout = self.config.request_timeout;
+            tokio::spawn(async move {
+                let outcomes = produce(&cluster, &endpoint, acks, timeout, &batches).await;
+                let results = match outcomes {
+                    Ok(outcomes) => batches.into_iter().zip(outcomes).collect(),
+                    Err(error) => batches
+                        .into_iter()
+                        .map(|batch| (batch, Err(error.clone())))
+                        .collect(),
+                };
+                let _ = events.send(Event::Produced(results));
+            });
+        }
+    }
+
+    fn check_flush_waiters(&mut self) {
+        if self.flush_waiters.is_empty() {
+            if self.input_open {
+                self.accumulator.flushing = false;
+            }
+            return;
+        }
+        let parked_min = self
+            .parked
+            .values()
+            .filter_map(|topic| topic.records.front().map(|p| p.seq))
+            .min();
+        let min_incomplete = match (self.accumulator.min_incomplete(), parked_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        for (target, done) in std::mem::take(&mut self.flush_waiters) {
+            if min_incomplete.is_none_or(|min| min >= target) {
+                let _ = done.send(());
+            } else {
+                self.flush_waiters.push((target, done));
+            }
+        }
+    }
+}
+
+/// `sleep_until` for an optional deadline (the select branch is disabled when `None`).
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// Sends one produce request carrying `batches` (one per partition) to `endpoint` and returns
+/// one outcome per batch, in order. An error for the whole request is returned as `Err`.
+async fn produce(
+    cluster: &Cluster,
+    endpoint: &str,
+    acks: Acks,
+    timeout: Duration,
+    batches: &[ProducerBatch],
+) -> Result<Vec<BatchOutcome>, ClientError> {
+    let connection = cluster.connection(endpoint).await?;
+    let mut request = ProduceRequest {
+        acks: acks.as_i8(),
+        timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+        topics: Vec::new(),
+    };
+    for batch in batches {
+        let partition = ProducePartition {
+            partition: batch.partition,
+            records: Records::from_slice(&batch.bytes),
+        };
+        match request
+            .topics
+            .iter_mut()
+            .find(|t| t.topic.as_str() == &*batch.topic)
+        {
+            Some(topic) => topic.partitions.push(partition),
+            None => request.topics.push(ProduceTopic {
+                topic: batch.topic.to_string(),
+                partitions: vec![partition],
+            }),
+        }
+    }
+    if acks == Acks::None {
+        connection.send_oneway(ApiKey::Produce, &request).await?;
+        return Ok(batches.iter().map(|_| Ok(None)).collect());
+    }
+    let frame = connection.request(ApiKey::Produce, &request).await?;
+    let response: ProduceResponse = decode_body(&frame)?;
+    Ok(batches
+        .iter()
+        .map(|batch| {
+            let answer = response
+                .topics
+                .iter()
+                .filter(|t| t.topic.as_str() == &*batch.topic)
+                .flat_map(|t| t.partitions.iter())
+                .find(|p| p.partition == batch.partition);
+            match answer {
+                None => Err(ClientError::Broker {
+                    code: wire::protocol::ErrorCode::Unknown,
+                    message: format!(
+                        "produce response has no answer for {}/{}",
+                        batch.topic, batch.partition
+                    ),
+                }),
+                Some(answer) if !answer.error.is_ok() => {
+                    Err(ClientError::broker(answer.error.clone()))
+                }
+                Some(answer) => {
+                    u64::try_from(answer.base_offset)
+                        .map(Some)
+                        .map_err(|_| ClientError::Broker {
+                            code: wire::protocol::ErrorCode::Unknown,
+                            message: format!(
+                                "negative base offset {} for {}/{}",
+                                answer.base_offset, batch.topic, batch.partition
+                            ),
+                        })
+                }
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Backoff doubles from `retry_backoff` and stops at `retry_backoff_max`.
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let config = ProducerConfig::default();
+        assert_eq!(config.backoff(1), Duration::from_millis(100));
+        assert_eq!(config.backoff(2), Duration::from_millis(200));
+        assert_eq!(config.backoff(4), Duration::from_millis(800));
+        assert_eq!(config.backoff(5), Duration::from_secs(1));
+        assert_eq!(config.backoff(60), Duration::from_secs(1));
+    }
+
+    /// Out-of-range settings are refused before anything starts.
+    #[test]
+    fn config_validation() {
+        assert!(ProducerConfig::default().validate().is_ok());
+        let bad = ProducerConfig {
+            max_in_flight_per_partition: 0,
+            ..ProducerConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = ProducerConfig {
+            batch_size_bytes: BATCH_SIZE_MAX + 1,
+            ..ProducerConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    /// Sends to an address where nothing listens: the records fail with a retriable error
+    /// after the retries, flush returns, and sends after close fail with `Closed`.
+    #[tokio::test]
+    async fn unreachable_broker_fails_records_after_retries() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener); // nothing listens there now
+        let producer = Producer::new(ProducerConfig {
+            retries: 2,
+            retry_backoff: Duration::from_millis(5),
+            retry_backoff_max: Duration::from_millis(10),
+            ..ProducerConfig::new(addr)
+        })
+        .unwrap();
+        let pending =
+            producer.send(ProducerRecord::new("t", b"v".to_vec()).with_key(b"k".to_vec()));
+        let error = tokio::time::timeout(Duration::from_secs(20), pending)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(error.is_retriable(), "{error}");
+        producer.flush().await.unwrap();
+        producer.close().await.unwrap();
+        let after = producer.send(ProducerRecord::new("t", b"v".to_vec())).await;
+        assert!(matches!(after, Err(ClientError::Closed)));
+    }
+
+    /// A record that can never fit is refused at once.
+    #[tokio::test]
+    async fn oversized_record_is_refused() {
+        let producer = Producer::new(ProducerConfig {
+            max_buffered_bytes: 4096,
+            ..ProducerConfig::new("127.0.0.1:1")
+        })
+        .unwrap();
+        let result = producer
+            .send(ProducerRecord::new("t", vec![0u8; 8192]))
+            .await;
+        assert!(matches!(result, Err(ClientError::RecordTooLarge { .. })));
+    }
+}
