@@ -391,8 +391,21 @@ impl Connection {
         api: ApiKey,
         body: &T,
     ) -> Result<Frame, ClientError> {
+        self.request_ordered(api, body, None).await
+    }
+
+    /// [`Connection::request`], firing `written` once the request frame is on the socket (or
+    /// dropping it unfired if the request fails before that). Callers in different tasks use
+    /// it to write their requests in a chosen order while their responses are still awaited
+    /// concurrently (the producer does, so that a partition's batches are appended in order).
+    pub(crate) async fn request_ordered<T: Encode + Sync>(
+        &self,
+        api: ApiKey,
+        body: &T,
+        written: Option<oneshot::Sender<()>>,
+    ) -> Result<Frame, ClientError> {
         let timeout = self.inner.config.request_timeout;
-        match tokio::time::timeout(timeout, self.exchange(api, body, true)).await {
+        match tokio::time::timeout(timeout, self.exchange(api, body, true, written)).await {
             Ok(Ok(Some(frame))) => Ok(frame),
             Ok(Ok(None)) => Err(self.inner.shared.lost("no response frame")),
             Ok(Err(e)) => Err(e),
@@ -411,7 +424,7 @@ impl Connection {
         body: &T,
     ) -> Result<(), ClientError> {
         let timeout = self.inner.config.request_timeout;
-        match tokio::time::timeout(timeout, self.exchange(api, body, false)).await {
+        match tokio::time::timeout(timeout, self.exchange(api, body, false, None)).await {
             Ok(result) => result.map(drop),
             Err(_) => Err(ClientError::Timeout {
                 addr: self.addr().to_owned(),
@@ -438,6 +451,7 @@ impl Connection {
         api: ApiKey,
         body: &T,
         expect_response: bool,
+        written: Option<oneshot::Sender<()>>,
     ) -> Result<Option<Frame>, ClientError> {
         self.check_api(api)?;
         let shared = &*self.inner.shared;
@@ -475,12 +489,15 @@ impl Connection {
                 shared,
                 armed: true,
             };
-            let written = write_frame(&mut **writer, &frame).await;
+            let result = write_frame(&mut **writer, &frame).await;
             poison.armed = false;
-            if let Err(e) = written {
+            if let Err(e) = result {
                 shared.kill(format!("write failed: {e}"));
                 return Err(ClientError::io(shared.addr.clone(), e));
             }
+        }
+        if let Some(written) = written {
+            let _ = written.send(());
         }
 
         match receiver {

@@ -523,6 +523,8 @@ struct SenderTask {
     metadata: MetadataState,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     close_waiters: Vec<oneshot::Sender<()>>,
+    /// Per endpoint, fires once the latest produce request dispatched to it is written.
+    last_written: HashMap<Arc<str>, oneshot::Receiver<()>>,
     next_seq: u64,
     input_open: bool,
 }
@@ -553,6 +555,7 @@ impl SenderTask {
             metadata: MetadataState::default(),
             flush_waiters: Vec::new(),
             close_waiters: Vec::new(),
+            last_written: HashMap::new(),
             next_seq: 0,
             input_open: true,
         }
@@ -887,6 +890,13 @@ impl SenderTask {
         let mut groups: HashMap<Arc<str>, Vec<ProducerBatch>> = HashMap::new();
         for batch in batches {
             let route = snapshot.topics.get(&*batch.topic);
+            if let (0, Some(route)) = (batch.attempts, route) {
+                // A batch leaving on its first attempt was cut, by linger or flush here or by
+                // size in `place` (which already moved the sticky partition on, so this call
+                // then changes nothing): keyless records move on to the next partition.
+                self.partitioner
+                    .batch_cut(&route.name, batch.partition, route.partition_count());
+            }
             let endpoint = match route {
                 Some(route) => route.endpoint(batch.partition),
                 None => Err(ClientError::UnknownTopic {
@@ -915,8 +925,16 @@ impl SenderTask {
             let events = self.events_sender.clone();
             let acks = self.config.acks;
             let timeout = self.config.request_timeout;
+            // Each request runs in its own task, but the requests to one endpoint are written
+            // in dispatch order: each waits until the previous one is on the socket (or has
+            // failed), so the broker appends a partition's batches in the order they were cut.
+            let (written, written_signal) = oneshot::channel();
+            let previous = self.last_written.insert(endpoint.clone(), written_signal);
             tokio::spawn(async move {
-                let outcomes = produce(&cluster, &endpoint, acks, timeout, &batches).await;
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                let outcomes = produce(&cluster, &endpoint, acks, timeout, &batches, written).await;
                 let results = match outcomes {
                     Ok(outcomes) => batches.into_iter().zip(outcomes).collect(),
                     Err(error) => batches
@@ -970,6 +988,7 @@ async fn produce(
     acks: Acks,
     timeout: Duration,
     batches: &[ProducerBatch],
+    written: oneshot::Sender<()>,
 ) -> Result<Vec<BatchOutcome>, ClientError> {
     let connection = cluster.connection(endpoint).await?;
     let mut request = ProduceRequest {
@@ -996,19 +1015,31 @@ async fn produce(
     }
     if acks == Acks::None {
         connection.send_oneway(ApiKey::Produce, &request).await?;
+        drop(written);
         return Ok(batches.iter().map(|_| Ok(None)).collect());
     }
-    let frame = connection.request(ApiKey::Produce, &request).await?;
+    let frame = connection
+        .request_ordered(ApiKey::Produce, &request, Some(written))
+        .await?;
     let response: ProduceResponse = decode_body(&frame)?;
+    // One request may carry several batches of the same partition (up to
+    // `max_in_flight_per_partition` drained at once); the broker answers each in request
+    // order, so the k-th batch of a partition takes the k-th answer for that partition.
+    let mut answered: HashMap<(&str, u32), usize> = HashMap::new();
     Ok(batches
         .iter()
         .map(|batch| {
+            let nth = answered
+                .entry((&*batch.topic, batch.partition))
+                .or_default();
             let answer = response
                 .topics
                 .iter()
                 .filter(|t| t.topic.as_str() == &*batch.topic)
                 .flat_map(|t| t.partitions.iter())
-                .find(|p| p.partition == batch.partition);
+                .filter(|p| p.partition == batch.partition)
+                .nth(*nth);
+            *nth += 1;
             match answer {
                 None => Err(ClientError::Broker {
                     code: wire::protocol::ErrorCode::Unknown,

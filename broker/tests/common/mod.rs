@@ -175,3 +175,64 @@ impl Conn {
         );
     }
 }
+
+/// A loopback port that was free a moment ago (bound, read, released): for a broker that must
+/// come back on the same address after a restart.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Milliseconds since the epoch, the clock record timestamps use.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// One consumed record, copied out of the client's zero-copy view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+impl Received {
+    /// The value as UTF-8.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.value).unwrap()
+    }
+}
+
+/// Polls `consumer` until `count` records arrived or `timeout` passed; returns what arrived
+/// (the caller asserts on the count). A poll error fails the test.
+pub async fn receive(
+    consumer: &mut client::Consumer,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let records = consumer
+            .poll(left.min(Duration::from_secs(1)))
+            .await
+            .unwrap_or_else(|e| panic!("poll failed after {} records: {e}", out.len()));
+        out.extend(records.iter().map(|r| Received {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.to_vec(),
+        }));
+    }
+    out
+}

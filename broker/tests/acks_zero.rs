@@ -1,0 +1,113 @@
+//! `acks = 0` against the real `sluice` binary: the broker appends the records but sends no
+//! response, and the client resolves each record once it is written, without an offset.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use client::{
+    Acks, Admin, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
+};
+use common::{Broker, Conn};
+use wire::protocol::{
+    decode_response, ApiKey, MetadataRequest, MetadataResponse, ProducePartition, ProduceRequest,
+    ProduceTopic, Records,
+};
+use wire::BatchBuilder;
+
+/// 300 keyed records with `Acks::None`: every future resolves with no offset, `flush`
+/// returns, and a consumer then reads all 300 exactly once, each key's records in send
+/// order (the records did arrive, in order, although nobody waited for an answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_and_forget_records_arrive_in_order() {
+    let broker = Broker::start(&[]);
+    let bootstrap = broker.addr.to_string();
+    Admin::new(&bootstrap)
+        .unwrap()
+        .create_topic(NewTopic::new("fire", 2))
+        .await
+        .unwrap();
+    let producer = Producer::new(ProducerConfig {
+        acks: Acks::None,
+        linger: Duration::from_millis(1),
+        ..ProducerConfig::new(&bootstrap)
+    })
+    .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..300u32 {
+        let record = ProducerRecord::new("fire", format!("{}:{i}", i % 5).into_bytes())
+            .with_key(format!("k{}", i % 5).into_bytes());
+        pending.push(producer.enqueue(record).await.unwrap());
+    }
+    for delivery in pending {
+        let metadata = delivery.await.unwrap();
+        assert_eq!(metadata.offset, None, "acks=0 has no offset");
+    }
+    producer.flush().await.unwrap();
+
+    let mut consumer = Consumer::new(ConsumerConfig {
+        fetch_max_wait: Duration::from_millis(100),
+        ..ConsumerConfig::new(&bootstrap)
+    })
+    .unwrap();
+    let partitions = consumer.topic_partitions("fire").await.unwrap();
+    consumer.assign(&partitions);
+    let records = common::receive(&mut consumer, 300, Duration::from_secs(20)).await;
+    assert_eq!(records.len(), 300);
+    assert!(consumer
+        .poll(Duration::from_millis(200))
+        .await
+        .unwrap()
+        .is_empty());
+    let mut per_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for record in &records {
+        let (key, i) = record.text().split_once(':').unwrap();
+        let i: u32 = i.parse().unwrap();
+        assert!(seen.insert(i), "{i} read twice");
+        per_key.entry(key.to_owned()).or_default().push(i);
+    }
+    for (key, sequence) in &per_key {
+        assert!(
+            sequence.windows(2).all(|w| w[0] < w[1]),
+            "key {key} out of order: {sequence:?}"
+        );
+    }
+    producer.close().await.unwrap();
+}
+
+/// On the wire: after a produce with acks=0 the next frame on the connection is the answer
+/// to the following request, so pipelining clients stay in step.
+#[test]
+fn no_response_frame_for_acks_zero() {
+    let broker = Broker::start(&[]);
+    let mut conn = Conn::connect(broker.addr);
+    conn.create_topic("silent", 1, None);
+    let mut builder = BatchBuilder::new();
+    builder.push(1, None, b"unanswered", &[], None);
+    let batch = builder.build().unwrap();
+    conn.send(
+        ApiKey::Produce,
+        &ProduceRequest {
+            acks: 0,
+            timeout_ms: 5000,
+            topics: vec![ProduceTopic {
+                topic: "silent".into(),
+                partitions: vec![ProducePartition {
+                    partition: 0,
+                    records: Records::from_slice(&batch),
+                }],
+            }],
+        },
+    );
+    let id = conn.send(ApiKey::Metadata, &MetadataRequest { topics: None });
+    let frame = conn.read_frame().unwrap();
+    let (correlation_id, response) = decode_response::<MetadataResponse>(&frame).unwrap();
+    assert_eq!(
+        correlation_id, id,
+        "the first frame answers the metadata request"
+    );
+    assert_eq!(response.unwrap().topics[0].name, "silent");
+}

@@ -1,0 +1,317 @@
+//! The command line as a user runs it: `sluice topic ...`, `sluice produce` and
+//! `sluice consume` as separate processes against a real `sluice serve`, checking exit codes,
+//! standard output formats and error messages on standard error.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use client::partitioner::partition_for_key;
+use common::Broker;
+
+/// Runs `sluice ARGS --broker ADDR`, feeding `stdin` if given, and waits for it.
+fn sluice(broker: &Broker, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .args(["--broker", &broker.addr.to_string()])
+        .env_remove("SLUICE_BROKER")
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+        // Dropping the pipe closes it: end of input.
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts exit status 0, showing stderr otherwise.
+fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {:?}\nstderr: {}",
+        output.status,
+        stderr(output)
+    );
+}
+
+fn topic_names(broker: &Broker) -> Vec<String> {
+    let output = sluice(broker, &["topic", "list"], None);
+    assert_success(&output, "topic list");
+    stdout(&output).lines().map(str::to_owned).collect()
+}
+
+/// The whole life of a topic through the CLI. `topic create` exits 0 and the topic shows in
+/// `topic list` and in `topic describe` with its 3 partitions; a second create fails with the
+/// reason on stderr. `produce --key-separator : --acks all` sends each stdin line (key before
+/// the first `:`, lines without one keyless) and exits 0. `consume --from earliest
+/// --max-messages N --print-key --print-offset` prints exactly the N lines as
+/// `offset<TAB>key<TAB>value`, keyed lines at the offsets their key's partition gives them and
+/// each partition in offset order; `--max-messages 2` stops after 2 lines; `describe` then
+/// shows the log end offsets. `topic delete` exits 0 and the topic leaves `topic list`.
+#[test]
+fn topic_produce_consume_delete() {
+    let broker = Broker::start(&[]);
+    let output = sluice(
+        &broker,
+        &["topic", "create", "cli-orders", "--partitions", "3"],
+        None,
+    );
+    assert_success(&output, "topic create");
+    assert_eq!(stdout(&output).trim(), "created topic cli-orders");
+    assert_eq!(topic_names(&broker), vec!["cli-orders"]);
+
+    let output = sluice(&broker, &["topic", "describe", "cli-orders"], None);
+    assert_success(&output, "topic describe");
+    let text = stdout(&output);
+    assert!(text.contains("topic:              cli-orders"), "{text}");
+    assert!(text.contains("partitions:         3"), "{text}");
+
+    let again = sluice(&broker, &["topic", "create", "cli-orders"], None);
+    assert!(
+        !again.status.success(),
+        "creating an existing topic must fail"
+    );
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Keyed lines first; the one keyless line last, so keyed offsets do not depend on where
+    // the keyless one goes.
+    let mut lines: Vec<(Option<String>, String)> = Vec::new();
+    for i in 0..30 {
+        lines.push((Some(format!("user-{}", i % 7)), format!("event {i}")));
+    }
+    lines.push((Some("k".into()), "value:with:colons".into()));
+    let mut input: String = lines
+        .iter()
+        .map(|(key, value)| format!("{}:{value}\n", key.as_deref().unwrap()))
+        .collect();
+    input.push_str("no separator here\n");
+    let output = sluice(
+        &broker,
+        &[
+            "produce",
+            "--topic",
+            "cli-orders",
+            "--key-separator",
+            ":",
+            "--acks",
+            "all",
+        ],
+        Some(&input),
+    );
+    assert_success(&output, "produce");
+    let total = lines.len() + 1;
+
+    let mut next_offset: HashMap<u32, u64> = HashMap::new();
+    let mut expected: Vec<String> = Vec::new();
+    let mut expected_partition: HashMap<String, u32> = HashMap::new();
+    for (key, value) in &lines {
+        let key = key.as_deref().unwrap();
+        let partition = partition_for_key(key.as_bytes(), 3);
+        let offset = next_offset.entry(partition).or_default();
+        let line = format!("{offset}\t{key}\t{value}");
+        expected_partition.insert(line.clone(), partition);
+        expected.push(line);
+        *offset += 1;
+    }
+
+    let output = sluice(
+        &broker,
+        &[
+            "consume",
+            "--topic",
+            "cli-orders",
+            "--from",
+            "earliest",
+            "--max-messages",
+            &total.to_string(),
+            "--print-key",
+            "--print-offset",
+        ],
+        None,
+    );
+    assert_success(&output, "consume");
+    let printed = stdout(&output);
+    let printed: Vec<&str> = printed.lines().collect();
+    assert_eq!(printed.len(), total, "{printed:#?}");
+    let (keyless, keyed): (Vec<&str>, Vec<&str>) = printed
+        .iter()
+        .partition(|l| l.ends_with("\t\tno separator here"));
+    let mut keyed_sorted: Vec<&str> = keyed.clone();
+    keyed_sorted.sort();
+    let mut expected_sorted: Vec<&str> = expected.iter().map(String::as_str).collect();
+    expected_sorted.sort();
+    assert_eq!(keyed_sorted, expected_sorted);
+    // The keyless line, with an empty key, at the end of whichever partition got it.
+    assert_eq!(keyless.len(), 1, "{printed:#?}");
+    let keyless_offset: u64 = keyless[0].split('\t').next().unwrap().parse().unwrap();
+    assert!(
+        (0..3).any(|p| next_offset.get(&p).copied().unwrap_or(0) == keyless_offset),
+        "{}",
+        keyless[0]
+    );
+    // Each partition's lines come out in offset order.
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    for line in &keyed {
+        let partition = expected_partition[*line];
+        let offset: u64 = line.split('\t').next().unwrap().parse().unwrap();
+        if let Some(previous) = last.insert(partition, offset) {
+            assert!(
+                previous < offset,
+                "partition {partition}: {line} after {previous}"
+            );
+        }
+    }
+
+    let output = sluice(
+        &broker,
+        &["consume", "--topic", "cli-orders", "--max-messages", "2"],
+        None,
+    );
+    assert_success(&output, "consume --max-messages 2");
+    assert_eq!(stdout(&output).lines().count(), 2);
+
+    let output = sluice(&broker, &["topic", "describe", "cli-orders"], None);
+    assert_success(&output, "topic describe");
+    let text = stdout(&output);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("partition "))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    let log_end: u64 = rows.iter().map(|r| r[4].parse::<u64>().unwrap()).sum();
+    assert_eq!(log_end, total as u64, "{text}");
+
+    let output = sluice(&broker, &["topic", "delete", "cli-orders"], None);
+    assert_success(&output, "topic delete");
+    assert_eq!(stdout(&output).trim(), "deleted topic cli-orders");
+    assert!(topic_names(&broker).is_empty());
+}
+
+/// `consume --from @T` prints exactly the messages produced at or after `T` (ms since the
+/// epoch), and `--idle-timeout-ms` ends it with exit 0 once nothing more arrives.
+#[test]
+fn consume_from_a_timestamp() {
+    let broker = Broker::start(&[]);
+    let output = sluice(
+        &broker,
+        &["topic", "create", "cli-time", "--partitions", "2"],
+        None,
+    );
+    assert_success(&output, "topic create");
+    let produce = |input: &str| {
+        let output = sluice(&broker, &["produce", "--topic", "cli-time"], Some(input));
+        assert_success(&output, "produce");
+    };
+    produce("old 1\nold 2\nold 3\n");
+    // Every old message is stamped before `from`, every new one at or after it.
+    let from = common::now_ms() + 1;
+    while common::now_ms() < from {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    produce("new 1\nnew 2\n");
+
+    let output = sluice(
+        &broker,
+        &[
+            "consume",
+            "--topic",
+            "cli-time",
+            "--from",
+            &format!("@{from}"),
+            "--idle-timeout-ms",
+            "1000",
+        ],
+        None,
+    );
+    assert_success(&output, "consume --from @T");
+    let mut printed: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    printed.sort();
+    assert_eq!(printed, vec!["new 1", "new 2"]);
+}
+
+/// With nothing to read, `consume --idle-timeout-ms 500` exits 0 after about that long and
+/// prints nothing.
+#[test]
+fn idle_timeout_exits_cleanly() {
+    let broker = Broker::start(&[]);
+    let output = sluice(&broker, &["topic", "create", "cli-quiet"], None);
+    assert_success(&output, "topic create");
+    let started = Instant::now();
+    let output = sluice(
+        &broker,
+        &[
+            "consume",
+            "--topic",
+            "cli-quiet",
+            "--from",
+            "latest",
+            "--idle-timeout-ms",
+            "500",
+        ],
+        None,
+    );
+    let took = started.elapsed();
+    assert_success(&output, "consume --idle-timeout-ms");
+    assert_eq!(stdout(&output), "");
+    assert!(took >= Duration::from_millis(500), "exited after {took:?}");
+    assert!(took < Duration::from_secs(10), "exited after {took:?}");
+}
+
+/// Unknown topics are errors a user sees: `produce` exits non-zero saying how many messages
+/// were not acknowledged and why; `consume` exits non-zero naming the topic; neither hangs.
+#[test]
+fn unknown_topic_is_an_error() {
+    let broker = Broker::start(&[]);
+    let output = sluice(
+        &broker,
+        &["produce", "--topic", "nowhere", "--acks", "all"],
+        Some("a\nb\n"),
+    );
+    assert!(!output.status.success(), "produce to an unknown topic");
+    let message = stderr(&output);
+    assert!(
+        message.contains("2 of 2 messages were not acknowledged"),
+        "{message}"
+    );
+    assert!(message.contains("unknown topic \"nowhere\""), "{message}");
+
+    let output = sluice(
+        &broker,
+        &["consume", "--topic", "nowhere", "--idle-timeout-ms", "500"],
+        None,
+    );
+    assert!(!output.status.success(), "consume from an unknown topic");
+    assert!(stderr(&output).contains("nowhere"), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "");
+
+    let output = sluice(&broker, &["topic", "delete", "nowhere"], None);
+    assert!(!output.status.success(), "deleting an unknown topic");
+    assert!(stderr(&output).contains("nowhere"), "{}", stderr(&output));
+}
