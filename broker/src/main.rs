@@ -31,6 +31,8 @@ enum Command {
     Serve(args::ServeArgs),
     #[command(flatten)]
     Client(cli::CliCommand),
+    /// Benchmark a broker (the `sluice-bench` harness; starts its own broker by default).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Client(command) => run_client(command),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
@@ -81,7 +84,6 @@ fn serve(args: args::ServeArgs) -> ExitCode {
     match runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "broker failed");
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }

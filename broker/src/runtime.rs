@@ -30,6 +30,15 @@ struct Bound {
 pub fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    storage::check_direct_io(&config.data_dir)?;
+    // Before anything can report readiness: a SIGTERM right after the readiness line must find
+    // the handler installed, not the default action.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing signal handlers")?;
+    let signal_handle = signals.handle();
     let registry = TopicRegistry::load(&config.data_dir)?;
     tracing::info!(?config, topics = registry.topics.len(), "starting");
     let config = Arc::new(config);
@@ -111,12 +120,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%main_addr, shards, "ready");
 
     let signal_bus = bus.clone();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .context("installing signal handlers")?;
-    let signal_handle = signals.handle();
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             tracing::info!(signal, "stopping");

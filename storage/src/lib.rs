@@ -39,7 +39,7 @@ mod segment;
 
 pub use config::{Durability, LogConfig, PAGE_SIZE};
 pub use error::{Result, StorageError};
-pub use io::{SharedBytes, Signal};
+pub use io::{check_direct_io, SharedBytes, Signal};
 pub use log::{now_ms, AppendInfo, Log, ReadBatches, RetentionReport};
 pub use segment::ReadBatch;
 

@@ -219,6 +219,44 @@ pub(crate) async fn prime_device_probe(dir: &Path) -> Result<()> {
         .map_err(|e| StorageError::io(&path, e.into()))
 }
 
+/// Checks, synchronously, that files in `dir` can be opened with O_DIRECT (tmpfs cannot), so a
+/// program can refuse to start on the wrong filesystem instead of failing at the first log.
+pub fn check_direct_io(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Recent kernels accept O_DIRECT on tmpfs but do no direct I/O there (and glommio drops the
+    // flag on tmpfs): refuse memory filesystems by type first.
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| StorageError::Config(format!("path {} contains a NUL byte", dir.display())))?;
+    // SAFETY: `statfs` writes into the zeroed struct we own and reads the NUL-terminated path.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both pointers are valid for the duration of the call.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stats) } != 0 {
+        return Err(StorageError::io(dir, std::io::Error::last_os_error()));
+    }
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let filesystem = stats.f_type as i64;
+    if filesystem == libc::TMPFS_MAGIC as i64 || filesystem == RAMFS_MAGIC {
+        return Err(StorageError::DirectIoUnavailable { path: dir.to_path_buf() });
+    }
+    let path = dir.join(".sluice-direct-io-check");
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path);
+    let _ = std::fs::remove_file(&path);
+    match opened {
+        Ok(_) => Ok(()),
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+            Err(StorageError::DirectIoUnavailable {
+                path: dir.to_path_buf(),
+            })
+        }
+        Err(error) => Err(StorageError::io(&path, error)),
+    }
+}
+
 /// Deletes a file; a file that is already gone is not an error.
 pub(crate) fn remove_file(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {

@@ -11,6 +11,7 @@ mod signal;
 
 pub use bytes::SharedBytes;
 pub(crate) use chunk::AppendChunk;
+pub use file::check_direct_io;
 pub(crate) use file::{prime_device_probe, remove_file, sync_dir, SegmentFile};
 pub use signal::Signal;
 
