@@ -235,7 +235,7 @@ pub fn check_direct_io(dir: &Path) -> Result<()> {
     }
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
     let filesystem = stats.f_type as i64;
-    if filesystem == libc::TMPFS_MAGIC as i64 || filesystem == RAMFS_MAGIC {
+    if filesystem == libc::TMPFS_MAGIC || filesystem == RAMFS_MAGIC {
         return Err(StorageError::DirectIoUnavailable { path: dir.to_path_buf() });
     }
     let path = dir.join(".sluice-direct-io-check");
