@@ -106,6 +106,11 @@ pub enum ShardMessage {
         /// Per-topic results.
         reply: Reply<Vec<TopicResult>>,
     },
+    /// A producer id, from shard 0.
+    InitProducerId {
+        /// The id, or why not.
+        reply: Reply<Result<i64, WireError>>,
+    },
     /// The topic registry changed: open and close partitions to match, then acknowledge.
     TopicsChanged {
         /// The new registry.

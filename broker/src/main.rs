@@ -8,6 +8,7 @@ mod error_code;
 mod handler;
 mod net;
 mod partition;
+mod producer_state;
 mod router;
 mod runtime;
 mod shard;
@@ -32,7 +33,7 @@ enum Command {
     #[command(flatten)]
     Client(cli::CliCommand),
     /// Benchmark a broker (the `sluice-bench` harness; starts its own broker by default).
-    Bench(bench::Args),
+    Bench(Box<bench::Args>),
 }
 
 fn main() -> ExitCode {
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Client(command) => run_client(command),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 

@@ -441,6 +441,44 @@ impl Log {
         max_bytes: usize,
         end_offset: u64,
     ) -> Result<ReadBatches> {
+        // One pass reads from one place (a sealed segment, the disk part of the active one, or
+        // the tail cache); continue into the next while the budget allows.
+        let mut out = self.read_once(from_offset, max_bytes, end_offset).await?;
+        while let Some(next) = out.next_offset() {
+            let taken = out.total_bytes();
+            if taken >= max_bytes || next >= end_offset.min(self.log_end_offset()) {
+                break;
+            }
+            let more = self.read_once(next, max_bytes - taken, end_offset).await?;
+            let Some(first) = more.batches.first() else {
+                break;
+            };
+            // Only whole batches that fit: the first of a continuation is not exempt.
+            if first.bytes.len() > max_bytes - taken {
+                break;
+            }
+            let before = out.batches.len();
+            let mut budget = max_bytes - taken;
+            for batch in more.batches {
+                if batch.bytes.len() > budget {
+                    break;
+                }
+                budget -= batch.bytes.len();
+                out.batches.push(batch);
+            }
+            if out.batches.len() == before {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_once(
+        &self,
+        from_offset: u64,
+        max_bytes: usize,
+        end_offset: u64,
+    ) -> Result<ReadBatches> {
         let inner = &self.inner;
         let mut out = ReadBatches::default();
         enum Plan {

@@ -116,6 +116,7 @@ fn api_key_of(request: &Request<'_>) -> ApiKey {
         Request::Produce(_) => ApiKey::Produce,
         Request::Fetch(_) => ApiKey::Fetch,
         Request::ListOffsets(_) => ApiKey::ListOffsets,
+        Request::InitProducerId(_) => ApiKey::InitProducerId,
     }
 }
 
@@ -134,6 +135,7 @@ fn encode_any<'b>(
         Request::Produce(body) => encode_request(buffer, key, correlation_id, body),
         Request::Fetch(body) => encode_request(buffer, key, correlation_id, body),
         Request::ListOffsets(body) => encode_request(buffer, key, correlation_id, body),
+        Request::InitProducerId(body) => encode_request(buffer, key, correlation_id, body),
     }
 }
 
@@ -228,6 +230,7 @@ fn exercise(bytes: &[u8]) {
     exercise_response!(frame, ProduceResponse);
     exercise_response!(frame, FetchResponse<'_>);
     exercise_response!(frame, ListOffsetsResponse);
+    exercise_response!(frame, InitProducerIdResponse);
 }
 
 /// Runs `decode_response::<T>` for every response type: per type, the correlation id and whether
@@ -491,6 +494,7 @@ enum RequestSpec {
     Produce(ProduceSpec),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
+    InitProducerId(InitProducerIdRequest),
 }
 
 impl RequestSpec {
@@ -503,6 +507,7 @@ impl RequestSpec {
             RequestSpec::Produce(p) => Request::Produce(p.request()),
             RequestSpec::Fetch(r) => Request::Fetch(r.clone()),
             RequestSpec::ListOffsets(r) => Request::ListOffsets(r.clone()),
+            RequestSpec::InitProducerId(r) => Request::InitProducerId(r.clone()),
         }
     }
 }
@@ -516,6 +521,9 @@ fn request_spec() -> impl Strategy<Value = RequestSpec> {
         produce_spec().prop_map(RequestSpec::Produce),
         fetch_request().prop_map(RequestSpec::Fetch),
         list_offsets_request().prop_map(RequestSpec::ListOffsets),
+        proptest::option::of("[a-z]{0,12}").prop_map(|transactional_id| {
+            RequestSpec::InitProducerId(InitProducerIdRequest { transactional_id })
+        }),
     ]
 }
 

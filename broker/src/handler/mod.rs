@@ -119,6 +119,62 @@ pub async fn dispatch(
         Request::Produce(request) => produce::dispatch(shard, correlation_id, request).await,
         Request::Fetch(request) => fetch::dispatch(shard, correlation_id, request),
         Request::ListOffsets(request) => offsets::dispatch(shard, correlation_id, request),
+        Request::InitProducerId(request) => {
+            let shard = shard.clone();
+            let in_flight = InFlight::new(&shard);
+            glommio::spawn_local(async move {
+                let _in_flight = in_flight;
+                Some(Outgoing::Frame(
+                    init_producer_id(&shard, correlation_id, request).await,
+                ))
+            })
+        }
+    }
+}
+
+/// Hands out a producer id (allocated on shard 0).
+async fn init_producer_id(
+    shard: &Rc<Shard>,
+    correlation_id: u32,
+    request: wire::protocol::InitProducerIdRequest,
+) -> Vec<u8> {
+    if request.transactional_id.is_some() {
+        let error = WireError::new(
+            ErrorCode::InvalidRequest,
+            "transactions are not supported yet",
+        );
+        return error_frame(correlation_id, &error);
+    }
+    let allocated = if shard.id == 0 {
+        shard.allocate_producer_id()
+    } else {
+        let (reply, answer) = reply_channel();
+        match shard
+            .bus
+            .send(0, ShardMessage::InitProducerId { reply })
+            .await
+        {
+            Ok(()) => answer.recv_async().await.unwrap_or_else(|_| {
+                Err(WireError::new(
+                    ErrorCode::BrokerShuttingDown,
+                    "shard 0 has stopped",
+                ))
+            }),
+            Err(_) => Err(WireError::new(
+                ErrorCode::BrokerShuttingDown,
+                "shard 0 has stopped",
+            )),
+        }
+    };
+    match allocated {
+        Ok(producer_id) => response_frame(
+            correlation_id,
+            &wire::protocol::InitProducerIdResponse {
+                producer_id,
+                producer_epoch: 0,
+            },
+        ),
+        Err(error) => error_frame(correlation_id, &error),
     }
 }
 
@@ -188,6 +244,9 @@ pub async fn handle_forwarded(shard: &Rc<Shard>, message: ShardMessage) {
         }
         ShardMessage::DeleteTopics { request, reply } => {
             let _ = reply.send(shard.delete_topics(request).await);
+        }
+        ShardMessage::InitProducerId { reply } => {
+            let _ = reply.send(shard.allocate_producer_id());
         }
         ShardMessage::TopicsChanged { .. }
         | ShardMessage::Endpoints { .. }

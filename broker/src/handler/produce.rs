@@ -18,6 +18,7 @@ use super::{response_frame, Outgoing};
 use crate::bus::{reply_channel, ShardMessage};
 use crate::error_code;
 use crate::partition::Partition;
+use crate::producer_state::Verdict;
 use crate::shard::{InFlight, Route, Shard};
 
 /// What stage 2 still has to do for one partition.
@@ -214,13 +215,30 @@ pub async fn append_all(partition: &Partition, records: &[u8]) -> Result<(u64, u
     let mut first = None;
     let mut last = 0;
     for view in views {
-        let info = partition
-            .log
-            .append(view)
-            .await
-            .map_err(|e| error_code::from_storage(&e))?;
-        first.get_or_insert(info.base_offset);
-        last = info.last_offset;
+        let header = view.header();
+        let verdict = partition.producers.borrow_mut().check(&header)?;
+        let (base_offset, last_offset) = match verdict {
+            Verdict::Duplicate {
+                base_offset,
+                last_offset,
+            } => (base_offset, last_offset),
+            Verdict::Append => match partition.log.append(view).await {
+                Ok(info) => {
+                    partition.producers.borrow_mut().appended(
+                        &header,
+                        info.base_offset,
+                        info.last_offset,
+                    );
+                    (info.base_offset, info.last_offset)
+                }
+                Err(error) => {
+                    partition.producers.borrow_mut().abandoned(&header);
+                    return Err(error_code::from_storage(&error));
+                }
+            },
+        };
+        first.get_or_insert(base_offset);
+        last = last_offset;
     }
     Ok((first.unwrap_or(last), last))
 }

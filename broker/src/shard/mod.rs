@@ -4,6 +4,7 @@
 //! ([`Shard::pump`]) is the single place where bus messages are handled.
 
 pub mod admin;
+pub mod producer_ids;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ pub struct Shard {
     pub changed: Rc<storage::Signal>,
     /// Serialises topic creation and deletion (shard 0 only).
     pub admin_lock: glommio::sync::Semaphore,
+    /// Producer id allocator (shard 0 only).
+    pub producer_ids: RefCell<Option<producer_ids::ProducerIds>>,
 }
 
 impl Shard {
@@ -74,7 +77,12 @@ impl Shard {
             requests_in_flight: Cell::new(0),
             changed: Rc::new(storage::Signal::default()),
             admin_lock: glommio::sync::Semaphore::new(1),
+            producer_ids: RefCell::new(None),
         });
+        if id == 0 {
+            *shard.producer_ids.borrow_mut() =
+                Some(producer_ids::ProducerIds::load(&shard.config.data_dir)?);
+        }
         shard.apply_registry(Arc::new(registry)).await?;
         Ok(shard)
     }
@@ -128,19 +136,17 @@ impl Shard {
                     continue;
                 }
                 let dir = TopicRegistry::partition_dir(&data_dir, topic, partition);
-                let log = storage::Log::open(&dir, crate::config::log_config(config))
+                let opened = Partition::open(topic, partition, config, &dir)
                     .await
                     .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
-                tracing::debug!(shard = self.id, topic, partition, "partition opened");
-                self.partitions.borrow_mut().insert(
-                    key,
-                    Rc::new(Partition {
-                        topic: topic.clone(),
-                        partition,
-                        config: config.clone(),
-                        log,
-                    }),
+                tracing::debug!(
+                    shard = self.id,
+                    topic,
+                    partition,
+                    producers = opened.producers.borrow().producer_count(),
+                    "partition opened"
                 );
+                self.partitions.borrow_mut().insert(key, Rc::new(opened));
             }
         }
         let removed: Vec<(String, u32)> = self
@@ -174,6 +180,23 @@ impl Shard {
             );
         }
         Ok(())
+    }
+
+    /// A new producer id (shard 0 only).
+    pub fn allocate_producer_id(&self) -> Result<i64, WireError> {
+        let mut ids = self.producer_ids.borrow_mut();
+        let Some(ids) = ids.as_mut() else {
+            return Err(WireError::new(
+                wire::protocol::ErrorCode::NotLeader,
+                "producer ids are handed out by shard 0",
+            ));
+        };
+        ids.allocate(&self.config.data_dir).map_err(|e| {
+            WireError::new(
+                wire::protocol::ErrorCode::StorageError,
+                format!("reserving producer ids: {e:#}"),
+            )
+        })
     }
 
     /// The message pump: handles every bus message addressed to this shard, until Shutdown.

@@ -236,7 +236,9 @@ pub fn check_direct_io(dir: &Path) -> Result<()> {
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
     let filesystem = stats.f_type as i64;
     if filesystem == libc::TMPFS_MAGIC || filesystem == RAMFS_MAGIC {
-        return Err(StorageError::DirectIoUnavailable { path: dir.to_path_buf() });
+        return Err(StorageError::DirectIoUnavailable {
+            path: dir.to_path_buf(),
+        });
     }
     let path = dir.join(".sluice-direct-io-check");
     let opened = std::fs::OpenOptions::new()

@@ -69,6 +69,13 @@ error_codes! {
     Throttled = 15, true;
     /// Fewer in-sync replicas than `min.insync.replicas`.
     NotEnoughReplicas = 16, true;
+    /// An idempotent producer's batch does not follow its previous one (a gap or a reorder):
+    /// records were lost between producer and broker; the producer must not retry blindly.
+    OutOfOrderSequence = 17, false;
+    /// The producer's epoch is older than the broker's: a newer instance has taken over.
+    InvalidProducerEpoch = 18, false;
+    /// The same batch is being appended right now (a retry racing its original); retry.
+    DuplicateInFlight = 19, true;
 }
 
 impl ErrorCode {

@@ -466,3 +466,22 @@ message! {
         pub topics: Vec<ListOffsetsTopicResponse>,
     }
 }
+
+message! {
+    /// Asks for a producer id (and epoch) so the broker can drop retried duplicates: the
+    /// producer numbers its batches per partition, the broker remembers the last few.
+    pub struct InitProducerIdRequest {
+        /// Transactional id; transactions are not supported yet, so `None`.
+        pub transactional_id: Option<String>,
+    }
+}
+
+message! {
+    /// A fresh producer id, unique in the cluster for as long as its data is kept.
+    pub struct InitProducerIdResponse {
+        /// The producer id.
+        pub producer_id: i64,
+        /// Its epoch.
+        pub producer_epoch: i16,
+    }
+}

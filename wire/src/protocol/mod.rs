@@ -52,11 +52,13 @@ pub enum ApiKey {
     Fetch = 5,
     /// Offsets by position or time.
     ListOffsets = 6,
+    /// A producer id and epoch for an idempotent producer.
+    InitProducerId = 7,
 }
 
 impl ApiKey {
     /// Every API, in key order.
-    pub const ALL: [ApiKey; 7] = [
+    pub const ALL: [ApiKey; 8] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -64,6 +66,7 @@ impl ApiKey {
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::InitProducerId,
     ];
 
     /// The API for a wire value.
@@ -92,6 +95,8 @@ pub enum Request<'a> {
     Fetch(FetchRequest),
     /// See [`ListOffsetsRequest`].
     ListOffsets(ListOffsetsRequest),
+    /// See [`InitProducerIdRequest`].
+    InitProducerId(InitProducerIdRequest),
 }
 
 /// Encodes a request frame into `buffer`; borrowed records are referenced, not copied.
@@ -159,6 +164,7 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request<'_>), Prot
         ApiKey::Produce => Request::Produce(Decode::decode(reader)?),
         ApiKey::Fetch => Request::Fetch(Decode::decode(reader)?),
         ApiKey::ListOffsets => Request::ListOffsets(Decode::decode(reader)?),
+        ApiKey::InitProducerId => Request::InitProducerId(Decode::decode(reader)?),
     };
     reader.finish()?;
     Ok((header, request))
