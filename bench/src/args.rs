@@ -1,0 +1,1000 @@
+//! The command line of `sluice-bench` / `sluice bench` (clap), and [`Args::into_plan`], which
+//! checks it and expands sweeps into the list of points to measure. Nothing past this module
+//! sees clap.
+//!
+//! Number syntax: sizes take binary suffixes (`1k` = 1024 bytes, `1m` = 1 MiB); rates and
+//! counts take decimal ones (`10k` = 10 000 messages/s, `1m` = 1 000 000); durations take `s`,
+//! `ms` or `m` (plain numbers are seconds).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use crate::schedule::Load;
+
+/// Benchmark the Sluice broker through its native client: produce, consume or end-to-end
+/// workloads, closed loop or open loop at a target rate, single points or sweeps, with HDR
+/// latency percentiles, throughput, CPU split and hardware references.
+///
+/// Examples:
+///
+///   sluice-bench --rate 50k --duration 10
+///
+///   sluice-bench --sweep batch=1,16,64,256,1024 --rates 10k,50k,100k,max --with-limits
+///
+///   sluice-bench --scenario consume --messages 1m --broker 127.0.0.1:9092
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sluice-bench", version, verbatim_doc_comment)]
+pub struct Args {
+    /// What to measure: `produce` (acknowledgement latency), `consume` (catch-up read of
+    /// existing data) or `e2e` (producers and consumers at once; end-to-end latency).
+    #[arg(long, value_enum, default_value_t = Scenario::E2e)]
+    pub scenario: Scenario,
+    /// Value size of each message (at least 16: the first 16 bytes carry the send times).
+    #[arg(long, value_parser = parse_size, default_value = "1k")]
+    pub message_size: u64,
+    /// Messages per produce batch: the producer's batch size is set to exactly this many
+    /// messages of `--message-size` (but at least the client's 1 KiB floor).
+    #[arg(long, default_value_t = 64)]
+    pub batch: u32,
+    /// Batch size in bytes instead of messages (overrides --batch).
+    #[arg(long, value_parser = parse_size)]
+    pub batch_bytes: Option<u64>,
+    /// How long a partial batch waits for more messages (ms). 0: sent as soon as the
+    /// partition has nothing in flight (messages arriving meanwhile batch up behind it).
+    #[arg(long, default_value_t = 0.0)]
+    pub linger_ms: f64,
+    /// Produce requests in flight per partition.
+    #[arg(long, default_value_t = 5)]
+    pub max_in_flight: usize,
+    /// Producer buffer (bytes enqueued and not yet acknowledged); a closed-loop producer
+    /// blocks when it is full, so in closed loop latency ≈ buffer / throughput (Little's
+    /// law). Default: room for the batches in flight plus two (`(max-in-flight + 2) × batch
+    /// bytes`), at least 1 MiB.
+    #[arg(long, value_parser = parse_size)]
+    pub buffer_bytes: Option<u64>,
+    /// Most bytes a consumer fetch returns per partition. Default: four batches, at least 1 MiB
+    /// (the client's default), so that a fetch is not limited to one batch.
+    #[arg(long, value_parser = parse_size)]
+    pub fetch_partition_bytes: Option<u64>,
+    /// Acknowledgements: 0 (none), 1 (leader) or all.
+    #[arg(long, value_enum, default_value_t = AcksArg::One)]
+    pub acks: AcksArg,
+    /// Durability policy of the benchmark topics (default: the broker's default).
+    #[arg(long, value_enum)]
+    pub durability: Option<DurabilityArg>,
+    /// Sync interval of `--durability interval` (ms).
+    #[arg(long, default_value_t = 10)]
+    pub durability_interval_ms: u32,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Producer clients (each its own connections and sender task).
+    #[arg(long, default_value_t = 1)]
+    pub producers: u32,
+    /// Consumer clients (partitions are split among them).
+    #[arg(long, default_value_t = 1)]
+    pub consumers: u32,
+    /// Target rate over all producers (messages/s, e.g. `50k`), or `max` for a closed loop.
+    #[arg(long, value_parser = parse_rate, default_value = "max")]
+    pub rate: Rate,
+    /// Sweep over these rates (e.g. `10k,50k,100k,max`); replaces --rate.
+    #[arg(long, value_delimiter = ',', value_parser = parse_rate)]
+    pub rates: Vec<Rate>,
+    /// Sweep a parameter: `batch=1,16,64`, `size=100,1k`, `partitions=1,4`, `producers=1,2`,
+    /// `consumers=1,2` or `linger=0,1,5` (ms). Repeat for a cross product; every value makes
+    /// one curve of the plot.
+    #[arg(long, value_parser = parse_sweep)]
+    pub sweep: Vec<Sweep>,
+    /// Measured time per point (after the warm-up).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub duration: Duration,
+    /// Measured messages per point instead of a duration (for `consume`: the messages
+    /// written first and read back; default 1m there).
+    #[arg(long, value_parser = parse_count)]
+    pub messages: Option<u64>,
+    /// Warm-up per point: sent and consumed like the rest, but not measured.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Longest wait after the sends for the outstanding acknowledgements and for the consumers
+    /// to catch up; a point that needs longer is marked as not sustained.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub drain_timeout: Duration,
+    /// `consume` only: read this existing topic instead of writing one first.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Use the broker at this address instead of starting one.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Process id of the `--broker` (for its CPU time); found from the port when omitted and
+    /// the broker runs on this machine.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// The `sluice` binary to start (default: next to this executable, else the workspace's
+    /// target/release or target/debug).
+    #[arg(long)]
+    pub sluice_bin: Option<PathBuf>,
+    /// Shards of the broker this harness starts (`sluice serve --cores`); 0: one per core.
+    #[arg(long, default_value_t = 0)]
+    pub broker_cores: usize,
+    /// Where the started broker keeps its data (a fresh directory inside it per run). Must be
+    /// a real disk, not tmpfs. Default: the workspace's target/bench-data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the started broker's data directory afterwards.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Worker threads of the client's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Also measure the disk's O_DIRECT sequential write bandwidth (fio) and loopback TCP
+    /// bandwidth (iperf3, else a built-in probe), and print throughputs as ratios of them.
+    #[arg(long)]
+    pub with_limits: bool,
+    /// Length of each limit measurement.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub limits_duration: Duration,
+    /// Where report files go (NAME.md, .csv, .json, .svg).
+    #[arg(long, default_value = "target/bench-results")]
+    pub output_dir: PathBuf,
+    /// Base name of the report files (default: bench-<UTC date and time>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only print the table; write no files.
+    #[arg(long)]
+    pub no_files: bool,
+    /// A note printed in the report (e.g. the machine's caveats).
+    #[arg(long)]
+    pub note: Vec<String>,
+    /// Progress display: a bar on a terminal, plain lines otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+}
+
+/// The workload of a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Producers only; produce-acknowledgement latency.
+    Produce,
+    /// Read back data written before the measurement.
+    Consume,
+    /// Producers and consumers at once; end-to-end latency.
+    E2e,
+}
+
+impl Scenario {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Produce => "produce",
+            Scenario::Consume => "consume",
+            Scenario::E2e => "e2e",
+        }
+    }
+}
+
+/// `--acks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum AcksArg {
+    /// No acknowledgement.
+    #[value(name = "0")]
+    Zero,
+    /// The leader's.
+    #[value(name = "1")]
+    One,
+    /// Every in-sync replica's.
+    #[value(name = "all")]
+    All,
+}
+
+impl AcksArg {
+    /// The client setting.
+    pub fn to_client(self) -> client::Acks {
+        match self {
+            AcksArg::Zero => client::Acks::None,
+            AcksArg::One => client::Acks::Leader,
+            AcksArg::All => client::Acks::All,
+        }
+    }
+
+    /// `0`, `1` or `all`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AcksArg::Zero => "0",
+            AcksArg::One => "1",
+            AcksArg::All => "all",
+        }
+    }
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityArg {
+    /// fsync before every acknowledgement (group commit).
+    Always,
+    /// fsync every `--durability-interval-ms`.
+    Interval,
+    /// No fsync (rely on replicas).
+    Never,
+}
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressArg {
+    /// A bar when standard error is a terminal, plain lines otherwise.
+    Auto,
+    /// Always a bar.
+    Bar,
+    /// Always plain lines.
+    Plain,
+}
+
+/// A target rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Closed loop.
+    Max,
+    /// Messages per second over all producers.
+    PerSecond(f64),
+}
+
+impl Rate {
+    /// `max`, `50k`, `1.5m`, `700`.
+    pub fn label(self) -> String {
+        match self {
+            Rate::Max => "max".into(),
+            Rate::PerSecond(rate) => fmt_count(rate),
+        }
+    }
+}
+
+/// A number with a decimal suffix: `700`, `50k`, `1.5m`.
+pub fn fmt_count(value: f64) -> String {
+    if value >= 1e6 && (value / 1e6).fract() == 0.0 {
+        format!("{}m", value / 1e6)
+    } else if value >= 1e6 {
+        format!("{:.2}m", value / 1e6)
+    } else if value >= 1e3 && (value / 1e3).fract() == 0.0 {
+        format!("{}k", value / 1e3)
+    } else if value >= 1e3 {
+        format!("{:.1}k", value / 1e3)
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// A swept parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepParam {
+    /// Messages per batch.
+    Batch,
+    /// Message size in bytes.
+    Size,
+    /// Partitions.
+    Partitions,
+    /// Producers.
+    Producers,
+    /// Consumers.
+    Consumers,
+    /// Linger in ms.
+    Linger,
+}
+
+impl SweepParam {
+    /// The name used on the command line and in labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            SweepParam::Batch => "batch",
+            SweepParam::Size => "size",
+            SweepParam::Partitions => "partitions",
+            SweepParam::Producers => "producers",
+            SweepParam::Consumers => "consumers",
+            SweepParam::Linger => "linger",
+        }
+    }
+}
+
+/// `--sweep PARAM=V1,V2,...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// Which parameter.
+    pub param: SweepParam,
+    /// Its values.
+    pub values: Vec<u64>,
+}
+
+/// Parses `4096`, `4k`, `16KiB`, `1m`, `1g` (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.strip_suffix("ib").unwrap_or(&lower);
+    let lower = lower.strip_suffix('b').unwrap_or(lower);
+    let (digits, scale) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower, 1),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 1024, 1k, 64k or 1m"))?;
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses `700`, `50k`, `1.5m` (powers of 1000).
+pub fn parse_count(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, scale) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1e3),
+        Some('m') => (&lower[..lower.len() - 1], 1e6),
+        Some('g') => (&lower[..lower.len() - 1], 1e9),
+        _ => (lower.as_str(), 1.0),
+    };
+    let value: f64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a count such as 700, 50k or 1.5m"))?;
+    let value = value * scale;
+    if !value.is_finite() || !(0.0..=1e15).contains(&value) {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok(value.round() as u64)
+}
+
+/// Parses a rate: `max` or a positive count per second.
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    if text.trim().eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    let value = parse_count(text)?;
+    if value == 0 {
+        return Err("a rate must be positive (or `max`)".into());
+    }
+    Ok(Rate::PerSecond(value as f64))
+}
+
+/// Parses `5`, `5s`, `1.5s`, `500ms`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, scale) = if let Some(digits) = lower.strip_suffix("ms") {
+        (digits, 1e-3)
+    } else if let Some(digits) = lower.strip_suffix('s') {
+        (digits, 1.0)
+    } else if let Some(digits) = lower.strip_suffix('m') {
+        (digits, 60.0)
+    } else {
+        (lower.as_str(), 1.0)
+    };
+    let value: f64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 5, 5s, 500ms or 2m"))?;
+    let seconds = value * scale;
+    if !seconds.is_finite() || !(0.0..=86_400.0).contains(&seconds) {
+        return Err(format!("`{text}` is out of range (0 to 24 h)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses `batch=1,16,64`.
+pub fn parse_sweep(text: &str) -> Result<Sweep, String> {
+    let (name, values) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected PARAM=V1,V2,... (e.g. batch=1,16,64)"))?;
+    let param = match name.trim() {
+        "batch" => SweepParam::Batch,
+        "size" | "message-size" => SweepParam::Size,
+        "partitions" => SweepParam::Partitions,
+        "producers" => SweepParam::Producers,
+        "consumers" => SweepParam::Consumers,
+        "linger" | "linger-ms" => SweepParam::Linger,
+        other => {
+            return Err(format!(
+                "cannot sweep `{other}`: one of batch, size, partitions, producers, consumers, \
+                 linger"
+            ))
+        }
+    };
+    let values = values
+        .split(',')
+        .map(|value| match param {
+            SweepParam::Size => parse_size(value),
+            _ => parse_count(value),
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    if values.is_empty() {
+        return Err(format!("`{text}`: no values"));
+    }
+    Ok(Sweep { param, values })
+}
+
+/// How long a point's producers run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Amount {
+    /// Send for this long after the warm-up.
+    Duration {
+        /// Seconds.
+        seconds: f64,
+    },
+    /// Send this many measured messages after the warm-up (over all producers).
+    Messages {
+        /// Count.
+        count: u64,
+    },
+}
+
+/// One point of a run: everything that defines a measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointSpec {
+    /// Position in the run (0-based).
+    pub index: usize,
+    /// The curve this point belongs to (`batch=16`), or `all` without a sweep.
+    pub curve: String,
+    /// Workload.
+    pub scenario: Scenario,
+    /// Value bytes per message.
+    pub message_size: u64,
+    /// Messages per batch (`None` when the batch size was given in bytes).
+    pub batch_messages: Option<u32>,
+    /// The producer's `batch_size_bytes`.
+    pub batch_bytes: u64,
+    /// Linger in ms.
+    pub linger_ms: f64,
+    /// Produce requests in flight per partition.
+    pub max_in_flight: usize,
+    /// Producer buffer bytes.
+    pub buffer_bytes: u64,
+    /// Consumer fetch bytes per partition.
+    pub fetch_partition_bytes: u64,
+    /// Acknowledgements.
+    pub acks: AcksArg,
+    /// Topic durability (`None`: the broker's default).
+    pub durability: Option<DurabilityArg>,
+    /// Interval of `interval` durability.
+    pub durability_interval_ms: u32,
+    /// Partitions.
+    pub partitions: u32,
+    /// Producers.
+    pub producers: u32,
+    /// Consumers.
+    pub consumers: u32,
+    /// Target rate over all producers, `None` for closed loop.
+    pub target_rate: Option<f64>,
+    /// How long producers send.
+    pub amount: Amount,
+    /// Warm-up seconds.
+    pub warmup_s: f64,
+    /// Drain timeout seconds.
+    pub drain_timeout_s: f64,
+    /// `consume`: existing topic to read.
+    pub topic: Option<String>,
+}
+
+impl PointSpec {
+    /// The load model of one producer.
+    pub fn producer_load(&self) -> Load {
+        match self.target_rate {
+            None => Load::Closed,
+            Some(rate) => Load::Open {
+                rate_per_s: rate / f64::from(self.producers),
+            },
+        }
+    }
+
+    /// `max` or the target rate.
+    pub fn rate_label(&self) -> String {
+        self.target_rate
+            .map_or_else(|| "max".to_owned(), |rate| Rate::PerSecond(rate).label())
+    }
+
+    /// One line for progress and logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} rate={} size={} batch={} P={} C={} partitions={}",
+            self.scenario.name(),
+            self.curve,
+            self.rate_label(),
+            self.message_size,
+            self.batch_label(),
+            self.producers,
+            self.consumers,
+            self.partitions
+        )
+    }
+
+    /// `64` (messages) or `64KiB`.
+    pub fn batch_label(&self) -> String {
+        match self.batch_messages {
+            Some(messages) => messages.to_string(),
+            None => format!("{}B", self.batch_bytes),
+        }
+    }
+}
+
+/// Where the broker comes from.
+#[derive(Debug, Clone)]
+pub enum BrokerTarget {
+    /// Start one (and stop it afterwards).
+    Own {
+        /// Explicit binary.
+        binary: Option<PathBuf>,
+        /// `--cores`.
+        cores: usize,
+        /// Base directory of the data directory.
+        data_dir: Option<PathBuf>,
+        /// Keep the data afterwards.
+        keep_data: bool,
+    },
+    /// Use a running one.
+    External {
+        /// `host:port`.
+        address: String,
+        /// Its pid, if known.
+        pid: Option<u32>,
+    },
+}
+
+/// Checked arguments: what to run and where to put the results.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The points, in order.
+    pub points: Vec<PointSpec>,
+    /// The swept parameters (for labels and the plot's legend title).
+    pub swept: Vec<SweepParam>,
+    /// Broker.
+    pub broker: BrokerTarget,
+    /// Client runtime threads.
+    pub client_threads: usize,
+    /// Measure fio / iperf3 references.
+    pub with_limits: bool,
+    /// Length of each limit measurement.
+    pub limits_duration: Duration,
+    /// Report directory and base name; `None` with `--no-files`.
+    pub output: Option<(PathBuf, String)>,
+    /// Notes for the report.
+    pub notes: Vec<String>,
+    /// Progress display.
+    pub progress: ProgressArg,
+    /// The command line, for the report.
+    pub command_line: String,
+}
+
+/// Smallest message: two 8-byte timestamps.
+pub const MESSAGE_SIZE_MIN: u64 = 16;
+
+/// Largest message: a batch of one must fit the wire's batch limit with room for the record
+/// framing.
+pub const MESSAGE_SIZE_MAX: u64 = (wire::limits::BATCH_SIZE_MAX as u64) - 4096;
+
+/// Most points in one run: a sweep of 10 values × 10 rates is 100; more is a mistake.
+pub const POINTS_MAX: usize = 1000;
+
+/// Producers, consumers and partitions: at most this many each (the machine has 2 cores).
+pub const CLIENTS_MAX: u32 = 256;
+
+impl Args {
+    /// Checks the arguments and expands the sweep into points.
+    pub fn into_plan(self) -> Result<Plan> {
+        let command_line = std::env::args()
+            .map(|arg| shell_quote(&arg))
+            .collect::<Vec<_>>()
+            .join(" ");
+        ensure!(
+            self.client_threads >= 1,
+            "--client-threads must be at least 1"
+        );
+        ensure!(
+            self.max_in_flight >= 1,
+            "--max-in-flight must be at least 1"
+        );
+        ensure!(
+            self.linger_ms.is_finite() && (0.0..=60_000.0).contains(&self.linger_ms),
+            "--linger-ms must be within [0, 60000]"
+        );
+        if let Some(bytes) = self.buffer_bytes {
+            ensure!(
+                (64 * 1024..=u64::from(u32::MAX)).contains(&bytes),
+                "--buffer-bytes must be within [64 KiB, 4 GiB)"
+            );
+        }
+        ensure!(
+            self.durability_interval_ms >= 1,
+            "--durability-interval-ms must be at least 1"
+        );
+        ensure!(
+            !self.duration.is_zero() || self.messages.is_some(),
+            "--duration must be positive"
+        );
+        if self.topic.is_some() {
+            ensure!(
+                self.scenario == Scenario::Consume,
+                "--topic only applies to --scenario consume"
+            );
+        }
+        let mut swept = Vec::new();
+        for sweep in &self.sweep {
+            ensure!(
+                !swept.contains(&sweep.param),
+                "--sweep {} given twice",
+                sweep.param.name()
+            );
+            swept.push(sweep.param);
+        }
+        let rates = if self.rates.is_empty() {
+            vec![self.rate]
+        } else {
+            self.rates.clone()
+        };
+        if self.scenario == Scenario::Consume {
+            ensure!(
+                rates.iter().all(|rate| *rate == Rate::Max),
+                "--scenario consume reads as fast as it can: no --rate"
+            );
+        }
+        // The cross product of the sweeps: each combination is one curve.
+        let mut combinations: Vec<Vec<(SweepParam, u64)>> = vec![Vec::new()];
+        for sweep in &self.sweep {
+            let mut next = Vec::new();
+            for combination in &combinations {
+                for &value in &sweep.values {
+                    let mut extended = combination.clone();
+                    extended.push((sweep.param, value));
+                    next.push(extended);
+                }
+            }
+            combinations = next;
+        }
+        let total = combinations.len() * rates.len();
+        ensure!(total <= POINTS_MAX, "{total} points: at most {POINTS_MAX}");
+        let mut points = Vec::with_capacity(total);
+        for combination in &combinations {
+            for &rate in &rates {
+                points.push(self.point(points.len(), combination, rate)?);
+            }
+        }
+        let broker = match &self.broker {
+            Some(address) => {
+                ensure!(
+                    self.sluice_bin.is_none() && self.data_dir.is_none(),
+                    "--sluice-bin and --data-dir are for the broker this harness starts, not \
+                     for --broker"
+                );
+                BrokerTarget::External {
+                    address: address.clone(),
+                    pid: self.broker_pid,
+                }
+            }
+            None => {
+                ensure!(
+                    self.broker_pid.is_none(),
+                    "--broker-pid only applies with --broker"
+                );
+                BrokerTarget::Own {
+                    binary: self.sluice_bin.clone(),
+                    cores: self.broker_cores,
+                    data_dir: self.data_dir.clone(),
+                    keep_data: self.keep_data,
+                }
+            }
+        };
+        let output = if self.no_files {
+            None
+        } else {
+            let name = self.name.clone().unwrap_or_else(default_name);
+            ensure!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                "--name may hold letters, digits, `-`, `_` and `.` only"
+            );
+            Some((self.output_dir.clone(), name))
+        };
+        Ok(Plan {
+            points,
+            swept,
+            broker,
+            client_threads: self.client_threads,
+            with_limits: self.with_limits,
+            limits_duration: self.limits_duration,
+            output,
+            notes: self.note.clone(),
+            progress: self.progress,
+            command_line,
+        })
+    }
+
+    /// The point for one sweep combination and rate.
+    fn point(
+        &self,
+        index: usize,
+        combination: &[(SweepParam, u64)],
+        rate: Rate,
+    ) -> Result<PointSpec> {
+        let mut message_size = self.message_size;
+        let mut batch_messages = Some(self.batch);
+        let mut batch_bytes = self.batch_bytes;
+        let mut partitions = self.partitions;
+        let mut producers = self.producers;
+        let mut consumers = self.consumers;
+        let mut linger_ms = self.linger_ms;
+        let small = |value: u64, what: &str| -> Result<u32> {
+            u32::try_from(value)
+                .ok()
+                .filter(|v| (1..=CLIENTS_MAX).contains(v))
+                .with_context(|| format!("{what} {value} is outside [1, {CLIENTS_MAX}]"))
+        };
+        for &(param, value) in combination {
+            match param {
+                SweepParam::Batch => {
+                    batch_messages =
+                        Some(u32::try_from(value).context("batch too large for a batch")?);
+                    batch_bytes = None;
+                }
+                SweepParam::Size => message_size = value,
+                SweepParam::Partitions => partitions = small(value, "partitions")?,
+                SweepParam::Producers => producers = small(value, "producers")?,
+                SweepParam::Consumers => consumers = small(value, "consumers")?,
+                SweepParam::Linger => linger_ms = value as f64,
+            }
+        }
+        ensure!(
+            (MESSAGE_SIZE_MIN..=MESSAGE_SIZE_MAX).contains(&message_size),
+            "message size {message_size} is outside [{MESSAGE_SIZE_MIN}, {MESSAGE_SIZE_MAX}]"
+        );
+        small(u64::from(partitions), "partitions")?;
+        small(u64::from(producers), "producers")?;
+        small(u64::from(consumers), "consumers")?;
+        let batch_bytes = match batch_bytes {
+            Some(bytes) => {
+                batch_messages = None;
+                bytes
+            }
+            None => {
+                let messages = batch_messages.unwrap_or(1);
+                ensure!(messages >= 1, "a batch holds at least one message");
+                batch_size_for(messages, message_size)?
+            }
+        };
+        ensure!(
+            (1024..=wire::limits::BATCH_SIZE_MAX as u64).contains(&batch_bytes),
+            "batch size {batch_bytes} B is outside [1 KiB, {} B]: fewer or smaller messages \
+             per batch",
+            wire::limits::BATCH_SIZE_MAX
+        );
+        let curve = if combination.is_empty() {
+            "all".to_owned()
+        } else {
+            combination
+                .iter()
+                .map(|(param, value)| format!("{}={value}", param.name()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let amount = match (self.scenario, self.messages) {
+            (_, Some(count)) => {
+                ensure!(count >= 1, "--messages must be at least 1");
+                Amount::Messages { count }
+            }
+            (Scenario::Consume, None) if self.topic.is_none() => {
+                Amount::Messages { count: 1_000_000 }
+            }
+            (_, None) => Amount::Duration {
+                seconds: self.duration.as_secs_f64(),
+            },
+        };
+        if let Rate::PerSecond(rate) = rate {
+            ensure!(
+                rate >= f64::from(producers) / 3600.0,
+                "rate {rate}/s is below one message per hour per producer"
+            );
+        }
+        Ok(PointSpec {
+            index,
+            curve,
+            scenario: self.scenario,
+            message_size,
+            batch_messages,
+            batch_bytes,
+            linger_ms,
+            max_in_flight: self.max_in_flight,
+            buffer_bytes: self.buffer_bytes.unwrap_or_else(|| {
+                ((self.max_in_flight as u64 + 2) * batch_bytes).clamp(1 << 20, u64::from(u32::MAX))
+            }),
+            fetch_partition_bytes: self
+                .fetch_partition_bytes
+                .unwrap_or(4 * batch_bytes)
+                .clamp(1 << 20, 48 << 20),
+            acks: self.acks,
+            durability: self.durability,
+            durability_interval_ms: self.durability_interval_ms,
+            partitions,
+            producers,
+            consumers,
+            target_rate: match rate {
+                Rate::Max => None,
+                Rate::PerSecond(rate) => Some(rate),
+            },
+            amount,
+            warmup_s: self.warmup.as_secs_f64(),
+            drain_timeout_s: self.drain_timeout.as_secs_f64(),
+            topic: self.topic.clone(),
+        })
+    }
+}
+
+/// The producer `batch_size_bytes` that cuts a batch at exactly `messages` messages of
+/// `message_size` bytes: the client cuts a batch when its estimated size reaches the limit, and
+/// the estimate of `messages` such records is what [`wire::BatchBuilder`] computes (the client
+/// uses the same arithmetic). At least the client's 1 KiB floor.
+pub fn batch_size_for(messages: u32, message_size: u64) -> Result<u64> {
+    let empty = wire::BatchBuilder::new().estimated_size() as u64;
+    let mut one = wire::BatchBuilder::new();
+    let value = vec![0u8; usize::try_from(message_size)?];
+    one.push(0, None, &value, &[], None);
+    let per_record = one.estimated_size() as u64 - empty;
+    let bytes = empty + u64::from(messages) * per_record;
+    if bytes > wire::limits::BATCH_SIZE_MAX as u64 {
+        bail!(
+            "{messages} messages of {message_size} B ({bytes} B) exceed the batch limit of {} B",
+            wire::limits::BATCH_SIZE_MAX
+        );
+    }
+    Ok(bytes.max(1024))
+}
+
+/// `arg` as a shell word: unchanged when plain, else in single quotes.
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// `bench-20261122-101500` (UTC).
+fn default_name() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("bench-{}", utc_compact(now))
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC for seconds since the epoch.
+pub fn utc_compact(epoch_s: u64) -> String {
+    let (year, month, day, hour, minute, second) = civil_utc(epoch_s);
+    format!("{year:04}{month:02}{day:02}-{hour:02}{minute:02}{second:02}")
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
+pub fn utc_readable(epoch_s: u64) -> String {
+    let (year, month, day, hour, minute, second) = civil_utc(epoch_s);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
+}
+
+/// Civil date and time of a Unix time (Howard Hinnant's days-from-civil, inverted).
+fn civil_utc(epoch_s: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (epoch_s / 86_400) as i64;
+    let rest = epoch_s % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (rest / 3600) as u32,
+        (rest % 3600 / 60) as u32,
+        (rest % 60) as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        let mut argv = vec!["sluice-bench"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn number_syntax() {
+        assert_eq!(parse_size("1k"), Ok(1024));
+        assert_eq!(parse_size("16KiB"), Ok(16 * 1024));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("x").is_err());
+        assert_eq!(parse_count("50k"), Ok(50_000));
+        assert_eq!(parse_count("1.5m"), Ok(1_500_000));
+        assert_eq!(parse_rate("max"), Ok(Rate::Max));
+        assert_eq!(parse_rate("10k"), Ok(Rate::PerSecond(10_000.0)));
+        assert!(parse_rate("0").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("-1").is_err());
+        assert_eq!(fmt_count(50_000.0), "50k");
+        assert_eq!(fmt_count(1_500_000.0), "1.50m");
+        assert_eq!(fmt_count(2_000_000.0), "2m");
+    }
+
+    /// A sweep times the rates gives one point per pair, grouped by curve.
+    #[test]
+    fn sweep_expands_into_points() {
+        let plan = parse(&["--sweep", "batch=1,16", "--rates", "10k,max", "--no-files"])
+            .into_plan()
+            .unwrap();
+        let labels: Vec<(String, String)> = plan
+            .points
+            .iter()
+            .map(|p| (p.curve.clone(), p.rate_label()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("batch=1".into(), "10k".into()),
+                ("batch=1".into(), "max".into()),
+                ("batch=16".into(), "10k".into()),
+                ("batch=16".into(), "max".into()),
+            ]
+        );
+        assert_eq!(plan.points[0].batch_messages, Some(1));
+        assert!(plan.points[2].batch_bytes > 16 * 1024);
+        assert_eq!(plan.points[1].producer_load(), Load::Closed);
+        assert!(plan.output.is_none());
+    }
+
+    /// The batch size in bytes holds exactly N messages under the client's cutting rule.
+    #[test]
+    fn batch_size_holds_exactly_n_messages() {
+        let per = batch_size_for(2, 1024).unwrap() - batch_size_for(1, 1024).unwrap();
+        assert!(per > 1024 && per < 1100, "{per}");
+        assert_eq!(batch_size_for(1, 16).unwrap(), 1024); // the client's floor
+        assert!(batch_size_for(100_000, 1024).is_err());
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        assert!(parse(&["--message-size", "8"]).into_plan().is_err());
+        assert!(parse(&["--scenario", "consume", "--rate", "10k"])
+            .into_plan()
+            .is_err());
+        assert!(parse(&["--topic", "t"]).into_plan().is_err());
+        assert!(parse(&["--broker-pid", "1"]).into_plan().is_err());
+        assert!(parse(&["--name", "../x"]).into_plan().is_err());
+        assert!(Args::try_parse_from(["sluice-bench", "--sweep", "color=1"]).is_err());
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("--rate"), "--rate");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_compact(0), "19700101-000000");
+        assert_eq!(utc_readable(1_795_000_000), "2026-11-18 11:06:40 UTC");
+    }
+}

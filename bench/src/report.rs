@@ -1,0 +1,1201 @@
+//! The results of a run, for people and for tools: a table on standard output, and files
+//! `NAME.md` (the standard report: machine, configuration, limits, results, peers, where the
+//! client was the bottleneck), `NAME.csv` (one row per point), `NAME.json` (everything,
+//! including the configuration, git revision, CPU and kernel) and `NAME.svg` (p50 and p99
+//! latency against achieved throughput, one colour per curve; points that could not hold
+//! their target rate are drawn as crosses off the curves, never as curve points).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::args::{fmt_count, DurabilityArg, PointSpec, Scenario, SweepParam};
+use crate::histogram::{fmt_ms, Percentiles};
+use crate::limits::Limits;
+use crate::peers::{self, Peer};
+use crate::workload::PointResult;
+
+/// The machine a run measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Cores available to this process.
+    pub cores: usize,
+    /// Memory, GiB.
+    pub memory_gib: f64,
+    /// Kernel release.
+    pub kernel: String,
+    /// The data directory's filesystem and device.
+    pub disk: String,
+    /// Git revision of the workspace (`-dirty` with uncommitted changes).
+    pub git_revision: String,
+    /// When the run started (UTC).
+    pub date: String,
+}
+
+impl Machine {
+    /// Describes this machine, with the disk that holds `data_dir`.
+    pub fn describe(data_dir: &Path) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .and_then(|rest| rest.split_once(':'))
+            .map_or_else(
+                || "unknown".to_owned(),
+                |(_, model)| model.trim().to_owned(),
+            );
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: f64 = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0.0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Machine {
+            cpu_model,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_gib: memory_kib / (1024.0 * 1024.0),
+            kernel,
+            disk: describe_disk(data_dir),
+            git_revision: git_revision(),
+            date: crate::args::utc_readable(now),
+        }
+    }
+}
+
+/// `/dev/vda on / (ext4), virtio, non-rotational` for the filesystem holding `path`.
+pub fn describe_disk(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let best = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            Some((fields.next()?, fields.next()?, fields.next()?))
+        })
+        .filter(|(_, mount_point, _)| path.starts_with(mount_point))
+        .max_by_key(|(_, mount_point, _)| mount_point.len());
+    let Some((device, mount_point, fs_type)) = best else {
+        return "unknown".into();
+    };
+    let mut text = format!("{device} on {mount_point} ({fs_type})");
+    let name = device.trim_start_matches("/dev/");
+    // vda1 → vda, nvme0n1p2 → nvme0n1, sda3 → sda.
+    let base = if name.starts_with("nvme") {
+        name.split_once('p')
+            .filter(|(_, partition)| partition.chars().all(|c| c.is_ascii_digit()))
+            .map_or(name, |(base, _)| base)
+    } else {
+        name.trim_end_matches(|c: char| c.is_ascii_digit())
+    };
+    let sys = PathBuf::from("/sys/block").join(base);
+    if let Ok(link) = std::fs::read_link(&sys) {
+        if link.to_string_lossy().contains("virtio") {
+            text.push_str(", virtio block device");
+        }
+    }
+    if let Ok(model) = std::fs::read_to_string(sys.join("device/model")) {
+        let model = model.trim();
+        if !model.is_empty() {
+            let _ = write!(text, ", model {model}");
+        }
+    }
+    if let Ok(rotational) = std::fs::read_to_string(sys.join("queue/rotational")) {
+        text.push_str(if rotational.trim() == "0" {
+            ", reported non-rotational"
+        } else {
+            ", reported rotational (a virtual disk may say so)"
+        });
+    }
+    text
+}
+
+/// `git rev-parse --short=12 HEAD` of the workspace, `-dirty` when files changed.
+fn git_revision() -> String {
+    let root = crate::broker::workspace_root();
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let Some(revision) = run(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
+    let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|status| !status.is_empty());
+    if dirty {
+        format!("{revision}-dirty")
+    } else {
+        revision
+    }
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Base name of the files.
+    pub name: String,
+    /// The command line.
+    pub command_line: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The broker (started or external).
+    pub broker: String,
+    /// Client runtime threads.
+    pub client_threads: usize,
+    /// Swept parameters.
+    pub swept: Vec<SweepParam>,
+    /// Hardware references of this run.
+    pub limits: Option<Limits>,
+    /// The measured points.
+    pub points: Vec<PointResult>,
+    /// Points that failed outright: (description, error).
+    pub failed_points: Vec<(String, String)>,
+    /// Notes given on the command line.
+    pub notes: Vec<String>,
+    /// Wall time of the run, s.
+    pub duration_s: f64,
+    /// The peer brokers' figures the report compares with (PEERS.md).
+    pub peers: Vec<Peer>,
+}
+
+/// The standard caveat of every report on this machine class.
+pub const CAVEAT: &str = "Broker and load generator run on the same machine and share its \
+     cores (2 vCPU here): every message costs CPU on both sides of loopback, so client CPU is \
+     taken from the broker and the figures are a floor for a broker with a machine of its own. \
+     The host is shared and noisy (±30 % run to run): compare ratios taken in one run, not \
+     absolute numbers across runs; the `(+others)` CPU figure shows what other processes on \
+     the machine took during each point.";
+
+/// Client costs per message that the harness cannot avoid (the client's API).
+pub const CLIENT_COSTS: &str = "Per message the client API needs an owned `ProducerRecord` \
+     (a `String` topic and a `Vec<u8>` value): the send loop allocates twice and copies the \
+     payload once per message; the client then allocates a oneshot channel for the \
+     acknowledgement and copies the value into its batch builder. Consumers read records in \
+     place (no copy).";
+
+impl Report {
+    /// Ratio of a throughput to the disk reference.
+    fn disk_ratio(&self, mb_per_s: f64) -> Option<f64> {
+        let disk = self.limits.as_ref()?.disk.as_ref()?;
+        Some(mb_per_s / disk.mb_per_s())
+    }
+
+    /// Ratio of a throughput to the loopback reference.
+    fn net_ratio(&self, mb_per_s: f64) -> Option<f64> {
+        let net = self.limits.as_ref()?.loopback.as_ref()?;
+        Some(mb_per_s / net.mb_per_s())
+    }
+
+    /// The results table (rows of cells).
+    fn result_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let headers = vec![
+            "curve",
+            "rate",
+            "msgs/s",
+            "MB/s",
+            "held",
+            "produce ms p50/p99/p99.9/max",
+            "e2e ms p50/p90/p99/p99.9/p99.99/max",
+            "CPU broker+client (+others)",
+            "÷disk",
+            "÷loopback",
+            "limit",
+        ];
+        let rows = self
+            .points
+            .iter()
+            .map(|point| {
+                let ratio = |r: Option<f64>| r.map_or_else(|| "-".into(), |r| format!("{r:.3}"));
+                vec![
+                    point.spec.curve.clone(),
+                    point.spec.rate_label(),
+                    fmt_count(point.msgs_per_s.round()),
+                    format!("{:.1}", point.mb_per_s),
+                    held_label(point),
+                    latency_cell(point, point.produce_latency.as_ref(), Percentiles::short),
+                    latency_cell(point, point.e2e_latency.as_ref(), long_percentiles),
+                    point.cpu.short(),
+                    ratio(self.disk_ratio(point.mb_per_s)),
+                    ratio(self.net_ratio(point.mb_per_s)),
+                    short_verdict(point),
+                ]
+            })
+            .collect();
+        (headers, rows)
+    }
+
+    /// The human table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let (headers, rows) = self.result_rows();
+        let mut out = String::new();
+        let _ = writeln!(out, "{}", align(&headers, &rows));
+        if let Some(limits) = &self.limits {
+            let _ = writeln!(out, "{}", limits_lines(limits));
+        }
+        for (description, error) in &self.failed_points {
+            let _ = writeln!(out, "FAILED {description}: {error}");
+        }
+        let _ = writeln!(out, "{}", self.peer_summary());
+        let _ = writeln!(out, "{}", self.client_summary());
+        out
+    }
+
+    /// One CSV row per point.
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "index,curve,scenario,message_size,batch_messages,batch_bytes,linger_ms,acks,\
+             durability,partitions,producers,consumers,target_rate,sustained,msgs_per_s,\
+             mb_per_s,produced_msgs_per_s,consumed_msgs_per_s,window_s,\
+             produce_p50_ms,produce_p90_ms,produce_p99_ms,produce_p999_ms,produce_p9999_ms,\
+             produce_max_ms,produce_uncorrected_p50_ms,produce_uncorrected_p99_ms,\
+             produce_uncorrected_max_ms,e2e_p50_ms,e2e_p90_ms,e2e_p99_ms,e2e_p999_ms,\
+             e2e_p9999_ms,e2e_max_ms,e2e_uncorrected_p50_ms,e2e_uncorrected_p99_ms,\
+             e2e_uncorrected_max_ms,broker_cpu_s,client_cpu_s,broker_cores,client_cores,\
+             broker_busiest_thread_cores,client_busiest_thread_cores,disk_ratio,loopback_ratio,\
+             client_bound,verdict,problems\n",
+        );
+        for point in &self.points {
+            let spec = &point.spec;
+            let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.4}"));
+            let lat = |l: Option<&Percentiles>, f: fn(&Percentiles) -> f64| {
+                l.map_or_else(String::new, |p| format!("{:.4}", f(p)))
+            };
+            let produce = point.produce_latency.as_ref();
+            let e2e = point.e2e_latency.as_ref();
+            let pc = produce.map(|l| &l.corrected);
+            let pu = produce.map(|l| &l.uncorrected);
+            let ec = e2e.map(|l| &l.corrected);
+            let eu = e2e.map(|l| &l.uncorrected);
+            let fields: Vec<String> = vec![
+                spec.index.to_string(),
+                spec.curve.clone(),
+                spec.scenario.name().into(),
+                spec.message_size.to_string(),
+                spec.batch_messages
+                    .map_or_else(String::new, |b| b.to_string()),
+                spec.batch_bytes.to_string(),
+                spec.linger_ms.to_string(),
+                spec.acks.name().into(),
+                durability_name(spec),
+                spec.partitions.to_string(),
+                spec.producers.to_string(),
+                spec.consumers.to_string(),
+                spec.target_rate
+                    .map_or_else(|| "max".into(), |r| format!("{r:.0}")),
+                point.sustained.map_or_else(String::new, |s| s.to_string()),
+                format!("{:.1}", point.msgs_per_s),
+                format!("{:.3}", point.mb_per_s),
+                opt(point.produced.as_ref().map(|f| f.msgs_per_s)),
+                opt(point.consumed.as_ref().map(|f| f.msgs_per_s)),
+                format!("{:.3}", point.window_s),
+                lat(pc, |p| p.p50_ms),
+                lat(pc, |p| p.p90_ms),
+                lat(pc, |p| p.p99_ms),
+                lat(pc, |p| p.p999_ms),
+                lat(pc, |p| p.p9999_ms),
+                lat(pc, |p| p.max_ms),
+                lat(pu, |p| p.p50_ms),
+                lat(pu, |p| p.p99_ms),
+                lat(pu, |p| p.max_ms),
+                lat(ec, |p| p.p50_ms),
+                lat(ec, |p| p.p90_ms),
+                lat(ec, |p| p.p99_ms),
+                lat(ec, |p| p.p999_ms),
+                lat(ec, |p| p.p9999_ms),
+                lat(ec, |p| p.max_ms),
+                lat(eu, |p| p.p50_ms),
+                lat(eu, |p| p.p99_ms),
+                lat(eu, |p| p.max_ms),
+                opt(point.cpu.broker_s),
+                opt(point.cpu.client_s),
+                opt(point.cpu.broker_cores),
+                opt(point.cpu.client_cores),
+                opt(point.cpu.broker_busiest_thread.as_ref().map(|t| t.cores)),
+                opt(point.cpu.client_busiest_thread.as_ref().map(|t| t.cores)),
+                opt(self.disk_ratio(point.mb_per_s)),
+                opt(self.net_ratio(point.mb_per_s)),
+                point.client_bound.to_string(),
+                point.verdict.clone(),
+                point.problems.join("; "),
+            ];
+            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+            let _ = writeln!(out, "{}", line.join(","));
+        }
+        out
+    }
+
+    /// Our best point per durability class next to the best peer of that class.
+    fn peer_summary(&self) -> String {
+        let mut out =
+            String::from("Compared with the peers (best held point per durability class; ");
+        out.push_str(peers::SOURCE);
+        out.push_str("):\n");
+        let mut any = false;
+        for class in ["none", "periodic", "always"] {
+            let best = self
+                .points
+                .iter()
+                .filter(|p| fsync_class(&p.spec) == class && p.plottable())
+                .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+            let (Some(ours), Some(peer)) = (best, peers::best_for(class)) else {
+                continue;
+            };
+            any = true;
+            let latency = ours.headline_latency().map_or_else(
+                || "-".into(),
+                |p| format!("p50 {} / p99 {} ms", fmt_ms(p.p50_ms), fmt_ms(p.p99_ms)),
+            );
+            let _ = writeln!(
+                out,
+                "  fsync {class}: Sluice {} msgs/s ({:.0} MB/s, {}, {} {}) = {:.2}× {} {} ({} msgs/s){}",
+                fmt_count(ours.msgs_per_s.round()),
+                ours.mb_per_s,
+                latency,
+                ours.spec.curve,
+                ours.spec.rate_label(),
+                ours.msgs_per_s / peer.msgs_per_s,
+                peer.broker,
+                peer.setup,
+                peer.msgs_range,
+                if same_workload(&ours.spec) {
+                    ""
+                } else {
+                    " [different workload than the peers']"
+                }
+            );
+        }
+        if !any {
+            out.push_str("  (no held point to compare)\n");
+        }
+        out
+    }
+
+    /// Where the client was the bottleneck.
+    fn client_summary(&self) -> String {
+        let bound: Vec<&PointResult> = self.points.iter().filter(|p| p.client_bound).collect();
+        let mut out = String::new();
+        let hungrier: Vec<f64> = self
+            .points
+            .iter()
+            .filter_map(|p| Some((p.cpu.client_cores?, p.cpu.broker_cores?)))
+            .filter(|(client, broker)| client > broker && *broker > 0.0)
+            .map(|(client, broker)| client / broker)
+            .collect();
+        if !hungrier.is_empty() {
+            let _ = writeln!(
+                out,
+                "The client used more CPU than the broker at {} of {} points (up to {:.1}× the \
+                 broker's): on these shared cores every client CPU second is taken from the \
+                 broker.",
+                hungrier.len(),
+                self.points.len(),
+                hungrier.iter().copied().fold(0.0, f64::max)
+            );
+        }
+        if bound.is_empty() {
+            out.push_str(
+                "The client was not found to be the bottleneck at any point (see the limit \
+                 column).",
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "The client, not the broker, was the bottleneck at {} of {} points:",
+                bound.len(),
+                self.points.len()
+            );
+            for point in bound {
+                let _ = writeln!(
+                    out,
+                    "- {} rate {}: {}",
+                    point.spec.curve,
+                    point.spec.rate_label(),
+                    point.verdict
+                );
+            }
+        }
+        out
+    }
+
+    /// The markdown report; `svg_file` is the plot's file name next to it.
+    pub fn markdown(&self, svg_file: Option<&str>) -> String {
+        let mut md = String::new();
+        let first = self.points.first().map(|p| &p.spec);
+        let _ = writeln!(md, "# Sluice benchmark: {}\n", self.name);
+        let _ = writeln!(
+            md,
+            "{} · git `{}` · {:.0} s · `{}`\n",
+            self.machine.date, self.machine.git_revision, self.duration_s, self.command_line
+        );
+        md.push_str("## Machine\n\n");
+        let m = &self.machine;
+        let _ = writeln!(md, "- CPU: {} × {} cores available", m.cpu_model, m.cores);
+        let _ = writeln!(md, "- memory: {:.1} GiB", m.memory_gib);
+        let _ = writeln!(md, "- kernel: Linux {}", m.kernel);
+        let _ = writeln!(md, "- data disk: {}", m.disk);
+        let _ = writeln!(md, "- broker: {}", self.broker);
+        let _ = writeln!(
+            md,
+            "- client: this process, tokio runtime with {} worker threads + one send thread \
+             per producer",
+            self.client_threads
+        );
+        let _ = writeln!(md, "\n**Caveat.** {CAVEAT}");
+        for note in &self.notes {
+            let _ = writeln!(md, "\n{note}");
+        }
+        if first.is_some() {
+            md.push_str("\n## Workload\n\n");
+            let specs: Vec<&PointSpec> = self.points.iter().map(|p| &p.spec).collect();
+            md.push_str(&workload_lines(&specs));
+        }
+        md.push_str("\n## Summary\n\n");
+        md.push_str(&self.summary());
+        md.push_str("\n## Hardware limits measured in this run\n\n");
+        match &self.limits {
+            Some(limits) => {
+                md.push_str("| reference | result | how |\n|---|---|---|\n");
+                for (label, bandwidth) in [
+                    ("disk: sequential write, O_DIRECT, 1 MiB qd8", &limits.disk),
+                    (
+                        "disk: 256 KiB writes + fdatasync each, qd1",
+                        &limits.disk_fsync,
+                    ),
+                    ("loopback TCP, 1 stream", &limits.loopback),
+                ] {
+                    if let Some(b) = bandwidth {
+                        let _ = writeln!(
+                            md,
+                            "| {label} | {:.0} MB/s ({:.0} MiB/s) | {} (`{}`) |",
+                            b.mb_per_s(),
+                            b.bytes_per_s / (1 << 20) as f64,
+                            b.tool,
+                            b.method
+                        );
+                    }
+                }
+                for problem in &limits.problems {
+                    let _ = writeln!(md, "\nNote: {problem}");
+                }
+            }
+            None => md.push_str("Not measured (run with `--with-limits`).\n"),
+        }
+        md.push_str("\nFor context, PEERS.md measured on this machine class:\n\n");
+        for (what, value) in peers::PEERS_LIMITS {
+            let _ = writeln!(md, "- {what}: {value}");
+        }
+        md.push_str("\n## Results\n\n");
+        if let Some(svg) = svg_file {
+            let _ = writeln!(
+                md,
+                "![p50 and p99 latency against achieved throughput]({svg})\n\nLatency is \
+                 {} latency counted from each message's intended send time (coordinated \
+                 omission corrected). Crosses mark points that could not hold their target \
+                 rate: they are not part of the curves.\n",
+                if first.is_some_and(|s| s.scenario == Scenario::E2e) {
+                    "end-to-end"
+                } else {
+                    "produce-acknowledgement"
+                }
+            );
+        }
+        let (headers, rows) = self.result_rows();
+        md.push_str(&markdown_table(&headers, &rows));
+        md.push_str(
+            "\n`rate` is the target (`max`: closed loop); `msgs/s` and `MB/s` (10^6 bytes of \
+             message values) are what was achieved: acknowledged messages for `produce`, \
+             received ones otherwise. `held`: whether an open-loop point kept its target rate. \
+             CPU is in cores (CPU seconds per second) of broker + client over the measured \
+             window, with what everything else on the (shared) machine used in parentheses. `÷disk` and `÷loopback` divide MB/s by the references above.\n",
+        );
+        md.push_str("\n### Latency with and without coordinated-omission correction\n\n");
+        md.push_str(&self.correction_table());
+        md.push_str("\n## Compared with the peer brokers\n\n");
+        md.push_str(&self.peer_markdown());
+        md.push_str("\n## Where the client was the bottleneck\n\n");
+        md.push_str(&self.client_summary());
+        md.push_str("\n\nHow the limit column is decided: an open-loop point that held its \
+             rate was limited by nothing; otherwise a thread of one side at ≥ 0.85 core while \
+             the other side has none is that side's limit; broker, client and other processes \
+             together at ≥ 80 % of the cores is a shared-CPU limit, called client-bound when \
+             the client used at least as much CPU as the broker; e2e consumers receiving less \
+             than 90 % of the produced rate are the consume path's limit; producers waiting for buffer room with CPU to \
+             spare are round-trip-bound (the in-flight window over the produce round trip); \
+             otherwise nothing was saturated.\n\n");
+        md.push_str(CLIENT_COSTS);
+        md.push('\n');
+        let problems: Vec<String> = self
+            .points
+            .iter()
+            .filter(|p| !p.problems.is_empty())
+            .map(|p| {
+                format!(
+                    "- {} rate {}: {}",
+                    p.spec.curve,
+                    p.spec.rate_label(),
+                    p.problems.join("; ")
+                )
+            })
+            .chain(
+                self.failed_points
+                    .iter()
+                    .map(|(description, error)| format!("- FAILED {description}: {error}")),
+            )
+            .collect();
+        if !problems.is_empty() {
+            md.push_str("\n## Points with problems\n\n");
+            md.push_str(&problems.join("\n"));
+            md.push('\n');
+        }
+        md
+    }
+
+    /// Per curve: the highest open-loop rate held (with its latency) and the closed-loop
+    /// maximum; then the best throughput as a share of the hardware references.
+    fn summary(&self) -> String {
+        let mut out = String::new();
+        let mut curves: Vec<&str> = Vec::new();
+        for point in &self.points {
+            if !curves.contains(&point.spec.curve.as_str()) {
+                curves.push(&point.spec.curve);
+            }
+        }
+        for curve in curves {
+            let of_curve = || self.points.iter().filter(move |p| p.spec.curve == curve);
+            let held = of_curve()
+                .filter(|p| p.sustained == Some(true))
+                .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+            let first_missed = of_curve()
+                .filter(|p| p.sustained == Some(false))
+                .filter_map(|p| p.spec.target_rate)
+                .min_by(f64::total_cmp);
+            let closed = of_curve().find(|p| p.spec.target_rate.is_none());
+            let mut line = format!("- **{curve}**: ");
+            match held {
+                Some(p) => {
+                    let latency = p.headline_latency().map_or_else(String::new, |l| {
+                        format!(
+                            " at p50 {} / p99 {} / p99.9 {} ms",
+                            fmt_ms(l.p50_ms),
+                            fmt_ms(l.p99_ms),
+                            fmt_ms(l.p999_ms)
+                        )
+                    });
+                    let _ = write!(line, "held {} msgs/s{latency}", p.spec.rate_label());
+                }
+                None => line.push_str("held no target rate"),
+            }
+            if let Some(rate) = first_missed {
+                let _ = write!(line, "; missed {}/s", fmt_count(rate));
+            }
+            if let Some(p) = closed {
+                let _ = write!(
+                    line,
+                    "; closed loop {} msgs/s ({:.0} MB/s, limit: {})",
+                    fmt_count(p.msgs_per_s.round()),
+                    p.mb_per_s,
+                    short_verdict(p)
+                );
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(best) = self
+            .points
+            .iter()
+            .filter(|p| p.plottable())
+            .max_by(|a, b| a.mb_per_s.total_cmp(&b.mb_per_s))
+        {
+            let _ = write!(
+                out,
+                "\nBest throughput: {} msgs/s = {:.0} MB/s ({} rate {})",
+                fmt_count(best.msgs_per_s.round()),
+                best.mb_per_s,
+                best.spec.curve,
+                best.spec.rate_label()
+            );
+            let mut ratios = Vec::new();
+            if let Some(r) = self.disk_ratio(best.mb_per_s) {
+                ratios.push(format!(
+                    "{:.0} % of the disk's O_DIRECT write bandwidth",
+                    r * 100.0
+                ));
+            }
+            if let Some(r) = self.net_ratio(best.mb_per_s) {
+                ratios.push(format!("{:.0} % of loopback TCP", r * 100.0));
+            }
+            if !ratios.is_empty() {
+                let _ = write!(out, ": {}", ratios.join(", "));
+            }
+            out.push_str(".\n");
+        }
+        out
+    }
+
+    /// Corrected versus uncorrected percentiles of each point.
+    fn correction_table(&self) -> String {
+        let headers = [
+            "curve",
+            "rate",
+            "produce corrected p50/p99/p99.9/max",
+            "produce uncorrected",
+            "e2e corrected",
+            "e2e uncorrected",
+        ];
+        let rows: Vec<Vec<String>> = self
+            .points
+            .iter()
+            .map(|p| {
+                let pair = |l: &Option<crate::workload::LatencySummary>| {
+                    l.as_ref().map_or_else(
+                        || ("-".to_owned(), "-".to_owned()),
+                        |l| (l.corrected.short(), l.uncorrected.short()),
+                    )
+                };
+                let (pc, pu) = pair(&p.produce_latency);
+                let (ec, eu) = pair(&p.e2e_latency);
+                vec![p.spec.curve.clone(), p.spec.rate_label(), pc, pu, ec, eu]
+            })
+            .collect();
+        markdown_table(&headers, &rows)
+    }
+
+    /// The peers table with our best points on top.
+    fn peer_markdown(&self) -> String {
+        let mut md = format!("Peers: {}.\n\n", peers::SOURCE);
+        md.push_str(
+            "| broker | durability, batching | msgs/s | MB/s | produce ms p50/p99/p99.9 | \
+             e2e ms p50/p99/p99.9 |\n|---|---|---|---|---|---|\n",
+        );
+        for class in ["none", "periodic", "always"] {
+            let best = self
+                .points
+                .iter()
+                .filter(|p| fsync_class(&p.spec) == class && p.plottable())
+                .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+            if let Some(ours) = best {
+                let triple = |l: &Option<crate::workload::LatencySummary>| {
+                    l.as_ref().map_or_else(
+                        || "-".to_owned(),
+                        |l| {
+                            format!(
+                                "{} / {} / {}",
+                                fmt_ms(l.corrected.p50_ms),
+                                fmt_ms(l.corrected.p99_ms),
+                                fmt_ms(l.corrected.p999_ms)
+                            )
+                        },
+                    )
+                };
+                let _ = writeln!(
+                    md,
+                    "| **Sluice (this run)** | **{}, batch {}, acks {}, rate {}** | **{}** | **{:.0}** | {} | {} |",
+                    durability_name(&ours.spec),
+                    ours.spec.batch_label(),
+                    ours.spec.acks.name(),
+                    ours.spec.rate_label(),
+                    fmt_count(ours.msgs_per_s.round()),
+                    ours.mb_per_s,
+                    triple(&ours.produce_latency),
+                    triple(&ours.e2e_latency)
+                );
+            }
+            for peer in peers::PEERS.iter().filter(|p| p.fsync == class) {
+                md.push_str(&peer_row(peer));
+            }
+        }
+        md.push('\n');
+        md.push_str(&self.peer_summary());
+        let mismatched = self.points.iter().any(|p| !same_workload(&p.spec));
+        if mismatched {
+            md.push_str(
+                "\nSome points differ from the peers' workload (1 KiB, 1 partition, 1 producer + \
+                 1 consumer, end to end): compare those with care.\n",
+            );
+        }
+        md.push_str(
+            "\nThe peers' end-to-end latency runs from the producer's timestamp (the actual \
+             send); ours runs from the intended send time (coordinated-omission corrected), \
+             which can only make ours look higher: the uncorrected column of the latency \
+             table above is the like-for-like figure.\n",
+        );
+        md
+    }
+}
+
+fn peer_row(peer: &Peer) -> String {
+    format!(
+        "| {} | {} | {} | {} | {} | {} |\n",
+        peer.broker, peer.setup, peer.msgs_range, peer.mb_per_s, peer.produce_ms, peer.e2e_ms
+    )
+}
+
+/// `yes`, `NO`, or `-` for a closed loop.
+fn held_label(point: &PointResult) -> String {
+    match point.sustained {
+        Some(true) => "yes".into(),
+        Some(false) => "NO".into(),
+        None if point.problems.is_empty() => "-".into(),
+        None => "problems".into(),
+    }
+}
+
+/// The first words of the verdict (`client-bound`, `kept up`, ...).
+fn short_verdict(point: &PointResult) -> String {
+    let head = point.verdict.split([':', ';']).next().unwrap_or("").trim();
+    head.to_owned()
+}
+
+/// A latency cell: the percentiles, `-` when not measured, or a note when an open-loop
+/// producer never caught up with its schedule (no message intended in the window was sent).
+fn latency_cell(
+    point: &PointResult,
+    latency: Option<&crate::workload::LatencySummary>,
+    show: fn(&Percentiles) -> String,
+) -> String {
+    match latency {
+        None => "-".into(),
+        Some(l) if l.corrected.count == 0 && point.sustained == Some(false) => {
+            "none: never caught up with the schedule".into()
+        }
+        Some(l) => show(&l.corrected),
+    }
+}
+
+fn long_percentiles(p: &Percentiles) -> String {
+    if p.count == 0 {
+        return "-".into();
+    }
+    format!(
+        "{} / {} / {} / {} / {} / {}",
+        fmt_ms(p.p50_ms),
+        fmt_ms(p.p90_ms),
+        fmt_ms(p.p99_ms),
+        fmt_ms(p.p999_ms),
+        fmt_ms(p.p9999_ms),
+        fmt_ms(p.max_ms)
+    )
+}
+
+/// `always`, `interval(10ms)`, `never` or `broker default`.
+fn durability_name(spec: &PointSpec) -> String {
+    match spec.durability {
+        Some(DurabilityArg::Always) => "fsync always".into(),
+        Some(DurabilityArg::Never) => "no fsync".into(),
+        Some(DurabilityArg::Interval) => format!("fsync every {} ms", spec.durability_interval_ms),
+        None => "broker default (fsync every 10 ms)".into(),
+    }
+}
+
+/// The peers' durability class of a point.
+fn fsync_class(spec: &PointSpec) -> &'static str {
+    match spec.durability {
+        Some(DurabilityArg::Always) => "always",
+        Some(DurabilityArg::Never) => "none",
+        Some(DurabilityArg::Interval) | None => "periodic",
+    }
+}
+
+/// Whether a point runs the peers' workload.
+fn same_workload(spec: &PointSpec) -> bool {
+    spec.message_size == 1024
+        && spec.partitions == 1
+        && spec.producers == 1
+        && spec.consumers == 1
+        && spec.scenario == Scenario::E2e
+}
+
+/// Distinct values of a field over the points, in order: `1024` or `1, 16, 64 (swept)`.
+fn distinct(specs: &[&PointSpec], field: impl Fn(&PointSpec) -> String) -> String {
+    let mut values: Vec<String> = Vec::new();
+    for spec in specs {
+        let value = field(spec);
+        if !values.contains(&value) {
+            values.push(value);
+        }
+    }
+    if values.len() > 1 {
+        format!("{} (swept)", values.join(", "))
+    } else {
+        values.join("")
+    }
+}
+
+fn workload_lines(specs: &[&PointSpec]) -> String {
+    let Some(spec) = specs.first() else {
+        return String::new();
+    };
+    let amount = match spec.amount {
+        crate::args::Amount::Duration { seconds } => format!("{seconds} s measured per point"),
+        crate::args::Amount::Messages { count } => format!("{count} messages per point"),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "- scenario: {}", spec.scenario.name());
+    let _ = writeln!(
+        out,
+        "- message size: {} B",
+        distinct(specs, |s| s.message_size.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "- batch: {} messages (the producer's batch_size_bytes set to fit exactly that many), \
+         linger {} ms, {} requests in flight per partition, producer buffer {} KiB",
+        distinct(specs, PointSpec::batch_label),
+        distinct(specs, |s| s.linger_ms.to_string()),
+        distinct(specs, |s| s.max_in_flight.to_string()),
+        distinct(specs, |s| (s.buffer_bytes / 1024).to_string())
+    );
+    let _ = writeln!(
+        out,
+        "- consumers fetch up to {} KiB per partition per request (long poll, 1 byte minimum)",
+        distinct(specs, |s| (s.fetch_partition_bytes / 1024).to_string())
+    );
+    let _ = writeln!(
+        out,
+        "- acks: {}; durability: {}",
+        distinct(specs, |s| s.acks.name().to_owned()),
+        distinct(specs, durability_name)
+    );
+    let _ = writeln!(
+        out,
+        "- partitions: {}; producers: {}; consumers: {}",
+        distinct(specs, |s| s.partitions.to_string()),
+        distinct(specs, |s| s.producers.to_string()),
+        distinct(specs, |s| s.consumers.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "- target rates: {}",
+        distinct(specs, PointSpec::rate_label)
+    );
+    let _ = writeln!(
+        out,
+        "- {amount}, after {} s of warm-up; drain timeout {} s",
+        spec.warmup_s, spec.drain_timeout_s
+    );
+    let _ = writeln!(
+        out,
+        "- load: open loop at each target rate on a fixed schedule (latency from the intended \
+         send time), or closed loop for `max`"
+    );
+    out
+}
+
+/// Quotes a CSV field when needed.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}
+
+/// Aligned text columns.
+fn align(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(headers.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+fn markdown_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!("| {} |\n", headers.join(" | "));
+    out.push_str(&format!("|{}\n", "---|".repeat(headers.len())));
+    for row in rows {
+        out.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    out
+}
+
+fn limits_lines(limits: &Limits) -> String {
+    let mut out = String::from("Hardware limits measured in this run:");
+    for (label, bandwidth) in [
+        ("disk O_DIRECT seq write 1 MiB qd8", &limits.disk),
+        ("disk 256 KiB + fdatasync qd1", &limits.disk_fsync),
+        ("loopback TCP 1 stream", &limits.loopback),
+    ] {
+        if let Some(b) = bandwidth {
+            let _ = write!(out, "\n  {label}: {:.0} MB/s ({})", b.mb_per_s(), b.tool);
+        }
+    }
+    for problem in &limits.problems {
+        let _ = write!(out, "\n  note: {problem}");
+    }
+    out
+}
+
+/// Colours of the curves (matplotlib's "tab10": distinct, readable on white).
+const CURVE_COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Writes NAME.md, .csv, .json and .svg into `dir`; returns the paths written.
+pub fn write_files(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let base = dir.join(&report.name);
+    let mut written = Vec::new();
+    let svg_path = base.with_extension("svg");
+    let svg_name = match plot(report, &svg_path) {
+        Ok(true) => {
+            written.push(svg_path.clone());
+            svg_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        }
+        Ok(false) => None,
+        Err(error) => {
+            eprintln!("warning: no plot: {error:#}");
+            None
+        }
+    };
+    let csv_path = base.with_extension("csv");
+    std::fs::write(&csv_path, report.csv())
+        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    written.push(csv_path);
+    let json_path = base.with_extension("json");
+    let json = serde_json::to_string_pretty(report).context("cannot encode the JSON report")?;
+    std::fs::write(&json_path, json + "\n")
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    written.push(json_path);
+    let md_path = base.with_extension("md");
+    std::fs::write(&md_path, report.markdown(svg_name.as_deref()))
+        .with_context(|| format!("cannot write {}", md_path.display()))?;
+    written.push(md_path);
+    Ok(written)
+}
+
+/// Draws p50 and p99 latency against achieved throughput, one colour per curve, on log-log
+/// axes. Points that could not hold their target rate are drawn as crosses and not joined to
+/// their curve. Returns false when there is nothing to plot.
+pub fn plot(report: &Report, path: &Path) -> Result<bool> {
+    let points: Vec<(&PointResult, &Percentiles)> = report
+        .points
+        .iter()
+        .filter(|p| p.msgs_per_s > 0.0)
+        .filter_map(|p| p.headline_latency().filter(|l| l.count > 0).map(|l| (p, l)))
+        .collect();
+    if points.is_empty() {
+        return Ok(false);
+    }
+    let x_min = points
+        .iter()
+        .map(|(p, _)| p.msgs_per_s)
+        .fold(f64::MAX, f64::min);
+    let x_max = points.iter().map(|(p, _)| p.msgs_per_s).fold(0.0, f64::max);
+    let y_min = points
+        .iter()
+        .map(|(_, l)| l.p50_ms.max(0.001))
+        .fold(f64::MAX, f64::min);
+    let y_max = points.iter().map(|(_, l)| l.p99_ms).fold(0.0, f64::max);
+    // Room on the right for the legend: nothing is measured beyond 1.5 × the largest
+    // throughput.
+    let (x_lo, x_hi) = (x_min / 1.5, x_max * 5.0);
+    let x_range = x_lo..x_hi;
+    let y_range_start = y_min / 2.0;
+    let y_top = (y_max * 2.0).max(y_min * 4.0);
+    let y_range = y_range_start..y_top;
+    let scenario = report
+        .points
+        .first()
+        .map_or(Scenario::E2e, |p| p.spec.scenario);
+    let what = if scenario == Scenario::E2e {
+        "end-to-end"
+    } else {
+        "produce-ack"
+    };
+    let root = SVGBackend::new(path, (1000, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "Sluice {what} latency vs throughput — {} ({})",
+                report.name, report.machine.git_revision
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_range.log_scale(), y_range.log_scale())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .light_line_style(BLACK.mix(0.04))
+        .bold_line_style(BLACK.mix(0.15))
+        .x_desc("achieved throughput (messages/s)")
+        .y_desc(format!("{what} latency (ms, corrected)"))
+        .x_label_formatter(&|x| fmt_count(*x))
+        .y_label_formatter(&|y| fmt_ms(*y))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut curves: Vec<&str> = Vec::new();
+    for point in &report.points {
+        if !curves.contains(&point.spec.curve.as_str()) {
+            curves.push(&point.spec.curve);
+        }
+    }
+    let error = |e: DrawingAreaErrorKind<std::io::Error>| anyhow::anyhow!("{e}");
+    for (index, curve) in curves.iter().enumerate() {
+        let color = CURVE_COLORS[index % CURVE_COLORS.len()];
+        // The curve joins the open-loop points that held their rate, in target-rate order;
+        // the closed-loop point (another load model) stands apart in its square.
+        let mut held: Vec<(f64, f64, f64)> = points
+            .iter()
+            .filter(|(p, _)| {
+                p.spec.curve == *curve && p.plottable() && p.spec.target_rate.is_some()
+            })
+            .map(|(p, l)| (p.msgs_per_s, l.p50_ms.max(y_min), l.p99_ms.max(y_min)))
+            .collect();
+        held.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let p50: Vec<(f64, f64)> = held.iter().map(|&(x, p50, _)| (x, p50)).collect();
+        let p99: Vec<(f64, f64)> = held.iter().map(|&(x, _, p99)| (x, p99)).collect();
+        chart
+            .draw_series(LineSeries::new(p50.clone(), color.stroke_width(2)))
+            .map_err(error)?
+            .label(curve.to_string())
+            .legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2))
+                    + Circle::new((10, 0), 4, color.filled())
+            });
+        chart
+            .draw_series(
+                p50.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
+            )
+            .map_err(error)?;
+        chart
+            .draw_series(LineSeries::new(p99.clone(), color.stroke_width(1)))
+            .map_err(error)?;
+        chart
+            .draw_series(
+                p99.iter()
+                    .map(|&(x, y)| TriangleMarker::new((x, y), 5, color.filled())),
+            )
+            .map_err(error)?;
+        // Points that did not hold their rate: crosses at their achieved throughput, p50 and
+        // p99, not joined; without any measured latency (the producer never caught up with
+        // its schedule), a cross at the top edge.
+        let missed: Vec<(f64, f64)> = report
+            .points
+            .iter()
+            .filter(|p| p.spec.curve == *curve && !p.plottable() && p.msgs_per_s > 0.0)
+            .flat_map(|p| match p.headline_latency().filter(|l| l.count > 0) {
+                Some(l) => vec![
+                    (p.msgs_per_s, l.p50_ms.max(y_min)),
+                    (p.msgs_per_s, l.p99_ms.max(y_min)),
+                ],
+                None => vec![(p.msgs_per_s, y_top)],
+            })
+            .filter(|&(x, _)| x >= x_lo && x <= x_hi)
+            .collect();
+        chart
+            .draw_series(
+                missed
+                    .iter()
+                    .map(|&(x, y)| Cross::new((x, y.min(y_top)), 5, color.stroke_width(2))),
+            )
+            .map_err(error)?;
+        // Closed-loop points (`max`) get a square around their markers.
+        let closed: Vec<(f64, f64, f64)> = points
+            .iter()
+            .filter(|(p, _)| {
+                p.spec.curve == *curve && p.plottable() && p.spec.target_rate.is_none()
+            })
+            .map(|(p, l)| (p.msgs_per_s, l.p50_ms.max(y_min), l.p99_ms.max(y_min)))
+            .collect();
+        for &(x, p50, p99) in &closed {
+            let square = || Rectangle::new([(-8, -8), (8, 8)], color.stroke_width(1));
+            chart
+                .draw_series([EmptyElement::at((x, p50))
+                    + Circle::new((0, 0), 4, color.filled())
+                    + square()])
+                .map_err(error)?;
+            chart
+                .draw_series([EmptyElement::at((x, p99))
+                    + TriangleMarker::new((0, 0), 5, color.filled())
+                    + square()])
+                .map_err(error)?;
+        }
+    }
+    // Legend entries for the marker kinds (an empty element each, only for the legend).
+    let nowhere = (x_lo, y_range_start);
+    macro_rules! key {
+        ($label:expr, $marker:expr) => {
+            chart
+                .draw_series(std::iter::once(EmptyElement::at(nowhere)))
+                .map_err(error)?
+                .label($label)
+                .legend(move |(x, y)| EmptyElement::at((x, y)) + $marker)
+        };
+    }
+    key!("p50 (thick line)", Circle::new((10, 0), 4, BLACK.filled()));
+    key!(
+        "p99 (thin line)",
+        TriangleMarker::new((10, 0), 5, BLACK.filled())
+    );
+    if report.points.iter().any(|p| p.spec.target_rate.is_none()) {
+        key!(
+            "closed loop (max rate)",
+            Rectangle::new([(3, -7), (17, 7)], BLACK.stroke_width(1))
+        );
+    }
+    if report.points.iter().any(|p| !p.plottable()) {
+        key!(
+            "target rate not held",
+            Cross::new((10, 0), 5, BLACK.stroke_width(2))
+        );
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.5))
+        .draw()
+        .map_err(error)?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(true)
+}

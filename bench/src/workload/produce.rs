@@ -1,0 +1,593 @@
+//! Producers, and the produce-only scenario.
+//!
+//! Each producer is one [`client::Producer`] driven by two parts:
+//!
+//! ```text
+//!  send thread (OS thread, 1 µs timer slack)          ack collector (tokio task)
+//!  Pacer: wait for message i's intended time ──┐      FuturesUnordered of DeliveryFutures
+//!  clone the payload, stamp intended/sent ns   │      on completion: now_ns(); latency from
+//!  Producer::enqueue (blocks if buffer full) ──┴─ch──▶ intended (corrected) and from sent
+//! ```
+//!
+//! The send loop runs on its own thread so that an open-loop schedule can be kept with
+//! `nanosleep` precision (tokio's timer has 1 ms granularity, which would add up to a
+//! millisecond of harness-made latency to every message at rates above 1000/s). Sleeping
+//! costs no CPU; the enqueue itself goes through `Handle::block_on` and normally completes
+//! without waiting.
+//!
+//! Per message the client needs an owned `ProducerRecord` (`String` topic, `Vec<u8>` value),
+//! so the loop makes two allocations and one copy of the payload per message: a cost of the
+//! client's API that the report mentions; the client then copies the value again into its
+//! batch builder.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use client::{
+    ClientError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    create_topic, delete_topic, payload_template, stamp, CpuWindow, Flow, LatencySummary,
+    LoopStats, PointResult, PointState, Target, Window,
+};
+use crate::args::{Amount, PointSpec};
+use crate::schedule::{now_ns, LatencyPair, Load, Next, Pacer};
+
+/// Lead time before the first message, so that every producer thread is ready when the
+/// schedule starts.
+const START_LEAD_NS: u64 = 100_000_000;
+
+/// Refused sends after which a send loop gives up.
+const SEND_ERRORS_MAX: u64 = 1000;
+
+/// When a producer's sends end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendEnd {
+    /// At this [`now_ns`] time (duration mode).
+    At(u64),
+    /// After this many measured messages (count mode).
+    Measured(u64),
+}
+
+/// What one producer sends.
+#[derive(Debug, Clone)]
+pub struct SendPlan {
+    /// Topic.
+    pub topic: String,
+    /// Value bytes per message.
+    pub message_size: usize,
+    /// Closed or open loop.
+    pub load: Load,
+    /// When the first message is due.
+    pub start_ns: u64,
+    /// Messages intended from here on are measured.
+    pub measure_start_ns: u64,
+    /// When to stop.
+    pub end: SendEnd,
+}
+
+/// What a send loop did.
+#[derive(Debug, Clone, Default)]
+pub struct SendOutcome {
+    /// Messages enqueued, warm-up included.
+    pub sent_total: u64,
+    /// Measured messages enqueued.
+    pub sent_measured: u64,
+    /// Measured messages the schedule wanted.
+    pub scheduled_measured: u64,
+    /// Lag behind the schedule when the sends ended.
+    pub lag_ns: u64,
+    /// Time in the measured window: asleep, in enqueue, in total.
+    pub sleep_ns: u64,
+    /// See `sleep_ns`.
+    pub enqueue_ns: u64,
+    /// See `sleep_ns`.
+    pub window_ns: u64,
+    /// Enqueue failures and the first one's text.
+    pub errors: u64,
+    /// See `errors`.
+    pub first_error: Option<String>,
+    /// When the sends ended.
+    pub end_ns: u64,
+}
+
+/// What an ack collector saw.
+#[derive(Debug, Clone, Default)]
+pub struct AckOutcome {
+    /// Latency of measured messages.
+    pub latency: LatencyPair,
+    /// Measured messages acknowledged.
+    pub acked_measured: u64,
+    /// Messages that failed (any), and the first error.
+    pub failed: u64,
+    /// See `failed`.
+    pub first_error: Option<String>,
+    /// Time of the last measured acknowledgement.
+    pub last_ack_ns: u64,
+    /// Acknowledgements (of any message) inside the window.
+    pub in_window: u64,
+    /// Time of the last acknowledgement.
+    pub last_done_ns: u64,
+}
+
+/// A message handed to the client, waiting for its acknowledgement.
+struct Pending {
+    delivery: DeliveryFuture,
+    intended_ns: u64,
+    sent_ns: u64,
+    measured: bool,
+}
+
+impl Future for Pending {
+    type Output = (Result<RecordMetadata, ClientError>, u64, u64, bool);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (intended, sent, measured) = (self.intended_ns, self.sent_ns, self.measured);
+        Pin::new(&mut self.delivery)
+            .poll(cx)
+            .map(|result| (result, intended, sent, measured))
+    }
+}
+
+/// A running producer.
+pub struct RunningProducer {
+    /// The client producer (to close it at the end).
+    pub producer: Producer,
+    sends: oneshot::Receiver<SendOutcome>,
+    acks: tokio::task::JoinHandle<AckOutcome>,
+}
+
+/// The client producer settings of a point.
+pub fn producer_config(spec: &PointSpec, address: &str) -> ProducerConfig {
+    ProducerConfig {
+        acks: spec.acks.to_client(),
+        batch_size_bytes: usize::try_from(spec.batch_bytes).unwrap_or(usize::MAX),
+        linger: Duration::from_secs_f64(spec.linger_ms / 1000.0),
+        max_in_flight_per_partition: spec.max_in_flight,
+        max_buffered_bytes: usize::try_from(spec.buffer_bytes).unwrap_or(usize::MAX),
+        ..ProducerConfig::new(address)
+    }
+}
+
+/// Starts a producer's send thread and ack collector.
+pub fn start(
+    id: u32,
+    producer: Producer,
+    plan: SendPlan,
+    state: Arc<PointState>,
+    window: Window,
+) -> Result<RunningProducer> {
+    let runtime = tokio::runtime::Handle::current();
+    let (pending_tx, pending_rx) = mpsc::unbounded_channel();
+    let acks = tokio::spawn(collect(pending_rx, state, window));
+    let (done_tx, sends) = oneshot::channel();
+    let thread_producer = producer.clone();
+    std::thread::Builder::new()
+        .name(format!("bench-send-{id}"))
+        .spawn(move || {
+            let outcome = send_loop(&thread_producer, &plan, &pending_tx, &runtime);
+            let _ = done_tx.send(outcome);
+        })
+        .context("cannot spawn a producer thread")?;
+    Ok(RunningProducer {
+        producer,
+        sends,
+        acks,
+    })
+}
+
+/// Sleeps until [`now_ns`] reaches `at_ns`.
+fn sleep_until_ns(at_ns: u64) {
+    loop {
+        let now = now_ns();
+        if now >= at_ns {
+            return;
+        }
+        std::thread::sleep(Duration::from_nanos(at_ns - now));
+    }
+}
+
+/// Asks for 1 µs timer slack on this thread (default 50 µs), so sleeps end on time.
+fn tighten_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and affects only the calling thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// The send loop of one producer (see the module docs).
+fn send_loop(
+    producer: &Producer,
+    plan: &SendPlan,
+    pending: &mpsc::UnboundedSender<Pending>,
+    runtime: &tokio::runtime::Handle,
+) -> SendOutcome {
+    tighten_timer_slack();
+    let template = payload_template(plan.message_size);
+    let mut pacer = Pacer::new(plan.load, plan.start_ns);
+    let mut outcome = SendOutcome::default();
+    sleep_until_ns(plan.start_ns);
+    loop {
+        let now = now_ns();
+        let over = match plan.end {
+            SendEnd::At(end) => now >= end,
+            SendEnd::Measured(quota) => outcome.sent_measured >= quota,
+        };
+        if over {
+            break;
+        }
+        let (_index, intended_ns) = match pacer.next(now) {
+            Next::WaitUntil(at) => {
+                if matches!(plan.end, SendEnd::At(end) if at >= end) {
+                    break;
+                }
+                sleep_until_ns(at);
+                if at > plan.measure_start_ns {
+                    outcome.sleep_ns += now_ns() - now.max(plan.measure_start_ns);
+                }
+                continue;
+            }
+            Next::Send { index, intended_ns } => (index, intended_ns),
+        };
+        let measured = intended_ns >= plan.measure_start_ns
+            && match plan.end {
+                SendEnd::At(end) => intended_ns < end,
+                SendEnd::Measured(quota) => outcome.sent_measured < quota,
+            };
+        let mut value = template.clone();
+        let sent_ns = now_ns();
+        stamp(&mut value, intended_ns, sent_ns, measured);
+        let record = ProducerRecord {
+            topic: plan.topic.clone(),
+            value,
+            ..ProducerRecord::default()
+        };
+        let result = runtime.block_on(producer.enqueue(record));
+        if sent_ns >= plan.measure_start_ns {
+            outcome.enqueue_ns += now_ns() - sent_ns;
+        }
+        outcome.sent_total += 1;
+        match result {
+            Ok(delivery) => {
+                if measured {
+                    outcome.sent_measured += 1;
+                }
+                let message = Pending {
+                    delivery,
+                    intended_ns,
+                    sent_ns,
+                    measured,
+                };
+                if pending.send(message).is_err() {
+                    break; // the collector is gone: the point was abandoned
+                }
+            }
+            Err(error) => {
+                outcome.errors += 1;
+                let closed = matches!(error, ClientError::Closed);
+                outcome.first_error.get_or_insert_with(|| error.to_string());
+                // A refused send is refused again: stop rather than spin (a count-mode loop
+                // would never reach its quota).
+                if closed || outcome.errors >= SEND_ERRORS_MAX {
+                    break;
+                }
+            }
+        }
+    }
+    let end = now_ns();
+    outcome.end_ns = end;
+    outcome.lag_ns = pacer.lag_ns(end);
+    outcome.window_ns = end.saturating_sub(plan.measure_start_ns);
+    outcome.scheduled_measured = match (plan.load, plan.end) {
+        (Load::Open { .. }, SendEnd::At(end_ns)) => {
+            let before = pacer.scheduled_by(plan.measure_start_ns.saturating_sub(1));
+            pacer.scheduled_by(end_ns.saturating_sub(1)) - before
+        }
+        (_, SendEnd::Measured(quota)) => quota,
+        (Load::Closed, SendEnd::At(_)) => outcome.sent_measured,
+    };
+    outcome
+}
+
+/// Most acknowledgements taken from the channel per wake-up, so completions are looked at
+/// between bursts of new messages.
+const RECEIVE_BURST_MAX: usize = 256;
+
+/// Awaits the acknowledgements of one producer's messages and records their latency.
+async fn collect(
+    mut pending_rx: mpsc::UnboundedReceiver<Pending>,
+    state: Arc<PointState>,
+    window: Window,
+) -> AckOutcome {
+    let mut in_flight = FuturesUnordered::new();
+    let mut outcome = AckOutcome::default();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some((result, intended_ns, sent_ns, measured)) = in_flight.next(),
+                if !in_flight.is_empty() =>
+            {
+                let done_ns = now_ns();
+                match result {
+                    Ok(_) => {
+                        state.acked.fetch_add(1, Ordering::AcqRel);
+                        outcome.in_window += u64::from(window.contains(done_ns));
+                        outcome.last_done_ns = done_ns;
+                        if measured {
+                            outcome.latency.record(intended_ns, sent_ns, done_ns);
+                            outcome.acked_measured += 1;
+                            outcome.last_ack_ns = outcome.last_ack_ns.max(done_ns);
+                        }
+                    }
+                    Err(error) => {
+                        let error: ClientError = error;
+                        outcome.failed += 1;
+                        outcome.first_error.get_or_insert_with(|| error.to_string());
+                    }
+                }
+            }
+            message = pending_rx.recv(), if open => match message {
+                Some(message) => {
+                    in_flight.push(message);
+                    for _ in 1..RECEIVE_BURST_MAX {
+                        match pending_rx.try_recv() {
+                            Ok(message) => in_flight.push(message),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => open = false,
+            },
+            else => break,
+        }
+    }
+    outcome
+}
+
+/// The producers of a point, all running.
+pub struct Producers {
+    running: Vec<RunningProducer>,
+    /// The measured window.
+    pub window: Window,
+}
+
+/// Merged outcome of all producers of a point.
+#[derive(Debug, Clone, Default)]
+pub struct ProducersOutcome {
+    /// Measured acknowledgement latencies.
+    pub latency: LatencyPair,
+    /// Measured messages acknowledged.
+    pub acked_measured: u64,
+    /// Failed messages.
+    pub failed: u64,
+    /// Last measured acknowledgement.
+    pub last_ack_ns: u64,
+    /// Acknowledgements inside the window.
+    pub in_window: u64,
+    /// Last acknowledgement.
+    pub last_done_ns: u64,
+    /// Time split and schedule keeping.
+    pub loop_stats: LoopStats,
+    /// Last end of sends.
+    pub sends_end_ns: u64,
+    /// Problems seen (errors, timeouts).
+    pub problems: Vec<String>,
+}
+
+/// When a point's schedule starts and its measured window: the first message is due
+/// [`START_LEAD_NS`] from now (so every producer thread is ready), measurement starts after
+/// the warm-up.
+pub fn timeline(amount: Amount, warmup_ns: u64) -> (u64, Window) {
+    let start_ns = now_ns() + START_LEAD_NS;
+    let measure_start_ns = start_ns + warmup_ns;
+    let window = Window {
+        start_ns: measure_start_ns,
+        end_ns: match amount {
+            Amount::Duration { seconds } => Some(measure_start_ns + (seconds * 1e9) as u64),
+            Amount::Messages { .. } => None,
+        },
+    };
+    (start_ns, window)
+}
+
+/// Creates and starts the producers of a point on the given timeline.
+pub fn start_all(
+    spec: &PointSpec,
+    target: &Target,
+    topic: &str,
+    state: &Arc<PointState>,
+    load: Load,
+    amount: Amount,
+    (start_ns, window): (u64, Window),
+) -> Result<Producers> {
+    let mut running = Vec::new();
+    for id in 0..spec.producers {
+        let end = match (amount, window.end_ns) {
+            (Amount::Duration { .. }, Some(end_ns)) => SendEnd::At(end_ns),
+            (Amount::Messages { count }, _) => {
+                // Split the count; the first producers take the remainder.
+                let n = u64::from(spec.producers);
+                let quota = count / n + u64::from(u64::from(id) < count % n);
+                SendEnd::Measured(quota)
+            }
+            (Amount::Duration { seconds }, None) => {
+                SendEnd::At(window.start_ns + (seconds * 1e9) as u64)
+            }
+        };
+        let plan = SendPlan {
+            topic: topic.to_owned(),
+            message_size: usize::try_from(spec.message_size)?,
+            load,
+            start_ns,
+            measure_start_ns: window.start_ns,
+            end,
+        };
+        let producer = Producer::new(producer_config(spec, &target.address))?;
+        running.push(start(id, producer, plan, state.clone(), window)?);
+    }
+    Ok(Producers { running, window })
+}
+
+impl Producers {
+    /// Waits for the send loops to end, then for every acknowledgement (closing the
+    /// producers), up to `drain_timeout` after the sends; merges what they measured.
+    pub async fn finish(self, drain_timeout: Duration) -> ProducersOutcome {
+        let mut outcome = ProducersOutcome::default();
+        let mut sends = Vec::new();
+        let mut rest = Vec::new();
+        for running in self.running {
+            let send = running.sends.await.unwrap_or_default();
+            sends.push(send);
+            rest.push((running.producer, running.acks));
+        }
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        for (producer, acks) in rest {
+            if tokio::time::timeout_at(deadline, producer.close())
+                .await
+                .is_err()
+            {
+                outcome.problems.push(format!(
+                    "acknowledgements still missing {drain_timeout:?} after the sends"
+                ));
+            }
+            match tokio::time::timeout_at(deadline, acks).await {
+                Ok(Ok(acks)) => {
+                    outcome.latency.merge(&acks.latency);
+                    outcome.acked_measured += acks.acked_measured;
+                    outcome.failed += acks.failed;
+                    outcome.last_ack_ns = outcome.last_ack_ns.max(acks.last_ack_ns);
+                    outcome.in_window += acks.in_window;
+                    outcome.last_done_ns = outcome.last_done_ns.max(acks.last_done_ns);
+                    if let Some(error) = acks.first_error {
+                        outcome
+                            .problems
+                            .push(format!("{} messages failed: {error}", acks.failed));
+                    }
+                }
+                Ok(Err(error)) => outcome
+                    .problems
+                    .push(format!("ack collector failed: {error}")),
+                Err(_) => {} // counted above
+            }
+        }
+        outcome.problems.dedup();
+        let mut stats = LoopStats::default();
+        let mut window_ns = 0u64;
+        for send in &sends {
+            stats.scheduled += send.scheduled_measured;
+            stats.unsent += send.scheduled_measured.saturating_sub(send.sent_measured);
+            stats.lag_ms = stats.lag_ms.max(send.lag_ns as f64 / 1e6);
+            window_ns += send.window_ns;
+            stats.waiting_share += send.sleep_ns as f64;
+            stats.enqueue_share += send.enqueue_ns as f64;
+            outcome.sends_end_ns = outcome.sends_end_ns.max(send.end_ns);
+            if let Some(error) = &send.first_error {
+                outcome
+                    .problems
+                    .push(format!("{} sends refused: {error}", send.errors));
+            }
+        }
+        if window_ns > 0 {
+            stats.waiting_share /= window_ns as f64;
+            stats.enqueue_share /= window_ns as f64;
+            stats.busy_share = (1.0 - stats.waiting_share - stats.enqueue_share).max(0.0);
+        }
+        outcome.loop_stats = stats;
+        outcome
+    }
+}
+
+/// Whether an open-loop point held its target, and why not. `achieved` is the throughput
+/// that must match the target (acknowledgements, or receipts for e2e).
+pub fn assess(
+    spec: &PointSpec,
+    achieved_per_s: f64,
+    stats: &LoopStats,
+    problems: &mut Vec<String>,
+) -> Option<bool> {
+    let target = spec.target_rate?;
+    let mut held = true;
+    if stats.scheduled > 0 && stats.unsent as f64 > 0.01 * stats.scheduled as f64 {
+        held = false;
+        problems.push(format!(
+            "fell behind the schedule: {} of {} messages never sent, {:.0} ms behind at the end",
+            stats.unsent, stats.scheduled, stats.lag_ms
+        ));
+    }
+    if achieved_per_s < 0.95 * target {
+        held = false;
+        problems.push(format!(
+            "achieved {:.0}/s of the {:.0}/s target",
+            achieved_per_s, target
+        ));
+    }
+    Some(held && problems.is_empty())
+}
+
+/// The produce-only scenario: acknowledgement latency and throughput.
+pub async fn run(spec: &PointSpec, target: &Target) -> Result<PointResult> {
+    let topic = create_topic(spec, target).await?;
+    let result = run_on(spec, target, &topic).await;
+    delete_topic(&topic, target).await;
+    result
+}
+
+async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointResult> {
+    let state = Arc::new(PointState::default());
+    let warmup_ns = (spec.warmup_s * 1e9) as u64;
+    let producers = start_all(
+        spec,
+        target,
+        topic,
+        &state,
+        spec.producer_load(),
+        spec.amount,
+        timeline(spec.amount, warmup_ns),
+    )?;
+    let window = producers.window;
+    let cpu = CpuWindow::start(window, target.broker_pid);
+    let outcome = producers
+        .finish(Duration::from_secs_f64(spec.drain_timeout_s))
+        .await;
+    let cpu = cpu.finish().await;
+    let window_s = window.seconds(outcome.last_done_ns);
+    let produced = Flow::new(
+        outcome.in_window,
+        spec.message_size,
+        window_s,
+        outcome.failed,
+    );
+    let mut problems = outcome.problems.clone();
+    let sustained = assess(
+        spec,
+        produced.msgs_per_s,
+        &outcome.loop_stats,
+        &mut problems,
+    );
+    Ok(PointResult {
+        spec: spec.clone(),
+        window_s,
+        msgs_per_s: produced.msgs_per_s,
+        mb_per_s: produced.mb_per_s,
+        produced: Some(produced),
+        consumed: None,
+        produce_latency: Some(LatencySummary::from(&outcome.latency)),
+        e2e_latency: None,
+        cpu,
+        producer_loop: Some(outcome.loop_stats),
+        sustained,
+        problems,
+        verdict: String::new(),
+        client_bound: false,
+    })
+}

@@ -1,0 +1,129 @@
+//! A seconds-long run of the real harness (`sluice-bench`) against a real broker (`sluice
+//! serve`, started by the harness), so the benchmark never rots: two e2e points (open loop
+//! at 1k/s and closed loop), every report file written and read back, plus `sluice bench`
+//! reachable through the broker binary.
+//!
+//! The `sluice` binary belongs to another package (`sluice-broker`), so `CARGO_BIN_EXE_sluice`
+//! is not available here; the test uses `<workspace>/target/debug/sluice`, which `cargo test
+//! --workspace` builds before running any test. Alone, build it first with `cargo build -p
+//! sluice-broker --bin sluice`; the test fails with that advice if it is missing.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn sluice_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let binary = target.join("debug/sluice");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p sluice-broker --bin sluice` (cargo test \
+         --workspace does so by itself)",
+        binary.display()
+    );
+    binary
+}
+
+/// The harness starts a broker, runs an open-loop and a closed-loop e2e point, stops the
+/// broker, and writes a report whose figures are sane.
+#[test]
+fn harness_runs_against_a_real_broker() {
+    let sluice = sluice_binary();
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+        .arg("--sluice-bin")
+        .arg(&sluice)
+        .args([
+            "--broker-cores",
+            "2",
+            "--scenario",
+            "e2e",
+            "--rates",
+            "1k,max",
+        ])
+        .args([
+            "--duration",
+            "1.5s",
+            "--warmup",
+            "0.5s",
+            "--drain-timeout",
+            "10s",
+        ])
+        .args(["--batch", "16", "--progress", "plain", "--name", "smoke"])
+        .arg("--output-dir")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "sluice-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    // The table has both points.
+    assert!(stdout.contains("1k") && stdout.contains("max"), "{stdout}");
+    for extension in ["md", "csv", "json", "svg"] {
+        let path = out.path().join(format!("smoke.{extension}"));
+        assert!(
+            path.is_file(),
+            "{} missing; stderr:\n{stderr}",
+            path.display()
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("smoke.json")).unwrap())
+            .unwrap();
+    let points = json["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{json:#}");
+    // Open loop at 1k/s: held, about 1000 msgs/s end to end, latencies recorded.
+    let open = &points[0];
+    assert_eq!(open["sustained"], true, "{open:#}");
+    let rate = open["msgs_per_s"].as_f64().unwrap();
+    assert!((900.0..1100.0).contains(&rate), "{open:#}");
+    let e2e = &open["e2e_latency"]["corrected"];
+    assert!(e2e["count"].as_u64().unwrap() > 1000, "{open:#}");
+    assert!(e2e["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(e2e["p99_ms"].as_f64().unwrap() >= e2e["p50_ms"].as_f64().unwrap());
+    assert!(open["cpu"]["broker_s"].as_f64().is_some(), "{open:#}");
+    assert!(open["cpu"]["client_s"].as_f64().is_some(), "{open:#}");
+    // Closed loop: some throughput, no problems.
+    let closed = &points[1];
+    assert!(closed["msgs_per_s"].as_f64().unwrap() > 0.0, "{closed:#}");
+    assert_eq!(
+        closed["problems"].as_array().unwrap().len(),
+        0,
+        "{closed:#}"
+    );
+    let markdown = std::fs::read_to_string(out.path().join("smoke.md")).unwrap();
+    for section in [
+        "## Machine",
+        "## Results",
+        "## Compared with the peer brokers",
+        "## Where the client was the bottleneck",
+        "smoke.svg",
+    ] {
+        assert!(markdown.contains(section), "no {section:?} in:\n{markdown}");
+    }
+    let svg = std::fs::read_to_string(out.path().join("smoke.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("p99"), "{svg}");
+    let csv = std::fs::read_to_string(out.path().join("smoke.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+}
+
+/// `sluice bench` is the same harness, reachable through the broker binary.
+#[test]
+fn sluice_bench_subcommand_exists() {
+    let output = Command::new(sluice_binary())
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("--sweep") && help.contains("--with-limits"),
+        "{help}"
+    );
+}
