@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::{Broker, Conn};
 use wire::protocol::{
     decode_response, ApiKey, CreateTopic, CreateTopicsRequest, CreateTopicsResponse, ErrorCode,
-    FetchPartition, FetchRequest, FetchResponse, FetchTopic, MetadataRequest, MetadataResponse,
-    ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
+    FetchResponse, MetadataRequest, MetadataResponse, ProducePartition, ProduceRequest,
+    ProduceResponse, ProduceTopic, Records,
 };
 use wire::BatchBuilder;
 
@@ -44,19 +44,7 @@ fn produce(
 }
 
 fn fetch_error(conn: &mut Conn, topic: &str, partition: u32, offset: u64) -> (ErrorCode, usize) {
-    let request = FetchRequest {
-        max_wait_ms: 0,
-        min_bytes: 1,
-        max_bytes: 1 << 20,
-        topics: vec![FetchTopic {
-            topic: topic.into(),
-            partitions: vec![FetchPartition {
-                partition,
-                fetch_offset: offset,
-                max_bytes: 1 << 20,
-            }],
-        }],
-    };
+    let request = common::fetch_request(topic, partition, offset, 0);
     conn.send(ApiKey::Fetch, &request);
     let frame = conn.read_frame().unwrap();
     let (_, response) = decode_response::<FetchResponse>(&frame).unwrap();

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use common::{Broker, Conn};
 use wire::protocol::{
-    decode_response, ApiKey, DurabilitySetting, FetchPartition, FetchRequest, FetchResponse,
-    FetchTopic, MetadataRequest, MetadataResponse, ProducePartition, ProduceRequest,
-    ProduceResponse, ProduceTopic, Records,
+    decode_response, ApiKey, DurabilitySetting, FetchResponse, MetadataRequest, MetadataResponse,
+    ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
 };
 use wire::{BatchBuilder, BatchIter, BatchView};
 
@@ -47,19 +46,7 @@ fn read_all(conn: &mut Conn, topic: &str, partition: u32) -> Vec<(u64, String)> 
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
-        let request = FetchRequest {
-            max_wait_ms: 0,
-            min_bytes: 1,
-            max_bytes: 4 << 20,
-            topics: vec![FetchTopic {
-                topic: topic.into(),
-                partitions: vec![FetchPartition {
-                    partition,
-                    fetch_offset: offset,
-                    max_bytes: 4 << 20,
-                }],
-            }],
-        };
+        let request = common::fetch_request(topic, partition, offset, 0);
         conn.send(ApiKey::Fetch, &request);
         let frame = conn.read_frame().unwrap();
         let (_, response) = decode_response::<FetchResponse>(&frame).unwrap();

@@ -7,11 +7,10 @@ mod common;
 
 use common::{Broker, Conn};
 use wire::protocol::{
-    decode_response, ApiKey, DurabilitySetting, ErrorCode, FetchPartition, FetchRequest,
-    FetchResponse, FetchTopic, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsPartition,
-    ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopic, ProducePartition,
-    ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopic, Records,
-    LATEST_TIMESTAMP,
+    decode_response, ApiKey, DurabilitySetting, ErrorCode, FetchResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopic, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
+    ProduceTopic, Records, LATEST_TIMESTAMP,
 };
 use wire::{BatchBuilder, BatchIter};
 
@@ -59,19 +58,7 @@ fn log_end(conn: &mut Conn) -> i64 {
 }
 
 fn values(conn: &mut Conn) -> Vec<String> {
-    let request = FetchRequest {
-        max_wait_ms: 0,
-        min_bytes: 1,
-        max_bytes: 1 << 20,
-        topics: vec![FetchTopic {
-            topic: "idem".into(),
-            partitions: vec![FetchPartition {
-                partition: 0,
-                fetch_offset: 0,
-                max_bytes: 1 << 20,
-            }],
-        }],
-    };
+    let request = common::fetch_request("idem", 0, 0, 0);
     conn.send(ApiKey::Fetch, &request);
     let frame = conn.read_frame().unwrap();
     let (_, response) = decode_response::<FetchResponse>(&frame).unwrap();

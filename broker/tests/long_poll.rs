@@ -8,26 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Conn};
 use wire::protocol::{
-    decode_response, ApiKey, FetchPartition, FetchRequest, FetchResponse, FetchTopic,
-    ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
+    decode_response, ApiKey, FetchResponse, ProducePartition, ProduceRequest, ProduceResponse,
+    ProduceTopic, Records,
 };
 use wire::BatchBuilder;
-
-fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> FetchRequest {
-    FetchRequest {
-        max_wait_ms,
-        min_bytes: 1,
-        max_bytes: 1 << 20,
-        topics: vec![FetchTopic {
-            topic: topic.into(),
-            partitions: vec![FetchPartition {
-                partition,
-                fetch_offset: offset,
-                max_bytes: 1 << 20,
-            }],
-        }],
-    }
-}
 
 /// The waiting fetch returns the new batch well before its 10 s max wait: measured from the
 /// produce's acknowledgement, it must come within 250 ms (a few ms normally; the bound is loose
@@ -39,7 +23,10 @@ fn long_poll_is_woken_by_a_produce() {
     admin.create_topic("lp", 2, None);
     for partition in 0..2u32 {
         let mut consumer = Conn::connect(broker.addr);
-        consumer.send(ApiKey::Fetch, &fetch_request("lp", partition, 0, 10_000));
+        consumer.send(
+            ApiKey::Fetch,
+            &common::fetch_request("lp", partition, 0, 10_000),
+        );
         std::thread::sleep(Duration::from_millis(100)); // let the fetch start waiting
         let mut builder = BatchBuilder::new();
         builder.push(1, None, b"wake up", &[], None);
@@ -79,7 +66,7 @@ fn idle_long_poll_returns_empty_after_max_wait() {
     let mut conn = Conn::connect(broker.addr);
     conn.create_topic("quiet", 1, None);
     let started = Instant::now();
-    conn.send(ApiKey::Fetch, &fetch_request("quiet", 0, 0, 300));
+    conn.send(ApiKey::Fetch, &common::fetch_request("quiet", 0, 0, 300));
     let frame = conn.read_frame().unwrap();
     let waited = started.elapsed();
     let (_, response) = decode_response::<FetchResponse>(&frame).unwrap();

@@ -11,9 +11,27 @@ use std::time::Duration;
 
 use wire::protocol::{
     decode_response, encode_request, ApiKey, CreateTopic, CreateTopicsRequest,
-    CreateTopicsResponse, Decode, DurabilitySetting, Encode, WireError,
+    CreateTopicsResponse, Decode, DurabilitySetting, Encode, FetchPartition, FetchRequest,
+    FetchTopic, WireError,
 };
 use wire::AlignedVec;
+
+/// A fetch of one partition from `offset`, up to 4 MiB, waiting at most `max_wait_ms`.
+pub fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> FetchRequest {
+    FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 4 << 20,
+        topics: vec![FetchTopic {
+            topic: topic.into(),
+            partitions: vec![FetchPartition {
+                partition,
+                fetch_offset: offset,
+                max_bytes: 4 << 20,
+            }],
+        }],
+    }
+}
 
 /// A running broker process; killed on drop.
 pub struct Broker {
