@@ -1,0 +1,72 @@
+//! A fetch response larger than the socket buffers, to a client that starts reading late: the
+//! broker's vectored sends fill the socket, fall back to waiting writes, and the client still
+//! receives every batch intact and in order.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Broker, Conn};
+use wire::protocol::{
+    decode_response, ApiKey, FetchResponse, ProducePartition, ProduceRequest, ProduceResponse,
+    ProduceTopic, Records,
+};
+use wire::{BatchBuilder, BatchIter};
+
+/// 12 MB in 48 batches of about 256 KB, fetched in one response while the reader sleeps first.
+#[test]
+fn large_fetch_to_a_slow_reader_arrives_whole() {
+    let broker = Broker::start(&[]);
+    let mut conn = Conn::connect(broker.addr);
+    conn.create_topic("big", 1, None);
+    for i in 0..48u32 {
+        let mut builder = BatchBuilder::new();
+        for j in 0..64u32 {
+            let mut value = format!("{i}-{j}-").into_bytes();
+            value.resize(4000, (i % 251) as u8);
+            builder.push(1, None, &value, &[], None);
+        }
+        let batch = builder.build().unwrap();
+        let request = ProduceRequest {
+            acks: 1,
+            timeout_ms: 5000,
+            topics: vec![ProduceTopic {
+                topic: "big".into(),
+                partitions: vec![ProducePartition {
+                    partition: 0,
+                    records: Records::from_slice(&batch),
+                }],
+            }],
+        };
+        let produced: ProduceResponse = conn.call(ApiKey::Produce, &request).unwrap();
+        assert!(produced.topics[0].partitions[0].error.is_ok());
+    }
+    let mut request = common::fetch_request("big", 0, 0, 0);
+    request.max_bytes = 16 << 20;
+    request.topics[0].partitions[0].max_bytes = 16 << 20;
+    let mut reader = Conn::connect(broker.addr);
+    reader.send(ApiKey::Fetch, &request);
+    std::thread::sleep(Duration::from_millis(300)); // let the broker fill the socket buffers
+    let frame = reader.read_frame().unwrap();
+    let (_, response) = decode_response::<FetchResponse>(&frame).unwrap();
+    let response = response.unwrap();
+    let records = response.topics[0].partitions[0].records.as_slice();
+    assert!(records.len() > 12_000_000, "only {} bytes", records.len());
+    let mut expected_offset = 0;
+    for (i, batch) in BatchIter::new(records, wire::limits::BATCH_SIZE_MAX).enumerate() {
+        let batch = batch.unwrap();
+        assert_eq!(batch.base_offset(), expected_offset);
+        let first = batch.records().unwrap()[0].value_bytes();
+        assert!(first.starts_with(format!("{i}-0-").as_bytes()));
+        expected_offset = batch.last_offset() + 1;
+    }
+    assert_eq!(expected_offset, 48 * 64);
+    // The connection is still in sync: another request works.
+    let _: wire::protocol::MetadataResponse = reader
+        .call(
+            ApiKey::Metadata,
+            &wire::protocol::MetadataRequest { topics: None },
+        )
+        .unwrap();
+}
