@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// Clients that know a partition's shard connect there and skip the cross-core hop.
     #[arg(long, env = "SLUICE_SHARD_PORT_BASE", default_value_t = 0)]
     pub shard_port_base: u16,
+    /// Ports advertised for the shard listeners, BASE + i (default: the ports they are bound
+    /// to). For clients that reach the shards through a proxy or NAT, like Kafka's advertised
+    /// listeners.
+    #[arg(long, env = "SLUICE_ADVERTISED_SHARD_PORT_BASE")]
+    pub advertised_shard_port_base: Option<u16>,
     /// Host advertised in metadata (default: the listen host).
     #[arg(long, env = "SLUICE_ADVERTISED_HOST")]
     pub advertised_host: Option<String>,
@@ -137,6 +142,7 @@ impl ServeArgs {
             listen: self.listen,
             shards: cores,
             shard_port_base: self.shard_port_base,
+            advertised_shard_port_base: self.advertised_shard_port_base,
             advertised_host,
             broker_id: self.broker_id,
             max_frame_bytes: self.max_frame_bytes,

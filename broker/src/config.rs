@@ -19,6 +19,8 @@ pub struct Config {
     pub shards: usize,
     /// First per-shard port, 0 for free ports.
     pub shard_port_base: u16,
+    /// Ports advertised for the shard listeners (BASE + shard), when they differ from the bound ones.
+    pub advertised_shard_port_base: Option<u16>,
     /// Host advertised in metadata.
     pub advertised_host: String,
     /// This broker's id.

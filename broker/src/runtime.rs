@@ -102,7 +102,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .map(|b| ShardEndpoint {
                 shard: b.shard as u16,
                 host: config.advertised_host.clone(),
-                port: b.shard_port,
+                port: config
+                    .advertised_shard_port_base
+                    .map_or(b.shard_port, |base| base.saturating_add(b.shard as u16)),
             })
             .collect(),
     );

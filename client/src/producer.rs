@@ -102,6 +102,10 @@ pub struct ProducerConfig {
     /// Most bytes of records buffered (enqueued but not yet acknowledged); `send` waits when
     /// this is exceeded. Default 64 MiB; at most `u32::MAX`.
     pub max_buffered_bytes: usize,
+    /// Idempotent producer: ask the broker for a producer id and number every batch per
+    /// partition, so a batch retried after a lost acknowledgement is written once. Default
+    /// false. Batches are stamped when first sent and retried byte for byte.
+    pub enable_idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -117,6 +121,7 @@ impl Default for ProducerConfig {
             retry_backoff_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             max_buffered_bytes: 64 * 1024 * 1024,
+            enable_idempotence: false,
         }
     }
 }
@@ -478,6 +483,21 @@ type BatchOutcome = Result<Option<u64>, ClientError>;
 enum Event {
     Produced(Vec<(ProducerBatch, BatchOutcome)>),
     Metadata(Result<Arc<ClusterMetadata>, ClientError>),
+    ProducerId(Result<(i64, i16), ClientError>),
+}
+
+/// Where the idempotent producer's id stands.
+enum ProducerIdState {
+    /// Idempotence is off.
+    Off,
+    /// Needed, not asked for yet.
+    Wanted,
+    /// Asked for; batches wait.
+    Requested,
+    /// Batches are stamped with this id and epoch.
+    Ready { id: i64, epoch: i16 },
+    /// The broker would not give one: batches fail with this.
+    Failed(ClientError),
 }
 
 /// A record waiting for its topic's metadata.
@@ -527,6 +547,9 @@ struct SenderTask {
     last_written: HashMap<Arc<str>, oneshot::Receiver<()>>,
     next_seq: u64,
     input_open: bool,
+    producer_id: ProducerIdState,
+    /// Next sequence number per partition (idempotent producer).
+    sequences: HashMap<(Arc<str>, u32), i32>,
 }
 
 impl SenderTask {
@@ -537,6 +560,7 @@ impl SenderTask {
         buffer: Arc<Semaphore>,
     ) -> Self {
         let (events_sender, events) = mpsc::unbounded_channel();
+        let config_idempotent = config.enable_idempotence;
         let accumulator = Accumulator::new(AccumulatorConfig {
             batch_size_bytes: config.batch_size_bytes,
             linger: config.linger,
@@ -558,6 +582,12 @@ impl SenderTask {
             last_written: HashMap::new(),
             next_seq: 0,
             input_open: true,
+            producer_id: if config_idempotent {
+                ProducerIdState::Wanted
+            } else {
+                ProducerIdState::Off
+            },
+            sequences: HashMap::new(),
         }
     }
 
@@ -565,6 +595,7 @@ impl SenderTask {
         loop {
             let now = Instant::now();
             self.maybe_refresh_metadata(now);
+            self.maybe_init_producer_id();
             self.dispatch(now);
             self.release(0);
             self.check_flush_waiters();
@@ -771,6 +802,18 @@ impl SenderTask {
                     }
                 }
             }
+            Event::ProducerId(result) => {
+                self.producer_id = match result {
+                    Ok((id, epoch)) => {
+                        debug!(producer_id = id, epoch, "idempotent producer ready");
+                        ProducerIdState::Ready { id, epoch }
+                    }
+                    Err(error) => {
+                        warn!(%error, "no producer id: batches fail");
+                        ProducerIdState::Failed(error)
+                    }
+                };
+            }
             Event::Metadata(result) => {
                 self.metadata.in_flight = false;
                 match result {
@@ -875,20 +918,84 @@ impl SenderTask {
             %error,
             "batch failed"
         );
+        self.fail_batch(batch, &error);
+    }
+
+    /// Gives up on a batch: its records fail with `error`.
+    fn fail_batch(&mut self, batch: ProducerBatch, error: &ClientError) {
         self.accumulator.finished(&batch);
         self.release(batch.reserved_bytes);
-        batch.fail(&error);
+        batch.fail(error);
+    }
+
+    /// Asks for a producer id once (idempotent producer), retrying retriable failures.
+    fn maybe_init_producer_id(&mut self) {
+        if !matches!(self.producer_id, ProducerIdState::Wanted) {
+            return;
+        }
+        self.producer_id = ProducerIdState::Requested;
+        let cluster = self.cluster.clone();
+        let events = self.events_sender.clone();
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            let mut attempt = 0;
+            let result = loop {
+                let request = wire::protocol::InitProducerIdRequest { transactional_id: None };
+                let answer = match cluster.bootstrap_request(ApiKey::InitProducerId, &request).await {
+                    Ok(frame) => crate::connection::decode_body::<wire::protocol::InitProducerIdResponse>(&frame)
+                        .map(|r| (r.producer_id, r.producer_epoch)),
+                    Err(error) => Err(error),
+                };
+                match answer {
+                    Err(error) if error.is_retriable() && attempt < config.retries => {
+                        attempt += 1;
+                        tokio::time::sleep(config.backoff(attempt)).await;
+                    }
+                    other => break other,
+                }
+            };
+            let _ = events.send(Event::ProducerId(result));
+        });
+    }
+
+    /// Stamps a batch leaving for the first time with the producer id and the partition's next
+    /// sequence number (idempotent producer); retries keep their stamp.
+    fn stamp(&mut self, batch: &mut ProducerBatch) -> Result<(), ClientError> {
+        let ProducerIdState::Ready { id, epoch } = self.producer_id else {
+            return Ok(());
+        };
+        if batch.attempts > 0 {
+            return Ok(());
+        }
+        let header = wire::peek_header(&batch.bytes, wire::limits::BATCH_SIZE_MAX).map_err(ClientError::Batch)?;
+        let next = self.sequences.entry((batch.topic.clone(), batch.partition)).or_insert(0);
+        wire::stamp_producer(&mut batch.bytes, id, epoch, *next).map_err(ClientError::Batch)?;
+        // Sequences wrap from i32::MAX to 0, as the broker expects.
+        *next = ((i64::from(*next) + i64::from(header.record_count)) % (i64::from(i32::MAX) + 1)) as i32;
+        Ok(())
     }
 
     /// Sends every batch that may go now: one produce request per shard endpoint.
     fn dispatch(&mut self, now: Instant) {
+        if matches!(self.producer_id, ProducerIdState::Wanted | ProducerIdState::Requested) {
+            return; // batches wait for the producer id
+        }
         let batches = self.accumulator.drain(now);
         if batches.is_empty() {
             return;
         }
         let snapshot = self.cluster.snapshot();
         let mut groups: HashMap<Arc<str>, Vec<ProducerBatch>> = HashMap::new();
-        for batch in batches {
+        for mut batch in batches {
+            let stamped = match &self.producer_id {
+                ProducerIdState::Failed(error) => Err(error.clone()),
+                _ => self.stamp(&mut batch),
+            };
+            if let Err(error) = stamped {
+                self.accumulator.returned(&batch.topic, batch.partition);
+                self.fail_batch(batch, &error);
+                continue;
+            }
             let route = snapshot.topics.get(&*batch.topic);
             if let (0, Some(route)) = (batch.attempts, route) {
                 // A batch leaving on its first attempt was cut, by linger or flush here or by

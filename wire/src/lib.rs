@@ -39,7 +39,7 @@ pub mod limits;
 pub mod protocol;
 
 pub use batch::{
-    peek_header, stamp_base_offset, ArchivedRecord, ArchivedRecordHeader, ArchivedRecords,
+    peek_header, stamp_base_offset, stamp_producer, ArchivedRecord, ArchivedRecordHeader, ArchivedRecords,
     BatchBuilder, BatchHeader, BatchIter, BatchView, Record, RecordHeader, ATTR_COMPRESSION_MASK,
     ATTR_CONTROL, ATTR_TRANSACTIONAL, BASE_OFFSET_POSITION, BATCH_ALIGNMENT, BATCH_HEADER_SIZE,
     BATCH_MAGIC, BATCH_VERSION, CRC_START,
