@@ -124,7 +124,7 @@ async fn stored_counts(idempotent: bool) -> (bool, Vec<usize>) {
     }
     let mut consumer = Consumer::new(ConsumerConfig::new(&bootstrap)).unwrap();
     let tp = TopicPartition::new("once", 0);
-    consumer.assign(&[tp.clone()]);
+    consumer.assign(std::slice::from_ref(&tp));
     consumer.seek(&tp, Offset::Earliest).unwrap();
     let mut counts = vec![0usize; 20];
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -159,7 +159,7 @@ async fn a_lost_acknowledgement_does_not_duplicate_records() {
     assert!(dropped);
     assert!(counts.iter().all(|c| *c >= 1), "every record is there");
     assert!(
-        counts.iter().any(|c| *c == 2),
+        counts.contains(&2),
         "without idempotence the retry duplicates: {counts:?}"
     );
 }

@@ -940,10 +940,17 @@ impl SenderTask {
         tokio::spawn(async move {
             let mut attempt = 0;
             let result = loop {
-                let request = wire::protocol::InitProducerIdRequest { transactional_id: None };
-                let answer = match cluster.bootstrap_request(ApiKey::InitProducerId, &request).await {
-                    Ok(frame) => crate::connection::decode_body::<wire::protocol::InitProducerIdResponse>(&frame)
-                        .map(|r| (r.producer_id, r.producer_epoch)),
+                let request = wire::protocol::InitProducerIdRequest {
+                    transactional_id: None,
+                };
+                let answer = match cluster
+                    .bootstrap_request(ApiKey::InitProducerId, &request)
+                    .await
+                {
+                    Ok(frame) => crate::connection::decode_body::<
+                        wire::protocol::InitProducerIdResponse,
+                    >(&frame)
+                    .map(|r| (r.producer_id, r.producer_epoch)),
                     Err(error) => Err(error),
                 };
                 match answer {
@@ -967,17 +974,25 @@ impl SenderTask {
         if batch.attempts > 0 {
             return Ok(());
         }
-        let header = wire::peek_header(&batch.bytes, wire::limits::BATCH_SIZE_MAX).map_err(ClientError::Batch)?;
-        let next = self.sequences.entry((batch.topic.clone(), batch.partition)).or_insert(0);
+        let header = wire::peek_header(&batch.bytes, wire::limits::BATCH_SIZE_MAX)
+            .map_err(ClientError::Batch)?;
+        let next = self
+            .sequences
+            .entry((batch.topic.clone(), batch.partition))
+            .or_insert(0);
         wire::stamp_producer(&mut batch.bytes, id, epoch, *next).map_err(ClientError::Batch)?;
         // Sequences wrap from i32::MAX to 0, as the broker expects.
-        *next = ((i64::from(*next) + i64::from(header.record_count)) % (i64::from(i32::MAX) + 1)) as i32;
+        *next = ((i64::from(*next) + i64::from(header.record_count)) % (i64::from(i32::MAX) + 1))
+            as i32;
         Ok(())
     }
 
     /// Sends every batch that may go now: one produce request per shard endpoint.
     fn dispatch(&mut self, now: Instant) {
-        if matches!(self.producer_id, ProducerIdState::Wanted | ProducerIdState::Requested) {
+        if matches!(
+            self.producer_id,
+            ProducerIdState::Wanted | ProducerIdState::Requested
+        ) {
             return; // batches wait for the producer id
         }
         let batches = self.accumulator.drain(now);

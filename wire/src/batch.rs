@@ -487,7 +487,8 @@ pub fn stamp_producer(
 ) -> Result<(), BatchError> {
     let length = BatchView::validate(batch, crate::limits::BATCH_SIZE_MAX)?.len();
     batch[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_le_bytes());
-    batch[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_le_bytes());
+    batch[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2]
+        .copy_from_slice(&producer_epoch.to_le_bytes());
     batch[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_le_bytes());
     let crc = crc32c::crc32c(&batch[CRC_START..length]);
     batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
@@ -1637,7 +1638,14 @@ mod tests {
         stamp_producer(&mut batch, 77, 3, 1000).unwrap();
         let view = BatchView::validate(&batch, crate::limits::BATCH_SIZE_MAX).unwrap();
         let header = view.header();
-        assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (77, 3, 1000));
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (77, 3, 1000)
+        );
         assert!(stamp_producer(&mut batch[..40], 1, 1, 1).is_err());
     }
 }

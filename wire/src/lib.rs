@@ -39,10 +39,10 @@ pub mod limits;
 pub mod protocol;
 
 pub use batch::{
-    peek_header, stamp_base_offset, stamp_producer, ArchivedRecord, ArchivedRecordHeader, ArchivedRecords,
-    BatchBuilder, BatchHeader, BatchIter, BatchView, Record, RecordHeader, ATTR_COMPRESSION_MASK,
-    ATTR_CONTROL, ATTR_TRANSACTIONAL, BASE_OFFSET_POSITION, BATCH_ALIGNMENT, BATCH_HEADER_SIZE,
-    BATCH_MAGIC, BATCH_VERSION, CRC_START,
+    peek_header, stamp_base_offset, stamp_producer, ArchivedRecord, ArchivedRecordHeader,
+    ArchivedRecords, BatchBuilder, BatchHeader, BatchIter, BatchView, Record, RecordHeader,
+    ATTR_COMPRESSION_MASK, ATTR_CONTROL, ATTR_TRANSACTIONAL, BASE_OFFSET_POSITION, BATCH_ALIGNMENT,
+    BATCH_HEADER_SIZE, BATCH_MAGIC, BATCH_VERSION, CRC_START,
 };
 pub use error::{BatchError, ProtocolError};
 /// The 16-aligned byte buffer batches are built into, re-exported so
