@@ -38,20 +38,9 @@ impl Shard {
                 error,
             });
         }
-        if results.iter().any(|r| r.error.is_ok()) {
-            if let Err(error) = self.publish(registry).await {
-                for result in results.iter_mut().filter(|r| r.error.is_ok()) {
-                    result.error = WireError::new(
-                        ErrorCode::StorageError,
-                        format!("saving topics failed: {error:#}"),
-                    );
-                }
-            }
-        }
-        for result in &results {
-            if result.error.is_ok() {
-                tracing::info!(topic = result.name, "topic created");
-            }
+        self.publish_results(registry, &mut results).await;
+        for result in results.iter().filter(|r| r.error.is_ok()) {
+            tracing::info!(topic = result.name, "topic created");
         }
         results
     }
@@ -77,22 +66,32 @@ impl Shard {
                 error,
             });
         }
-        if results.iter().any(|r| r.error.is_ok()) {
-            if let Err(error) = self.publish(registry).await {
-                for result in results.iter_mut().filter(|r| r.error.is_ok()) {
-                    result.error = WireError::new(
-                        ErrorCode::StorageError,
-                        format!("saving topics failed: {error:#}"),
-                    );
-                }
-            }
-            for result in results.iter().filter(|r| r.error.is_ok()) {
-                let dir = self.config.data_dir.join("topics").join(&result.name);
-                let _ = std::fs::remove_dir_all(&dir);
-                tracing::info!(topic = result.name, "topic deleted");
-            }
+        self.publish_results(registry, &mut results).await;
+        for result in results.iter().filter(|r| r.error.is_ok()) {
+            let dir = self.config.data_dir.join("topics").join(&result.name);
+            let _ = std::fs::remove_dir_all(&dir);
+            tracing::info!(topic = result.name, "topic deleted");
         }
         results
+    }
+
+    /// Publishes `registry` when any topic succeeded; if that fails, those topics fail too.
+    async fn publish_results(
+        self: &Rc<Self>,
+        registry: TopicRegistry,
+        results: &mut [TopicResult],
+    ) {
+        if !results.iter().any(|r| r.error.is_ok()) {
+            return;
+        }
+        if let Err(error) = self.publish(registry).await {
+            for result in results.iter_mut().filter(|r| r.error.is_ok()) {
+                result.error = WireError::new(
+                    ErrorCode::StorageError,
+                    format!("saving topics failed: {error:#}"),
+                );
+            }
+        }
     }
 
     /// Persists `registry`, then has every shard (this one included) apply it.

@@ -21,6 +21,62 @@ use crate::partition::Partition;
 use crate::router::shard_for;
 use crate::topics::TopicRegistry;
 
+/// The partitions a shard owns, by topic then number: looked up with a borrowed topic name,
+/// so routing a request allocates nothing.
+#[derive(Default)]
+pub struct OwnedPartitions {
+    by_topic: HashMap<String, HashMap<u32, Rc<Partition>>>,
+}
+
+impl OwnedPartitions {
+    /// The partition, if owned here.
+    pub fn get(&self, topic: &str, partition: u32) -> Option<Rc<Partition>> {
+        self.by_topic.get(topic)?.get(&partition).cloned()
+    }
+
+    /// Adds a partition.
+    pub fn insert(&mut self, topic: &str, partition: u32, owned: Rc<Partition>) {
+        self.by_topic
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, owned);
+    }
+
+    /// Removes a partition.
+    pub fn remove(&mut self, topic: &str, partition: u32) -> Option<Rc<Partition>> {
+        let partitions = self.by_topic.get_mut(topic)?;
+        let removed = partitions.remove(&partition);
+        if partitions.is_empty() {
+            self.by_topic.remove(topic);
+        }
+        removed
+    }
+
+    /// Every (topic, partition) owned.
+    pub fn keys(&self) -> Vec<(String, u32)> {
+        self.by_topic
+            .iter()
+            .flat_map(|(topic, partitions)| partitions.keys().map(move |p| (topic.clone(), *p)))
+            .collect()
+    }
+
+    /// Every partition owned.
+    pub fn values(&self) -> Vec<Rc<Partition>> {
+        self.by_topic
+            .values()
+            .flat_map(|p| p.values().cloned())
+            .collect()
+    }
+
+    /// Removes and returns every partition.
+    pub fn drain(&mut self) -> Vec<Rc<Partition>> {
+        std::mem::take(&mut self.by_topic)
+            .into_values()
+            .flat_map(|p| p.into_values())
+            .collect()
+    }
+}
+
 /// Where a partition's requests must go.
 pub enum Route {
     /// Owned here.
@@ -40,7 +96,7 @@ pub struct Shard {
     /// The current topic registry snapshot.
     pub registry: RefCell<Arc<TopicRegistry>>,
     /// Partitions owned by this shard.
-    pub partitions: RefCell<HashMap<(String, u32), Rc<Partition>>>,
+    pub partitions: RefCell<OwnedPartitions>,
     /// Every shard's endpoint, once all are bound.
     pub endpoints: RefCell<Arc<Vec<ShardEndpoint>>>,
     /// Port of the main listener.
@@ -70,7 +126,7 @@ impl Shard {
             config,
             bus,
             registry: RefCell::new(Arc::new(TopicRegistry::default())),
-            partitions: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(OwnedPartitions::default()),
             endpoints: RefCell::new(Arc::new(Vec::new())),
             main_port: Cell::new(0),
             shutting_down: Cell::new(false),
@@ -109,11 +165,7 @@ impl Shard {
         if owner != self.id {
             return Ok(Route::Remote(owner));
         }
-        match self
-            .partitions
-            .borrow()
-            .get(&(topic.to_string(), partition))
-        {
+        match self.partitions.borrow().get(topic, partition) {
             Some(partition) => Ok(Route::Local(partition.clone())),
             None => Err(WireError::new(
                 wire::protocol::ErrorCode::NotLeader,
@@ -129,9 +181,8 @@ impl Shard {
         let data_dir = self.config.data_dir.clone();
         for (topic, config) in &registry.topics {
             for partition in 0..config.partitions {
-                let key = (topic.clone(), partition);
                 if shard_for(topic, partition, self.shards()) != self.id
-                    || self.partitions.borrow().contains_key(&key)
+                    || self.partitions.borrow().get(topic, partition).is_some()
                 {
                     continue;
                 }
@@ -146,23 +197,25 @@ impl Shard {
                     producers = opened.producers.borrow().producer_count(),
                     "partition opened"
                 );
-                self.partitions.borrow_mut().insert(key, Rc::new(opened));
+                self.partitions
+                    .borrow_mut()
+                    .insert(topic, partition, Rc::new(opened));
             }
         }
         let removed: Vec<(String, u32)> = self
             .partitions
             .borrow()
             .keys()
+            .into_iter()
             .filter(|(topic, partition)| {
                 registry
                     .topics
                     .get(topic)
                     .is_none_or(|config| *partition >= config.partitions)
             })
-            .cloned()
             .collect();
         for key in removed {
-            let Some(partition) = self.partitions.borrow_mut().remove(&key) else {
+            let Some(partition) = self.partitions.borrow_mut().remove(&key.0, key.1) else {
                 continue;
             };
             let dir = TopicRegistry::partition_dir(&data_dir, &key.0, key.1);
@@ -243,8 +296,7 @@ impl Shard {
             if self.shutting_down.get() {
                 return;
             }
-            let partitions: Vec<Rc<Partition>> =
-                self.partitions.borrow().values().cloned().collect();
+            let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values();
             for partition in partitions {
                 match partition.log.enforce_retention(storage::now_ms()).await {
                     Ok(report) if report.segments_deleted > 0 => {
@@ -271,12 +323,7 @@ impl Shard {
         while self.requests_in_flight.get() > 0 && std::time::Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
-        let partitions: Vec<Rc<Partition>> = self
-            .partitions
-            .borrow_mut()
-            .drain()
-            .map(|(_, p)| p)
-            .collect();
+        let partitions = self.partitions.borrow_mut().drain();
         for partition in partitions {
             match Rc::try_unwrap(partition) {
                 Ok(partition) => {
