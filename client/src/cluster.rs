@@ -21,9 +21,15 @@ use futures::future::join_all;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use wire::protocol::{
-    ApiKey, BrokerMetadata, Encode, ErrorCode, ListOffsetsPartition, ListOffsetsRequest,
-    ListOffsetsResponse, ListOffsetsTopic, MetadataRequest, MetadataResponse, TopicConfig,
+    ApiKey, BrokerMetadata, Decode, Encode, ErrorCode, FindCoordinatorRequest,
+    FindCoordinatorResponse, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopic, MetadataRequest, MetadataResponse, TopicConfig, WireError,
 };
+
+/// First pause before retrying a request whose coordinator was not available.
+const COORDINATOR_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest pause between coordinator retries.
+const COORDINATOR_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 use crate::connection::{decode_body, Connection, ConnectionConfig, Frame};
 use crate::error::ClientError;
@@ -216,6 +222,8 @@ pub(crate) struct Cluster {
     pool: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     metadata: RwLock<Arc<ClusterMetadata>>,
     refresh_lock: tokio::sync::Mutex<()>,
+    /// Group id → `host:port` of its coordinator's shard endpoint, as last found.
+    coordinators: Mutex<HashMap<String, String>>,
 }
 
 impl fmt::Debug for Cluster {
@@ -248,6 +256,7 @@ impl Cluster {
             pool: Mutex::new(HashMap::new()),
             metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
             refresh_lock: tokio::sync::Mutex::new(()),
+            coordinators: Mutex::new(HashMap::new()),
         })
     }
 
@@ -337,6 +346,87 @@ impl Cluster {
             }
         }
         Err(last_error)
+    }
+
+    /// The `host:port` of the shard endpoint coordinating `group` (cached until forgotten).
+    pub async fn coordinator(&self, group: &str) -> Result<String, ClientError> {
+        if let Some(addr) = self
+            .coordinators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(group)
+        {
+            return Ok(addr.clone());
+        }
+        let request = FindCoordinatorRequest {
+            group_id: group.to_owned(),
+        };
+        let frame = self
+            .bootstrap_request(ApiKey::FindCoordinator, &request)
+            .await?;
+        let found: FindCoordinatorResponse = decode_body(&frame)?;
+        let addr = host_port(&found.host, found.port);
+        debug!(group, addr, shard = found.shard, "coordinator found");
+        self.coordinators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(group.to_owned(), addr.clone());
+        Ok(addr)
+    }
+
+    /// Forgets the cached coordinator of `group` (after `NotCoordinator` or a lost connection).
+    pub fn forget_coordinator(&self, group: &str) {
+        self.coordinators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(group);
+    }
+
+    /// Sends a group request to the group's coordinator and returns the answer frame (decode it
+    /// with [`decode_body`]). Retriable failures (connection errors, `NotCoordinator`,
+    /// `CoordinatorNotAvailable`, timeouts) forget the coordinator and retry after a backoff
+    /// until `deadline`; other errors, including every top-level group error, are returned.
+    /// `timeout` bounds each attempt (a held `JoinGroup` needs the rebalance timeout).
+    pub async fn coordinator_request<T: Encode + Sync>(
+        &self,
+        group: &str,
+        api: ApiKey,
+        body: &T,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Frame, ClientError> {
+        let mut backoff = COORDINATOR_BACKOFF_MIN;
+        loop {
+            let attempt = async {
+                let addr = self.coordinator(group).await?;
+                let connection = self.connection(&addr).await?;
+                let frame = connection.request_with_timeout(api, body, timeout).await?;
+                // Surface a top-level error now, so that retriable ones are retried here.
+                let (_, mut reader) = wire::protocol::decode_response_header(&frame)?;
+                let error = WireError::decode(&mut reader)?;
+                if error.is_ok() {
+                    Ok(frame)
+                } else {
+                    Err(ClientError::broker(error))
+                }
+            }
+            .await;
+            match attempt {
+                Ok(frame) => return Ok(frame),
+                Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
+                    debug!(group, error = %e, "coordinator request failed; retrying");
+                    self.forget_coordinator(group);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(COORDINATOR_BACKOFF_MAX);
+                }
+                Err(e) => {
+                    if e.is_retriable() {
+                        self.forget_coordinator(group);
+                    }
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Asks for metadata (`None`: every topic) without touching the cache.

@@ -394,6 +394,25 @@ impl Connection {
         self.request_ordered(api, body, None).await
     }
 
+    /// [`Connection::request`] with its own timeout instead of the configured one: for requests
+    /// the broker may hold for long (a `JoinGroup` waits for a whole rebalance).
+    pub async fn request_with_timeout<T: Encode + Sync>(
+        &self,
+        api: ApiKey,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<Frame, ClientError> {
+        match tokio::time::timeout(timeout, self.exchange(api, body, true, None)).await {
+            Ok(Ok(Some(frame))) => Ok(frame),
+            Ok(Ok(None)) => Err(self.inner.shared.lost("no response frame")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Timeout {
+                addr: self.addr().to_owned(),
+                timeout,
+            }),
+        }
+    }
+
     /// [`Connection::request`], firing `written` once the request frame is on the socket (or
     /// dropping it unfired if the request fails before that). Callers in different tasks use
     /// it to write their requests in a chosen order while their responses are still awaited

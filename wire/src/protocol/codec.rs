@@ -420,6 +420,7 @@ macro_rules! message {
         pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
 
         impl $crate::protocol::codec::Encode for $name {
+            #[allow(unused_variables)]
             fn encode<'b>(&'b self, writer: &mut $crate::protocol::codec::FrameWriter<'b>) {
                 $( $crate::protocol::codec::Encode::encode(&self.$field, writer); )*
             }
@@ -427,6 +428,7 @@ macro_rules! message {
 
         impl<'a> $crate::protocol::codec::Decode<'a> for $name {
             const MIN_SIZE: usize = 0 $(+ <$ty as $crate::protocol::codec::Decode<'a>>::MIN_SIZE)*;
+            #[allow(unused_variables)]
             fn decode(reader: &mut $crate::protocol::codec::Reader<'a>) -> Result<Self, $crate::error::ProtocolError> {
                 Ok($name { $($field: $crate::protocol::codec::Decode::decode(reader)?),* })
             }
@@ -438,6 +440,7 @@ macro_rules! message {
         pub struct $name<'a> { $($(#[$fmeta])* pub $field: $ty),* }
 
         impl $crate::protocol::codec::Encode for $name<'_> {
+            #[allow(unused_variables)]
             fn encode<'b>(&'b self, writer: &mut $crate::protocol::codec::FrameWriter<'b>) {
                 $( $crate::protocol::codec::Encode::encode(&self.$field, writer); )*
             }
@@ -445,6 +448,7 @@ macro_rules! message {
 
         impl<'a> $crate::protocol::codec::Decode<'a> for $name<'a> {
             const MIN_SIZE: usize = 0 $(+ <$ty as $crate::protocol::codec::Decode<'a>>::MIN_SIZE)*;
+            #[allow(unused_variables)]
             fn decode(reader: &mut $crate::protocol::codec::Reader<'a>) -> Result<Self, $crate::error::ProtocolError> {
                 Ok($name { $($field: $crate::protocol::codec::Decode::decode(reader)?),* })
             }

@@ -76,6 +76,29 @@ error_codes! {
     InvalidProducerEpoch = 18, false;
     /// The same batch is being appended right now (a retry racing its original); retry.
     DuplicateInFlight = 19, true;
+    /// The group coordinator is not ready (still loading committed offsets, or stopping).
+    CoordinatorNotAvailable = 20, true;
+    /// This shard or broker does not coordinate the group; find the coordinator again.
+    NotCoordinator = 21, true;
+    /// The member's generation is not the group's: it missed a rebalance and must rejoin.
+    IllegalGeneration = 22, false;
+    /// The group does not know this member (removed after its session timed out): rejoin
+    /// with an empty member id.
+    UnknownMemberId = 23, false;
+    /// The group is rebalancing: rejoin to take part.
+    RebalanceInProgress = 24, false;
+    /// The member's assignment protocols share none with the group's.
+    InconsistentGroupProtocol = 25, false;
+    /// The session timeout is outside the broker's allowed range.
+    InvalidSessionTimeout = 26, false;
+    /// The operation needs a group with no members (e.g. resetting offsets).
+    NonEmptyGroup = 27, false;
+    /// Another member took over this static instance id.
+    FencedInstanceId = 28, false;
+    /// The group does not exist.
+    GroupIdNotFound = 29, false;
+    /// The group id is empty or too long.
+    InvalidGroupId = 30, false;
 }
 
 impl ErrorCode {

@@ -22,6 +22,7 @@
 pub mod codec;
 pub mod error_code;
 pub mod frame;
+pub mod group_messages;
 pub mod messages;
 
 pub use codec::{Decode, Encode, FrameParts, FrameWriter, Reader, Records};
@@ -30,6 +31,7 @@ pub use frame::{
     check_frame, decode_request_header, decode_response_header, RequestHeader, FRAME_SIZE_MAX,
     LENGTH_PREFIX_SIZE, REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE,
 };
+pub use group_messages::*;
 pub use messages::*;
 
 use crate::error::ProtocolError;
@@ -54,11 +56,29 @@ pub enum ApiKey {
     ListOffsets = 6,
     /// A producer id and epoch for an idempotent producer.
     InitProducerId = 7,
+    /// The shard coordinating a consumer group.
+    FindCoordinator = 8,
+    /// Join (or rejoin) a consumer group.
+    JoinGroup = 9,
+    /// Distribute a group's assignment.
+    SyncGroup = 10,
+    /// Keep a group member alive.
+    Heartbeat = 11,
+    /// Leave a group.
+    LeaveGroup = 12,
+    /// Commit a group's offsets.
+    OffsetCommit = 13,
+    /// Read a group's committed offsets.
+    OffsetFetch = 14,
+    /// Groups coordinated by the broker.
+    ListGroups = 15,
+    /// Members and assignments of groups.
+    DescribeGroups = 16,
 }
 
 impl ApiKey {
     /// Every API, in key order.
-    pub const ALL: [ApiKey; 8] = [
+    pub const ALL: [ApiKey; 17] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -67,6 +87,15 @@ impl ApiKey {
         ApiKey::Fetch,
         ApiKey::ListOffsets,
         ApiKey::InitProducerId,
+        ApiKey::FindCoordinator,
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroups,
     ];
 
     /// The API for a wire value.
@@ -97,6 +126,24 @@ pub enum Request<'a> {
     ListOffsets(ListOffsetsRequest),
     /// See [`InitProducerIdRequest`].
     InitProducerId(InitProducerIdRequest),
+    /// See [`FindCoordinatorRequest`].
+    FindCoordinator(FindCoordinatorRequest),
+    /// See [`JoinGroupRequest`].
+    JoinGroup(JoinGroupRequest),
+    /// See [`SyncGroupRequest`].
+    SyncGroup(SyncGroupRequest),
+    /// See [`HeartbeatRequest`].
+    Heartbeat(HeartbeatRequest),
+    /// See [`LeaveGroupRequest`].
+    LeaveGroup(LeaveGroupRequest),
+    /// See [`OffsetCommitRequest`].
+    OffsetCommit(OffsetCommitRequest),
+    /// See [`OffsetFetchRequest`].
+    OffsetFetch(OffsetFetchRequest),
+    /// See [`ListGroupsRequest`].
+    ListGroups(ListGroupsRequest),
+    /// See [`DescribeGroupsRequest`].
+    DescribeGroups(DescribeGroupsRequest),
 }
 
 /// Encodes a request frame into `buffer`; borrowed records are referenced, not copied.
@@ -165,6 +212,15 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request<'_>), Prot
         ApiKey::Fetch => Request::Fetch(Decode::decode(reader)?),
         ApiKey::ListOffsets => Request::ListOffsets(Decode::decode(reader)?),
         ApiKey::InitProducerId => Request::InitProducerId(Decode::decode(reader)?),
+        ApiKey::FindCoordinator => Request::FindCoordinator(Decode::decode(reader)?),
+        ApiKey::JoinGroup => Request::JoinGroup(Decode::decode(reader)?),
+        ApiKey::SyncGroup => Request::SyncGroup(Decode::decode(reader)?),
+        ApiKey::Heartbeat => Request::Heartbeat(Decode::decode(reader)?),
+        ApiKey::LeaveGroup => Request::LeaveGroup(Decode::decode(reader)?),
+        ApiKey::OffsetCommit => Request::OffsetCommit(Decode::decode(reader)?),
+        ApiKey::OffsetFetch => Request::OffsetFetch(Decode::decode(reader)?),
+        ApiKey::ListGroups => Request::ListGroups(Decode::decode(reader)?),
+        ApiKey::DescribeGroups => Request::DescribeGroups(Decode::decode(reader)?),
     };
     reader.finish()?;
     Ok((header, request))
