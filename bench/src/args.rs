@@ -26,11 +26,16 @@ use crate::schedule::Load;
 ///   sluice-bench --sweep batch=1,16,64,256,1024 --rates 10k,50k,100k,max --with-limits
 ///
 ///   sluice-bench --scenario consume --messages 1m --broker 127.0.0.1:9092
+///
+///   sluice-bench --scenario e2e --batch 256 --rate max --sweep consume=manual,group
+///
+///   sluice-bench --scenario rebalance --consumers 3 --partitions 6 --rate 20k
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sluice-bench", version, verbatim_doc_comment)]
 pub struct Args {
     /// What to measure: `produce` (acknowledgement latency), `consume` (catch-up read of
-    /// existing data) or `e2e` (producers and consumers at once; end-to-end latency).
+    /// existing data), `e2e` (producers and consumers at once; end-to-end latency) or
+    /// `rebalance` (how long a consumer group takes to move a leaving member's partitions).
     #[arg(long, value_enum, default_value_t = Scenario::E2e)]
     pub scenario: Scenario,
     /// Value size of each message (at least 16: the first 16 bytes carry the send times).
@@ -69,24 +74,42 @@ pub struct Args {
     /// Sync interval of `--durability interval` (ms).
     #[arg(long, default_value_t = 10)]
     pub durability_interval_ms: u32,
-    /// Partitions of the benchmark topic.
-    #[arg(long, default_value_t = 1)]
-    pub partitions: u32,
+    /// Partitions of the benchmark topic. Default 1 (6 for `rebalance`).
+    #[arg(long)]
+    pub partitions: Option<u32>,
     /// Producer clients (each its own connections and sender task).
     #[arg(long, default_value_t = 1)]
     pub producers: u32,
-    /// Consumer clients (partitions are split among them).
-    #[arg(long, default_value_t = 1)]
-    pub consumers: u32,
+    /// Consumer clients (partitions are split among them). Default 1 (3 for `rebalance`).
+    #[arg(long)]
+    pub consumers: Option<u32>,
+    /// How consumers get their partitions: `manual` (assigned by hand, `p % consumers`, from
+    /// the earliest offset) or `group` (every consumer subscribes in one fresh consumer group
+    /// per point: cooperative-sticky, at-least-once auto-commit every 5 s, earliest offset
+    /// when nothing is committed; the measurement starts once the group is balanced). `e2e`
+    /// and `consume` only; `rebalance` is always `group`. Default manual.
+    #[arg(long, value_enum)]
+    pub consume_mode: Option<ConsumeMode>,
+    /// Consumer-group session timeout (ms); the heartbeat interval is a third of it, at most
+    /// 1 s. Default 2000 for `rebalance`; for `--consume-mode group` the client's defaults
+    /// (10 s session, 3 s heartbeat).
+    #[arg(long)]
+    pub session_timeout_ms: Option<u64>,
+    /// `rebalance` only: leaves measured per variant (graceful close, crash); a fresh consumer
+    /// rejoins between two.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: u32,
     /// Target rate over all producers (messages/s, e.g. `50k`), or `max` for a closed loop.
-    #[arg(long, value_parser = parse_rate, default_value = "max")]
-    pub rate: Rate,
+    /// Default max (20k for `rebalance`, which needs live traffic on every partition).
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<Rate>,
     /// Sweep over these rates (e.g. `10k,50k,100k,max`); replaces --rate.
     #[arg(long, value_delimiter = ',', value_parser = parse_rate)]
     pub rates: Vec<Rate>,
     /// Sweep a parameter: `batch=1,16,64`, `size=100,1k`, `partitions=1,4`, `producers=1,2`,
-    /// `consumers=1,2` or `linger=0,1,5` (ms). Repeat for a cross product; every value makes
-    /// one curve of the plot.
+    /// `consumers=1,2`, `linger=0,1,5` (ms) or `consume=manual,group` (the consume mode, both
+    /// measured back to back with otherwise identical settings). Repeat for a cross product;
+    /// every value makes one curve of the plot.
     #[arg(long, value_parser = parse_sweep)]
     pub sweep: Vec<Sweep>,
     /// Measured time per point (after the warm-up).
@@ -96,7 +119,8 @@ pub struct Args {
     /// written first and read back; default 1m there).
     #[arg(long, value_parser = parse_count)]
     pub messages: Option<u64>,
-    /// Warm-up per point: sent and consumed like the rest, but not measured.
+    /// Warm-up per point: sent and consumed like the rest, but not measured. `rebalance`:
+    /// the steady consumption before each leave.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub warmup: Duration,
     /// Longest wait after the sends for the outstanding acknowledgements and for the consumers
@@ -164,6 +188,9 @@ pub enum Scenario {
     Consume,
     /// Producers and consumers at once; end-to-end latency.
     E2e,
+    /// A consumer group under steady traffic; one member leaves (gracefully, then by a
+    /// crash); the time until its partitions are reassigned and flowing again.
+    Rebalance,
 }
 
 impl Scenario {
@@ -173,8 +200,115 @@ impl Scenario {
             Scenario::Produce => "produce",
             Scenario::Consume => "consume",
             Scenario::E2e => "e2e",
+            Scenario::Rebalance => "rebalance",
         }
     }
+}
+
+/// `--consume-mode`: how consumers get their partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumeMode {
+    /// Manual assignment (`Consumer::assign`), partition `p` to consumer `p % consumers`.
+    Manual,
+    /// One consumer group (`Consumer::subscribe`); the group's assignor splits the partitions.
+    Group,
+}
+
+impl ConsumeMode {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsumeMode::Manual => "manual",
+            ConsumeMode::Group => "group",
+        }
+    }
+
+    /// The number that stands for this mode in a [`Sweep`]'s values.
+    pub fn code(self) -> u64 {
+        match self {
+            ConsumeMode::Manual => 0,
+            ConsumeMode::Group => 1,
+        }
+    }
+
+    /// The mode a [`Sweep`] value stands for (see [`ConsumeMode::code`]).
+    pub fn from_code(code: u64) -> Option<ConsumeMode> {
+        match code {
+            0 => Some(ConsumeMode::Manual),
+            1 => Some(ConsumeMode::Group),
+            _ => None,
+        }
+    }
+
+    /// Parses `manual` or `group`.
+    pub fn parse(text: &str) -> Result<ConsumeMode, String> {
+        match text.trim() {
+            "manual" => Ok(ConsumeMode::Manual),
+            "group" => Ok(ConsumeMode::Group),
+            other => Err(format!("`{other}` is not a consume mode: manual or group")),
+        }
+    }
+}
+
+/// How the leaving member of the `rebalance` scenario leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Leave {
+    /// `Consumer::close`: commits and sends LeaveGroup; the group rebalances at once.
+    Graceful,
+    /// The consumer is dropped without closing: no LeaveGroup, so the coordinator notices
+    /// only when the session times out.
+    Crash,
+}
+
+impl Leave {
+    /// Both variants, in the order they are measured.
+    pub const ALL: [Leave; 2] = [Leave::Graceful, Leave::Crash];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Leave::Graceful => "graceful",
+            Leave::Crash => "crash",
+        }
+    }
+}
+
+/// Consumer-group settings of a point (group mode and `rebalance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GroupSpec {
+    /// Session timeout, ms.
+    pub session_timeout_ms: u64,
+    /// Heartbeat interval, ms.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl GroupSpec {
+    /// The client's defaults (10 s session, 3 s heartbeat), used when `--session-timeout-ms`
+    /// is not given outside `rebalance`.
+    pub const CLIENT_DEFAULT: GroupSpec = GroupSpec {
+        session_timeout_ms: 10_000,
+        heartbeat_interval_ms: 3_000,
+    };
+
+    /// A session timeout with a heartbeat of a third of it (room for two lost heartbeats),
+    /// at most [`HEARTBEAT_MAX_MS`].
+    pub fn with_session_timeout(session_timeout_ms: u64) -> GroupSpec {
+        GroupSpec {
+            session_timeout_ms,
+            heartbeat_interval_ms: (session_timeout_ms / 3).clamp(1, HEARTBEAT_MAX_MS),
+        }
+    }
+}
+
+/// What the `rebalance` scenario measures at a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RebalanceSpec {
+    /// How the member leaves.
+    pub leave: Leave,
+    /// Leaves measured.
+    pub repeats: u32,
 }
 
 /// `--acks`.
@@ -284,6 +418,8 @@ pub enum SweepParam {
     Consumers,
     /// Linger in ms.
     Linger,
+    /// Consume mode (values: [`ConsumeMode::code`]).
+    Consume,
 }
 
 impl SweepParam {
@@ -296,6 +432,17 @@ impl SweepParam {
             SweepParam::Producers => "producers",
             SweepParam::Consumers => "consumers",
             SweepParam::Linger => "linger",
+            SweepParam::Consume => "consume",
+        }
+    }
+
+    /// A value as written on the command line and in curve labels: `16`, or `group`.
+    pub fn value_label(self, value: u64) -> String {
+        match self {
+            SweepParam::Consume => {
+                ConsumeMode::from_code(value).map_or_else(|| value.to_string(), |m| m.name().into())
+            }
+            _ => value.to_string(),
         }
     }
 }
@@ -305,7 +452,7 @@ impl SweepParam {
 pub struct Sweep {
     /// Which parameter.
     pub param: SweepParam,
-    /// Its values.
+    /// Its values (numbers; for `consume` the modes' [`ConsumeMode::code`]s).
     pub values: Vec<u64>,
 }
 
@@ -394,10 +541,11 @@ pub fn parse_sweep(text: &str) -> Result<Sweep, String> {
         "producers" => SweepParam::Producers,
         "consumers" => SweepParam::Consumers,
         "linger" | "linger-ms" => SweepParam::Linger,
+        "consume" | "consume-mode" => SweepParam::Consume,
         other => {
             return Err(format!(
                 "cannot sweep `{other}`: one of batch, size, partitions, producers, consumers, \
-                 linger"
+                 linger, consume"
             ))
         }
     };
@@ -405,6 +553,7 @@ pub fn parse_sweep(text: &str) -> Result<Sweep, String> {
         .split(',')
         .map(|value| match param {
             SweepParam::Size => parse_size(value),
+            SweepParam::Consume => ConsumeMode::parse(value).map(ConsumeMode::code),
             _ => parse_count(value),
         })
         .collect::<Result<Vec<u64>, String>>()?;
@@ -475,6 +624,12 @@ pub struct PointSpec {
     pub drain_timeout_s: f64,
     /// `consume`: existing topic to read.
     pub topic: Option<String>,
+    /// How consumers get their partitions; `None` without consumers (`produce`).
+    pub consume_mode: Option<ConsumeMode>,
+    /// Consumer-group settings (group mode and `rebalance`).
+    pub group: Option<GroupSpec>,
+    /// `rebalance`: which leave and how often.
+    pub rebalance: Option<RebalanceSpec>,
 }
 
 impl PointSpec {
@@ -497,7 +652,7 @@ impl PointSpec {
     /// One line for progress and logs.
     pub fn describe(&self) -> String {
         format!(
-            "{} {} rate={} size={} batch={} P={} C={} partitions={}",
+            "{} {} rate={} size={} batch={} P={} C={} partitions={} mode={}",
             self.scenario.name(),
             self.curve,
             self.rate_label(),
@@ -505,8 +660,14 @@ impl PointSpec {
             self.batch_label(),
             self.producers,
             self.consumers,
-            self.partitions
+            self.partitions,
+            self.mode_label()
         )
+    }
+
+    /// `manual`, `group`, or `-` without consumers.
+    pub fn mode_label(&self) -> &'static str {
+        self.consume_mode.map_or("-", ConsumeMode::name)
     }
 
     /// `64` (messages) or `64KiB`.
@@ -579,6 +740,28 @@ pub const POINTS_MAX: usize = 1000;
 /// Producers, consumers and partitions: at most this many each (the machine has 2 cores).
 pub const CLIENTS_MAX: u32 = 256;
 
+/// Longest heartbeat interval derived from `--session-timeout-ms`: a member that leaves is
+/// noticed by the others at their next heartbeat, so this bounds what a graceful leave costs.
+pub const HEARTBEAT_MAX_MS: u64 = 1000;
+
+/// Session timeouts accepted by `--session-timeout-ms`: at least 10 ms (the heartbeat is a
+/// third of it), at most 30 min (the broker's default upper bound).
+pub const SESSION_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=1_800_000;
+
+/// Most `--repeats`: 100 crash leaves at the default 2 s session timeout take about 5 min.
+pub const REPEATS_MAX: u32 = 100;
+
+/// `rebalance` defaults: consumers, partitions and total rate (20k msgs/s of 1 KiB keeps
+/// every partition busy while using a fraction of the 2 shared cores).
+pub const REBALANCE_DEFAULT_CONSUMERS: u32 = 3;
+/// See [`REBALANCE_DEFAULT_CONSUMERS`].
+pub const REBALANCE_DEFAULT_PARTITIONS: u32 = 6;
+/// See [`REBALANCE_DEFAULT_CONSUMERS`].
+pub const REBALANCE_DEFAULT_RATE: f64 = 20_000.0;
+
+/// Default session timeout of the `rebalance` scenario, ms.
+pub const REBALANCE_DEFAULT_SESSION_TIMEOUT_MS: u64 = 2000;
+
 impl Args {
     /// Checks the arguments and expands the sweep into points.
     pub fn into_plan(self) -> Result<Plan> {
@@ -627,8 +810,14 @@ impl Args {
             );
             swept.push(sweep.param);
         }
+        let rebalance = self.scenario == Scenario::Rebalance;
+        let default_rate = if rebalance {
+            Rate::PerSecond(REBALANCE_DEFAULT_RATE)
+        } else {
+            Rate::Max
+        };
         let rates = if self.rates.is_empty() {
-            vec![self.rate]
+            vec![self.rate.unwrap_or(default_rate)]
         } else {
             self.rates.clone()
         };
@@ -636,6 +825,42 @@ impl Args {
             ensure!(
                 rates.iter().all(|rate| *rate == Rate::Max),
                 "--scenario consume reads as fast as it can: no --rate"
+            );
+        }
+        let mode_swept = swept.contains(&SweepParam::Consume);
+        match self.scenario {
+            Scenario::Produce => ensure!(
+                self.consume_mode.is_none() && !mode_swept,
+                "--consume-mode and --sweep consume need consumers: --scenario e2e or consume"
+            ),
+            Scenario::Rebalance => {
+                ensure!(
+                    self.consume_mode != Some(ConsumeMode::Manual) && !mode_swept,
+                    "--scenario rebalance measures a consumer group: no --consume-mode manual or \
+                     --sweep consume"
+                );
+                ensure!(
+                    rates.iter().all(|rate| *rate != Rate::Max),
+                    "--scenario rebalance needs steady traffic: an open-loop --rate (e.g. 20k), \
+                     not max"
+                );
+                ensure!(
+                    self.messages.is_none(),
+                    "--scenario rebalance runs for its --repeats: no --messages"
+                );
+                ensure!(
+                    (1..=REPEATS_MAX).contains(&self.repeats),
+                    "--repeats must be within [1, {REPEATS_MAX}]"
+                );
+            }
+            Scenario::Consume | Scenario::E2e => {}
+        }
+        if let Some(ms) = self.session_timeout_ms {
+            ensure!(
+                SESSION_TIMEOUT_MS_RANGE.contains(&ms),
+                "--session-timeout-ms must be within [{}, {}]",
+                SESSION_TIMEOUT_MS_RANGE.start(),
+                SESSION_TIMEOUT_MS_RANGE.end()
             );
         }
         // The cross product of the sweeps: each combination is one curve.
@@ -651,12 +876,20 @@ impl Args {
             }
             combinations = next;
         }
-        let total = combinations.len() * rates.len();
+        // `rebalance` measures both ways of leaving, one after the other, at every point.
+        let leaves: Vec<Option<Leave>> = if rebalance {
+            Leave::ALL.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let total = combinations.len() * rates.len() * leaves.len();
         ensure!(total <= POINTS_MAX, "{total} points: at most {POINTS_MAX}");
         let mut points = Vec::with_capacity(total);
         for combination in &combinations {
             for &rate in &rates {
-                points.push(self.point(points.len(), combination, rate)?);
+                for &leave in &leaves {
+                    points.push(self.point(points.len(), combination, rate, leave)?);
+                }
             }
         }
         let broker = match &self.broker {
@@ -711,20 +944,37 @@ impl Args {
         })
     }
 
-    /// The point for one sweep combination and rate.
+    /// The point for one sweep combination and rate (and, for `rebalance`, way of leaving).
     fn point(
         &self,
         index: usize,
         combination: &[(SweepParam, u64)],
         rate: Rate,
+        leave: Option<Leave>,
     ) -> Result<PointSpec> {
+        let rebalance = self.scenario == Scenario::Rebalance;
         let mut message_size = self.message_size;
         let mut batch_messages = Some(self.batch);
         let mut batch_bytes = self.batch_bytes;
-        let mut partitions = self.partitions;
+        let mut partitions = self.partitions.unwrap_or(if rebalance {
+            REBALANCE_DEFAULT_PARTITIONS
+        } else {
+            1
+        });
         let mut producers = self.producers;
-        let mut consumers = self.consumers;
+        let mut consumers = self.consumers.unwrap_or(if rebalance {
+            REBALANCE_DEFAULT_CONSUMERS
+        } else {
+            1
+        });
         let mut linger_ms = self.linger_ms;
+        let mut consume_mode = match self.scenario {
+            Scenario::Produce => None,
+            Scenario::Rebalance => Some(ConsumeMode::Group),
+            Scenario::Consume | Scenario::E2e => {
+                Some(self.consume_mode.unwrap_or(ConsumeMode::Manual))
+            }
+        };
         let small = |value: u64, what: &str| -> Result<u32> {
             u32::try_from(value)
                 .ok()
@@ -743,6 +993,11 @@ impl Args {
                 SweepParam::Producers => producers = small(value, "producers")?,
                 SweepParam::Consumers => consumers = small(value, "consumers")?,
                 SweepParam::Linger => linger_ms = value as f64,
+                SweepParam::Consume => {
+                    consume_mode = Some(
+                        ConsumeMode::from_code(value).context("unknown consume mode in a sweep")?,
+                    );
+                }
             }
         }
         ensure!(
@@ -752,6 +1007,17 @@ impl Args {
         small(u64::from(partitions), "partitions")?;
         small(u64::from(producers), "producers")?;
         small(u64::from(consumers), "consumers")?;
+        if rebalance {
+            ensure!(
+                consumers >= 2,
+                "--scenario rebalance needs at least 2 consumers (one leaves, one takes over)"
+            );
+            ensure!(
+                partitions >= consumers,
+                "--scenario rebalance needs at least as many partitions as consumers, so the \
+                 leaving one has partitions to move ({partitions} < {consumers})"
+            );
+        }
         let batch_bytes = match batch_bytes {
             Some(bytes) => {
                 batch_messages = None;
@@ -769,14 +1035,17 @@ impl Args {
              per batch",
             wire::limits::BATCH_SIZE_MAX
         );
-        let curve = if combination.is_empty() {
+        let mut labels: Vec<String> = combination
+            .iter()
+            .map(|(param, value)| format!("{}={}", param.name(), param.value_label(*value)))
+            .collect();
+        if let Some(leave) = leave {
+            labels.push(format!("leave={}", leave.name()));
+        }
+        let curve = if labels.is_empty() {
             "all".to_owned()
         } else {
-            combination
-                .iter()
-                .map(|(param, value)| format!("{}={value}", param.name()))
-                .collect::<Vec<_>>()
-                .join(" ")
+            labels.join(" ")
         };
         let amount = match (self.scenario, self.messages) {
             (_, Some(count)) => {
@@ -826,6 +1095,20 @@ impl Args {
             warmup_s: self.warmup.as_secs_f64(),
             drain_timeout_s: self.drain_timeout.as_secs_f64(),
             topic: self.topic.clone(),
+            consume_mode,
+            group: (consume_mode == Some(ConsumeMode::Group)).then(|| {
+                match (self.session_timeout_ms, rebalance) {
+                    (Some(ms), _) => GroupSpec::with_session_timeout(ms),
+                    (None, true) => {
+                        GroupSpec::with_session_timeout(REBALANCE_DEFAULT_SESSION_TIMEOUT_MS)
+                    }
+                    (None, false) => GroupSpec::CLIENT_DEFAULT,
+                }
+            }),
+            rebalance: leave.map(|leave| RebalanceSpec {
+                leave,
+                repeats: self.repeats,
+            }),
         })
     }
 }
@@ -983,6 +1266,170 @@ mod tests {
         assert!(parse(&["--broker-pid", "1"]).into_plan().is_err());
         assert!(parse(&["--name", "../x"]).into_plan().is_err());
         assert!(Args::try_parse_from(["sluice-bench", "--sweep", "color=1"]).is_err());
+    }
+
+    /// `--sweep consume=manual,group` gives two points that differ only in the mode (and
+    /// its group settings), back to back.
+    #[test]
+    fn consume_mode_sweeps() {
+        assert_eq!(
+            parse_sweep("consume=group,manual"),
+            Ok(Sweep {
+                param: SweepParam::Consume,
+                values: vec![1, 0]
+            })
+        );
+        assert!(parse_sweep("consume=sometimes").is_err());
+        let plan = parse(&[
+            "--batch",
+            "256",
+            "--sweep",
+            "consume=manual,group",
+            "--no-files",
+        ])
+        .into_plan()
+        .unwrap();
+        let points = &plan.points;
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0].curve, "consume=manual");
+        assert_eq!(points[1].curve, "consume=group");
+        assert_eq!(points[0].consume_mode, Some(ConsumeMode::Manual));
+        assert_eq!(points[1].consume_mode, Some(ConsumeMode::Group));
+        assert_eq!(points[0].group, None);
+        assert_eq!(points[1].group, Some(GroupSpec::CLIENT_DEFAULT));
+        assert_eq!(points[0].batch_messages, points[1].batch_messages);
+        assert!(points[1].describe().contains("mode=group"));
+        assert_eq!(plan.swept, [SweepParam::Consume]);
+        // Default: manual; produce has no consumers.
+        let plain = parse(&["--no-files"]).into_plan().unwrap();
+        assert_eq!(plain.points[0].consume_mode, Some(ConsumeMode::Manual));
+        assert_eq!(plain.points[0].mode_label(), "manual");
+        let produce = parse(&["--scenario", "produce", "--no-files"])
+            .into_plan()
+            .unwrap();
+        assert_eq!(produce.points[0].consume_mode, None);
+        assert_eq!(produce.points[0].mode_label(), "-");
+        // --consume-mode group with a session timeout: heartbeat a third of it.
+        let group = parse(&[
+            "--consume-mode",
+            "group",
+            "--session-timeout-ms",
+            "1500",
+            "--no-files",
+        ])
+        .into_plan()
+        .unwrap();
+        assert_eq!(
+            group.points[0].group,
+            Some(GroupSpec {
+                session_timeout_ms: 1500,
+                heartbeat_interval_ms: 500
+            })
+        );
+    }
+
+    /// `--scenario rebalance`: its own defaults, and two points (graceful, then crash).
+    #[test]
+    fn rebalance_plan() {
+        let plan = parse(&["--scenario", "rebalance", "--no-files"])
+            .into_plan()
+            .unwrap();
+        assert_eq!(plan.points.len(), 2);
+        let (graceful, crash) = (&plan.points[0], &plan.points[1]);
+        assert_eq!(graceful.curve, "leave=graceful");
+        assert_eq!(crash.curve, "leave=crash");
+        assert_eq!(
+            graceful.rebalance,
+            Some(RebalanceSpec {
+                leave: Leave::Graceful,
+                repeats: 5
+            })
+        );
+        assert_eq!(crash.rebalance.map(|r| r.leave), Some(Leave::Crash));
+        assert_eq!((graceful.consumers, graceful.partitions), (3, 6));
+        assert_eq!(graceful.target_rate, Some(REBALANCE_DEFAULT_RATE));
+        assert_eq!(graceful.consume_mode, Some(ConsumeMode::Group));
+        assert_eq!(
+            graceful.group,
+            Some(GroupSpec {
+                session_timeout_ms: 2000,
+                heartbeat_interval_ms: 666
+            })
+        );
+        let small = parse(&[
+            "--scenario",
+            "rebalance",
+            "--repeats",
+            "1",
+            "--session-timeout-ms",
+            "600",
+            "--consumers",
+            "2",
+            "--partitions",
+            "2",
+            "--rate",
+            "2k",
+            "--sweep",
+            "batch=16,64",
+            "--no-files",
+        ])
+        .into_plan()
+        .unwrap();
+        let curves: Vec<&str> = small.points.iter().map(|p| p.curve.as_str()).collect();
+        assert_eq!(
+            curves,
+            [
+                "batch=16 leave=graceful",
+                "batch=16 leave=crash",
+                "batch=64 leave=graceful",
+                "batch=64 leave=crash"
+            ]
+        );
+        assert_eq!(small.points[0].group.map(|g| g.heartbeat_interval_ms), Some(200));
+        assert_eq!(small.points[0].rebalance.map(|r| r.repeats), Some(1));
+        // A long session timeout: the heartbeat stays at 1 s.
+        assert_eq!(
+            GroupSpec::with_session_timeout(30_000).heartbeat_interval_ms,
+            HEARTBEAT_MAX_MS
+        );
+    }
+
+    /// Group settings that make no sense are refused before anything runs.
+    #[test]
+    fn bad_group_arguments_are_refused() {
+        let refused = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.push("--no-files");
+            parse(&all).into_plan().is_err()
+        };
+        assert!(refused(&["--scenario", "produce", "--consume-mode", "group"]));
+        assert!(refused(&[
+            "--scenario",
+            "produce",
+            "--sweep",
+            "consume=manual,group"
+        ]));
+        assert!(refused(&["--scenario", "rebalance", "--rate", "max"]));
+        assert!(refused(&["--scenario", "rebalance", "--consumers", "1"]));
+        assert!(refused(&[
+            "--scenario",
+            "rebalance",
+            "--consumers",
+            "4",
+            "--partitions",
+            "3"
+        ]));
+        assert!(refused(&["--scenario", "rebalance", "--consume-mode", "manual"]));
+        assert!(refused(&[
+            "--scenario",
+            "rebalance",
+            "--sweep",
+            "consume=manual,group"
+        ]));
+        assert!(refused(&["--scenario", "rebalance", "--repeats", "0"]));
+        assert!(refused(&["--scenario", "rebalance", "--messages", "10k"]));
+        assert!(refused(&["--consume-mode", "group", "--session-timeout-ms", "1"]));
+        assert!(!refused(&["--scenario", "consume", "--consume-mode", "group"]));
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! including the configuration, git revision, CPU and kernel) and `NAME.svg` (p50 and p99
 //! latency against achieved throughput, one colour per curve; points that could not hold
 //! their target rate are drawn as crosses off the curves, never as curve points).
+//!
+//! Every row shows the consume mode (`manual`, `group`); when a run measured both modes at
+//! otherwise identical settings, the table and the markdown add a group ÷ manual throughput
+//! line per pair ([`Report::mode_comparisons`]). `rebalance` points get a table of their own
+//! (rebalance done and data flowing again, min/median/max, against the target).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,11 +17,59 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::args::{fmt_count, DurabilityArg, PointSpec, Scenario, SweepParam};
+use crate::args::{fmt_count, ConsumeMode, DurabilityArg, PointSpec, Scenario, SweepParam};
 use crate::histogram::{fmt_ms, Percentiles};
 use crate::limits::Limits;
 use crate::peers::{self, Peer};
+use crate::workload::rebalance::{Spread, UNMOVED_GAP_TOLERANCE_MS};
 use crate::workload::PointResult;
+
+/// The issue's bound on what consuming through a group may cost against manual assignment:
+/// group throughput at least 95 % of manual's, measured in the same run.
+pub const GROUP_COST_MAX: f64 = 0.05;
+
+/// Group and manual consumption measured at otherwise identical settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModeComparison {
+    /// The shared settings (curve without the consume mode, and the rate).
+    pub settings: String,
+    /// Manual assignment, msgs/s.
+    pub manual_msgs_per_s: f64,
+    /// Group, msgs/s.
+    pub group_msgs_per_s: f64,
+    /// Group ÷ manual.
+    pub ratio: f64,
+    /// `1 - ratio` ≤ [`GROUP_COST_MAX`].
+    pub within_target: bool,
+    /// Either point had problems (see them before trusting the ratio).
+    pub problems: bool,
+}
+
+impl ModeComparison {
+    /// One line for the table and the markdown.
+    pub fn line(&self) -> String {
+        format!(
+            "group vs manual ({}): {} vs {} msgs/s = {:.3}× (cost {:+.1} %): {} the {:.0} % \
+             target{}",
+            self.settings,
+            fmt_count(self.group_msgs_per_s.round()),
+            fmt_count(self.manual_msgs_per_s.round()),
+            self.ratio,
+            (1.0 - self.ratio) * 100.0,
+            if self.within_target {
+                "within"
+            } else {
+                "NOT within"
+            },
+            GROUP_COST_MAX * 100.0,
+            if self.problems {
+                " [a point had problems: see below]"
+            } else {
+                ""
+            }
+        )
+    }
+}
 
 /// The machine a run measured on.
 #[derive(Debug, Clone, Serialize)]
@@ -206,6 +259,7 @@ impl Report {
     fn result_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
         let headers = vec![
             "curve",
+            "mode",
             "rate",
             "msgs/s",
             "MB/s",
@@ -224,6 +278,7 @@ impl Report {
                 let ratio = |r: Option<f64>| r.map_or_else(|| "-".into(), |r| format!("{r:.3}"));
                 vec![
                     point.spec.curve.clone(),
+                    point.spec.mode_label().to_owned(),
                     point.spec.rate_label(),
                     fmt_count(point.msgs_per_s.round()),
                     format!("{:.1}", point.mb_per_s),
@@ -240,11 +295,126 @@ impl Report {
         (headers, rows)
     }
 
+    /// Pairs of points measured with manual and group consumption whose other settings are
+    /// identical (every field of the spec but its index, curve, consume mode and group
+    /// settings), in the order of the group points.
+    pub fn mode_comparisons(&self) -> Vec<ModeComparison> {
+        let key = |spec: &PointSpec| {
+            let mut value = serde_json::to_value(spec).unwrap_or_default();
+            if let Some(fields) = value.as_object_mut() {
+                for field in ["index", "curve", "consume_mode", "group"] {
+                    fields.remove(field);
+                }
+            }
+            value
+        };
+        let of_mode = |mode: ConsumeMode| {
+            self.points
+                .iter()
+                .filter(move |p| p.spec.consume_mode == Some(mode) && p.rebalance.is_none())
+        };
+        let mut comparisons = Vec::new();
+        for group in of_mode(ConsumeMode::Group) {
+            let group_key = key(&group.spec);
+            let Some(manual) = of_mode(ConsumeMode::Manual).find(|m| key(&m.spec) == group_key)
+            else {
+                continue;
+            };
+            let ratio = if manual.msgs_per_s > 0.0 {
+                group.msgs_per_s / manual.msgs_per_s
+            } else {
+                0.0
+            };
+            let curve: Vec<&str> = group
+                .spec
+                .curve
+                .split(' ')
+                .filter(|part| !part.starts_with("consume="))
+                .collect();
+            let curve = if curve.is_empty() {
+                "all".to_owned()
+            } else {
+                curve.join(" ")
+            };
+            comparisons.push(ModeComparison {
+                settings: format!("{curve}, rate {}", group.spec.rate_label()),
+                manual_msgs_per_s: manual.msgs_per_s,
+                group_msgs_per_s: group.msgs_per_s,
+                ratio,
+                within_target: ratio > 0.0 && 1.0 - ratio <= GROUP_COST_MAX,
+                problems: !group.problems.is_empty() || !manual.problems.is_empty(),
+            });
+        }
+        comparisons
+    }
+
+    /// The `rebalance` points' table (rows of cells), empty without such points.
+    fn rebalance_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let headers = vec![
+            "curve",
+            "leave",
+            "session",
+            "repeats",
+            "rebalance done min/median/max",
+            "data flowing min/median/max",
+            "target",
+            "met",
+            "unmoved partitions",
+            "redelivered",
+        ];
+        let spread = |s: &Option<Spread>| s.as_ref().map_or_else(|| "-".into(), Spread::label);
+        let rows = self
+            .points
+            .iter()
+            .filter_map(|point| Some((point, point.rebalance.as_ref()?)))
+            .map(|(point, outcome)| {
+                let gaps = outcome
+                    .repeats
+                    .iter()
+                    .map(|r| r.unmoved_gap_ms)
+                    .fold(0.0, f64::max);
+                let steady = outcome
+                    .repeats
+                    .iter()
+                    .map(|r| r.steady_gap_ms)
+                    .fold(0.0, f64::max);
+                vec![
+                    point.spec.curve.clone(),
+                    outcome.leave.name().to_owned(),
+                    format!(
+                        "{} ms (heartbeat {} ms)",
+                        outcome.session_timeout_ms, outcome.heartbeat_interval_ms
+                    ),
+                    format!("{}/{}", outcome.repeats.len(), outcome.repeats_wanted),
+                    spread(&outcome.rebalance_done),
+                    spread(&outcome.data_flowing),
+                    format!("< {} ms", fmt_ms(outcome.target_ms)),
+                    outcome.met_label().to_owned(),
+                    format!(
+                        "{} (longest silence {} ms, steady {} ms)",
+                        outcome.gap_label(),
+                        fmt_ms(gaps),
+                        fmt_ms(steady)
+                    ),
+                    outcome.redelivered.to_string(),
+                ]
+            })
+            .collect();
+        (headers, rows)
+    }
+
     /// The human table printed at the end of a run.
     pub fn table(&self) -> String {
         let (headers, rows) = self.result_rows();
         let mut out = String::new();
         let _ = writeln!(out, "{}", align(&headers, &rows));
+        let (headers, rows) = self.rebalance_rows();
+        if !rows.is_empty() {
+            let _ = writeln!(out, "Rebalance:\n{}", align(&headers, &rows));
+        }
+        for comparison in self.mode_comparisons() {
+            let _ = writeln!(out, "{}", comparison.line());
+        }
         if let Some(limits) = &self.limits {
             let _ = writeln!(out, "{}", limits_lines(limits));
         }
@@ -260,7 +430,8 @@ impl Report {
     pub fn csv(&self) -> String {
         let mut out = String::from(
             "index,curve,scenario,message_size,batch_messages,batch_bytes,linger_ms,acks,\
-             durability,partitions,producers,consumers,target_rate,sustained,msgs_per_s,\
+             durability,partitions,producers,consumers,consume_mode,session_timeout_ms,\
+             heartbeat_interval_ms,target_rate,sustained,msgs_per_s,\
              mb_per_s,produced_msgs_per_s,consumed_msgs_per_s,window_s,\
              produce_p50_ms,produce_p90_ms,produce_p99_ms,produce_p999_ms,produce_p9999_ms,\
              produce_max_ms,produce_uncorrected_p50_ms,produce_uncorrected_p99_ms,\
@@ -268,7 +439,10 @@ impl Report {
              e2e_p9999_ms,e2e_max_ms,e2e_uncorrected_p50_ms,e2e_uncorrected_p99_ms,\
              e2e_uncorrected_max_ms,broker_cpu_s,client_cpu_s,broker_cores,client_cores,\
              broker_busiest_thread_cores,client_busiest_thread_cores,disk_ratio,loopback_ratio,\
-             client_bound,verdict,problems\n",
+             leave,repeats,rebalance_done_min_ms,rebalance_done_median_ms,\
+             rebalance_done_max_ms,data_flowing_min_ms,data_flowing_median_ms,\
+             data_flowing_max_ms,rebalance_target_ms,rebalance_met,unmoved_interrupted,\
+             redelivered,client_bound,verdict,problems\n",
         );
         for point in &self.points {
             let spec = &point.spec;
@@ -282,6 +456,11 @@ impl Report {
             let pu = produce.map(|l| &l.uncorrected);
             let ec = e2e.map(|l| &l.corrected);
             let eu = e2e.map(|l| &l.uncorrected);
+            let rebalance = point.rebalance.as_ref();
+            let spread = |s: fn(&crate::workload::rebalance::RebalanceOutcome) -> Option<Spread>,
+                          f: fn(&Spread) -> f64| {
+                opt(rebalance.and_then(s).as_ref().map(f))
+            };
             let fields: Vec<String> = vec![
                 spec.index.to_string(),
                 spec.curve.clone(),
@@ -296,6 +475,12 @@ impl Report {
                 spec.partitions.to_string(),
                 spec.producers.to_string(),
                 spec.consumers.to_string(),
+                spec.consume_mode
+                    .map_or_else(String::new, |m| m.name().to_owned()),
+                spec.group
+                    .map_or_else(String::new, |g| g.session_timeout_ms.to_string()),
+                spec.group
+                    .map_or_else(String::new, |g| g.heartbeat_interval_ms.to_string()),
                 spec.target_rate
                     .map_or_else(|| "max".into(), |r| format!("{r:.0}")),
                 point.sustained.map_or_else(String::new, |s| s.to_string()),
@@ -330,6 +515,18 @@ impl Report {
                 opt(point.cpu.client_busiest_thread.as_ref().map(|t| t.cores)),
                 opt(self.disk_ratio(point.mb_per_s)),
                 opt(self.net_ratio(point.mb_per_s)),
+                rebalance.map_or_else(String::new, |r| r.leave.name().to_owned()),
+                rebalance.map_or_else(String::new, |r| r.repeats.len().to_string()),
+                spread(|r| r.rebalance_done, |s| s.min_ms),
+                spread(|r| r.rebalance_done, |s| s.median_ms),
+                spread(|r| r.rebalance_done, |s| s.max_ms),
+                spread(|r| r.data_flowing, |s| s.min_ms),
+                spread(|r| r.data_flowing, |s| s.median_ms),
+                spread(|r| r.data_flowing, |s| s.max_ms),
+                opt(rebalance.map(|r| r.target_ms)),
+                rebalance.map_or_else(String::new, |r| r.met.to_string()),
+                rebalance.map_or_else(String::new, |r| r.unmoved_interrupted.to_string()),
+                rebalance.map_or_else(String::new, |r| r.redelivered.to_string()),
                 point.client_bound.to_string(),
                 point.verdict.clone(),
                 point.problems.join("; "),
@@ -518,12 +715,53 @@ impl Report {
         let (headers, rows) = self.result_rows();
         md.push_str(&markdown_table(&headers, &rows));
         md.push_str(
-            "\n`rate` is the target (`max`: closed loop); `msgs/s` and `MB/s` (10^6 bytes of \
+            "\n`mode`: how the consumers got their partitions, `manual` (assigned by hand) or \
+             `group` (one consumer group per point: cooperative-sticky, at-least-once \
+             auto-commit every 5 s; measured from the moment the group was balanced, so the \
+             join is not counted). \
+             `rate` is the target (`max`: closed loop); `msgs/s` and `MB/s` (10^6 bytes of \
              message values) are what was achieved: acknowledged messages for `produce`, \
              received ones otherwise. `held`: whether an open-loop point kept its target rate. \
              CPU is in cores (CPU seconds per second) of broker + client over the measured \
              window, with what everything else on the (shared) machine used in parentheses. `÷disk` and `÷loopback` divide MB/s by the references above.\n",
         );
+        let comparisons = self.mode_comparisons();
+        if !comparisons.is_empty() {
+            md.push_str("\n### Consumer group vs manual assignment\n\n");
+            for comparison in &comparisons {
+                let _ = writeln!(md, "- {}", comparison.line());
+            }
+            let _ = writeln!(
+                md,
+                "\nSame run, same settings, measured back to back; the target is a cost below \
+                 {:.0} % (group ≥ {:.2}× manual).",
+                GROUP_COST_MAX * 100.0,
+                1.0 - GROUP_COST_MAX
+            );
+        }
+        let (headers, rows) = self.rebalance_rows();
+        if !rows.is_empty() {
+            md.push_str("\n### Rebalance after a consumer leaves\n\n");
+            md.push_str(&markdown_table(&headers, &rows));
+            let _ = writeln!(
+                md,
+                "\nEach repeat: the group balanced and every partition flowing, then steady \
+                 consumption for the warm-up, then the oldest member stops polling and leaves: \
+                 `graceful` = `close()` (commit and LeaveGroup), `crash` = dropped without \
+                 close (the coordinator notices only after the session timeout); a fresh \
+                 consumer rejoins before the next repeat. `rebalance done`: from the leave \
+                 until the survivors' Assigned events cover every partition again. `data \
+                 flowing`: until the first record of each moved partition arrived again. \
+                 `target`: 1 s for a graceful leave, 1 s + the session timeout for a crash; \
+                 `met` when every repeat's rebalance was done within it. `unmoved \
+                 partitions`: `GAP` when a partition that did not move went without records \
+                 during the rebalance for {} ms longer than its longest silence in the steady \
+                 period, or a survivor had partitions revoked (a cooperative rebalance keeps \
+                 them flowing). `redelivered`: records received twice (at-least-once: a moved \
+                 partition resumes at its last committed offset).",
+                fmt_ms(UNMOVED_GAP_TOLERANCE_MS)
+            );
+        }
         md.push_str("\n### Latency with and without coordinated-omission correction\n\n");
         md.push_str(&self.correction_table());
         md.push_str("\n## Compared with the peer brokers\n\n");
@@ -587,6 +825,10 @@ impl Report {
                 .min_by(f64::total_cmp);
             let closed = of_curve().find(|p| p.spec.target_rate.is_none());
             let mut line = format!("- **{curve}**: ");
+            if let Some(outcome) = of_curve().find_map(|p| p.rebalance.as_ref()) {
+                let _ = writeln!(out, "{line}{}", outcome.verdict());
+                continue;
+            }
             match held {
                 Some(p) => {
                     let latency = p.headline_latency().map_or_else(String::new, |l| {
@@ -614,6 +856,9 @@ impl Report {
                 );
             }
             let _ = writeln!(out, "{line}");
+        }
+        for comparison in self.mode_comparisons() {
+            let _ = writeln!(out, "- {}", comparison.line());
         }
         if let Some(best) = self
             .points
@@ -880,14 +1125,38 @@ fn workload_lines(specs: &[&PointSpec]) -> String {
     );
     let _ = writeln!(
         out,
-        "- target rates: {}",
-        distinct(specs, PointSpec::rate_label)
+        "- consume mode: {}{}",
+        distinct(specs, |s| s.mode_label().to_owned()),
+        match specs.iter().find_map(|s| s.group) {
+            Some(group) => format!(
+                "; groups: session timeout {} ms, heartbeat {} ms, cooperative-sticky, \
+                 at-least-once auto-commit every 5 s, earliest offset when nothing is committed",
+                group.session_timeout_ms, group.heartbeat_interval_ms
+            ),
+            None => String::new(),
+        }
     );
     let _ = writeln!(
         out,
-        "- {amount}, after {} s of warm-up; drain timeout {} s",
-        spec.warmup_s, spec.drain_timeout_s
+        "- target rates: {}",
+        distinct(specs, PointSpec::rate_label)
     );
+    match spec.rebalance {
+        Some(rebalance) => {
+            let _ = writeln!(
+                out,
+                "- {} leaves per point, each after {} s of steady consumption; drain timeout {} s",
+                rebalance.repeats, spec.warmup_s, spec.drain_timeout_s
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "- {amount}, after {} s of warm-up; drain timeout {} s",
+                spec.warmup_s, spec.drain_timeout_s
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "- load: open loop at each target rate on a fixed schedule (latency from the intended \
@@ -1014,7 +1283,7 @@ pub fn plot(report: &Report, path: &Path) -> Result<bool> {
     let points: Vec<(&PointResult, &Percentiles)> = report
         .points
         .iter()
-        .filter(|p| p.msgs_per_s > 0.0)
+        .filter(|p| p.msgs_per_s > 0.0 && p.rebalance.is_none())
         .filter_map(|p| p.headline_latency().filter(|l| l.count > 0).map(|l| (p, l)))
         .collect();
     if points.is_empty() {
@@ -1122,7 +1391,12 @@ pub fn plot(report: &Report, path: &Path) -> Result<bool> {
         let missed: Vec<(f64, f64)> = report
             .points
             .iter()
-            .filter(|p| p.spec.curve == *curve && !p.plottable() && p.msgs_per_s > 0.0)
+            .filter(|p| {
+                p.spec.curve == *curve
+                    && !p.plottable()
+                    && p.msgs_per_s > 0.0
+                    && p.rebalance.is_none()
+            })
             .flat_map(|p| match p.headline_latency().filter(|l| l.count > 0) {
                 Some(l) => vec![
                     (p.msgs_per_s, l.p50_ms.max(y_min)),
@@ -1183,7 +1457,11 @@ pub fn plot(report: &Report, path: &Path) -> Result<bool> {
             Rectangle::new([(3, -7), (17, 7)], BLACK.stroke_width(1))
         );
     }
-    if report.points.iter().any(|p| !p.plottable()) {
+    if report
+        .points
+        .iter()
+        .any(|p| !p.plottable() && p.rebalance.is_none())
+    {
         key!(
             "target rate not held",
             Cross::new((10, 0), 5, BLACK.stroke_width(2))
@@ -1198,4 +1476,180 @@ pub fn plot(report: &Report, path: &Path) -> Result<bool> {
         .map_err(error)?;
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Args, GroupSpec, Leave};
+    use crate::cpu::CpuUsage;
+    use crate::workload::rebalance::{RebalanceOutcome, Repeat};
+
+    /// The points of a command line.
+    fn specs(args: &[&str]) -> Vec<PointSpec> {
+        let mut argv = vec!["sluice-bench", "--no-files"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv)
+            .unwrap()
+            .into_plan()
+            .unwrap()
+            .points
+    }
+
+    /// A clean result of `spec` at `msgs_per_s`.
+    fn result(spec: PointSpec, msgs_per_s: f64) -> PointResult {
+        PointResult {
+            spec,
+            window_s: 5.0,
+            produced: None,
+            consumed: None,
+            msgs_per_s,
+            mb_per_s: msgs_per_s * 1024.0 / 1e6,
+            produce_latency: None,
+            e2e_latency: None,
+            cpu: CpuUsage::default(),
+            producer_loop: None,
+            sustained: None,
+            problems: Vec::new(),
+            verdict: "not CPU-bound (latency/round-trip bound); ...".into(),
+            client_bound: false,
+            rebalance: None,
+        }
+    }
+
+    fn report(points: Vec<PointResult>) -> Report {
+        Report {
+            name: "test".into(),
+            command_line: "sluice-bench".into(),
+            machine: Machine {
+                cpu_model: "cpu".into(),
+                cores: 2,
+                memory_gib: 4.0,
+                kernel: "6".into(),
+                disk: "disk".into(),
+                git_revision: "abc".into(),
+                date: "today".into(),
+            },
+            broker: "broker".into(),
+            client_threads: 2,
+            swept: Vec::new(),
+            limits: None,
+            points,
+            failed_points: Vec::new(),
+            notes: Vec::new(),
+            duration_s: 1.0,
+            peers: Vec::new(),
+        }
+    }
+
+    /// Manual and group points at the same settings are paired, with their ratio, in the
+    /// table, the markdown, the CSV and the rows; a point at other settings is not.
+    #[test]
+    fn group_and_manual_are_compared() {
+        let mut points: Vec<PointResult> = specs(&["--sweep", "consume=manual,group"])
+            .into_iter()
+            .zip([100_000.0, 97_000.0])
+            .map(|(spec, rate)| result(spec, rate))
+            .collect();
+        let other = specs(&["--consume-mode", "group", "--batch", "16"]);
+        points.push(result(other[0].clone(), 50_000.0));
+        let report = report(points);
+        let comparisons = report.mode_comparisons();
+        assert_eq!(comparisons.len(), 1, "{comparisons:?}");
+        let comparison = &comparisons[0];
+        assert!((comparison.ratio - 0.97).abs() < 1e-9);
+        assert!(comparison.within_target && !comparison.problems);
+        assert_eq!(comparison.settings, "all, rate max");
+        assert!(comparison.line().contains("0.970×"), "{}", comparison.line());
+        let (headers, rows) = report.result_rows();
+        assert_eq!(headers[1], "mode");
+        let modes: Vec<&str> = rows.iter().map(|row| row[1].as_str()).collect();
+        assert_eq!(modes, ["manual", "group", "group"]);
+        assert!(report.table().contains("group vs manual (all, rate max)"));
+        let markdown = report.markdown(None);
+        assert!(markdown.contains("### Consumer group vs manual assignment"));
+        assert!(markdown.contains("0.970×"));
+        assert!(markdown.contains("- consume mode: manual, group (swept); groups: session"));
+        let csv = report.csv();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let column = header.iter().position(|h| *h == "consume_mode").unwrap();
+        let values: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|line| line.split(',').nth(column).unwrap())
+            .collect();
+        assert_eq!(values, ["manual", "group", "group"]);
+        assert!(csv
+            .lines()
+            .all(|line| line.split(',').count() >= header.len()));
+    }
+
+    /// A group point 10 % slower than manual misses the target.
+    #[test]
+    fn a_costly_group_misses_the_target() {
+        let points = specs(&["--sweep", "consume=manual,group"])
+            .into_iter()
+            .zip([100_000.0, 90_000.0])
+            .map(|(spec, rate)| result(spec, rate))
+            .collect();
+        let comparison = &report(points).mode_comparisons()[0];
+        assert!(!comparison.within_target);
+        assert!(comparison.line().contains("NOT within the 5 % target"));
+    }
+
+    /// Rebalance points get their own table with the spread and the verdict, CSV columns,
+    /// and stay off the plot and the peer comparison.
+    #[test]
+    fn rebalance_rows() {
+        let group = GroupSpec::with_session_timeout(2000);
+        let repeat = |done_ms: f64| Repeat {
+            rebalance_done_ms: Some(done_ms),
+            data_flowing_ms: Some(done_ms + 5.0),
+            moved: vec![0, 3],
+            unmoved_gap_ms: 12.0,
+            steady_gap_ms: 10.0,
+            unmoved_interrupted: false,
+        };
+        let points: Vec<PointResult> = specs(&["--scenario", "rebalance", "--repeats", "3"])
+            .into_iter()
+            .map(|spec| {
+                let leave = spec.rebalance.unwrap().leave;
+                let base = if leave == Leave::Crash { 2400.0 } else { 400.0 };
+                let mut point = result(spec, 20_000.0);
+                let outcome = RebalanceOutcome::new(
+                    leave,
+                    group,
+                    3,
+                    vec![repeat(base), repeat(base + 100.0), repeat(base + 50.0)],
+                );
+                point.verdict = outcome.verdict();
+                point.rebalance = Some(outcome);
+                point
+            })
+            .collect();
+        let report = report(points);
+        assert!(report.points.iter().all(|p| !p.plottable()));
+        let table = report.table();
+        assert!(table.contains("Rebalance:"), "{table}");
+        assert!(table.contains("400 / 450 / 500 ms"), "{table}");
+        assert!(table.contains("< 3000 ms"), "{table}");
+        let markdown = report.markdown(None);
+        assert!(markdown.contains("### Rebalance after a consumer leaves"));
+        assert!(markdown.contains("rebalance met: crash leave rebalanced in"));
+        let csv = report.csv();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let column = header
+            .iter()
+            .position(|h| *h == "rebalance_done_median_ms")
+            .unwrap();
+        let medians: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|line| line.split(',').nth(column).unwrap())
+            .collect();
+        assert_eq!(medians, ["450.0000", "2450.0000"]);
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -68,6 +69,20 @@ pub struct ServeArgs {
     /// How often retention runs (ms).
     #[arg(long, env = "SLUICE_RETENTION_CHECK_MS", default_value_t = 300_000)]
     pub retention_check_ms: u64,
+    /// Partitions of the internal `__consumer_offsets` topic, fixed when it is first created:
+    /// the coordinators of consumer groups are spread over the shards owning them.
+    #[arg(long, env = "SLUICE_OFFSETS_PARTITIONS", default_value_t = 8)]
+    pub offsets_partitions: u32,
+    /// Shortest session timeout a consumer-group member may ask for (ms).
+    #[arg(long, env = "SLUICE_GROUP_MIN_SESSION_TIMEOUT_MS", default_value_t = 500)]
+    pub group_min_session_timeout_ms: u64,
+    /// Longest session timeout a consumer-group member may ask for (ms).
+    #[arg(long, env = "SLUICE_GROUP_MAX_SESSION_TIMEOUT_MS", default_value_t = 1_800_000)]
+    pub group_max_session_timeout_ms: u64,
+    /// How long the first rebalance of an empty group waits for more members (ms), so that
+    /// consumers starting together share one rebalance.
+    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS", default_value_t = 300)]
+    pub group_initial_rebalance_delay_ms: u64,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when unset.
     #[arg(long, env = "SLUICE_LOG")]
     pub log: Option<String>,
@@ -126,6 +141,14 @@ impl ServeArgs {
         if self.default_partitions == 0 {
             bail!("--default-partitions must be at least 1");
         }
+        if self.offsets_partitions == 0 || self.offsets_partitions > 1024 {
+            bail!("--offsets-partitions must be within [1, 1024]");
+        }
+        if self.group_min_session_timeout_ms == 0
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            bail!("--group-min-session-timeout-ms must be positive and at most --group-max-session-timeout-ms");
+        }
         // Absolute from here on: shards and glommio's file operations must not depend on the
         // working directory.
         std::fs::create_dir_all(&self.data_dir)
@@ -148,6 +171,14 @@ impl ServeArgs {
             max_frame_bytes: self.max_frame_bytes,
             idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms.max(1)),
             retention_check: std::time::Duration::from_millis(self.retention_check_ms.max(1000)),
+            offsets_partitions: self.offsets_partitions,
+            group_limits: crate::group::state::GroupLimits {
+                min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
+                max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
+                initial_rebalance_delay: Duration::from_millis(
+                    self.group_initial_rebalance_delay_ms,
+                ),
+            },
             topic_defaults: TopicDefaults {
                 partitions: self.default_partitions,
                 retention_ms: self.default_retention_ms,

@@ -111,6 +111,13 @@ pub enum ShardMessage {
         /// The id, or why not.
         reply: Reply<Result<i64, WireError>>,
     },
+    /// A group request for a group the receiving shard coordinates.
+    Group {
+        /// The request.
+        request: crate::group::GroupRequest,
+        /// The coordinator's answer.
+        reply: Reply<Result<crate::group::GroupResponse, WireError>>,
+    },
     /// The topic registry changed: open and close partitions to match, then acknowledge.
     TopicsChanged {
         /// The new registry.

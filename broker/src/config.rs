@@ -31,6 +31,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Period of retention passes.
     pub retention_check: Duration,
+    /// Partitions of `__consumer_offsets` (the registry's value once the topic exists).
+    pub offsets_partitions: u32,
+    /// Session timeout bounds and delays of consumer groups.
+    pub group_limits: crate::group::state::GroupLimits,
     /// Settings new topics get unless the request says otherwise.
     pub topic_defaults: TopicDefaults,
 }

@@ -5,6 +5,7 @@ mod bus;
 mod cli;
 mod config;
 mod error_code;
+mod group;
 mod handler;
 mod net;
 mod partition;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
-use wire::protocol::ShardEndpoint;
+use wire::protocol::{ShardEndpoint, CONSUMER_OFFSETS_TOPIC};
 
 use crate::bus::{Bus, ShardMessage};
 use crate::config::Config;
@@ -39,7 +39,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     ])
     .context("installing signal handlers")?;
     let signal_handle = signals.handle();
-    let registry = TopicRegistry::load(&config.data_dir)?;
+    let mut config = config;
+    let mut registry = TopicRegistry::load(&config.data_dir)?;
+    match registry.topics.get(CONSUMER_OFFSETS_TOPIC) {
+        Some(existing) => config.offsets_partitions = existing.partitions,
+        None => {
+            registry.topics.insert(
+                CONSUMER_OFFSETS_TOPIC.to_owned(),
+                crate::group::offsets_topic_config(config.offsets_partitions),
+            );
+            registry.save(&config.data_dir)?;
+        }
+    }
     tracing::info!(?config, topics = registry.topics.len(), "starting");
     let config = Arc::new(config);
     let shards = config.shards;
@@ -226,6 +237,7 @@ async fn run_shard(
         "shard",
     ));
     glommio::spawn_local(shard.clone().retention_loop()).detach();
+    glommio::spawn_local(shard.coordinator.clone().reap_loop(shard.clone())).detach();
     let waiting = shard.clone();
     shard
         .changed

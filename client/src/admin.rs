@@ -1,15 +1,22 @@
-//! Cluster administration: create, delete, list and describe topics, and look offsets up.
+//! Cluster administration: create, delete, list and describe topics, look offsets up, and
+//! inspect consumer groups (list, describe, committed offsets and lag, offset resets).
 //!
-//! Topic changes and metadata go to a bootstrap address (a broker's main listener); offset
-//! lookups go to the shard that owns each partition, like every data request.
+//! Topic changes, metadata and group listings go to a bootstrap address (a broker's main
+//! listener); offset lookups go to the shard that owns each partition, like every data
+//! request; requests about one group go to that group's coordinator shard.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use wire::protocol::{
-    ApiKey, CreateTopic, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DurabilitySetting, ErrorCode, TopicMetadata, TopicResult,
-    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    decode_payload, ApiKey, ConsumerAssignment, CreateTopic, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, DescribedGroup, DurabilitySetting, ErrorCode, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetCommitTopic, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchTopic, TopicMetadata,
+    TopicResult, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 
 use crate::cluster::{Cluster, TopicPartition};
@@ -125,6 +132,91 @@ pub struct TopicDescription {
     pub metadata: TopicMetadata,
     /// Each partition with its log start and end offsets.
     pub partitions: Vec<PartitionDescription>,
+}
+
+/// One consumer group in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// The group id.
+    pub group_id: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance`, `Stable` or `Dead`.
+    pub state: String,
+    /// `consumer` for consumer groups; empty for a group that only has committed offsets.
+    pub protocol_type: String,
+    /// Number of current members.
+    pub members: u32,
+}
+
+/// A consumer group's state and members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// The group id.
+    pub group_id: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance`, `Stable` or `Dead`.
+    pub state: String,
+    /// `consumer` for consumer groups; empty when the group never had members.
+    pub protocol_type: String,
+    /// The assignment protocol the members chose (`range`, `roundrobin`,
+    /// `cooperative-sticky`); empty without members.
+    pub protocol: String,
+    /// The group's generation: bumped by every completed rebalance.
+    pub generation: i32,
+    /// Member id of the leader (who computes assignments); empty without members.
+    pub leader: String,
+    /// Current members, sorted by member id.
+    pub members: Vec<MemberDescription>,
+}
+
+/// One member of a described group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    /// Member id given by the coordinator.
+    pub member_id: String,
+    /// Static instance id, for static members.
+    pub instance_id: Option<String>,
+    /// The client's name.
+    pub client_id: String,
+    /// The client's address as the coordinator saw it at join.
+    pub client_host: String,
+    /// Its current partitions, sorted: the decoded consumer-protocol assignment; empty while
+    /// it has none, and for assignments that are not the consumer protocol's.
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// A group's committed offset for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The next offset the group will consume; `None` when it committed none.
+    pub offset: Option<u64>,
+    /// The note committed with it.
+    pub metadata: String,
+    /// When it was committed (ms since the epoch); `None` when never.
+    pub commit_timestamp: Option<i64>,
+}
+
+/// How far a group is behind on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The group's committed offset; `None` when it committed none.
+    pub committed: Option<u64>,
+    /// The partition's log end offset; `None` when the lookup failed (no leader, ...).
+    pub log_end_offset: Option<u64>,
+    /// `log_end_offset - committed` when both are known (0 if the commit is ahead).
+    pub lag: Option<u64>,
+    /// The member the partition is assigned to, if any.
+    pub member_id: Option<String>,
+}
+
+/// A group's description together with its per-partition lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLag {
+    /// State and members.
+    pub description: GroupDescription,
+    /// Every partition of every topic the group has committed offsets for or its members are
+    /// assigned, sorted.
+    pub partitions: Vec<PartitionLag>,
 }
 
 /// Administers a Sluice cluster. Cheap to clone.
@@ -269,6 +361,338 @@ impl Admin {
         let mut results = self.cluster.list_offsets(&[(tp.clone(), timestamp)]).await;
         results.pop().unwrap_or(Err(ClientError::Closed))
     }
+
+    /// Every consumer group the cluster knows, sorted by id; groups that only have committed
+    /// offsets are listed as `Empty`.
+    ///
+    /// Asks one broker, which answers for all its shards: complete for today's single-node
+    /// clusters. A multi-broker cluster will have to ask every broker and merge the answers.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let frame = self
+            .cluster
+            .bootstrap_request(ApiKey::ListGroups, &ListGroupsRequest {})
+            .await?;
+        let response: ListGroupsResponse = decode_body(&frame)?;
+        let mut groups: Vec<GroupListing> = response
+            .groups
+            .into_iter()
+            .map(|group| GroupListing {
+                group_id: group.group_id,
+                state: group.state,
+                protocol_type: group.protocol_type,
+                members: group.members,
+            })
+            .collect();
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(groups)
+    }
+
+    /// A group's state, protocol, generation, leader and members with their assignments.
+    /// An unknown group fails with a [`ClientError::Broker`] error whose code is
+    /// `GroupIdNotFound`.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, ClientError> {
+        let request = DescribeGroupsRequest {
+            groups: vec![group.to_owned()],
+        };
+        let frame = self
+            .coordinator_request(group, ApiKey::DescribeGroups, &request)
+            .await?;
+        let response: DescribeGroupsResponse = decode_body(&frame)?;
+        let described = response
+            .groups
+            .into_iter()
+            .find(|described| described.group_id == group)
+            .ok_or_else(|| ClientError::Broker {
+                code: ErrorCode::Unknown,
+                message: format!("the answer does not mention group {group:?}"),
+            })?;
+        group_description(described)
+    }
+
+    /// The offsets `group` committed: for every partition of `topics` (partitions without a
+    /// commit have `offset: None`), or with `None` for every partition the group committed.
+    /// Sorted by partition.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        topics: Option<&[String]>,
+    ) -> Result<Vec<(TopicPartition, CommittedOffset)>, ClientError> {
+        let topics = match topics {
+            None => None,
+            Some(topics) => {
+                let mut asked = Vec::with_capacity(topics.len());
+                for topic in topics {
+                    let route = self.cluster.route(topic).await?;
+                    asked.push(OffsetFetchTopic {
+                        topic: topic.clone(),
+                        partitions: route.partitions.iter().map(|p| p.partition).collect(),
+                    });
+                }
+                Some(asked)
+            }
+        };
+        let request = OffsetFetchRequest {
+            group_id: group.to_owned(),
+            topics,
+        };
+        let frame = self
+            .coordinator_request(group, ApiKey::OffsetFetch, &request)
+            .await?;
+        let response: OffsetFetchResponse = decode_body(&frame)?;
+        let mut offsets = Vec::new();
+        for topic in response.topics {
+            for partition in topic.partitions {
+                let tp = TopicPartition::new(&topic.topic, partition.partition);
+                if !partition.error.is_ok() {
+                    return Err(partition_error(&tp, partition.error));
+                }
+                let committed = CommittedOffset {
+                    offset: u64::try_from(partition.offset).ok(),
+                    metadata: partition.metadata,
+                    commit_timestamp: Some(partition.commit_timestamp).filter(|ms| *ms >= 0),
+                };
+                offsets.push((tp, committed));
+            }
+        }
+        offsets.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(offsets)
+    }
+
+    /// Sets `group`'s committed offsets (each the next offset the group will consume), as
+    /// `sluice group reset-offsets` does. Only for a group without members: a group with
+    /// members fails with a `NonEmptyGroup` [`ClientError::Broker`] error (stop its consumers
+    /// first; they would overwrite the offsets with their own at their next commit). The
+    /// offsets are not checked against the logs here. The first partition the broker refused
+    /// is returned as the error; the other partitions may have been committed.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<(), ClientError> {
+        let mut topics: Vec<OffsetCommitTopic> = Vec::new();
+        for (tp, offset) in offsets {
+            let partition = OffsetCommitPartition {
+                partition: tp.partition,
+                offset: *offset,
+                metadata: String::new(),
+            };
+            match topics.iter_mut().find(|t| t.topic == tp.topic) {
+                Some(topic) => topic.partitions.push(partition),
+                None => topics.push(OffsetCommitTopic {
+                    topic: tp.topic.clone(),
+                    partitions: vec![partition],
+                }),
+            }
+        }
+        // Generation -1 with no member id: the commit of a group that has no members.
+        let request = OffsetCommitRequest {
+            group_id: group.to_owned(),
+            generation: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics,
+        };
+        let frame = match self
+            .coordinator_request(group, ApiKey::OffsetCommit, &request)
+            .await
+        {
+            Err(ClientError::Broker {
+                code: ErrorCode::NonEmptyGroup,
+                message,
+            }) => {
+                return Err(ClientError::Broker {
+                    code: ErrorCode::NonEmptyGroup,
+                    message: format!(
+                        "group {group} has active members; stop them first ({message})"
+                    ),
+                })
+            }
+            other => other?,
+        };
+        let response: OffsetCommitResponse = decode_body(&frame)?;
+        for topic in response.topics {
+            for partition in topic.partitions {
+                if !partition.error.is_ok() {
+                    let tp = TopicPartition::new(&topic.topic, partition.partition);
+                    return Err(partition_error(&tp, partition.error));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How far `group` is behind: its description and, for every partition of every topic it
+    /// has committed offsets for or its members are assigned, the committed offset, the log
+    /// end offset, the lag and the owning member. A group the coordinator does not know but
+    /// that has committed offsets is described as `Empty` with generation -1; a group with
+    /// neither fails with `GroupIdNotFound`.
+    pub async fn group_lag(&self, group: &str) -> Result<GroupLag, ClientError> {
+        let description = match self.describe_group(group).await {
+            Ok(description) => Some(description),
+            Err(e) if e.code() == Some(ErrorCode::GroupIdNotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let committed = self.committed_offsets(group, None).await?;
+        let description = match description {
+            Some(description) => description,
+            None if committed.is_empty() => {
+                return Err(group_not_found(group));
+            }
+            None => GroupDescription {
+                group_id: group.to_owned(),
+                state: "Empty".to_owned(),
+                protocol_type: String::new(),
+                protocol: String::new(),
+                generation: -1,
+                leader: String::new(),
+                members: Vec::new(),
+            },
+        };
+        let mut owners: BTreeMap<&TopicPartition, &str> = BTreeMap::new();
+        for member in &description.members {
+            for tp in &member.assignment {
+                owners.insert(tp, &member.member_id);
+            }
+        }
+        let topics: BTreeSet<&str> = committed
+            .iter()
+            .map(|(tp, _)| tp.topic.as_str())
+            .chain(owners.keys().map(|tp| tp.topic.as_str()))
+            .collect();
+        // Every partition of those topics, so that partitions nobody consumed yet show too.
+        // A topic deleted since keeps only the partitions the group knows about.
+        let mut partitions: BTreeSet<TopicPartition> = committed
+            .iter()
+            .map(|(tp, _)| tp.clone())
+            .chain(owners.keys().map(|tp| (*tp).clone()))
+            .collect();
+        for topic in topics {
+            if let Ok(route) = self.cluster.route(topic).await {
+                for partition in &route.partitions {
+                    partitions.insert(TopicPartition::new(topic, partition.partition));
+                }
+            }
+        }
+        let partitions: Vec<TopicPartition> = partitions.into_iter().collect();
+        let queries: Vec<(TopicPartition, i64)> = partitions
+            .iter()
+            .map(|tp| (tp.clone(), LATEST_TIMESTAMP))
+            .collect();
+        let log_ends = self.cluster.list_offsets(&queries).await;
+        let committed: BTreeMap<&TopicPartition, Option<u64>> = committed
+            .iter()
+            .map(|(tp, offset)| (tp, offset.offset))
+            .collect();
+        let lags = partitions
+            .iter()
+            .zip(log_ends)
+            .map(|(tp, log_end)| {
+                let committed = committed.get(tp).copied().flatten();
+                let log_end_offset = log_end.ok();
+                PartitionLag {
+                    partition: tp.clone(),
+                    committed,
+                    log_end_offset,
+                    lag: committed
+                        .zip(log_end_offset)
+                        .map(|(committed, end)| end.saturating_sub(committed)),
+                    member_id: owners.get(tp).map(|member| (*member).to_owned()),
+                }
+            })
+            .collect();
+        Ok(GroupLag {
+            description,
+            partitions: lags,
+        })
+    }
+
+    /// A group request to the group's coordinator, retried while the coordinator moves or
+    /// is loading, within the request timeout.
+    async fn coordinator_request<T: wire::protocol::Encode + Sync>(
+        &self,
+        group: &str,
+        api: ApiKey,
+        body: &T,
+    ) -> Result<crate::connection::Frame, ClientError> {
+        let deadline = Instant::now() + self.request_timeout;
+        self.cluster
+            .coordinator_request(group, api, body, self.request_timeout, deadline)
+            .await
+    }
+}
+
+/// The error for an unknown group.
+fn group_not_found(group: &str) -> ClientError {
+    ClientError::Broker {
+        code: ErrorCode::GroupIdNotFound,
+        message: format!("group {group:?} does not exist"),
+    }
+}
+
+/// A per-partition error of a commit or offset fetch, naming the partition.
+fn partition_error(tp: &TopicPartition, error: wire::protocol::WireError) -> ClientError {
+    if error.code == ErrorCode::UnknownTopicOrPartition {
+        return ClientError::Broker {
+            code: error.code,
+            message: format!("unknown topic or partition {tp}"),
+        };
+    }
+    ClientError::Broker {
+        code: error.code,
+        message: format!("{tp}: {}", error.message),
+    }
+}
+
+/// A described group as the client reports it; a group-level error becomes the error.
+fn group_description(described: DescribedGroup) -> Result<GroupDescription, ClientError> {
+    if !described.error.is_ok() {
+        return Err(match described.error.code {
+            ErrorCode::GroupIdNotFound => group_not_found(&described.group_id),
+            _ => ClientError::broker(described.error),
+        });
+    }
+    let mut members: Vec<MemberDescription> = described
+        .members
+        .into_iter()
+        .map(|member| MemberDescription {
+            assignment: decode_assignment(&member.assignment),
+            member_id: member.member_id,
+            instance_id: member.group_instance_id,
+            client_id: member.client_id,
+            client_host: member.client_host,
+        })
+        .collect();
+    members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+    Ok(GroupDescription {
+        group_id: described.group_id,
+        state: described.state,
+        protocol_type: described.protocol_type,
+        protocol: described.protocol,
+        generation: described.generation,
+        leader: described.leader,
+        members,
+    })
+}
+
+/// The partitions of a consumer-protocol assignment, sorted; empty if `bytes` is empty or not
+/// a `ConsumerAssignment` (another protocol type).
+fn decode_assignment(bytes: &[u8]) -> Vec<TopicPartition> {
+    let Ok(assignment) = decode_payload::<ConsumerAssignment>(bytes) else {
+        return Vec::new();
+    };
+    let mut partitions: Vec<TopicPartition> = assignment
+        .partitions
+        .iter()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .map(|&partition| TopicPartition::new(&topic.topic, partition))
+        })
+        .collect();
+    partitions.sort();
+    partitions.dedup();
+    partitions
 }
 
 /// The outcome for `name` in a create/delete answer.
@@ -323,5 +747,67 @@ mod tests {
             Err(ClientError::UnknownTopic { .. })
         ));
         assert!(topic_result(&results, "missing").is_err());
+    }
+
+    /// A described group keeps its fields, its members sorted with decoded assignments (empty
+    /// for bytes that are not a consumer assignment); an unknown group is a clear error.
+    #[test]
+    fn described_groups_map_to_descriptions() {
+        use wire::protocol::{encode_payload, DescribedMember, TopicPartitions};
+        let assignment = encode_payload(&ConsumerAssignment {
+            version: 1,
+            partitions: vec![
+                TopicPartitions {
+                    topic: "b".into(),
+                    partitions: vec![1, 0],
+                },
+                TopicPartitions {
+                    topic: "a".into(),
+                    partitions: vec![3],
+                },
+            ],
+        });
+        let member = |id: &str, assignment: Vec<u8>| DescribedMember {
+            member_id: id.into(),
+            group_instance_id: None,
+            client_id: "cli".into(),
+            client_host: "127.0.0.1".into(),
+            metadata: Vec::new(),
+            assignment,
+        };
+        let described = DescribedGroup {
+            group_id: "g".into(),
+            error: WireError::none(),
+            state: "Stable".into(),
+            protocol_type: "consumer".into(),
+            protocol: "range".into(),
+            generation: 4,
+            leader: "m2".into(),
+            members: vec![member("m2", assignment), member("m1", vec![1, 2, 3])],
+        };
+        let description = group_description(described.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(description.generation, 4);
+        assert_eq!(description.members[0].member_id, "m1");
+        assert!(description.members[0].assignment.is_empty());
+        assert_eq!(
+            description.members[1].assignment,
+            vec![
+                TopicPartition::new("a", 3),
+                TopicPartition::new("b", 0),
+                TopicPartition::new("b", 1)
+            ]
+        );
+        let unknown = DescribedGroup {
+            error: WireError::new(ErrorCode::GroupIdNotFound, "no"),
+            ..described
+        };
+        let error = group_description(unknown).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("group \"g\" does not exist")),
+            "{error:?}"
+        );
+        assert!(decode_assignment(&[]).is_empty());
     }
 }

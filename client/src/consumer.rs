@@ -1,8 +1,12 @@
-//! The consumer: manual partition assignment, seeks, and [`Consumer::poll`], a long-poll fetch
-//! loop that returns zero-copy [`Records`].
+//! The consumer: partitions assigned by hand ([`Consumer::assign`]) or by a consumer group
+//! ([`Consumer::subscribe`], see [`crate::group`]), seeks, commits, and [`Consumer::poll`], a
+//! long-poll fetch loop that returns zero-copy [`Records`].
 //!
 //! ```text
 //!  assign / seek ──▶ positions (Earliest/Latest/Timestamp resolved with ListOffsets)
+//!  subscribe ──▶ membership task ──▶ assignment changes, applied at the start of poll (and as
+//!       soon as they arrive while poll waits): Revoked → commit → ack, Assigned → OffsetFetch
+//!       → positions (or auto_offset_reset), Lost → dropped
 //!  poll ──▶ one Fetch per shard endpoint (all partitions it owns), each its own task
 //!       ◀── first answer(s) with data: batches validated, records below the position skipped,
 //!           positions moved past the last batch; the next fetches start at once (prefetch)
@@ -16,6 +20,10 @@
 //! * Connection errors, `NotLeader` and `UnknownTopicOrPartition` refresh the metadata and the
 //!   fetch is retried after `retry_backoff`; a consumer therefore rides out a broker restart
 //!   and continues from its position.
+//! * With a group, positions are committed according to [`GroupConfig::delivery`]: in the
+//!   background at the start of a poll (at-least-once) or before records are returned
+//!   (at-most-once). A rebalance never blocks poll: partitions that stay assigned keep being
+//!   fetched while the membership task rejoins.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +42,7 @@ use wire::protocol::{
 use crate::cluster::{Cluster, TopicPartition};
 use crate::connection::{decode_body, ConnectionConfig, Frame};
 use crate::error::ClientError;
+use crate::group::{Delivery, GroupConfig, GroupHandle, GroupMetadata, RebalanceEvent};
 use crate::records::Records;
 
 /// Where to start reading a partition.
@@ -80,6 +89,9 @@ pub struct ConsumerConfig {
     pub request_timeout: Duration,
     /// Pause after a retriable error before fetching again. Default 100 ms.
     pub retry_backoff: Duration,
+    /// Consumer group membership: needed for [`Consumer::subscribe`] and for committing
+    /// offsets. Default `None` (manual assignment only).
+    pub group: Option<GroupConfig>,
 }
 
 impl Default for ConsumerConfig {
@@ -92,6 +104,7 @@ impl Default for ConsumerConfig {
             partition_max_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
+            group: None,
         }
     }
 }
@@ -105,8 +118,19 @@ impl ConsumerConfig {
         }
     }
 
+    /// This configuration, as a member of a consumer group.
+    pub fn with_group(self, group: GroupConfig) -> Self {
+        ConsumerConfig {
+            group: Some(group),
+            ..self
+        }
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ClientError> {
+        if let Some(group) = &self.group {
+            group.validate()?;
+        }
         let limit = wire::protocol::FRAME_SIZE_MAX - 1024 * 1024;
         if self.fetch_max_bytes == 0 || self.fetch_max_bytes as usize > limit {
             return Err(ClientError::Config(format!(
@@ -138,6 +162,45 @@ struct Assigned {
     seek: Option<Offset>,
     /// Fetch offset of the fetch in flight for this partition.
     fetching: Option<u64>,
+    /// The position is the group's committed offset, still to be fetched (then
+    /// `auto_offset_reset` if there is none).
+    fetch_committed: bool,
+}
+
+impl Assigned {
+    /// A newly assigned partition: waiting for its committed offset (group) or for a seek to
+    /// the earliest offset.
+    fn new(tp: &TopicPartition, fetch_committed: bool) -> Self {
+        Assigned {
+            tp: tp.clone(),
+            topic: Arc::from(tp.topic.as_str()),
+            position: None,
+            seek: (!fetch_committed).then_some(Offset::Earliest),
+            fetching: None,
+            fetch_committed,
+        }
+    }
+}
+
+/// The positions of the partitions that have one (what a commit sends).
+fn positions(assignment: &[Assigned]) -> Vec<(TopicPartition, u64)> {
+    assignment
+        .iter()
+        .filter_map(|assigned| Some((assigned.tp.clone(), assigned.position?)))
+        .collect()
+}
+
+/// The error of group operations on a consumer without a group.
+fn no_group(operation: &str) -> ClientError {
+    ClientError::Config(format!("{operation} needs a group (ConsumerConfig::group)"))
+}
+
+/// Resolves when the membership task publishes a change (never without one).
+async fn group_changed(group: &mut Option<GroupHandle>) {
+    match group {
+        Some(group) => group.changed().await,
+        None => futures::future::pending().await,
+    }
 }
 
 /// What a fetch task reports.
@@ -160,6 +223,8 @@ pub struct Consumer {
     metadata_stale: bool,
     /// No fetch or lookup before this (backoff after a retriable error).
     retry_at: Option<Instant>,
+    /// Group membership, commits and the rebalance callback (with [`ConsumerConfig::group`]).
+    group: Option<GroupHandle>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -191,6 +256,14 @@ impl Consumer {
         };
         let cluster = Arc::new(Cluster::new(&config.bootstrap, connection)?);
         debug!(?config, "consumer starting");
+        let group = config.group.clone().map(|group| {
+            GroupHandle::new(
+                group,
+                cluster.clone(),
+                config.request_timeout,
+                config.retry_backoff,
+            )
+        });
         Ok(Consumer {
             config,
             cluster,
@@ -200,6 +273,7 @@ impl Consumer {
             busy_endpoints: HashSet::new(),
             metadata_stale: true,
             retry_at: None,
+            group,
         })
     }
 
@@ -219,10 +293,19 @@ impl Consumer {
             .collect())
     }
 
-    /// Replaces the assignment. Partitions kept from the previous assignment keep their
-    /// position; new ones start at [`Offset::Earliest`] unless [`Consumer::seek`] says
-    /// otherwise.
+    /// Replaces the assignment (manual assignment). Partitions kept from the previous
+    /// assignment keep their position; new ones start at [`Offset::Earliest`] unless
+    /// [`Consumer::seek`] says otherwise; with a group they start at the group's committed
+    /// offset, else at [`GroupConfig::auto_offset_reset`].
+    ///
+    /// Manual assignment and [`Consumer::subscribe`] are exclusive: on a subscribed consumer
+    /// this does nothing (and logs a warning).
     pub fn assign(&mut self, partitions: &[TopicPartition]) {
+        if self.group.as_ref().is_some_and(GroupHandle::is_subscribed) {
+            warn!("assign ignored: the consumer is subscribed (the group assigns its partitions)");
+            return;
+        }
+        let fetch_committed = self.group.is_some();
         let mut previous: HashMap<TopicPartition, Assigned> = self
             .assignment
             .drain(..)
@@ -233,20 +316,49 @@ impl Consumer {
             if self.position_index(tp).is_some() {
                 continue; // listed twice
             }
-            let assigned = previous.remove(tp).unwrap_or_else(|| Assigned {
-                tp: tp.clone(),
-                topic: Arc::from(tp.topic.as_str()),
-                position: None,
-                seek: Some(Offset::Earliest),
-                fetching: None,
-            });
+            let assigned = previous
+                .remove(tp)
+                .unwrap_or_else(|| Assigned::new(tp, fetch_committed));
             self.index
                 .entry(tp.topic.clone())
                 .or_default()
                 .insert(tp.partition, self.assignment.len());
             self.assignment.push(assigned);
         }
+        if let Some(group) = &mut self.group {
+            let removed: Vec<TopicPartition> = previous.into_keys().collect();
+            group.forget(&removed);
+        }
         self.metadata_stale = true;
+    }
+
+    /// Adds partitions given by the group; they start at the committed offset.
+    fn add_partitions(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if self.position_index(tp).is_some() {
+                continue;
+            }
+            self.index
+                .entry(tp.topic.clone())
+                .or_default()
+                .insert(tp.partition, self.assignment.len());
+            self.assignment.push(Assigned::new(tp, true));
+        }
+        self.metadata_stale = true;
+    }
+
+    /// Stops fetching `partitions` (answers of fetches in flight for them are ignored).
+    fn remove_partitions(&mut self, partitions: &[TopicPartition]) {
+        let removed: HashSet<&TopicPartition> = partitions.iter().collect();
+        self.assignment
+            .retain(|assigned| !removed.contains(&assigned.tp));
+        self.index.clear();
+        for (position, assigned) in self.assignment.iter().enumerate() {
+            self.index
+                .entry(assigned.tp.topic.clone())
+                .or_default()
+                .insert(assigned.tp.partition, position);
+        }
     }
 
     /// The assigned partitions.
@@ -273,6 +385,7 @@ impl Consumer {
     /// resolved with a `ListOffsets` request at the next poll or [`Consumer::position`].
     pub fn seek(&mut self, tp: &TopicPartition, offset: Offset) -> Result<(), ClientError> {
         let assigned = self.assigned_mut(tp)?;
+        assigned.fetch_committed = false;
         match offset {
             Offset::At(at) => {
                 assigned.position = Some(at);
@@ -317,6 +430,193 @@ impl Consumer {
         }
     }
 
+    /// Subscribes to `topics` through the consumer group: the group assigns their partitions
+    /// to its members and moves them as members come and go. Replaces any previous
+    /// subscription; takes effect at the next [`Consumer::poll`], which starts the membership.
+    ///
+    /// Fails without a group ([`ConsumerConfig::group`]), with no topic, and when partitions
+    /// are assigned by hand (manual assignment and subscription are exclusive: `assign(&[])`
+    /// first).
+    pub fn subscribe(&mut self, topics: &[impl AsRef<str>]) -> Result<(), ClientError> {
+        let topics: std::collections::BTreeSet<String> = topics
+            .iter()
+            .map(|topic| topic.as_ref().to_owned())
+            .collect();
+        if topics.is_empty() || topics.contains("") {
+            return Err(ClientError::Config(
+                "subscribe needs at least one topic, and no empty name".into(),
+            ));
+        }
+        let manual = !self.assignment.is_empty();
+        let group = self.group.as_mut().ok_or_else(|| no_group("subscribe"))?;
+        if manual && !group.is_subscribed() {
+            return Err(ClientError::Config(
+                "manual assignment and subscription are exclusive: assign(&[]) before subscribe"
+                    .into(),
+            ));
+        }
+        group.subscribe(topics.into_iter().collect());
+        Ok(())
+    }
+
+    /// Sets the function called from inside [`Consumer::poll`] (and [`Consumer::close`]) when
+    /// the group changes this consumer's assignment: `Revoked` before the revoked partitions'
+    /// positions are committed, `Assigned` before any record of the new partitions is
+    /// returned, `Lost` when the member fell out of the group. Replaces any previous callback;
+    /// ignored without a group.
+    pub fn on_rebalance(&mut self, callback: impl FnMut(&RebalanceEvent) + Send + 'static) {
+        match &mut self.group {
+            Some(group) => group.set_callback(Box::new(callback)),
+            None => warn!("on_rebalance ignored: the consumer has no group"),
+        }
+    }
+
+    /// Commits the position of every assigned partition (the next offset poll would return:
+    /// everything returned so far counts as processed) and waits for the coordinator to store
+    /// them durably.
+    ///
+    /// Errors: `IllegalGeneration` / `UnknownMemberId` ([`ClientError::Broker`]) when the
+    /// group rebalanced without this member (the membership rejoins); without a group,
+    /// [`ClientError::Config`].
+    pub async fn commit_sync(&mut self) -> Result<(), ClientError> {
+        let offsets = positions(&self.assignment);
+        let group = self.group.as_mut().ok_or_else(|| no_group("commit_sync"))?;
+        group.commit(&offsets, false).await
+    }
+
+    /// [`Consumer::commit_sync`] in a background task: the positions are taken now, the
+    /// returned handle resolves with the outcome. Must be called within a tokio runtime.
+    pub fn commit_async(&mut self) -> JoinHandle<Result<(), ClientError>> {
+        match &self.group {
+            Some(group) => group.commit_in_background(positions(&self.assignment)),
+            None => tokio::spawn(async { Err(no_group("commit_async")) }),
+        }
+    }
+
+    /// Commits these offsets (each the next offset to consume: one past the last processed
+    /// record), whether or not the partitions are assigned.
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<(), ClientError> {
+        let group = self
+            .group
+            .as_mut()
+            .ok_or_else(|| no_group("commit_offsets"))?;
+        group.commit(offsets, false).await
+    }
+
+    /// The group's committed offset of each partition, in order (`None`: nothing committed).
+    pub async fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<Option<u64>>, ClientError> {
+        let group = self.group.as_ref().ok_or_else(|| no_group("committed"))?;
+        group.committed(partitions).await?.into_iter().collect()
+    }
+
+    /// The group, generation and member id this consumer commits with (for offsets committed
+    /// inside a producer transaction); `None` without a group.
+    pub fn group_metadata(&self) -> Option<GroupMetadata> {
+        self.group.as_ref().map(GroupHandle::metadata)
+    }
+
+    /// Closes the consumer: stops fetching; with a group, commits the positions
+    /// (at-least-once with auto-commit), passes every partition to the callback as
+    /// `Revoked`, and leaves the group at once so that its partitions move without waiting
+    /// for the session timeout, except a static member, which just stops (restarted within
+    /// the session timeout, it gets its partitions back without a rebalance).
+    ///
+    /// Dropping a consumer instead stops it like a crash: no commit, no LeaveGroup.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        for task in self.in_flight.iter() {
+            task.abort();
+        }
+        self.in_flight.clear();
+        self.busy_endpoints.clear();
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        let offsets = positions(&self.assignment);
+        let held = if group.is_subscribed() {
+            self.assignment()
+        } else {
+            Vec::new()
+        };
+        self.assignment.clear();
+        self.index.clear();
+        group.close(offsets, held).await
+    }
+
+    /// Applies what the membership task published: drops lost partitions, revokes (commits
+    /// then acknowledges) and adds partitions, calling the rebalance callback for each.
+    async fn follow_group(&mut self) -> Result<(), ClientError> {
+        let held = self.assignment();
+        let Some(group) = self.group.as_mut() else {
+            return Ok(());
+        };
+        let Some(step) = group.next_step(&held)? else {
+            return Ok(());
+        };
+        let plan = step.plan;
+        if !plan.lost.is_empty() {
+            self.remove_partitions(&plan.lost);
+            if let Some(group) = &mut self.group {
+                group.forget(&plan.lost);
+                group.emit(RebalanceEvent::Lost(plan.lost));
+            }
+        }
+        if !plan.revoked.is_empty() {
+            let revoked: HashSet<&TopicPartition> = plan.revoked.iter().collect();
+            let offsets: Vec<(TopicPartition, u64)> = positions(&self.assignment)
+                .into_iter()
+                .filter(|(tp, _)| revoked.contains(tp))
+                .collect();
+            self.remove_partitions(&plan.revoked);
+            if let Some(group) = &mut self.group {
+                group.emit(RebalanceEvent::Revoked(plan.revoked.clone()));
+                if group.commits_on_revoke() {
+                    if let Err(error) = group.commit(&offsets, true).await {
+                        warn!(%error, "commit of revoked partitions failed");
+                    }
+                }
+                group.forget(&plan.revoked);
+            }
+        }
+        if !plan.added.is_empty() {
+            self.add_partitions(&plan.added);
+            if let Some(group) = &mut self.group {
+                group.emit(RebalanceEvent::Assigned(plan.added));
+            }
+        }
+        if let (Some(seq), Some(group)) = (step.ack, &mut self.group) {
+            group.ack(seq);
+        }
+        match step.fatal {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// At-most-once: commits the positions `advances` lead to before their records are
+    /// returned.
+    async fn commit_before_delivery(
+        &mut self,
+        advances: &[(usize, u64)],
+    ) -> Result<(), ClientError> {
+        let Some(group) = &mut self.group else {
+            return Ok(());
+        };
+        if group.config().delivery != Delivery::AtMostOnce || advances.is_empty() {
+            return Ok(());
+        }
+        let offsets: Vec<(TopicPartition, u64)> = advances
+            .iter()
+            .map(|&(index, next)| (self.assignment[index].tp.clone(), next))
+            .collect();
+        group.commit(&offsets, true).await
+    }
+
     /// Waits up to `timeout` for records from the assigned partitions and returns them
     /// (empty after the timeout). Records are views into the fetched frames: read them from
     /// the returned [`Records`], which owns the bytes.
@@ -325,9 +625,21 @@ impl Consumer {
     /// [`ClientError::CorruptBatch`], [`ClientError::UnknownTopic`] /
     /// [`ClientError::UnknownPartition`] for assignments the cluster does not know, and
     /// non-retriable broker errors. When an error is returned no position moved.
+    ///
+    /// With a group, poll also runs the consumer's side of the membership: it starts it after
+    /// [`Consumer::subscribe`], applies assignment changes (calling the rebalance callback),
+    /// commits as [`GroupConfig::delivery`] says, and returns a fatal membership error (e.g.
+    /// `FencedInstanceId`). Not calling poll for [`GroupConfig::max_poll_interval`] makes the
+    /// consumer leave its group until the next poll.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Records, ClientError> {
         let deadline = Instant::now() + timeout;
+        let _polling = self.group.as_mut().and_then(GroupHandle::begin_poll);
+        if let Some(group) = &mut self.group {
+            // At-least-once: what earlier polls returned has been processed by now.
+            group.maybe_auto_commit(|| positions(&self.assignment));
+        }
         loop {
+            self.follow_group().await?;
             // Bounded by the deadline: reconnecting to a restarting broker may take a while.
             match tokio::time::timeout_at(deadline, self.prepare()).await {
                 Ok(result) => result?,
@@ -337,22 +649,36 @@ impl Consumer {
             if self.in_flight.is_empty() {
                 // Nothing can be fetched now (no assignment, or backing off).
                 let wake = self.retry_at.map_or(deadline, |at| at.min(deadline));
-                tokio::time::sleep_until(wake).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => {}
+                    () = group_changed(&mut self.group) => {}
+                }
                 if Instant::now() >= deadline {
+                    self.follow_group().await?;
                     return Ok(Records::new());
                 }
                 continue;
             }
-            let first = match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
-                Err(_) => return Ok(Records::new()),
-                Ok(None) => continue,
-                Ok(Some(joined)) => joined,
+            let first = tokio::select! {
+                joined = self.in_flight.next() => match joined {
+                    None => continue,
+                    Some(joined) => joined,
+                },
+                // Revocations are applied at once, even while fetches are pending.
+                () = group_changed(&mut self.group) => continue,
+                () = tokio::time::sleep_until(deadline) => return Ok(Records::new()),
             };
             let mut outcomes = vec![first];
             while let Some(Some(more)) = self.in_flight.next().now_or_never() {
                 outcomes.push(more);
             }
-            let records = self.process(outcomes)?;
+            let (records, advances) = self.process(outcomes)?;
+            if !records.is_empty() {
+                self.commit_before_delivery(&advances).await?;
+            }
+            for (index, next) in advances {
+                self.assignment[index].position = Some(next);
+            }
             if !records.is_empty() {
                 // Start the next fetches now, so they overlap with the caller's processing.
                 self.issue_fetches();
@@ -419,6 +745,7 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
         }
+        self.resolve_committed().await?;
         let queries: Vec<(TopicPartition, i64)> = self
             .assignment
             .iter()
@@ -448,6 +775,74 @@ impl Consumer {
             }
         }
         Ok(())
+    }
+
+    /// Sets the position of partitions waiting for the group's committed offset: the offset,
+    /// or a seek to `auto_offset_reset` when none is committed. Retriable failures only back
+    /// off; others are returned.
+    async fn resolve_committed(&mut self) -> Result<(), ClientError> {
+        let pending: Vec<TopicPartition> = self
+            .assignment
+            .iter()
+            .filter(|a| a.fetch_committed)
+            .map(|a| a.tp.clone())
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let reset = group.config().auto_offset_reset;
+        let results = match group.committed(&pending).await {
+            Ok(results) => results,
+            Err(e) if e.is_retriable() => {
+                debug!(error = %e, "committed offsets lookup failed; backing off");
+                self.back_off(&e);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut known = Vec::new();
+        let mut first_error = None;
+        for (tp, result) in pending.iter().zip(results) {
+            match result {
+                Ok(committed) => {
+                    let Ok(assigned) = self.assigned_mut(tp) else {
+                        continue;
+                    };
+                    assigned.fetch_committed = false;
+                    match (committed, reset) {
+                        (Some(offset), _) | (None, Offset::At(offset)) => {
+                            assigned.position = Some(offset);
+                            assigned.seek = None;
+                        }
+                        (None, reset) => {
+                            assigned.position = None;
+                            assigned.seek = Some(reset);
+                        }
+                    }
+                    debug!(%tp, ?committed, "starting position from the group");
+                    if let Some(offset) = committed {
+                        known.push((tp.clone(), offset));
+                    }
+                }
+                Err(e) if e.is_retriable() => {
+                    debug!(%tp, error = %e, "committed offset lookup failed; backing off");
+                    self.back_off(&e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(group) = &mut self.group {
+            group.record_committed(&known);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Starts a fetch for every endpoint that has fetchable partitions and none in flight.
@@ -533,12 +928,13 @@ impl Consumer {
         }
     }
 
-    /// Turns finished fetches into records. On a non-retriable error nothing is applied (no
-    /// position moves) and the first such error is returned.
+    /// Turns finished fetches into records and the positions they lead to (index in
+    /// `assignment`, next offset), which the caller applies. On a non-retriable error the
+    /// first such error is returned.
     fn process(
         &mut self,
         outcomes: Vec<Result<FetchOutcome, tokio::task::JoinError>>,
-    ) -> Result<Records, ClientError> {
+    ) -> Result<(Records, Vec<(usize, u64)>), ClientError> {
         let mut records = Records::new();
         let mut advances: Vec<(usize, u64)> = Vec::new();
         let mut first_error: Option<ClientError> = None;
@@ -669,10 +1065,7 @@ impl Consumer {
         if let Some(error) = first_error {
             return Err(error);
         }
-        for (index, next) in advances {
-            self.assignment[index].position = Some(next);
-        }
-        Ok(records)
+        Ok((records, advances))
     }
 }
 
@@ -738,6 +1131,138 @@ mod tests {
             consumer.seek(&b, Offset::Latest),
             Err(ClientError::NotAssigned { .. })
         ));
+    }
+
+    /// A consumer moves between tasks, and `&Consumer` may be held across an await in a
+    /// spawned task (`topic_partitions`), whatever its rebalance callback is.
+    #[test]
+    fn consumer_is_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Consumer>();
+    }
+
+    /// Group operations need a group; subscription and manual assignment exclude each other.
+    #[tokio::test]
+    async fn subscription_rules() {
+        let mut plain = Consumer::new(ConsumerConfig::new("127.0.0.1:1")).unwrap();
+        assert!(matches!(
+            plain.subscribe(&["t"]),
+            Err(ClientError::Config(_))
+        ));
+        assert!(matches!(
+            plain.commit_sync().await,
+            Err(ClientError::Config(_))
+        ));
+        assert!(matches!(
+            plain.commit_async().await.unwrap(),
+            Err(ClientError::Config(_))
+        ));
+        assert!(plain.group_metadata().is_none());
+
+        let config = ConsumerConfig::new("127.0.0.1:1").with_group(GroupConfig::new("g"));
+        let mut manual = Consumer::new(config.clone()).unwrap();
+        manual.assign(&[TopicPartition::new("t", 0)]);
+        assert!(matches!(
+            manual.subscribe(&["t"]),
+            Err(ClientError::Config(_))
+        ));
+        manual.assign(&[]);
+        let empty: [&str; 0] = [];
+        assert!(manual.subscribe(&empty).is_err());
+        assert!(manual.subscribe(&["t", ""]).is_err());
+        manual.subscribe(&["t", "u", "t"]).unwrap();
+        // Subscribed: manual assignment is ignored.
+        manual.assign(&[TopicPartition::new("t", 0)]);
+        assert!(manual.assignment().is_empty());
+        let metadata = manual.group_metadata().unwrap();
+        assert_eq!((metadata.generation, metadata.member_id.as_str()), (-1, ""));
+
+        let invalid = ConsumerConfig::new("127.0.0.1:1").with_group(GroupConfig::new(""));
+        assert!(Consumer::new(invalid).is_err());
+    }
+
+    /// Directives from the membership task become assignment changes and callback events in
+    /// order: revocations are acknowledged, kept partitions keep their position, a loss drops
+    /// everything without an acknowledgement, a fatal error sticks.
+    #[tokio::test]
+    async fn group_directives_are_applied() {
+        let group = GroupConfig {
+            auto_commit: false, // no commit on revoke: nothing listens
+            ..GroupConfig::new("g")
+        };
+        let config = ConsumerConfig::new("127.0.0.1:1").with_group(group);
+        let mut consumer = Consumer::new(config).unwrap();
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = events.clone();
+        consumer.on_rebalance(move |event| seen.lock().unwrap().push(event.clone()));
+        consumer.subscribe(&["t"]).unwrap();
+        let (directive, app) = consumer.group.as_mut().unwrap().attach_channels();
+        let take = || std::mem::take(&mut *events.lock().unwrap());
+        let tp = |partition| TopicPartition::new("t", partition);
+
+        directive.send_modify(|d| {
+            d.seq = 1;
+            d.generation = 3;
+            d.member_id = "m".into();
+            d.assignment = vec![tp(0), tp(1)];
+        });
+        consumer.follow_group().await.unwrap();
+        assert_eq!(take(), vec![RebalanceEvent::Assigned(vec![tp(0), tp(1)])]);
+        assert_eq!(consumer.assignment(), vec![tp(0), tp(1)]);
+        assert!(consumer.assignment.iter().all(|a| a.fetch_committed));
+        assert_eq!(consumer.group_metadata().unwrap().generation, 3);
+        consumer.seek(&tp(1), Offset::At(7)).unwrap();
+
+        // Nothing new: nothing happens.
+        consumer.follow_group().await.unwrap();
+        assert!(take().is_empty());
+
+        directive.send_modify(|d| {
+            d.seq = 2;
+            d.assignment = vec![tp(1), tp(2)];
+            d.ack_wanted = true;
+        });
+        consumer.follow_group().await.unwrap();
+        assert_eq!(
+            take(),
+            vec![
+                RebalanceEvent::Revoked(vec![tp(0)]),
+                RebalanceEvent::Assigned(vec![tp(2)]),
+            ]
+        );
+        assert_eq!(app.borrow().acked, 2);
+        assert_eq!(consumer.position(&tp(1)).await.unwrap(), 7);
+
+        directive.send_modify(|d| {
+            d.seq = 3;
+            d.ack_wanted = false;
+            d.lost_epoch = 1;
+            d.assignment = vec![tp(2)];
+        });
+        consumer.follow_group().await.unwrap();
+        assert_eq!(
+            take(),
+            vec![
+                RebalanceEvent::Lost(vec![tp(1), tp(2)]),
+                RebalanceEvent::Assigned(vec![tp(2)]),
+            ]
+        );
+        assert_eq!(app.borrow().acked, 2);
+
+        directive.send_modify(|d| {
+            d.seq = 4;
+            d.lost_epoch = 2;
+            d.assignment.clear();
+            d.fatal = Some(ClientError::Broker {
+                code: ErrorCode::FencedInstanceId,
+                message: "fenced".into(),
+            });
+        });
+        let error = consumer.follow_group().await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::FencedInstanceId));
+        assert_eq!(take(), vec![RebalanceEvent::Lost(vec![tp(2)])]);
+        assert!(consumer.assignment().is_empty());
+        assert!(consumer.poll(Duration::ZERO).await.is_err());
     }
 
     /// With nothing listening, poll neither fails nor spins: it returns empty at the timeout.

@@ -249,4 +249,34 @@ mod tests {
         assert!(!ClientError::Closed.is_retriable());
         assert_eq!(corrupt.code(), Some(ErrorCode::CorruptMessage));
     }
+
+    /// Group errors: a missing or moved coordinator is retried (after finding it again);
+    /// membership errors are handled by the consumer group machinery, not retried as is.
+    #[test]
+    fn group_error_classification() {
+        let broker = |code| ClientError::Broker {
+            code,
+            message: String::new(),
+        };
+        for code in [
+            ErrorCode::CoordinatorNotAvailable,
+            ErrorCode::NotCoordinator,
+        ] {
+            assert!(broker(code).is_retriable());
+            assert!(!broker(code).invalidates_metadata());
+        }
+        for code in [
+            ErrorCode::IllegalGeneration,
+            ErrorCode::UnknownMemberId,
+            ErrorCode::RebalanceInProgress,
+            ErrorCode::InconsistentGroupProtocol,
+            ErrorCode::InvalidSessionTimeout,
+            ErrorCode::NonEmptyGroup,
+            ErrorCode::FencedInstanceId,
+            ErrorCode::GroupIdNotFound,
+            ErrorCode::InvalidGroupId,
+        ] {
+            assert!(!broker(code).is_retriable(), "{code:?}");
+        }
+    }
 }

@@ -103,19 +103,26 @@
 
 mod accumulator;
 pub mod admin;
+pub mod assignor;
 mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
 
-pub use admin::{Admin, AdminConfig, NewTopic, PartitionDescription, TopicDescription};
+pub use admin::{
+    Admin, AdminConfig, CommittedOffset, GroupDescription, GroupLag, GroupListing,
+    MemberDescription, NewTopic, PartitionDescription, PartitionLag, TopicDescription,
+};
+pub use assignor::{Assignment, AssignorKind, MemberSubscription};
 pub use cluster::TopicPartition;
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, Offset};
 pub use error::ClientError;
+pub use group::{Delivery, GroupConfig, GroupMetadata, RebalanceEvent};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

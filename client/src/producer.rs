@@ -16,11 +16,14 @@
 //! `UnknownTopicOrPartition`, timeouts, ...) are retried up to `retries` times with exponential
 //! backoff, refreshing the metadata when it may be stale; non-retriable ones (`CorruptMessage`,
 //! `MessageTooLarge`, ...) fail the records at once. This is at-least-once delivery: a retried
-//! batch whose first answer was lost may be written twice.
+//! batch whose first answer was lost may be written twice — unless `enable_idempotence` is set:
+//! then the broker recognises the retry by its producer id and sequence number and writes it
+//! once.
 //!
-//! Ordering: records of one partition are appended in the order `send` enqueues them. With
-//! `max_in_flight_per_partition > 1` a retried batch can land after a batch sent later; set it
-//! to 1 when strict order must survive retries (no idempotent producer yet).
+//! Ordering: records of one partition are appended in the order `send` enqueues them. Without
+//! idempotence, a retried batch can land after a batch sent later when
+//! `max_in_flight_per_partition > 1`; with it, the broker refuses a batch that does not follow
+//! its predecessor (`OutOfOrderSequence`), so a retry is never written after a later batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -742,46 +742,66 @@ impl Log {
     /// retention size (oldest first), and advances the log start offset. The active segment is
     /// never deleted. `now_ms` is wall-clock time in ms since the Unix epoch.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
+        let config = &self.inner.config;
+        self.delete_oldest_sealed(|segment, total| {
+            let too_old = config
+                .retention_time
+                .is_some_and(|t| segment.summary.max_timestamp_ms < now_ms - t.as_millis() as i64);
+            let too_big = config
+                .retention_bytes
+                .is_some_and(|limit| total - segment.size_bytes() >= limit);
+            too_old || too_big
+        })
+        .await
+    }
+
+    /// Deletes the sealed segments whose every record is below `offset`, and advances the log
+    /// start offset. For logs whose state below `offset` is kept elsewhere (the group
+    /// coordinator's snapshot of committed offsets): this is their compaction.
+    pub async fn delete_segments_before(&self, offset: u64) -> Result<RetentionReport> {
+        self.delete_oldest_sealed(|segment, _| segment.summary.next_offset <= offset)
+            .await
+    }
+
+    /// Deletes sealed segments from the oldest while `doomed(segment, total bytes of the log
+    /// from that segment on)` says so; stops at the first one it spares.
+    async fn delete_oldest_sealed(
+        &self,
+        doomed: impl Fn(&SealedSegment, u64) -> bool,
+    ) -> Result<RetentionReport> {
         let inner = &self.inner;
         let _permit = inner.lock().await?;
         let mut report = RetentionReport::default();
-        let doomed = {
+        let deleted = {
             let mut state = inner.state.borrow_mut();
             let mut total = state.sealed.iter().map(|s| s.size_bytes()).sum::<u64>()
                 + state.active.appender.end_position();
             let mut count = 0;
             for segment in &state.sealed {
-                let too_old = inner.config.retention_time.is_some_and(|t| {
-                    segment.summary.max_timestamp_ms < now_ms - t.as_millis() as i64
-                });
-                let too_big = inner
-                    .config
-                    .retention_bytes
-                    .is_some_and(|limit| total - segment.size_bytes() >= limit);
-                if !(too_old || too_big) {
+                if !doomed(segment, total) {
                     break;
                 }
                 total -= segment.size_bytes();
                 count += 1;
             }
-            let doomed: Vec<_> = state.sealed.drain(..count).collect();
+            let deleted: Vec<_> = state.sealed.drain(..count).collect();
             state.log_start_offset = state
                 .sealed
                 .first()
                 .map_or(state.active.base_offset, |s| s.summary.base_offset);
             report.log_start_offset = state.log_start_offset;
-            doomed
+            deleted
         };
-        for segment in &doomed {
+        for segment in &deleted {
             let base = segment.summary.base_offset;
             remove_file(&log_path(&inner.dir, base))?;
             remove_file(&index_path(&inner.dir, base))?;
             report.segments_deleted += 1;
             report.bytes_deleted += segment.size_bytes();
         }
-        if !doomed.is_empty() {
+        if !deleted.is_empty() {
             sync_dir(&inner.dir).await?;
-            tracing::info!(dir = %inner.dir.display(), segments = report.segments_deleted, log_start_offset = report.log_start_offset, "retention deleted segments");
+            tracing::info!(dir = %inner.dir.display(), segments = report.segments_deleted, log_start_offset = report.log_start_offset, "deleted old segments");
         }
         Ok(report)
     }

@@ -268,6 +268,47 @@ fn retention_by_size_and_time() {
     });
 }
 
+/// `delete_segments_before` removes exactly the sealed segments wholly below the offset (never
+/// the active one), moves the log start, and survives a reopen.
+#[test]
+fn delete_segments_before_an_offset() {
+    let dir = test_dir();
+    run(async {
+        let log = Log::open(dir.path(), small_config(Durability::Never))
+            .await
+            .unwrap();
+        for i in 0..100u64 {
+            log.append(view(&batch(i, 4, 1000, storage::now_ms())))
+                .await
+                .unwrap();
+        }
+        let segments = log.segment_count();
+        assert!(segments > 3);
+        assert_eq!(log.delete_segments_before(0).await.unwrap().segments_deleted, 0);
+        let cut = 200; // offsets 0..400: half the log
+        let report = log.delete_segments_before(cut).await.unwrap();
+        assert!(report.segments_deleted > 0);
+        let start = log.log_start_offset();
+        assert_eq!(start, report.log_start_offset);
+        assert!(start <= cut, "the segment holding {cut} stays");
+        assert!(start > 0);
+        assert_eq!(
+            log.read(start, 10).await.unwrap().batches[0].base_offset,
+            start
+        );
+        let end = log.log_end_offset();
+        let report = log.delete_segments_before(u64::MAX).await.unwrap();
+        assert_eq!(log.segment_count(), 1, "the active segment stays");
+        assert!(report.log_start_offset <= end);
+        let start = log.log_start_offset();
+        log.close().await.unwrap();
+        let log = Log::open(dir.path(), small_config(Durability::Never))
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
+    });
+}
+
 /// Oversized batches and reads outside the log are clear errors.
 #[test]
 fn bad_requests_get_clear_errors() {

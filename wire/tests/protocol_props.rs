@@ -8,6 +8,12 @@
 //! must be refused before anything is allocated. Every request and response type round-trips
 //! exactly, with real record batches that land 16-aligned in the receive buffer, and every
 //! strict prefix of a valid frame is refused.
+//!
+//! The consumer-group APIs get the same treatment, plus their consumer protocol payloads
+//! (`ConsumerSubscription`, `ConsumerAssignment`): these travel as opaque bytes inside
+//! `JoinGroup` and `SyncGroup` and are decoded by the group leader and by each member, so
+//! `decode_payload` is held to the same standard as the frame decoders (round trip, strict
+//! prefixes refused, lying counts refused before allocating, arbitrary bytes never panic).
 
 #![allow(clippy::unwrap_used)]
 
@@ -117,6 +123,15 @@ fn api_key_of(request: &Request<'_>) -> ApiKey {
         Request::Fetch(_) => ApiKey::Fetch,
         Request::ListOffsets(_) => ApiKey::ListOffsets,
         Request::InitProducerId(_) => ApiKey::InitProducerId,
+        Request::FindCoordinator(_) => ApiKey::FindCoordinator,
+        Request::JoinGroup(_) => ApiKey::JoinGroup,
+        Request::SyncGroup(_) => ApiKey::SyncGroup,
+        Request::Heartbeat(_) => ApiKey::Heartbeat,
+        Request::LeaveGroup(_) => ApiKey::LeaveGroup,
+        Request::OffsetCommit(_) => ApiKey::OffsetCommit,
+        Request::OffsetFetch(_) => ApiKey::OffsetFetch,
+        Request::ListGroups(_) => ApiKey::ListGroups,
+        Request::DescribeGroups(_) => ApiKey::DescribeGroups,
     }
 }
 
@@ -136,6 +151,27 @@ fn encode_any<'b>(
         Request::Fetch(body) => encode_request(buffer, key, correlation_id, body),
         Request::ListOffsets(body) => encode_request(buffer, key, correlation_id, body),
         Request::InitProducerId(body) => encode_request(buffer, key, correlation_id, body),
+        Request::FindCoordinator(body) => encode_request(buffer, key, correlation_id, body),
+        Request::JoinGroup(body) => encode_request(buffer, key, correlation_id, body),
+        Request::SyncGroup(body) => encode_request(buffer, key, correlation_id, body),
+        Request::Heartbeat(body) => encode_request(buffer, key, correlation_id, body),
+        Request::LeaveGroup(body) => encode_request(buffer, key, correlation_id, body),
+        Request::OffsetCommit(body) => encode_request(buffer, key, correlation_id, body),
+        Request::OffsetFetch(body) => encode_request(buffer, key, correlation_id, body),
+        Request::ListGroups(body) => encode_request(buffer, key, correlation_id, body),
+        Request::DescribeGroups(body) => encode_request(buffer, key, correlation_id, body),
+    }
+}
+
+/// Runs `decode_payload` for both consumer protocol payloads over `bytes`. Must not panic; a
+/// payload that decodes is the canonical encoding of what it decoded to (no padding, no
+/// trailing bytes, strings, tags and bools read back as written).
+fn exercise_payload(bytes: &[u8]) {
+    if let Ok(subscription) = decode_payload::<ConsumerSubscription>(bytes) {
+        assert_eq!(encode_payload(&subscription), bytes, "{subscription:?}");
+    }
+    if let Ok(assignment) = decode_payload::<ConsumerAssignment>(bytes) {
+        assert_eq!(encode_payload(&assignment), bytes, "{assignment:?}");
     }
 }
 
@@ -221,6 +257,19 @@ fn exercise(bytes: &[u8]) {
         let again = encode_any(&mut buffer, header.correlation_id, &request).to_vec();
         assert_eq!(again, frame, "{request:?}");
         assert_eq!(check_frame(frame, FRAME_SIZE_MAX), Ok(Some(frame.len())));
+        // The group leader decodes every member's metadata, each member its assignment: bytes
+        // that came in a request, so just as untrusted.
+        match &request {
+            Request::JoinGroup(join) => join
+                .protocols
+                .iter()
+                .for_each(|p| exercise_payload(&p.metadata)),
+            Request::SyncGroup(sync) => sync
+                .assignments
+                .iter()
+                .for_each(|a| exercise_payload(&a.assignment)),
+            _ => {}
+        }
     }
 
     exercise_response!(frame, HandshakeResponse);
@@ -231,6 +280,15 @@ fn exercise(bytes: &[u8]) {
     exercise_response!(frame, FetchResponse<'_>);
     exercise_response!(frame, ListOffsetsResponse);
     exercise_response!(frame, InitProducerIdResponse);
+    exercise_response!(frame, FindCoordinatorResponse);
+    exercise_response!(frame, JoinGroupResponse);
+    exercise_response!(frame, SyncGroupResponse);
+    exercise_response!(frame, HeartbeatResponse);
+    exercise_response!(frame, LeaveGroupResponse);
+    exercise_response!(frame, OffsetCommitResponse);
+    exercise_response!(frame, OffsetFetchResponse);
+    exercise_response!(frame, ListGroupsResponse);
+    exercise_response!(frame, DescribeGroupsResponse);
 }
 
 /// Runs `decode_response::<T>` for every response type: per type, the correlation id and whether
@@ -247,6 +305,16 @@ fn decode_every_response(frame: &[u8]) -> Vec<Result<(u32, bool), ProtocolError>
         one::<ProduceResponse>(frame),
         one::<FetchResponse<'_>>(frame),
         one::<ListOffsetsResponse>(frame),
+        one::<InitProducerIdResponse>(frame),
+        one::<FindCoordinatorResponse>(frame),
+        one::<JoinGroupResponse>(frame),
+        one::<SyncGroupResponse>(frame),
+        one::<HeartbeatResponse>(frame),
+        one::<LeaveGroupResponse>(frame),
+        one::<OffsetCommitResponse>(frame),
+        one::<OffsetFetchResponse>(frame),
+        one::<ListGroupsResponse>(frame),
+        one::<DescribeGroupsResponse>(frame),
     ]
 }
 
@@ -304,8 +372,11 @@ fn few<S: Strategy>(element: S) -> impl Strategy<Value = Vec<S::Value>> {
     vec(element, 0..3)
 }
 
+/// The highest error code this side knows (the group codes end at `InvalidGroupId`).
+const ERROR_CODE_MAX: u16 = ErrorCode::InvalidGroupId as u16;
+
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    (0u16..=16).prop_map(ErrorCode::from_u16)
+    (0u16..=ERROR_CODE_MAX).prop_map(ErrorCode::from_u16)
 }
 
 fn wire_error() -> impl Strategy<Value = WireError> {
@@ -316,7 +387,7 @@ fn wire_error() -> impl Strategy<Value = WireError> {
 /// not survive, by design: the body is what a success carries).
 fn top_level_error() -> impl Strategy<Value = Option<WireError>> {
     option::of(
-        (1u16..=16, text())
+        (1u16..=ERROR_CODE_MAX, text())
             .prop_map(|(code, message)| WireError::new(ErrorCode::from_u16(code), message)),
     )
 }
@@ -495,6 +566,15 @@ enum RequestSpec {
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
     InitProducerId(InitProducerIdRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
 }
 
 impl RequestSpec {
@@ -508,6 +588,15 @@ impl RequestSpec {
             RequestSpec::Fetch(r) => Request::Fetch(r.clone()),
             RequestSpec::ListOffsets(r) => Request::ListOffsets(r.clone()),
             RequestSpec::InitProducerId(r) => Request::InitProducerId(r.clone()),
+            RequestSpec::FindCoordinator(r) => Request::FindCoordinator(r.clone()),
+            RequestSpec::JoinGroup(r) => Request::JoinGroup(r.clone()),
+            RequestSpec::SyncGroup(r) => Request::SyncGroup(r.clone()),
+            RequestSpec::Heartbeat(r) => Request::Heartbeat(r.clone()),
+            RequestSpec::LeaveGroup(r) => Request::LeaveGroup(r.clone()),
+            RequestSpec::OffsetCommit(r) => Request::OffsetCommit(r.clone()),
+            RequestSpec::OffsetFetch(r) => Request::OffsetFetch(r.clone()),
+            RequestSpec::ListGroups(r) => Request::ListGroups(r.clone()),
+            RequestSpec::DescribeGroups(r) => Request::DescribeGroups(r.clone()),
         }
     }
 }
@@ -524,6 +613,30 @@ fn request_spec() -> impl Strategy<Value = RequestSpec> {
         proptest::option::of("[a-z]{0,12}").prop_map(|transactional_id| {
             RequestSpec::InitProducerId(InitProducerIdRequest { transactional_id })
         }),
+        find_coordinator_request().prop_map(RequestSpec::FindCoordinator),
+        join_group_request().prop_map(RequestSpec::JoinGroup),
+        sync_group_request().prop_map(RequestSpec::SyncGroup),
+        heartbeat_request().prop_map(RequestSpec::Heartbeat),
+        leave_group_request().prop_map(RequestSpec::LeaveGroup),
+        offset_commit_request().prop_map(RequestSpec::OffsetCommit),
+        offset_fetch_request().prop_map(RequestSpec::OffsetFetch),
+        Just(RequestSpec::ListGroups(ListGroupsRequest {})),
+        describe_groups_request().prop_map(RequestSpec::DescribeGroups),
+    ]
+}
+
+/// Only the consumer-group requests (for the tests that must see each of them every run).
+fn group_request_spec() -> impl Strategy<Value = RequestSpec> {
+    prop_oneof![
+        find_coordinator_request().prop_map(RequestSpec::FindCoordinator),
+        join_group_request().prop_map(RequestSpec::JoinGroup),
+        sync_group_request().prop_map(RequestSpec::SyncGroup),
+        heartbeat_request().prop_map(RequestSpec::Heartbeat),
+        leave_group_request().prop_map(RequestSpec::LeaveGroup),
+        offset_commit_request().prop_map(RequestSpec::OffsetCommit),
+        offset_fetch_request().prop_map(RequestSpec::OffsetFetch),
+        Just(RequestSpec::ListGroups(ListGroupsRequest {})),
+        describe_groups_request().prop_map(RequestSpec::DescribeGroups),
     ]
 }
 
@@ -725,6 +838,331 @@ fn fetch_spec() -> impl Strategy<Value = FetchSpec> {
     few((text(), vec(partition, 1..4))).prop_map(|topics| FetchSpec { topics })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Strategies: consumer groups and the consumer protocol payloads
+// ---------------------------------------------------------------------------------------------
+
+fn topic_partitions() -> impl Strategy<Value = TopicPartitions> {
+    (text(), vec(any::<u32>(), 0..4))
+        .prop_map(|(topic, partitions)| TopicPartitions { topic, partitions })
+}
+
+fn consumer_subscription() -> impl Strategy<Value = ConsumerSubscription> {
+    (
+        any::<u16>(),
+        few(text()),
+        few(topic_partitions()),
+        generation(),
+    )
+        .prop_map(
+            |(version, topics, owned, generation)| ConsumerSubscription {
+                version,
+                topics,
+                owned,
+                generation,
+            },
+        )
+}
+
+fn consumer_assignment() -> impl Strategy<Value = ConsumerAssignment> {
+    (any::<u16>(), few(topic_partitions())).prop_map(|(version, partitions)| ConsumerAssignment {
+        version,
+        partitions,
+    })
+}
+
+/// The bytes of an opaque metadata or assignment field: arbitrary, or a real encoded payload as
+/// consumers send them.
+fn opaque(payload: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![vec(any::<u8>(), 0..24), payload]
+}
+
+fn subscription_bytes() -> impl Strategy<Value = Vec<u8>> {
+    opaque(consumer_subscription().prop_map(|s| encode_payload(&s)))
+}
+
+fn assignment_bytes() -> impl Strategy<Value = Vec<u8>> {
+    opaque(consumer_assignment().prop_map(|a| encode_payload(&a)))
+}
+
+/// A generation: -1 (none, or a commit from outside the group) or any.
+fn generation() -> impl Strategy<Value = i32> {
+    prop_oneof![Just(-1), any::<i32>()]
+}
+
+fn find_coordinator_request() -> impl Strategy<Value = FindCoordinatorRequest> {
+    text().prop_map(|group_id| FindCoordinatorRequest { group_id })
+}
+
+fn join_group_request() -> impl Strategy<Value = JoinGroupRequest> {
+    let protocol = (text(), subscription_bytes())
+        .prop_map(|(name, metadata)| JoinGroupProtocol { name, metadata });
+    (
+        text(),
+        text(),
+        option::of(text()),
+        text(),
+        any::<u32>(),
+        any::<u32>(),
+        text(),
+        few(protocol),
+    )
+        .prop_map(
+            |(
+                group_id,
+                member_id,
+                group_instance_id,
+                client_id,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                protocol_type,
+                protocols,
+            )| JoinGroupRequest {
+                group_id,
+                member_id,
+                group_instance_id,
+                client_id,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                protocol_type,
+                protocols,
+            },
+        )
+}
+
+fn sync_group_request() -> impl Strategy<Value = SyncGroupRequest> {
+    let assignment =
+        (text(), assignment_bytes()).prop_map(|(member_id, assignment)| SyncGroupAssignment {
+            member_id,
+            assignment,
+        });
+    (
+        text(),
+        generation(),
+        text(),
+        option::of(text()),
+        few(assignment),
+    )
+        .prop_map(
+            |(group_id, generation, member_id, group_instance_id, assignments)| SyncGroupRequest {
+                group_id,
+                generation,
+                member_id,
+                group_instance_id,
+                assignments,
+            },
+        )
+}
+
+fn heartbeat_request() -> impl Strategy<Value = HeartbeatRequest> {
+    (text(), generation(), text(), option::of(text())).prop_map(
+        |(group_id, generation, member_id, group_instance_id)| HeartbeatRequest {
+            group_id,
+            generation,
+            member_id,
+            group_instance_id,
+        },
+    )
+}
+
+fn leave_group_request() -> impl Strategy<Value = LeaveGroupRequest> {
+    (text(), text(), option::of(text())).prop_map(|(group_id, member_id, group_instance_id)| {
+        LeaveGroupRequest {
+            group_id,
+            member_id,
+            group_instance_id,
+        }
+    })
+}
+
+fn offset_commit_request() -> impl Strategy<Value = OffsetCommitRequest> {
+    let partition =
+        (any::<u32>(), any::<u64>(), text()).prop_map(|(partition, offset, metadata)| {
+            OffsetCommitPartition {
+                partition,
+                offset,
+                metadata,
+            }
+        });
+    let topic = (text(), few(partition))
+        .prop_map(|(topic, partitions)| OffsetCommitTopic { topic, partitions });
+    (text(), generation(), text(), option::of(text()), few(topic)).prop_map(
+        |(group_id, generation, member_id, group_instance_id, topics)| OffsetCommitRequest {
+            group_id,
+            generation,
+            member_id,
+            group_instance_id,
+            topics,
+        },
+    )
+}
+
+fn offset_fetch_request() -> impl Strategy<Value = OffsetFetchRequest> {
+    let topic = (text(), vec(any::<u32>(), 0..4))
+        .prop_map(|(topic, partitions)| OffsetFetchTopic { topic, partitions });
+    (text(), option::of(few(topic)))
+        .prop_map(|(group_id, topics)| OffsetFetchRequest { group_id, topics })
+}
+
+fn describe_groups_request() -> impl Strategy<Value = DescribeGroupsRequest> {
+    few(text()).prop_map(|groups| DescribeGroupsRequest { groups })
+}
+
+fn find_coordinator_response() -> impl Strategy<Value = FindCoordinatorResponse> {
+    (
+        any::<u32>(),
+        text(),
+        any::<u16>(),
+        any::<u16>(),
+        any::<u32>(),
+    )
+        .prop_map(|(broker_id, host, port, shard, offsets_partition)| {
+            FindCoordinatorResponse {
+                broker_id,
+                host,
+                port,
+                shard,
+                offsets_partition,
+            }
+        })
+}
+
+fn join_group_response() -> impl Strategy<Value = JoinGroupResponse> {
+    let member = (text(), option::of(text()), subscription_bytes()).prop_map(
+        |(member_id, group_instance_id, metadata)| JoinGroupMember {
+            member_id,
+            group_instance_id,
+            metadata,
+        },
+    );
+    (
+        generation(),
+        text(),
+        text(),
+        text(),
+        any::<bool>(),
+        few(member),
+    )
+        .prop_map(
+            |(generation, protocol_name, leader, member_id, skip_assignment, members)| {
+                JoinGroupResponse {
+                    generation,
+                    protocol_name,
+                    leader,
+                    member_id,
+                    skip_assignment,
+                    members,
+                }
+            },
+        )
+}
+
+fn offset_commit_response() -> impl Strategy<Value = OffsetCommitResponse> {
+    let partition = (any::<u32>(), wire_error())
+        .prop_map(|(partition, error)| OffsetCommitPartitionResponse { partition, error });
+    few((text(), few(partition))
+        .prop_map(|(topic, partitions)| OffsetCommitTopicResponse { topic, partitions }))
+    .prop_map(|topics| OffsetCommitResponse { topics })
+}
+
+fn offset_fetch_response() -> impl Strategy<Value = OffsetFetchResponse> {
+    let partition = (
+        any::<u32>(),
+        wire_error(),
+        any::<i64>(),
+        text(),
+        any::<i64>(),
+    )
+        .prop_map(|(partition, error, offset, metadata, commit_timestamp)| {
+            OffsetFetchPartitionResponse {
+                partition,
+                error,
+                offset,
+                metadata,
+                commit_timestamp,
+            }
+        });
+    few((text(), few(partition))
+        .prop_map(|(topic, partitions)| OffsetFetchTopicResponse { topic, partitions }))
+    .prop_map(|topics| OffsetFetchResponse { topics })
+}
+
+fn list_groups_response() -> impl Strategy<Value = ListGroupsResponse> {
+    let group = (text(), text(), text(), any::<u32>()).prop_map(
+        |(group_id, state, protocol_type, members)| ListedGroup {
+            group_id,
+            state,
+            protocol_type,
+            members,
+        },
+    );
+    few(group).prop_map(|groups| ListGroupsResponse { groups })
+}
+
+fn describe_groups_response() -> impl Strategy<Value = DescribeGroupsResponse> {
+    let member = (
+        text(),
+        option::of(text()),
+        text(),
+        text(),
+        subscription_bytes(),
+        assignment_bytes(),
+    )
+        .prop_map(
+            |(member_id, group_instance_id, client_id, client_host, metadata, assignment)| {
+                DescribedMember {
+                    member_id,
+                    group_instance_id,
+                    client_id,
+                    client_host,
+                    metadata,
+                    assignment,
+                }
+            },
+        );
+    let group = (
+        text(),
+        wire_error(),
+        text(),
+        text(),
+        text(),
+        generation(),
+        text(),
+        few(member),
+    )
+        .prop_map(
+            |(group_id, error, state, protocol_type, protocol, generation, leader, members)| {
+                DescribedGroup {
+                    group_id,
+                    error,
+                    state,
+                    protocol_type,
+                    protocol,
+                    generation,
+                    leader,
+                    members,
+                }
+            },
+        );
+    few(group).prop_map(|groups| DescribeGroupsResponse { groups })
+}
+
+/// Only the consumer-group responses (see `group_request_spec`).
+fn group_response_spec() -> impl Strategy<Value = ResponseSpec> {
+    prop_oneof![
+        find_coordinator_response().prop_map(ResponseSpec::FindCoordinator),
+        join_group_response().prop_map(ResponseSpec::JoinGroup),
+        assignment_bytes()
+            .prop_map(|assignment| ResponseSpec::SyncGroup(SyncGroupResponse { assignment })),
+        Just(ResponseSpec::Heartbeat(HeartbeatResponse {})),
+        Just(ResponseSpec::LeaveGroup(LeaveGroupResponse {})),
+        offset_commit_response().prop_map(ResponseSpec::OffsetCommit),
+        offset_fetch_response().prop_map(ResponseSpec::OffsetFetch),
+        list_groups_response().prop_map(ResponseSpec::ListGroups),
+        describe_groups_response().prop_map(ResponseSpec::DescribeGroups),
+    ]
+}
+
 /// Any response body.
 #[derive(Debug, Clone)]
 enum ResponseSpec {
@@ -735,6 +1173,41 @@ enum ResponseSpec {
     Produce(ProduceResponse),
     Fetch(FetchSpec),
     ListOffsets(ListOffsetsResponse),
+    InitProducerId(InitProducerIdResponse),
+    FindCoordinator(FindCoordinatorResponse),
+    JoinGroup(JoinGroupResponse),
+    SyncGroup(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    LeaveGroup(LeaveGroupResponse),
+    OffsetCommit(OffsetCommitResponse),
+    OffsetFetch(OffsetFetchResponse),
+    ListGroups(ListGroupsResponse),
+    DescribeGroups(DescribeGroupsResponse),
+}
+
+impl ResponseSpec {
+    /// The API this is the response of.
+    fn api_key(&self) -> ApiKey {
+        match self {
+            ResponseSpec::Handshake(_) => ApiKey::Handshake,
+            ResponseSpec::Metadata(_) => ApiKey::Metadata,
+            ResponseSpec::CreateTopics(_) => ApiKey::CreateTopics,
+            ResponseSpec::DeleteTopics(_) => ApiKey::DeleteTopics,
+            ResponseSpec::Produce(_) => ApiKey::Produce,
+            ResponseSpec::Fetch(_) => ApiKey::Fetch,
+            ResponseSpec::ListOffsets(_) => ApiKey::ListOffsets,
+            ResponseSpec::InitProducerId(_) => ApiKey::InitProducerId,
+            ResponseSpec::FindCoordinator(_) => ApiKey::FindCoordinator,
+            ResponseSpec::JoinGroup(_) => ApiKey::JoinGroup,
+            ResponseSpec::SyncGroup(_) => ApiKey::SyncGroup,
+            ResponseSpec::Heartbeat(_) => ApiKey::Heartbeat,
+            ResponseSpec::LeaveGroup(_) => ApiKey::LeaveGroup,
+            ResponseSpec::OffsetCommit(_) => ApiKey::OffsetCommit,
+            ResponseSpec::OffsetFetch(_) => ApiKey::OffsetFetch,
+            ResponseSpec::ListGroups(_) => ApiKey::ListGroups,
+            ResponseSpec::DescribeGroups(_) => ApiKey::DescribeGroups,
+        }
+    }
 }
 
 fn response_spec() -> impl Strategy<Value = ResponseSpec> {
@@ -748,6 +1221,22 @@ fn response_spec() -> impl Strategy<Value = ResponseSpec> {
         produce_response().prop_map(ResponseSpec::Produce),
         fetch_spec().prop_map(ResponseSpec::Fetch),
         list_offsets_response().prop_map(ResponseSpec::ListOffsets),
+        (any::<i64>(), any::<i16>()).prop_map(|(producer_id, producer_epoch)| {
+            ResponseSpec::InitProducerId(InitProducerIdResponse {
+                producer_id,
+                producer_epoch,
+            })
+        }),
+        find_coordinator_response().prop_map(ResponseSpec::FindCoordinator),
+        join_group_response().prop_map(ResponseSpec::JoinGroup),
+        assignment_bytes()
+            .prop_map(|assignment| ResponseSpec::SyncGroup(SyncGroupResponse { assignment })),
+        Just(ResponseSpec::Heartbeat(HeartbeatResponse {})),
+        Just(ResponseSpec::LeaveGroup(LeaveGroupResponse {})),
+        offset_commit_response().prop_map(ResponseSpec::OffsetCommit),
+        offset_fetch_response().prop_map(ResponseSpec::OffsetFetch),
+        list_groups_response().prop_map(ResponseSpec::ListGroups),
+        describe_groups_response().prop_map(ResponseSpec::DescribeGroups),
     ]
 }
 
@@ -759,53 +1248,38 @@ fn with_response_frame<R>(
     error: &WireError,
     f: impl FnOnce(&FrameParts<'_>) -> R,
 ) -> R {
-    let mut buffer = Vec::new();
+    fn encoded<T: Encode, R>(
+        body: &T,
+        correlation_id: u32,
+        error: &WireError,
+        f: impl FnOnce(&FrameParts<'_>) -> R,
+    ) -> R {
+        let mut buffer = Vec::new();
+        f(&encode_response(
+            &mut buffer,
+            correlation_id,
+            error,
+            Some(body),
+        ))
+    }
     match spec {
-        ResponseSpec::Handshake(b) => f(&encode_response(
-            &mut buffer,
-            correlation_id,
-            error,
-            Some(b),
-        )),
-        ResponseSpec::Metadata(b) => f(&encode_response(
-            &mut buffer,
-            correlation_id,
-            error,
-            Some(b),
-        )),
-        ResponseSpec::CreateTopics(b) => f(&encode_response(
-            &mut buffer,
-            correlation_id,
-            error,
-            Some(b),
-        )),
-        ResponseSpec::DeleteTopics(b) => f(&encode_response(
-            &mut buffer,
-            correlation_id,
-            error,
-            Some(b),
-        )),
-        ResponseSpec::Produce(b) => f(&encode_response(
-            &mut buffer,
-            correlation_id,
-            error,
-            Some(b),
-        )),
-        ResponseSpec::Fetch(spec) => {
-            let body = spec.response();
-            f(&encode_response(
-                &mut buffer,
-                correlation_id,
-                error,
-                Some(&body),
-            ))
-        }
-        ResponseSpec::ListOffsets(b) => f(&encode_response(
-            &mut buffer,
-            correlation_id,
-            error,
-            Some(b),
-        )),
+        ResponseSpec::Handshake(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::Metadata(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::CreateTopics(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::DeleteTopics(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::Produce(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::Fetch(spec) => encoded(&spec.response(), correlation_id, error, f),
+        ResponseSpec::ListOffsets(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::InitProducerId(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::FindCoordinator(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::JoinGroup(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::SyncGroup(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::Heartbeat(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::LeaveGroup(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::OffsetCommit(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::OffsetFetch(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::ListGroups(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::DescribeGroups(b) => encoded(b, correlation_id, error, f),
     }
 }
 
@@ -823,6 +1297,16 @@ fn decode_own(spec: &ResponseSpec, frame: &[u8]) -> Result<(), ProtocolError> {
         ResponseSpec::Produce(_) => decode_resp::<ProduceResponse>(frame),
         ResponseSpec::Fetch(_) => decode_fetch(frame),
         ResponseSpec::ListOffsets(_) => decode_resp::<ListOffsetsResponse>(frame),
+        ResponseSpec::InitProducerId(_) => decode_resp::<InitProducerIdResponse>(frame),
+        ResponseSpec::FindCoordinator(_) => decode_resp::<FindCoordinatorResponse>(frame),
+        ResponseSpec::JoinGroup(_) => decode_resp::<JoinGroupResponse>(frame),
+        ResponseSpec::SyncGroup(_) => decode_resp::<SyncGroupResponse>(frame),
+        ResponseSpec::Heartbeat(_) => decode_resp::<HeartbeatResponse>(frame),
+        ResponseSpec::LeaveGroup(_) => decode_resp::<LeaveGroupResponse>(frame),
+        ResponseSpec::OffsetCommit(_) => decode_resp::<OffsetCommitResponse>(frame),
+        ResponseSpec::OffsetFetch(_) => decode_resp::<OffsetFetchResponse>(frame),
+        ResponseSpec::ListGroups(_) => decode_resp::<ListGroupsResponse>(frame),
+        ResponseSpec::DescribeGroups(_) => decode_resp::<DescribeGroupsResponse>(frame),
     }
 }
 
@@ -858,6 +1342,16 @@ fn decode_as(
         ResponseSpec::DeleteTopics(b) => owned(frame, correlation_id, b),
         ResponseSpec::Produce(b) => owned(frame, correlation_id, b),
         ResponseSpec::ListOffsets(b) => owned(frame, correlation_id, b),
+        ResponseSpec::InitProducerId(b) => owned(frame, correlation_id, b),
+        ResponseSpec::FindCoordinator(b) => owned(frame, correlation_id, b),
+        ResponseSpec::JoinGroup(b) => owned(frame, correlation_id, b),
+        ResponseSpec::SyncGroup(b) => owned(frame, correlation_id, b),
+        ResponseSpec::Heartbeat(b) => owned(frame, correlation_id, b),
+        ResponseSpec::LeaveGroup(b) => owned(frame, correlation_id, b),
+        ResponseSpec::OffsetCommit(b) => owned(frame, correlation_id, b),
+        ResponseSpec::OffsetFetch(b) => owned(frame, correlation_id, b),
+        ResponseSpec::ListGroups(b) => owned(frame, correlation_id, b),
+        ResponseSpec::DescribeGroups(b) => owned(frame, correlation_id, b),
         ResponseSpec::Fetch(spec) => {
             let (id, result) = decode_response::<FetchResponse<'_>>(frame).unwrap();
             prop_assert_eq!(id, correlation_id);
@@ -1177,6 +1671,168 @@ fn count_sites() -> Vec<CountSite> {
         decode_resp::<ListOffsetsResponse>,
     );
 
+    // Consumer-group requests.
+    let group = || "group-1".to_string();
+    last(
+        "JoinGroupRequest.protocols",
+        request_and_end(ApiKey::JoinGroup, &JoinGroupRequest::default()),
+        req,
+    );
+    last(
+        "JoinGroupProtocol.metadata",
+        request_and_end(
+            ApiKey::JoinGroup,
+            &JoinGroupRequest {
+                group_id: group(),
+                protocols: vec![JoinGroupProtocol {
+                    name: "range".into(),
+                    metadata: vec![],
+                }],
+                ..Default::default()
+            },
+        ),
+        req,
+    );
+    last(
+        "SyncGroupRequest.assignments",
+        request_and_end(ApiKey::SyncGroup, &SyncGroupRequest::default()),
+        req,
+    );
+    last(
+        "SyncGroupAssignment.assignment",
+        request_and_end(
+            ApiKey::SyncGroup,
+            &SyncGroupRequest {
+                assignments: vec![SyncGroupAssignment {
+                    member_id: "member-1".into(),
+                    assignment: vec![],
+                }],
+                ..Default::default()
+            },
+        ),
+        req,
+    );
+    last(
+        "OffsetCommitRequest.topics",
+        request_and_end(ApiKey::OffsetCommit, &OffsetCommitRequest::default()),
+        req,
+    );
+    last(
+        "OffsetCommitTopic.partitions",
+        request_and_end(
+            ApiKey::OffsetCommit,
+            &OffsetCommitRequest {
+                topics: vec![OffsetCommitTopic {
+                    topic: topic(),
+                    partitions: vec![],
+                }],
+                ..Default::default()
+            },
+        ),
+        req,
+    );
+    last(
+        "OffsetFetchRequest.topics",
+        request_and_end(
+            ApiKey::OffsetFetch,
+            &OffsetFetchRequest {
+                group_id: group(),
+                topics: Some(vec![]),
+            },
+        ),
+        req,
+    );
+    last(
+        "OffsetFetchTopic.partitions",
+        request_and_end(
+            ApiKey::OffsetFetch,
+            &OffsetFetchRequest {
+                group_id: group(),
+                topics: Some(vec![OffsetFetchTopic {
+                    topic: topic(),
+                    partitions: vec![],
+                }]),
+            },
+        ),
+        req,
+    );
+    last(
+        "DescribeGroupsRequest.groups",
+        request_and_end(ApiKey::DescribeGroups, &DescribeGroupsRequest::default()),
+        req,
+    );
+
+    // Consumer-group responses.
+    last(
+        "JoinGroupResponse.members",
+        response_and_end(&JoinGroupResponse::default()),
+        decode_resp::<JoinGroupResponse>,
+    );
+    last(
+        "JoinGroupMember.metadata",
+        response_and_end(&JoinGroupResponse {
+            members: vec![JoinGroupMember::default()],
+            ..Default::default()
+        }),
+        decode_resp::<JoinGroupResponse>,
+    );
+    last(
+        "SyncGroupResponse.assignment",
+        response_and_end(&SyncGroupResponse::default()),
+        decode_resp::<SyncGroupResponse>,
+    );
+    last(
+        "OffsetCommitResponse.topics",
+        response_and_end(&OffsetCommitResponse::default()),
+        decode_resp::<OffsetCommitResponse>,
+    );
+    last(
+        "OffsetCommitTopicResponse.partitions",
+        response_and_end(&OffsetCommitResponse {
+            topics: vec![OffsetCommitTopicResponse::default()],
+        }),
+        decode_resp::<OffsetCommitResponse>,
+    );
+    last(
+        "OffsetFetchResponse.topics",
+        response_and_end(&OffsetFetchResponse::default()),
+        decode_resp::<OffsetFetchResponse>,
+    );
+    last(
+        "OffsetFetchTopicResponse.partitions",
+        response_and_end(&OffsetFetchResponse {
+            topics: vec![OffsetFetchTopicResponse::default()],
+        }),
+        decode_resp::<OffsetFetchResponse>,
+    );
+    last(
+        "ListGroupsResponse.groups",
+        response_and_end(&ListGroupsResponse::default()),
+        decode_resp::<ListGroupsResponse>,
+    );
+    last(
+        "DescribeGroupsResponse.groups",
+        response_and_end(&DescribeGroupsResponse::default()),
+        decode_resp::<DescribeGroupsResponse>,
+    );
+    last(
+        "DescribedGroup.members",
+        response_and_end(&DescribeGroupsResponse {
+            groups: vec![DescribedGroup::default()],
+        }),
+        decode_resp::<DescribeGroupsResponse>,
+    );
+    last(
+        "DescribedMember.assignment",
+        response_and_end(&DescribeGroupsResponse {
+            groups: vec![DescribedGroup {
+                members: vec![DescribedMember::default()],
+                ..Default::default()
+            }],
+        }),
+        decode_resp::<DescribeGroupsResponse>,
+    );
+
     // Counts followed by other fields: at a fixed position.
     let (frame, _) = request_and_end(ApiKey::CreateTopics, &CreateTopicsRequest::default());
     sites.push(CountSite {
@@ -1204,7 +1860,84 @@ fn count_sites() -> Vec<CountSite> {
         at: RESPONSE_HEADER_SIZE + 4 + 2 + cluster_id.len() + 4,
         decode: decode_resp::<MetadataResponse>,
     });
+    let (frame, end) = response_and_end(&DescribeGroupsResponse {
+        groups: vec![DescribedGroup {
+            members: vec![DescribedMember::default()],
+            ..Default::default()
+        }],
+    });
+    sites.push(CountSite {
+        name: "DescribedMember.metadata",
+        frame,
+        // followed only by the (empty) assignment's count
+        at: end - 8,
+        decode: decode_resp::<DescribeGroupsResponse>,
+    });
     sites
+}
+
+/// Every collection count of the consumer protocol payloads. Here `frame` is a bare payload
+/// (no length prefix, header or padding) and positions are payload offsets.
+fn payload_count_sites() -> Vec<CountSite> {
+    fn subscription(bytes: &[u8]) -> Result<(), ProtocolError> {
+        decode_payload::<ConsumerSubscription>(bytes).map(drop)
+    }
+    fn assignment(bytes: &[u8]) -> Result<(), ProtocolError> {
+        decode_payload::<ConsumerAssignment>(bytes).map(drop)
+    }
+    let owned = |partitions: Vec<TopicPartitions>| {
+        encode_payload(&ConsumerSubscription {
+            version: CONSUMER_PROTOCOL_VERSION,
+            topics: vec![],
+            owned: partitions,
+            generation: -1,
+        })
+    };
+    let assigned = |partitions: Vec<TopicPartitions>| {
+        encode_payload(&ConsumerAssignment {
+            version: CONSUMER_PROTOCOL_VERSION,
+            partitions,
+        })
+    };
+    let orders = || TopicPartitions {
+        topic: "orders".into(),
+        partitions: vec![],
+    };
+    type Decoder = fn(&[u8]) -> Result<(), ProtocolError>;
+    let site = |name, frame: Vec<u8>, from_end: usize, decode: Decoder| CountSite {
+        name,
+        at: frame.len() - from_end,
+        frame,
+        decode,
+    };
+    // version (2), topics count (4), owned count (4), generation (4)
+    vec![
+        site(
+            "ConsumerSubscription.topics",
+            owned(vec![]),
+            12,
+            subscription,
+        ),
+        site("ConsumerSubscription.owned", owned(vec![]), 8, subscription),
+        site(
+            "ConsumerSubscription.owned[].partitions",
+            owned(vec![orders()]),
+            8,
+            subscription,
+        ),
+        site(
+            "ConsumerAssignment.partitions",
+            assigned(vec![]),
+            4,
+            assignment,
+        ),
+        site(
+            "ConsumerAssignment.partitions[].partitions",
+            assigned(vec![orders()]),
+            4,
+            assignment,
+        ),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1229,7 +1962,7 @@ proptest! {
     /// body, never the API or version.
     #[test]
     fn random_request_bodies_never_panic(
-        api_key in 0u16..=6,
+        api_key in 0..ApiKey::ALL.len() as u16,
         correlation_id in any::<u32>(),
         body in body_bytes(),
         pad in any::<bool>(),
@@ -1294,19 +2027,7 @@ proptest! {
         edits in vec((any::<Index>(), any::<u8>()), 1..8),
         fix in any::<bool>(),
     ) {
-        let mut buffer = Vec::new();
-        let mut frames = vec![encode_any(&mut buffer, 1, &request.request()).to_vec()];
-        frames.push(response_bytes(&response, 2, &WireError::none()));
-        for mut frame in frames {
-            for (at, value) in &edits {
-                let i = at.index(frame.len());
-                frame[i] = *value;
-            }
-            if fix {
-                fix_prefix(&mut frame);
-            }
-            exercise(&frame);
-        }
+        exercise_mutated(&request, &response, &edits, fix);
     }
 
     /// A collection count far beyond what the frame could hold (u32::MAX, or any count from
@@ -1335,6 +2056,22 @@ proptest! {
             prop_assert_eq!(refused_at, Some(site.at), "{}: {:?}", site.name, result);
             prop_assert!(largest < 4096, "{}: allocated {} bytes", site.name, largest);
         }
+        // The consumer protocol payloads, decoded by the group leader and by every member from
+        // bytes another client wrote: the same guarantee, on the bare payload.
+        for site in payload_count_sites() {
+            prop_assert_eq!((site.decode)(&site.frame), Ok(()), "{} payload is valid", site.name);
+            prop_assert_eq!(u32_at(&site.frame, site.at), 0, "{} count is at {}", site.name, site.at);
+            let mut payload = site.frame.clone();
+            payload[site.at..site.at + 4].copy_from_slice(&count.to_le_bytes());
+            payload.extend_from_slice(&tail);
+            let (result, largest) = largest_allocation(|| (site.decode)(&payload));
+            let refused_at = match result {
+                Err(ProtocolError::Malformed { position, .. }) => Some(position),
+                _ => None,
+            };
+            prop_assert_eq!(refused_at, Some(site.at), "{}: {:?}", site.name, result);
+            prop_assert!(largest < 4096, "{}: allocated {} bytes", site.name, largest);
+        }
     }
 }
 
@@ -1347,29 +2084,7 @@ proptest! {
     /// will read them in place. The frame length is a multiple of 16 and what `len()` says.
     #[test]
     fn requests_round_trip(spec in request_spec(), correlation_id in any::<u32>()) {
-        let request = spec.request();
-        let mut buffer = Vec::new();
-        let parts = encode_any(&mut buffer, correlation_id, &request);
-        let bytes = parts.to_vec();
-        prop_assert_eq!(bytes.len(), parts.len());
-        prop_assert_eq!(bytes.len() % 16, 0);
-        let frame = aligned(&bytes);
-
-        let (header, decoded) = decode_request(&frame).unwrap();
-        prop_assert_eq!(header, RequestHeader {
-            api_key: api_key_of(&request) as u16,
-            api_version: PROTOCOL_VERSION,
-            correlation_id,
-        });
-        prop_assert_eq!(&decoded, &request);
-        if let (RequestSpec::Produce(spec), Request::Produce(decoded)) = (&spec, &decoded) {
-            let decoded_records = decoded.topics.iter().flat_map(|t| t.partitions.iter().map(|p| &p.records));
-            let sent = spec.topics.iter().flat_map(|(_, ps)| ps.iter().map(|p| p.batches.as_slice()));
-            for (records, batches) in decoded_records.zip(sent) {
-                check_records(records, batches)?;
-            }
-        }
-        exercise(&frame);
+        check_request_round_trip(&spec, correlation_id)?;
     }
 
     /// Every response type, fetch responses with several partitions of 0 to 3 real batches each
@@ -1384,20 +2099,7 @@ proptest! {
         correlation_id in any::<u32>(),
         error in top_level_error(),
     ) {
-        let ok = WireError::none();
-        let frame = aligned(&response_bytes(&spec, correlation_id, error.as_ref().unwrap_or(&ok)));
-        prop_assert_eq!(frame.len() % 16, 0);
-        let decoded = decode_as(&spec, &frame, correlation_id)?;
-        match &error {
-            None => prop_assert_eq!(decoded, Ok(())),
-            Some(error) => {
-                prop_assert_eq!(decoded, Err(error.clone()));
-                let mut buffer = Vec::new();
-                let only_error = aligned(&encode_error_response(&mut buffer, correlation_id, error).to_vec());
-                prop_assert_eq!(decode_as(&spec, &only_error, correlation_id)?, Err(error.clone()));
-            }
-        }
-        exercise(&frame);
+        check_response_round_trip(&spec, correlation_id, error.as_ref())?;
     }
 
     /// Every strict prefix of a valid request frame and of a valid success response frame is
@@ -1411,38 +2113,7 @@ proptest! {
         response in response_spec(),
         correlation_id in any::<u32>(),
     ) {
-        let mut buffer = Vec::new();
-        let request_frame = aligned(&encode_any(&mut buffer, correlation_id, &request.request()).to_vec());
-        let response_frame = aligned(&response_bytes(&response, correlation_id, &WireError::none()));
-        prop_assert!(decode_request(&request_frame).is_ok());
-        prop_assert_eq!(decode_as(&response, &response_frame, correlation_id)?, Ok(()));
-
-        for n in 0..request_frame.len() {
-            let error = decode_request(&request_frame[..n]).unwrap_err();
-            if n < REQUEST_HEADER_SIZE {
-                prop_assert!(matches!(error, ProtocolError::UnexpectedEof { .. }), "{}: {:?}", n, error);
-            } else {
-                prop_assert!(matches!(error, ProtocolError::Malformed { position: 0, .. }), "{}: {:?}", n, error);
-            }
-        }
-        let mut patched = request_frame.clone();
-        for n in 0..patched.len() {
-            fix_prefix(&mut patched[..n]);
-            let error = decode_request(&patched[..n]).unwrap_err();
-            prop_assert!(
-                matches!(error, ProtocolError::UnexpectedEof { .. } | ProtocolError::Malformed { .. }),
-                "{}: {:?}", n, error
-            );
-        }
-
-        let mut patched = response_frame.clone();
-        for n in 0..patched.len() {
-            let result = decode_own(&response, &response_frame[..n]);
-            prop_assert!(result.is_err(), "prefix of {} bytes: {:?}", n, result);
-            fix_prefix(&mut patched[..n]);
-            let result = decode_own(&response, &patched[..n]);
-            prop_assert!(result.is_err(), "prefix of {} bytes, prefix fixed: {:?}", n, result);
-        }
+        check_truncations(&request, &response, correlation_id)?;
     }
 
     /// `check_frame` on valid encoded frames: `None` until the 4-byte prefix is in, then the
@@ -1550,6 +2221,347 @@ proptest! {
         prop_assert!(name.starts_with(&decoded.client_name));
         prop_assert_eq!(decoded.client_version, "1.0");
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The consumer-group APIs on their own (the tests above draw them among every API, this
+    /// makes sure each of them gets many cases every run): requests and responses round-trip
+    /// exactly (with a top-level error too), every strict prefix of either frame is refused,
+    /// and mutated frames never panic.
+    #[test]
+    fn group_messages_round_trip_and_refuse_truncation(
+        request in group_request_spec(),
+        response in group_response_spec(),
+        correlation_id in any::<u32>(),
+        error in top_level_error(),
+        edits in vec((any::<Index>(), any::<u8>()), 1..8),
+        fix in any::<bool>(),
+    ) {
+        check_request_round_trip(&request, correlation_id)?;
+        check_response_round_trip(&response, correlation_id, error.as_ref())?;
+        check_truncations(&request, &response, correlation_id)?;
+        exercise_mutated(&request, &response, &edits, fix);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `ConsumerSubscription` and `ConsumerAssignment` through `encode_payload` and
+    /// `decode_payload`: exact round trip, strict prefixes and a trailing byte refused.
+    #[test]
+    fn consumer_payloads_round_trip(
+        subscription in consumer_subscription(),
+        assignment in consumer_assignment(),
+        extra in any::<u8>(),
+    ) {
+        check_payload(&subscription, extra)?;
+        check_payload(&assignment, extra)?;
+    }
+
+    /// Arbitrary bytes into `decode_payload` for both payloads (uniform bytes, and codec-shaped
+    /// tokens that get past the counts): a member's metadata or assignment comes from another
+    /// client, so nothing may panic, and whatever decodes re-encodes to the same bytes.
+    #[test]
+    fn arbitrary_payload_bytes_never_panic(
+        bytes in prop_oneof![vec(any::<u8>(), 0..256), body_bytes()],
+    ) {
+        exercise_payload(&bytes);
+    }
+
+    /// Valid payloads with a few bytes overwritten, then possibly cut short: nothing panics.
+    #[test]
+    fn mutated_payloads_never_panic(
+        subscription in consumer_subscription(),
+        assignment in consumer_assignment(),
+        edits in vec((any::<Index>(), any::<u8>()), 1..6),
+        cut in any::<Index>(),
+    ) {
+        for mut payload in [encode_payload(&subscription), encode_payload(&assignment)] {
+            for (at, value) in &edits {
+                let i = at.index(payload.len());
+                payload[i] = *value;
+            }
+            exercise_payload(&payload);
+            exercise_payload(&payload[..cut.index(payload.len() + 1)]);
+        }
+    }
+}
+
+/// Every error code this side knows survives `from_u16`/`as_u16` and a trip through a response
+/// frame (as a top-level error, and per partition); codes from a newer peer read as `Unknown`.
+#[test]
+fn error_codes_round_trip() {
+    let mut seen = std::collections::HashSet::new();
+    for value in 0..=ERROR_CODE_MAX {
+        let code = ErrorCode::from_u16(value);
+        assert_eq!(code.as_u16(), value, "{code:?}");
+        assert!(seen.insert(code), "{code:?} twice");
+        assert!(code.to_string().contains(&value.to_string()), "{code}");
+
+        let error = WireError::new(code, format!("code {value}"));
+        let mut buffer = Vec::new();
+        let frame = aligned(&encode_error_response(&mut buffer, 9, &error).to_vec());
+        let (id, decoded) = decode_response::<HeartbeatResponse>(&frame).unwrap();
+        assert_eq!(id, 9);
+        if value == 0 {
+            assert_eq!(decoded, Ok(HeartbeatResponse {}));
+        } else {
+            assert_eq!(decoded, Err(error.clone()));
+        }
+
+        let body = OffsetCommitResponse {
+            topics: vec![OffsetCommitTopicResponse {
+                topic: "orders".into(),
+                partitions: vec![OffsetCommitPartitionResponse {
+                    partition: 0,
+                    error: error.clone(),
+                }],
+            }],
+        };
+        let ok = WireError::none();
+        let frame = aligned(&encode_response(&mut buffer, 10, &ok, Some(&body)).to_vec());
+        assert_eq!(
+            decode_response::<OffsetCommitResponse>(&frame).unwrap(),
+            (10, Ok(body))
+        );
+    }
+    for value in [ERROR_CODE_MAX + 1, 100, u16::MAX] {
+        assert_eq!(
+            ErrorCode::from_u16(value),
+            ErrorCode::Unknown,
+            "code {value} is known: raise ERROR_CODE_MAX so the tests cover it"
+        );
+    }
+}
+
+/// Every API key is its index in `ApiKey::ALL`, `from_u16` finds each and nothing past them.
+#[test]
+fn api_keys_round_trip() {
+    for (value, key) in ApiKey::ALL.into_iter().enumerate() {
+        assert_eq!(key as u16 as usize, value);
+        assert_eq!(ApiKey::from_u16(value as u16), Some(key));
+    }
+    for value in [ApiKey::ALL.len() as u16, 100, u16::MAX] {
+        assert_eq!(ApiKey::from_u16(value), None);
+    }
+}
+
+/// The request and response strategies reach every API (so a new API cannot be left out of
+/// the property tests above unnoticed), and the group-only strategies every group API.
+#[test]
+fn strategies_cover_every_api() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    use std::collections::BTreeSet;
+
+    fn keys<S: Strategy>(strategy: S, key: impl Fn(&S::Value) -> ApiKey) -> BTreeSet<u16> {
+        let mut runner = TestRunner::deterministic();
+        (0..600)
+            .map(|_| key(&strategy.new_tree(&mut runner).unwrap().current()) as u16)
+            .collect()
+    }
+    let every: BTreeSet<u16> = ApiKey::ALL.iter().map(|k| *k as u16).collect();
+    let groups: BTreeSet<u16> =
+        (ApiKey::FindCoordinator as u16..=ApiKey::DescribeGroups as u16).collect();
+    assert_eq!(keys(request_spec(), |r| api_key_of(&r.request())), every);
+    assert_eq!(keys(response_spec(), ResponseSpec::api_key), every);
+    assert_eq!(
+        keys(group_request_spec(), |r| api_key_of(&r.request())),
+        groups
+    );
+    assert_eq!(keys(group_response_spec(), ResponseSpec::api_key), groups);
+}
+
+/// See `mutated_valid_frames_never_panic`.
+fn exercise_mutated(
+    request: &RequestSpec,
+    response: &ResponseSpec,
+    edits: &[(Index, u8)],
+    fix: bool,
+) {
+    let mut buffer = Vec::new();
+    let mut frames = vec![encode_any(&mut buffer, 1, &request.request()).to_vec()];
+    frames.push(response_bytes(response, 2, &WireError::none()));
+    for mut frame in frames {
+        for (at, value) in edits {
+            let i = at.index(frame.len());
+            frame[i] = *value;
+        }
+        if fix {
+            fix_prefix(&mut frame);
+        }
+        exercise(&frame);
+    }
+}
+
+/// See `requests_round_trip`.
+fn check_request_round_trip(spec: &RequestSpec, correlation_id: u32) -> Result<(), TestCaseError> {
+    let request = spec.request();
+    let mut buffer = Vec::new();
+    let parts = encode_any(&mut buffer, correlation_id, &request);
+    let bytes = parts.to_vec();
+    prop_assert_eq!(bytes.len(), parts.len());
+    prop_assert_eq!(bytes.len() % 16, 0);
+    let frame = aligned(&bytes);
+
+    let (header, decoded) = decode_request(&frame).unwrap();
+    prop_assert_eq!(
+        header,
+        RequestHeader {
+            api_key: api_key_of(&request) as u16,
+            api_version: PROTOCOL_VERSION,
+            correlation_id,
+        }
+    );
+    prop_assert_eq!(&decoded, &request);
+    if let (RequestSpec::Produce(spec), Request::Produce(decoded)) = (spec, &decoded) {
+        let decoded_records = decoded
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| &p.records));
+        let sent = spec
+            .topics
+            .iter()
+            .flat_map(|(_, ps)| ps.iter().map(|p| p.batches.as_slice()));
+        for (records, batches) in decoded_records.zip(sent) {
+            check_records(records, batches)?;
+        }
+    }
+    exercise(&frame);
+    Ok(())
+}
+
+/// See `responses_round_trip`.
+fn check_response_round_trip(
+    spec: &ResponseSpec,
+    correlation_id: u32,
+    error: Option<&WireError>,
+) -> Result<(), TestCaseError> {
+    let ok = WireError::none();
+    let frame = aligned(&response_bytes(spec, correlation_id, error.unwrap_or(&ok)));
+    prop_assert_eq!(frame.len() % 16, 0);
+    let decoded = decode_as(spec, &frame, correlation_id)?;
+    match error {
+        None => prop_assert_eq!(decoded, Ok(())),
+        Some(error) => {
+            prop_assert_eq!(decoded, Err(error.clone()));
+            let mut buffer = Vec::new();
+            let only_error =
+                aligned(&encode_error_response(&mut buffer, correlation_id, error).to_vec());
+            prop_assert_eq!(
+                decode_as(spec, &only_error, correlation_id)?,
+                Err(error.clone())
+            );
+        }
+    }
+    exercise(&frame);
+    Ok(())
+}
+
+/// See `truncated_frames_are_refused`.
+fn check_truncations(
+    request: &RequestSpec,
+    response: &ResponseSpec,
+    correlation_id: u32,
+) -> Result<(), TestCaseError> {
+    let mut buffer = Vec::new();
+    let request_frame =
+        aligned(&encode_any(&mut buffer, correlation_id, &request.request()).to_vec());
+    let response_frame = aligned(&response_bytes(
+        response,
+        correlation_id,
+        &WireError::none(),
+    ));
+    prop_assert!(decode_request(&request_frame).is_ok());
+    prop_assert_eq!(
+        decode_as(response, &response_frame, correlation_id)?,
+        Ok(())
+    );
+
+    for n in 0..request_frame.len() {
+        let error = decode_request(&request_frame[..n]).unwrap_err();
+        if n < REQUEST_HEADER_SIZE {
+            prop_assert!(
+                matches!(error, ProtocolError::UnexpectedEof { .. }),
+                "{}: {:?}",
+                n,
+                error
+            );
+        } else {
+            prop_assert!(
+                matches!(error, ProtocolError::Malformed { position: 0, .. }),
+                "{}: {:?}",
+                n,
+                error
+            );
+        }
+    }
+    let mut patched = request_frame.clone();
+    for n in 0..patched.len() {
+        fix_prefix(&mut patched[..n]);
+        let error = decode_request(&patched[..n]).unwrap_err();
+        prop_assert!(
+            matches!(
+                error,
+                ProtocolError::UnexpectedEof { .. } | ProtocolError::Malformed { .. }
+            ),
+            "{}: {:?}",
+            n,
+            error
+        );
+    }
+
+    let mut patched = response_frame.clone();
+    for n in 0..patched.len() {
+        let result = decode_own(response, &response_frame[..n]);
+        prop_assert!(result.is_err(), "prefix of {} bytes: {:?}", n, result);
+        fix_prefix(&mut patched[..n]);
+        let result = decode_own(response, &patched[..n]);
+        prop_assert!(
+            result.is_err(),
+            "prefix of {} bytes, prefix fixed: {:?}",
+            n,
+            result
+        );
+    }
+    Ok(())
+}
+
+/// A consumer protocol payload: `decode_payload` gives back exactly the value, every strict
+/// prefix is refused (a cut payload must not read as a shorter one), and so is the payload with
+/// a trailing byte.
+fn check_payload<T>(value: &T, extra: u8) -> Result<(), TestCaseError>
+where
+    T: Encode + for<'a> Decode<'a> + PartialEq + std::fmt::Debug,
+{
+    let bytes = encode_payload(value);
+    prop_assert_eq!(&decode_payload::<T>(&bytes).unwrap(), value);
+    for n in 0..bytes.len() {
+        let result = decode_payload::<T>(&bytes[..n]);
+        prop_assert!(
+            matches!(
+                result,
+                Err(ProtocolError::UnexpectedEof { .. } | ProtocolError::Malformed { .. })
+            ),
+            "prefix of {} bytes: {:?}",
+            n,
+            result
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(extra);
+    let result = decode_payload::<T>(&longer);
+    prop_assert!(
+        matches!(result, Err(ProtocolError::Malformed { .. })),
+        "trailing byte: {:?}",
+        result
+    );
+    exercise_payload(&bytes);
+    exercise_payload(&longer);
+    Ok(())
 }
 
 /// The concatenated parts of a frame, built independently of `FrameParts::to_vec`.

@@ -1,7 +1,8 @@
 //! The end-to-end scenario: producers and consumers at once on a fresh topic. Consumers are
-//! polling (positions resolved) before the first message is due; each message's end-to-end
-//! latency is its receipt time minus its intended send time (and, uncorrected, minus its
-//! actual send time), both read from [`crate::schedule::now_ns`] in this process.
+//! polling (positions resolved; in group mode, the group balanced) before the first message is
+//! due; each message's end-to-end latency is its receipt time minus its intended send time
+//! (and, uncorrected, minus its actual send time), both read from [`crate::schedule::now_ns`]
+//! in this process.
 //!
 //! After the sends, the producers' acknowledgements are awaited, then the consumers get until
 //! `--drain-timeout` after the end of the sends to receive every acknowledged message; a point
@@ -12,10 +13,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::consume::{prepare, start, stop, wait_for};
+use super::consume::{
+    prepare, rebalanced_during, start, stop, wait_for, wait_for_group, LoopSettings,
+};
 use super::produce::{assess, start_all, timeline};
 use super::{
     create_topic, delete_topic, CpuWindow, Flow, LatencySummary, PointResult, PointState, Target,
+    WindowCell,
 };
 use crate::args::PointSpec;
 use crate::schedule::{instant_at, now_ns};
@@ -30,12 +34,21 @@ pub async fn run(spec: &PointSpec, target: &Target) -> Result<PointResult> {
 
 async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointResult> {
     let state = Arc::new(PointState::default());
-    let ready = prepare(spec, target, topic).await?;
+    let prepared = prepare(spec, target, topic).await?;
+    let cell = Arc::new(WindowCell::unset());
+    let settings = LoopSettings {
+        window: cell.clone(),
+        record_latency: true,
+        receipts: None,
+    };
+    let consumers = start(prepared.consumers, &state, &settings);
+    let assignments = prepared.assignments;
+    let consumers = wait_for_group(spec, &state, assignments.as_ref(), consumers).await?;
     let warmup_ns = (spec.warmup_s * 1e9) as u64;
     let (start_ns, window) = timeline(spec.amount, warmup_ns);
-    let consumers = start(ready, &state, window, true);
+    cell.set(window);
     let cpu = CpuWindow::start(window, target.broker_pid);
-    let producers = start_all(
+    let producers = match start_all(
         spec,
         target,
         topic,
@@ -43,7 +56,13 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         spec.producer_load(),
         spec.amount,
         (start_ns, window),
-    )?;
+    ) {
+        Ok(producers) => producers,
+        Err(error) => {
+            stop(&state, consumers).await;
+            return Err(error);
+        }
+    };
     let drain = Duration::from_secs_f64(spec.drain_timeout_s);
     let produced_outcome = producers.finish(drain).await;
     // The consumers get until drain_timeout after the end of the sends (at least a second).
@@ -51,10 +70,13 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         .max(tokio::time::Instant::now() + Duration::from_secs(1));
     let caught_up = wait_for(&state, || state.acked(), drain, deadline).await;
     let cpu = cpu.finish().await;
+    // Before the close, whose Revoked events are no rebalance.
+    let rebalanced = rebalanced_during(assignments.as_ref(), window.start_ns);
     let consumed_outcome = stop(&state, consumers).await;
 
     let mut problems = produced_outcome.problems.clone();
     problems.extend(consumed_outcome.problems.iter().cloned());
+    problems.extend(rebalanced);
     if !caught_up {
         problems.push(format!(
             "consumers fell behind: {} of {} acknowledged messages received {:.1} s after \
@@ -99,5 +121,6 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         problems,
         verdict: String::new(),
         client_bound: false,
+        rebalance: None,
     })
 }

@@ -1,7 +1,12 @@
 //! One measured point: the topic it uses, the message format, the shared counters of its tasks,
 //! and the [`PointResult`] it produces (throughput, latency percentiles, CPU split, whether the
-//! target rate was held, and what limited it). The three workloads live in [`produce`],
-//! [`consume`] and [`e2e`]; [`run_point`] picks one.
+//! target rate was held, and what limited it). The workloads live in [`produce`], [`consume`],
+//! [`e2e`] and [`rebalance`] (consumer-group helpers in [`group`]); [`run_point`] picks one.
+//!
+//! In group mode (`--consume-mode group`) the window starts only once the group is balanced:
+//! consumers poll from the start (joining happens inside `poll`), the harness waits for their
+//! `Assigned` events to cover every partition evenly, and only then fixes the timeline, so the
+//! join is never counted as lost throughput.
 //!
 //! ```text
 //!  t0 ──── warm-up ────┬──────── measured window ────────┬── drain ──▶
@@ -23,7 +28,9 @@
 
 pub mod consume;
 pub mod e2e;
+pub mod group;
 pub mod produce;
+pub mod rebalance;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -108,6 +115,43 @@ impl Window {
     }
 }
 
+/// A [`Window`] that consumers read at every poll and the point sets once it knows it (group
+/// mode: after the group is balanced). Unset, it contains nothing.
+#[derive(Debug)]
+pub struct WindowCell {
+    start_ns: AtomicU64,
+    /// `u64::MAX`: open end.
+    end_ns: AtomicU64,
+}
+
+impl WindowCell {
+    /// A window that contains nothing until [`WindowCell::set`].
+    pub fn unset() -> WindowCell {
+        WindowCell {
+            start_ns: AtomicU64::new(u64::MAX),
+            end_ns: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Fixes the window (the end is stored first, so a reader that sees the new start sees
+    /// the new end).
+    pub fn set(&self, window: Window) {
+        self.end_ns
+            .store(window.end_ns.unwrap_or(u64::MAX), Ordering::Release);
+        self.start_ns.store(window.start_ns, Ordering::Release);
+    }
+
+    /// The window now.
+    pub fn get(&self) -> Window {
+        let start_ns = self.start_ns.load(Ordering::Acquire);
+        let end_ns = self.end_ns.load(Ordering::Acquire);
+        Window {
+            start_ns,
+            end_ns: (end_ns != u64::MAX).then_some(end_ns),
+        }
+    }
+}
+
 /// CPU sampled over a [`Window`]: at its start, and at its end when that is fixed in advance
 /// (else when [`CpuWindow::finish`] is called).
 #[derive(Debug)]
@@ -157,6 +201,9 @@ pub struct PointState {
     pub received: AtomicU64,
     /// Tells consumers to stop after their current poll.
     pub stop: AtomicBool,
+    /// Tells producers' send loops to stop before their next message (`rebalance`, whose
+    /// length is not known in advance).
+    pub stop_sends: AtomicBool,
 }
 
 impl PointState {
@@ -273,6 +320,8 @@ pub struct PointResult {
     pub verdict: String,
     /// True when the client, not the broker, was the limit.
     pub client_bound: bool,
+    /// `rebalance`: the rebalance times and their verdict.
+    pub rebalance: Option<rebalance::RebalanceOutcome>,
 }
 
 impl PointResult {
@@ -284,10 +333,14 @@ impl PointResult {
             .map(|summary| &summary.corrected)
     }
 
-    /// True when the point may be drawn on a curve: closed loop, or open loop that held its
-    /// rate, without errors.
+    /// True when the point may be drawn on a curve (and compared with the peers): closed
+    /// loop, or open loop that held its rate, without errors, and not a `rebalance` point
+    /// (whose consumers pause on purpose).
     pub fn plottable(&self) -> bool {
-        self.sustained != Some(false) && self.problems.is_empty() && self.msgs_per_s > 0.0
+        self.sustained != Some(false)
+            && self.problems.is_empty()
+            && self.msgs_per_s > 0.0
+            && self.rebalance.is_none()
     }
 }
 
@@ -297,12 +350,22 @@ pub async fn run_point(spec: &PointSpec, target: &Target) -> Result<PointResult>
         Scenario::Produce => produce::run(spec, target).await?,
         Scenario::Consume => consume::run(spec, target).await?,
         Scenario::E2e => e2e::run(spec, target).await?,
+        Scenario::Rebalance => rebalance::run(spec, target).await?,
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
-    let (verdict, client_bound) = verdict(&result, cores);
+    let (verdict, client_bound) = match &result.rebalance {
+        Some(outcome) => (outcome.verdict(), false),
+        None => verdict(&result, cores),
+    };
     result.verdict = verdict;
     result.client_bound = client_bound;
     Ok(result)
+}
+
+/// The consumer group of a point: fresh per point and per run (`bench-<pid>-<run>-<point>`),
+/// so no committed offset or member of an earlier point is found.
+pub fn group_id(spec: &PointSpec, target: &Target) -> String {
+    format!("{}-{}", target.topic_prefix, spec.index)
 }
 
 /// Share of one core above which a thread counts as saturated.
@@ -512,5 +575,24 @@ mod tests {
         };
         assert!(open.contains(u64::MAX));
         assert_eq!(open.seconds(1_000_000_010), 1.0);
+    }
+
+    /// An unset cell contains nothing; once set it is the window it was given.
+    #[test]
+    fn window_cells() {
+        let cell = WindowCell::unset();
+        assert!(!cell.get().contains(u64::MAX - 1));
+        let fixed = Window {
+            start_ns: 10,
+            end_ns: Some(20),
+        };
+        cell.set(fixed);
+        assert_eq!(cell.get(), fixed);
+        let open = Window {
+            start_ns: 5,
+            end_ns: None,
+        };
+        cell.set(open);
+        assert_eq!(cell.get(), open);
     }
 }

@@ -46,6 +46,9 @@ use crate::schedule::{now_ns, LatencyPair, Load, Next, Pacer};
 /// schedule starts.
 const START_LEAD_NS: u64 = 100_000_000;
 
+/// Longest sleep of a send loop between two looks at `stop_sends`.
+const STOP_CHECK_NS: u64 = 50_000_000;
+
 /// Refused sends after which a send loop gives up.
 const SEND_ERRORS_MAX: u64 = 1000;
 
@@ -168,13 +171,13 @@ pub fn start(
 ) -> Result<RunningProducer> {
     let runtime = tokio::runtime::Handle::current();
     let (pending_tx, pending_rx) = mpsc::unbounded_channel();
-    let acks = tokio::spawn(collect(pending_rx, state, window));
     let (done_tx, sends) = oneshot::channel();
     let thread_producer = producer.clone();
+    let acks = tokio::spawn(collect(pending_rx, state.clone(), window));
     std::thread::Builder::new()
         .name(format!("bench-send-{id}"))
         .spawn(move || {
-            let outcome = send_loop(&thread_producer, &plan, &pending_tx, &runtime);
+            let outcome = send_loop(&thread_producer, &plan, &pending_tx, &runtime, &state);
             let _ = done_tx.send(outcome);
         })
         .context("cannot spawn a producer thread")?;
@@ -204,20 +207,28 @@ fn tighten_timer_slack() {
     }
 }
 
-/// The send loop of one producer (see the module docs).
+/// The send loop of one producer (see the module docs). Ends at the plan's end or when
+/// `state.stop_sends` is set.
 fn send_loop(
     producer: &Producer,
     plan: &SendPlan,
     pending: &mpsc::UnboundedSender<Pending>,
     runtime: &tokio::runtime::Handle,
+    state: &PointState,
 ) -> SendOutcome {
     tighten_timer_slack();
     let template = payload_template(plan.message_size);
     let mut pacer = Pacer::new(plan.load, plan.start_ns);
     let mut outcome = SendOutcome::default();
     sleep_until_ns(plan.start_ns);
+    // Set when `stop_sends` ended the loop: the schedule counts up to there.
+    let mut stopped_ns = None;
     loop {
         let now = now_ns();
+        if state.stop_sends.load(Ordering::Relaxed) {
+            stopped_ns = Some(now);
+            break;
+        }
         let over = match plan.end {
             SendEnd::At(end) => now >= end,
             SendEnd::Measured(quota) => outcome.sent_measured >= quota,
@@ -230,9 +241,10 @@ fn send_loop(
                 if matches!(plan.end, SendEnd::At(end) if at >= end) {
                     break;
                 }
-                sleep_until_ns(at);
+                // In slices, so that `stop_sends` is seen within one at low rates.
+                sleep_until_ns(at.min(now + STOP_CHECK_NS));
                 if at > plan.measure_start_ns {
-                    outcome.sleep_ns += now_ns() - now.max(plan.measure_start_ns);
+                    outcome.sleep_ns += now_ns().saturating_sub(now.max(plan.measure_start_ns));
                 }
                 continue;
             }
@@ -289,8 +301,11 @@ fn send_loop(
     outcome.window_ns = end.saturating_sub(plan.measure_start_ns);
     outcome.scheduled_measured = match (plan.load, plan.end) {
         (Load::Open { .. }, SendEnd::At(end_ns)) => {
+            let end_ns = stopped_ns.map_or(end_ns, |stopped| stopped.min(end_ns));
             let before = pacer.scheduled_by(plan.measure_start_ns.saturating_sub(1));
-            pacer.scheduled_by(end_ns.saturating_sub(1)) - before
+            pacer
+                .scheduled_by(end_ns.saturating_sub(1))
+                .saturating_sub(before)
         }
         (_, SendEnd::Measured(quota)) => quota,
         (Load::Closed, SendEnd::At(_)) => outcome.sent_measured,
@@ -589,5 +604,6 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         problems,
         verdict: String::new(),
         client_bound: false,
+        rebalance: None,
     })
 }

@@ -1,12 +1,25 @@
-//! `sluice consume`: prints messages, one per line.
+//! `sluice consume`: prints messages, one per line, from chosen partitions or as a member of
+//! a consumer group (`--group`).
+//!
+//! In a group the partitions come from the group's assignment, each starts at the group's
+//! committed offset (`--from` only for partitions without one), and what was printed is
+//! committed: periodically, when a partition is taken away, and at exit (`--max-messages`,
+//! `--idle-timeout-ms`, SIGINT, SIGTERM, a closed pipe). See [`run_group`] for why the
+//! committed offsets are exactly the printed ones.
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::Args;
-use client::{Consumer, ConsumerConfig, ConsumerRecord, Offset, TopicPartition};
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use client::assignor::AssignorKind;
+use client::{
+    Consumer, ConsumerConfig, ConsumerRecord, Delivery, GroupConfig, Offset, RebalanceEvent,
+    Records, TopicPartition,
+};
 use tokio::time::Instant;
 
 use super::BrokerArg;
@@ -18,10 +31,11 @@ pub struct ConsumeArgs {
     #[arg(long)]
     pub topic: String,
     /// Read only this partition (default: every partition).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub partition: Option<u32>,
     /// Where to start: earliest, latest, an offset, or @TIMESTAMP_MS (the first message at or
-    /// after that time).
+    /// after that time). With --group, only for partitions the group has no committed offset
+    /// for.
     #[arg(long, default_value = "earliest", value_parser = parse_from)]
     pub from: Offset,
     /// Exit after printing this many messages.
@@ -33,15 +47,22 @@ pub struct ConsumeArgs {
     /// Print each message's key (empty when it has none) before its value.
     #[arg(long)]
     pub print_key: bool,
-    /// Print each message's offset first.
+    /// Print each message's offset before its key and value.
     #[arg(long)]
     pub print_offset: bool,
+    /// Print each message's partition first. With every print flag a line is
+    /// `partition<TAB>offset<TAB>key<TAB>value`.
+    #[arg(long)]
+    pub print_partition: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub group: GroupArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub broker: BrokerArg,
 }
 
-fn parse_from(text: &str) -> Result<Offset, String> {
+pub(super) fn parse_from(text: &str) -> Result<Offset, String> {
     match text {
         "earliest" => Ok(Offset::Earliest),
         "latest" => Ok(Offset::Latest),
@@ -59,20 +80,136 @@ fn parse_from(text: &str) -> Result<Offset, String> {
     }
 }
 
-/// Longest single poll, so that the idle timeout is checked at least this often.
+/// Consumer group membership flags of `sluice consume`.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// Consume as a member of this consumer group: partitions are assigned by the group and
+    /// printed messages are committed as the group's offsets.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Static membership: a stable id for this consumer; restarting within the session
+    /// timeout keeps its partitions without a rebalance.
+    #[arg(long, requires = "group")]
+    pub instance_id: Option<String>,
+    /// Leave the group (and give up its partitions) after this long without a heartbeat.
+    /// Default 10000.
+    #[arg(long, requires = "group")]
+    pub session_timeout_ms: Option<u64>,
+    /// Time between heartbeats. Default: a third of the session timeout, at most 3000.
+    #[arg(long, requires = "group")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Partition assignment strategy: range, roundrobin or cooperative-sticky (default).
+    #[arg(long, requires = "group", value_parser = parse_assignor)]
+    pub assignor: Option<AssignorKind>,
+    /// at-least-once (default): commit what was printed, after printing it;
+    /// at-most-once: commit before printing (a crash loses the messages being printed).
+    #[arg(long, requires = "group", value_enum)]
+    pub delivery: Option<DeliveryArg>,
+    /// Print one line per rebalance event to standard error: `assigned t:0,t:3`,
+    /// `revoked t:1`, `lost t:2`.
+    #[arg(long, requires = "group")]
+    pub log_rebalances: bool,
+}
+
+/// `--delivery` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeliveryArg {
+    /// Commit after printing: nothing printed is lost, a crash may print some again.
+    AtLeastOnce,
+    /// Commit before printing: nothing is printed twice, a crash may lose some.
+    AtMostOnce,
+}
+
+/// Session timeout when `--session-timeout-ms` is not given.
+const SESSION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Largest default heartbeat interval (Kafka's default).
+const HEARTBEAT_INTERVAL_MS_MAX_DEFAULT: u64 = 3_000;
+/// How often printed positions are committed while consuming (Kafka's default).
+const AUTO_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// Client id the CLI's members show in `sluice group describe`.
+const CLIENT_ID: &str = "sluice-consume";
+
+fn parse_assignor(text: &str) -> Result<AssignorKind, String> {
+    AssignorKind::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = AssignorKind::ALL.iter().map(|kind| kind.name()).collect();
+        format!("{text:?} is not one of {}", names.join(", "))
+    })
+}
+
+impl ConsumeArgs {
+    /// The checked group settings, or `None` without `--group`.
+    pub fn group_config(&self) -> anyhow::Result<Option<GroupConfig>> {
+        let Some(group_id) = &self.group.group else {
+            return Ok(None);
+        };
+        if group_id.is_empty() {
+            bail!("--group must not be empty");
+        }
+        let session_ms = self
+            .group
+            .session_timeout_ms
+            .unwrap_or(SESSION_TIMEOUT_MS_DEFAULT);
+        let heartbeat_ms = self
+            .group
+            .heartbeat_interval_ms
+            .unwrap_or((session_ms / 3).min(HEARTBEAT_INTERVAL_MS_MAX_DEFAULT));
+        if heartbeat_ms == 0 || heartbeat_ms >= session_ms {
+            bail!(
+                "--heartbeat-interval-ms ({heartbeat_ms}) must be at least 1 and below \
+                 --session-timeout-ms ({session_ms})"
+            );
+        }
+        let delivery = match self.group.delivery.unwrap_or(DeliveryArg::AtLeastOnce) {
+            DeliveryArg::AtLeastOnce => Delivery::AtLeastOnce,
+            DeliveryArg::AtMostOnce => Delivery::AtMostOnce,
+        };
+        let assignor = self
+            .group
+            .assignor
+            .unwrap_or(AssignorKind::CooperativeSticky);
+        Ok(Some(GroupConfig {
+            instance_id: self.group.instance_id.clone(),
+            client_id: CLIENT_ID.to_owned(),
+            session_timeout: Duration::from_millis(session_ms),
+            heartbeat_interval: Duration::from_millis(heartbeat_ms),
+            assignors: vec![assignor],
+            delivery,
+            // The consumer's own commits (periodic, on revoke, at close) commit its positions,
+            // which equal the printed positions at every poll boundary: see `run_group`.
+            auto_commit: true,
+            auto_commit_interval: AUTO_COMMIT_INTERVAL,
+            auto_offset_reset: self.from,
+            ..GroupConfig::new(group_id.clone())
+        }))
+    }
+}
+
+/// Longest single poll, so that the idle timeout and a stop signal are checked at least this
+/// often.
 const POLL_MAX: Duration = Duration::from_secs(1);
 
-/// Writes one message line: `[offset\t][key\t]value\n`, key and value as lossy UTF-8.
+/// Which fields precede each value.
+#[derive(Debug, Clone, Copy)]
+struct PrintFlags {
+    partition: bool,
+    offset: bool,
+    key: bool,
+}
+
+/// Writes one message line: `[partition\t][offset\t][key\t]value\n`, key and value as lossy
+/// UTF-8.
 fn write_record(
     out: &mut impl Write,
     record: &ConsumerRecord<'_>,
-    print_key: bool,
-    print_offset: bool,
+    flags: PrintFlags,
 ) -> std::io::Result<()> {
-    if print_offset {
+    if flags.partition {
+        write!(out, "{}\t", record.partition)?;
+    }
+    if flags.offset {
         write!(out, "{}\t", record.offset)?;
     }
-    if print_key {
+    if flags.key {
         let key = record.key.unwrap_or_default();
         write!(out, "{}\t", String::from_utf8_lossy(key))?;
     }
@@ -81,6 +218,9 @@ fn write_record(
 }
 
 pub(super) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(group) = args.group_config()? {
+        return run_group(args, group).await;
+    }
     let mut consumer = Consumer::new(ConsumerConfig::new(&args.broker.broker))?;
     let partitions = match args.partition {
         Some(partition) => vec![TopicPartition::new(&args.topic, partition)],
@@ -93,19 +233,155 @@ pub(super) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     for tp in &partitions {
         consumer.seek(tp, args.from)?;
     }
+    // Without a group nothing is committed: where the loop stopped does not matter.
+    print_loop(&mut consumer, &args, None).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice consume --group`.
+///
+/// Commits are exactly what was printed and flushed to standard output. The consumer commits
+/// its positions (the offset after the last record it handed out, per partition) inside
+/// `poll`: periodically, and for the partitions a rebalance takes away, before they go. The
+/// loop below prints and flushes every record of a poll before it polls again, so at each of
+/// those moments the consumer's positions are the printed positions, and its own commits
+/// (`Delivery::AtLeastOnce` with `auto_commit`) commit exactly what was printed, including
+/// on revocation, which a commit of our own could not do (the rebalance callback is
+/// synchronous and runs inside `poll`). The one place where positions run ahead of the
+/// output is the last poll, when `--max-messages` stops in its middle or standard output
+/// closes: the partitions with unprinted records are sought back to their first unprinted
+/// record before the final `commit_sync` and `close`. Stop signals are only acted on
+/// between polls, never by cancelling one, so no poll's records are half taken.
+///
+/// With `Delivery::AtMostOnce` the consumer commits each poll's positions before handing the
+/// records out; the final commit after a mid-poll stop moves the cut partitions back to their
+/// first unprinted record, which prints nothing twice.
+async fn run_group(args: ConsumeArgs, group: GroupConfig) -> anyhow::Result<ExitCode> {
+    let group_id = group.group_id.clone();
+    let mut consumer = Consumer::new(ConsumerConfig {
+        group: Some(group),
+        ..ConsumerConfig::new(&args.broker.broker)
+    })?;
+    if args.group.log_rebalances {
+        consumer.on_rebalance(log_rebalance);
+    }
+    consumer
+        .subscribe(&[args.topic.as_str()])
+        .with_context(|| format!("subscribing to {:?}", args.topic))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = tokio::spawn(watch_signals(stop.clone()));
+    let result = print_loop(&mut consumer, &args, Some(&stop)).await;
+    signals.abort();
+    let unprinted = match result {
+        Ok(unprinted) => unprinted,
+        Err(error) => {
+            // Positions equal the printed positions at a poll boundary: a commit on the way
+            // out is still right, but the first error is the one to report.
+            let _ = consumer.close().await;
+            return Err(error);
+        }
+    };
+    for (tp, offset) in &unprinted {
+        consumer
+            .seek(tp, Offset::At(*offset))
+            .with_context(|| format!("moving {tp} back to the first unprinted message"))?;
+    }
+    // Explicit for both deliveries (`close` commits only at-least-once with auto-commit); it
+    // waits for an automatic commit in flight, so the last commit to land is this one.
+    let committed = consumer
+        .commit_sync()
+        .await
+        .with_context(|| format!("committing the offsets of group {group_id:?}"));
+    // Leave the group even when the commit failed, so that the partitions move at once.
+    let closed = consumer
+        .close()
+        .await
+        .with_context(|| format!("leaving group {group_id:?}"));
+    committed.and(closed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets `stop` at the first SIGINT or SIGTERM, so that the loop stops at the end of the
+/// current poll and commits; a second signal exits at once (status 130) without committing.
+async fn watch_signals(stop: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    stop.store(true, Ordering::SeqCst);
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("interrupted again: exiting without committing");
+    std::process::exit(130);
+}
+
+/// `--log-rebalances`: one line per event on standard error (unbuffered, so each line is out
+/// before the consumer goes on).
+fn log_rebalance(event: &RebalanceEvent) {
+    let line = rebalance_line(event);
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+    let _ = err.flush();
+}
+
+/// `assigned t:0,t:3`, `revoked t:1`, `lost t:2`: partitions sorted, `assigned` alone for an
+/// empty list.
+fn rebalance_line(event: &RebalanceEvent) -> String {
+    let (what, partitions) = match event {
+        RebalanceEvent::Assigned(partitions) => ("assigned", partitions),
+        RebalanceEvent::Revoked(partitions) => ("revoked", partitions),
+        RebalanceEvent::Lost(partitions) => ("lost", partitions),
+    };
+    let mut partitions: Vec<&TopicPartition> = partitions.iter().collect();
+    partitions.sort();
+    let list: Vec<String> = partitions
+        .iter()
+        .map(|tp| format!("{}:{}", tp.topic, tp.partition))
+        .collect();
+    if list.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what} {}", list.join(","))
+    }
+}
+
+/// Polls and prints until `--max-messages`, `--idle-timeout-ms`, `stop` or a closed standard
+/// output. Returns, for the partitions of the last poll that has records left unprinted, the
+/// offset of the first unprinted record (empty when the loop stopped at a poll boundary).
+async fn print_loop(
+    consumer: &mut Consumer,
+    args: &ConsumeArgs,
+    stop: Option<&AtomicBool>,
+) -> anyhow::Result<Vec<(TopicPartition, u64)>> {
+    let flags = PrintFlags {
+        partition: args.print_partition,
+        offset: args.print_offset,
+        key: args.print_key,
+    };
     let idle_timeout = args.idle_timeout_ms.map(Duration::from_millis);
     let mut last_data = Instant::now();
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     loop {
-        if args.max_messages.is_some_and(|max| printed >= max) {
-            break;
+        if args.max_messages.is_some_and(|max| printed >= max)
+            || stop.is_some_and(|stop| stop.load(Ordering::SeqCst))
+        {
+            return Ok(Vec::new());
         }
         let wait = match idle_timeout {
             Some(idle) => {
                 let left = idle.saturating_sub(last_data.elapsed());
                 if left.is_zero() {
-                    break;
+                    return Ok(Vec::new());
                 }
                 left.min(POLL_MAX)
             }
@@ -118,26 +394,50 @@ pub(super) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         last_data = Instant::now();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let mut written = Ok(());
+        let mut printed_now = 0usize;
         for record in &records {
             if args.max_messages.is_some_and(|max| printed >= max) {
                 break;
             }
-            written = write_record(&mut out, &record, args.print_key, args.print_offset);
+            written = write_record(&mut out, &record, flags);
             if written.is_err() {
                 break;
             }
             printed += 1;
+            printed_now += 1;
         }
         let written = written.and_then(|()| out.flush());
         if let Err(error) = written {
-            // A closed pipe (`| head`) is a normal way to stop reading.
+            // A closed pipe (`| head`) is a normal way to stop reading. Which of this poll's
+            // lines got out is unknown: count none of them as printed.
             if error.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(ExitCode::SUCCESS);
+                return Ok(first_unprinted(&records, 0));
             }
             return Err(error).context("writing to standard output");
         }
+        if printed_now < records.len() {
+            return Ok(first_unprinted(&records, printed_now));
+        }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Per partition with records after the first `printed` of `records`, the offset of its first
+/// such record, sorted by partition.
+fn first_unprinted(records: &Records, printed: usize) -> Vec<(TopicPartition, u64)> {
+    let mut first: Vec<(TopicPartition, u64)> = Vec::new();
+    for record in records.iter().skip(printed) {
+        let seen = first
+            .iter()
+            .any(|(tp, _)| tp.partition == record.partition && tp.topic == record.topic);
+        if !seen {
+            first.push((
+                TopicPartition::new(record.topic, record.partition),
+                record.offset,
+            ));
+        }
+    }
+    first.sort();
+    first
 }
 
 #[cfg(test)]
@@ -154,5 +454,25 @@ mod tests {
         assert_eq!(parse_from("@1000"), Ok(Offset::Timestamp(1000)));
         assert!(parse_from("@x").is_err());
         assert!(parse_from("-3").is_err());
+    }
+
+    /// Rebalance lines as `--log-rebalances` prints them: sorted, `topic:partition`, comma
+    /// separated.
+    #[test]
+    fn rebalance_lines() {
+        let tps = |list: &[(&str, u32)]| -> Vec<TopicPartition> {
+            list.iter()
+                .map(|&(t, p)| TopicPartition::new(t, p))
+                .collect()
+        };
+        assert_eq!(
+            rebalance_line(&RebalanceEvent::Assigned(tps(&[("t", 3), ("t", 0)]))),
+            "assigned t:0,t:3"
+        );
+        assert_eq!(
+            rebalance_line(&RebalanceEvent::Revoked(tps(&[("t", 1)]))),
+            "revoked t:1"
+        );
+        assert_eq!(rebalance_line(&RebalanceEvent::Lost(Vec::new())), "lost");
     }
 }

@@ -1,5 +1,6 @@
 //! The client side of the `sluice` command line: `sluice topic create|delete|list|describe`,
-//! `sluice produce` and `sluice consume`, all through the native client (`sluice-client`).
+//! `sluice group list|describe|reset-offsets`, `sluice produce` and `sluice consume`, all
+//! through the native client (`sluice-client`).
 //!
 //! `main` parses these subcommands (flattened next to `serve`) and runs [`run`] on a tokio
 //! runtime. Every command takes `--broker host:port` (env `SLUICE_BROKER`, default
@@ -7,6 +8,7 @@
 //! anything is sent.
 
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -15,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 pub use consume::ConsumeArgs;
+pub use group::GroupCommand;
 pub use produce::ProduceArgs;
 pub use topic::TopicCommand;
 
@@ -32,10 +35,15 @@ pub enum CliCommand {
     /// Create, delete, list and describe topics.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// List and describe consumer groups (members, committed offsets, lag); reset their
+    /// offsets.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Send each line of standard input as a message; exits non-zero if any message was not
     /// acknowledged.
     Produce(ProduceArgs),
-    /// Print messages, one per line (`offset<TAB>key<TAB>value` with the print flags).
+    /// Print messages, one per line (`partition<TAB>offset<TAB>key<TAB>value` with every print
+    /// flag), from chosen partitions or as a member of a consumer group (`--group`).
     Consume(ConsumeArgs),
 }
 
@@ -44,6 +52,7 @@ pub enum CliCommand {
 pub async fn run(command: CliCommand) -> anyhow::Result<ExitCode> {
     match command {
         CliCommand::Topic(command) => topic::run(command).await,
+        CliCommand::Group(command) => group::run(command).await,
         CliCommand::Produce(args) => produce::run(args).await,
         CliCommand::Consume(args) => consume::run(args).await,
     }
@@ -124,5 +133,141 @@ mod tests {
         };
         assert_eq!(args.from, client::Offset::Timestamp(1_700_000_000_000));
         assert!(parse(&["consume", "--topic", "t", "--from", "yesterday"]).is_err());
+    }
+
+    /// The group commands parse; `reset-offsets` needs `--topic` and a valid `--to`.
+    #[test]
+    fn parses_group_commands() {
+        let list = parse(&["group", "list", "--broker", "h:1"]).unwrap();
+        let CliCommand::Group(GroupCommand::List(broker)) = list else {
+            panic!("{list:?}")
+        };
+        assert_eq!(broker.broker, "h:1");
+        let describe = parse(&["group", "describe", "billing"]).unwrap();
+        let CliCommand::Group(GroupCommand::Describe(args)) = describe else {
+            panic!("{describe:?}")
+        };
+        assert_eq!(args.group, "billing");
+        for (to, expected) in [
+            ("earliest", client::Offset::Earliest),
+            ("latest", client::Offset::Latest),
+            ("17", client::Offset::At(17)),
+            (
+                "@1700000000000",
+                client::Offset::Timestamp(1_700_000_000_000),
+            ),
+        ] {
+            let reset = parse(&[
+                "group",
+                "reset-offsets",
+                "billing",
+                "--topic",
+                "t",
+                "--to",
+                to,
+                "--partition",
+                "2",
+            ])
+            .unwrap();
+            let CliCommand::Group(GroupCommand::ResetOffsets(args)) = reset else {
+                panic!("{reset:?}")
+            };
+            assert_eq!((args.to, args.partition), (expected, Some(2)));
+            assert_eq!(args.topic, "t");
+        }
+        assert!(parse(&["group", "reset-offsets", "g", "--topic", "t"]).is_err());
+        assert!(parse(&["group", "reset-offsets", "g", "--to", "earliest"]).is_err());
+        assert!(parse(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to",
+            "soon"
+        ])
+        .is_err());
+        assert!(parse(&["group", "describe"]).is_err());
+    }
+
+    /// `consume --group`: defaults, every flag, conflicts and refusals.
+    #[test]
+    fn parses_consume_group_flags() {
+        use client::assignor::AssignorKind;
+        use client::Delivery;
+        use std::time::Duration;
+        let consume = |extra: &[&str]| -> Result<ConsumeArgs, clap::Error> {
+            let mut argv = vec!["consume", "--topic", "t"];
+            argv.extend_from_slice(extra);
+            match parse(&argv)? {
+                CliCommand::Consume(args) => Ok(args),
+                other => panic!("{other:?}"),
+            }
+        };
+        let plain = consume(&[]).unwrap();
+        assert!(plain.group_config().unwrap().is_none());
+
+        let defaults = consume(&["--group", "g"]).unwrap();
+        let group = defaults.group_config().unwrap().unwrap();
+        assert_eq!(group.group_id, "g");
+        assert_eq!(group.instance_id, None);
+        assert_eq!(group.session_timeout, Duration::from_secs(10));
+        assert_eq!(group.heartbeat_interval, Duration::from_secs(3));
+        assert_eq!(group.assignors, vec![AssignorKind::CooperativeSticky]);
+        assert_eq!(group.delivery, Delivery::AtLeastOnce);
+        assert!(group.auto_commit);
+        assert_eq!(group.auto_commit_interval, Duration::from_secs(5));
+        assert_eq!(group.auto_offset_reset, client::Offset::Earliest);
+
+        let all = consume(&[
+            "--group",
+            "g",
+            "--instance-id",
+            "worker-1",
+            "--session-timeout-ms",
+            "6000",
+            "--assignor",
+            "roundrobin",
+            "--delivery",
+            "at-most-once",
+            "--from",
+            "latest",
+            "--print-partition",
+            "--log-rebalances",
+        ])
+        .unwrap();
+        assert!(all.print_partition && all.group.log_rebalances);
+        let group = all.group_config().unwrap().unwrap();
+        assert_eq!(group.instance_id.as_deref(), Some("worker-1"));
+        assert_eq!(group.session_timeout, Duration::from_secs(6));
+        // A third of the session timeout when below the 3 s cap.
+        assert_eq!(group.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(group.assignors, vec![AssignorKind::RoundRobin]);
+        assert_eq!(group.delivery, Delivery::AtMostOnce);
+        assert_eq!(group.auto_offset_reset, client::Offset::Latest);
+        let range = consume(&["--group", "g", "--assignor", "range"]).unwrap();
+        assert_eq!(
+            range.group_config().unwrap().unwrap().assignors,
+            vec![AssignorKind::Range]
+        );
+
+        // A heartbeat interval must be below the session timeout.
+        let slow = consume(&[
+            "--group",
+            "g",
+            "--session-timeout-ms",
+            "1000",
+            "--heartbeat-interval-ms",
+            "1000",
+        ])
+        .unwrap();
+        assert!(slow.group_config().is_err());
+        assert!(consume(&["--group", "g", "--partition", "1"]).is_err());
+        assert!(consume(&["--group", "g", "--assignor", "sticky"]).is_err());
+        assert!(consume(&["--group", "g", "--delivery", "exactly-once"]).is_err());
+        // Group flags need --group.
+        assert!(consume(&["--instance-id", "x"]).is_err());
+        assert!(consume(&["--log-rebalances"]).is_err());
+        assert!(consume(&["--print-partition"]).is_ok());
     }
 }

@@ -73,7 +73,14 @@ pub fn metadata(shard: &Rc<Shard>, correlation_id: u32, request: &MetadataReques
     };
     let topics = match &request.topics {
         Some(names) => names.iter().map(|n| describe(n)).collect(),
-        None => registry.topics.keys().map(|n| describe(n)).collect(),
+        // "Every topic" means the users' topics; internal ones (`__consumer_offsets`) are
+        // described only when asked for by name.
+        None => registry
+            .topics
+            .keys()
+            .filter(|name| !name.starts_with("__"))
+            .map(|n| describe(n))
+            .collect(),
     };
     let response = MetadataResponse {
         cluster_id: cluster_id(shard),

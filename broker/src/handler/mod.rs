@@ -4,6 +4,7 @@
 //! [`handle_forwarded`] is the owner's side of that.
 
 pub mod fetch;
+pub mod group;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -17,6 +18,7 @@ use wire::protocol::{
 };
 
 use crate::bus::{reply_channel, ShardMessage};
+use crate::group::GroupRequest;
 use crate::shard::{InFlight, Shard};
 
 /// A response ready to be written.
@@ -65,6 +67,7 @@ pub async fn dispatch(
     shard: &Rc<Shard>,
     header: RequestHeader,
     request: Request<'_>,
+    client_host: &str,
 ) -> Task<Option<Outgoing>> {
     let correlation_id = header.correlation_id;
     if shard.shutting_down.get() {
@@ -128,6 +131,39 @@ pub async fn dispatch(
                     init_producer_id(&shard, correlation_id, request).await,
                 ))
             })
+        }
+        Request::FindCoordinator(request) => ready(
+            shard,
+            Outgoing::Frame(group::find_coordinator(shard, correlation_id, &request)),
+        ),
+        Request::ListGroups(_) => group::spawn(shard, correlation_id, group::list_groups),
+        Request::DescribeGroups(request) => {
+            group::spawn(shard, correlation_id, move |shard, correlation_id| {
+                group::describe_groups(shard, correlation_id, request)
+            })
+        }
+        Request::JoinGroup(request) => group::forward(
+            shard,
+            correlation_id,
+            GroupRequest::Join {
+                request,
+                client_host: client_host.to_owned(),
+            },
+        ),
+        Request::SyncGroup(request) => {
+            group::forward(shard, correlation_id, GroupRequest::Sync(request))
+        }
+        Request::Heartbeat(request) => {
+            group::forward(shard, correlation_id, GroupRequest::Heartbeat(request))
+        }
+        Request::LeaveGroup(request) => {
+            group::forward(shard, correlation_id, GroupRequest::Leave(request))
+        }
+        Request::OffsetCommit(request) => {
+            group::forward(shard, correlation_id, GroupRequest::OffsetCommit(request))
+        }
+        Request::OffsetFetch(request) => {
+            group::forward(shard, correlation_id, GroupRequest::OffsetFetch(request))
         }
     }
 }
@@ -247,6 +283,9 @@ pub async fn handle_forwarded(shard: &Rc<Shard>, message: ShardMessage) {
         }
         ShardMessage::InitProducerId { reply } => {
             let _ = reply.send(shard.allocate_producer_id());
+        }
+        ShardMessage::Group { request, reply } => {
+            let _ = reply.send(shard.coordinator.handle(shard, request).await);
         }
         ShardMessage::TopicsChanged { .. }
         | ShardMessage::Endpoints { .. }

@@ -57,7 +57,15 @@ pub async fn dispatch(
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for data in &topic.partitions {
             let records = data.records.as_slice();
-            let pending = match shard.route(&topic.topic, data.partition) {
+            let route = if topic.topic.starts_with("__") {
+                Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{:?} is an internal topic: only the broker writes it", topic.topic),
+                ))
+            } else {
+                shard.route(&topic.topic, data.partition)
+            };
+            let pending = match route {
                 Err(error) => Pending::Done(failed(data.partition, error)),
                 Ok(Route::Local(partition)) => match append_all(&partition, records).await {
                     Err(error) => Pending::Done(failed(data.partition, error)),

@@ -35,10 +35,9 @@ const IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
 
 /// Serves one connection until the client leaves, idles too long or the shard shuts down.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
+    let client_host = peer_addr.map(|a| a.ip().to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(shard.config.idle_timeout));
     // SAFETY: `dup` returns a new descriptor for the same socket (or -1, checked below), which
@@ -53,7 +52,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (queue, responses) = local_channel::new_bounded(IN_FLIGHT_PER_CONNECTION_MAX);
     let writer_task = glommio::spawn_local(write_responses(responses, writer));
     tracing::debug!(shard = shard.id, peer, "connection opened");
-    if let Err(reason) = read_requests(&shard, stream, &queue).await {
+    if let Err(reason) = read_requests(&shard, stream, &queue, &client_host).await {
         tracing::debug!(shard = shard.id, peer, reason, "connection closed");
     }
     drop(queue);
@@ -65,6 +64,7 @@ async fn read_requests(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
     queue: &local_channel::LocalSender<Task<Option<Outgoing>>>,
+    client_host: &str,
 ) -> Result<(), String> {
     let max_frame = shard.config.max_frame_bytes;
     let mut buffer = AlignedVec::<16>::with_capacity(RECEIVE_BUFFER_BYTES);
@@ -107,7 +107,7 @@ async fn read_requests(
                 }
                 break;
             }
-            let task = handle_frame(shard, &buffer[start..start + total]).await;
+            let task = handle_frame(shard, &buffer[start..start + total], client_host).await;
             start += total;
             match task {
                 Some(task) => queue
@@ -148,9 +148,13 @@ async fn read_requests(
 }
 
 /// Decodes one frame and starts handling it. `None` when not even the header is readable.
-async fn handle_frame(shard: &Rc<Shard>, frame: &[u8]) -> Option<Task<Option<Outgoing>>> {
+async fn handle_frame(
+    shard: &Rc<Shard>,
+    frame: &[u8],
+    client_host: &str,
+) -> Option<Task<Option<Outgoing>>> {
     match decode_request(frame) {
-        Ok((header, request)) => Some(dispatch(shard, header, request).await),
+        Ok((header, request)) => Some(dispatch(shard, header, request, client_host).await),
         Err(error) => {
             let (header, _) = decode_request_header(frame).ok()?;
             let code = match error {

@@ -53,7 +53,12 @@ impl Shard {
         let mut registry = (**self.registry.borrow()).clone();
         let mut results = Vec::new();
         for name in &request.names {
-            let error = if registry.topics.remove(name).is_some() {
+            let error = if name.starts_with("__") {
+                WireError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("{name:?} is an internal topic and cannot be deleted"),
+                )
+            } else if registry.topics.remove(name).is_some() {
                 WireError::none()
             } else {
                 WireError::new(

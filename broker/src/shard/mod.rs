@@ -111,6 +111,8 @@ pub struct Shard {
     pub admin_lock: glommio::sync::Semaphore,
     /// Producer id allocator (shard 0 only).
     pub producer_ids: RefCell<Option<producer_ids::ProducerIds>>,
+    /// Coordinator of the consumer groups whose offsets partitions this shard owns.
+    pub coordinator: Rc<crate::group::Coordinator>,
 }
 
 impl Shard {
@@ -121,6 +123,11 @@ impl Shard {
         bus: Bus,
         registry: TopicRegistry,
     ) -> anyhow::Result<Rc<Shard>> {
+        let coordinator = Rc::new(crate::group::Coordinator::new(
+            id,
+            config.group_limits.clone(),
+            config.offsets_partitions,
+        ));
         let shard = Rc::new(Shard {
             id,
             config,
@@ -134,12 +141,14 @@ impl Shard {
             changed: Rc::new(storage::Signal::default()),
             admin_lock: glommio::sync::Semaphore::new(1),
             producer_ids: RefCell::new(None),
+            coordinator,
         });
         if id == 0 {
             *shard.producer_ids.borrow_mut() =
                 Some(producer_ids::ProducerIds::load(&shard.config.data_dir)?);
         }
         shard.apply_registry(Arc::new(registry)).await?;
+        shard.coordinator.load(&shard).await?;
         Ok(shard)
     }
 
@@ -323,6 +332,7 @@ impl Shard {
         while self.requests_in_flight.get() > 0 && std::time::Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
+        self.coordinator.snapshot_all().await;
         let partitions = self.partitions.borrow_mut().drain();
         for partition in partitions {
             match Rc::try_unwrap(partition) {

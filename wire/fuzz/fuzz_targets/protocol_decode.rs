@@ -1,8 +1,10 @@
 //! Fuzz target: arbitrary bytes into every decode entry point of the protocol codec
 //! (`check_frame`, `decode_request_header`, `decode_response_header`, `decode_request`, and
-//! `decode_response::<T>` for every response type). None of them may panic, and whatever
-//! decodes must re-encode consistently: a request to exactly the same bytes, a response body to
-//! a frame that decodes to the same body.
+//! `decode_response::<T>` for every response type, consumer-group APIs included). None of them
+//! may panic, and whatever decodes must re-encode consistently: a request to exactly the same
+//! bytes, a response body to a frame that decodes to the same body. The consumer protocol
+//! payloads inside a decoded `JoinGroup` or `SyncGroup` request go through `decode_payload`
+//! too (the `group_payload_decode` target fuzzes that on its own).
 //!
 //! The input is copied into a 16-aligned buffer first, as a broker's receive buffer is. The
 //! first input byte is a mode: if its low bit is set, the length prefix is rewritten to match
@@ -20,14 +22,35 @@ fn encode_any<'b>(
     correlation_id: u32,
     request: &'b Request<'_>,
 ) -> FrameParts<'b> {
+    let id = correlation_id;
     match request {
-        Request::Handshake(b) => encode_request(buffer, ApiKey::Handshake, correlation_id, b),
-        Request::Metadata(b) => encode_request(buffer, ApiKey::Metadata, correlation_id, b),
-        Request::CreateTopics(b) => encode_request(buffer, ApiKey::CreateTopics, correlation_id, b),
-        Request::DeleteTopics(b) => encode_request(buffer, ApiKey::DeleteTopics, correlation_id, b),
-        Request::Produce(b) => encode_request(buffer, ApiKey::Produce, correlation_id, b),
-        Request::Fetch(b) => encode_request(buffer, ApiKey::Fetch, correlation_id, b),
-        Request::ListOffsets(b) => encode_request(buffer, ApiKey::ListOffsets, correlation_id, b),
+        Request::Handshake(b) => encode_request(buffer, ApiKey::Handshake, id, b),
+        Request::Metadata(b) => encode_request(buffer, ApiKey::Metadata, id, b),
+        Request::CreateTopics(b) => encode_request(buffer, ApiKey::CreateTopics, id, b),
+        Request::DeleteTopics(b) => encode_request(buffer, ApiKey::DeleteTopics, id, b),
+        Request::Produce(b) => encode_request(buffer, ApiKey::Produce, id, b),
+        Request::Fetch(b) => encode_request(buffer, ApiKey::Fetch, id, b),
+        Request::ListOffsets(b) => encode_request(buffer, ApiKey::ListOffsets, id, b),
+        Request::InitProducerId(b) => encode_request(buffer, ApiKey::InitProducerId, id, b),
+        Request::FindCoordinator(b) => encode_request(buffer, ApiKey::FindCoordinator, id, b),
+        Request::JoinGroup(b) => encode_request(buffer, ApiKey::JoinGroup, id, b),
+        Request::SyncGroup(b) => encode_request(buffer, ApiKey::SyncGroup, id, b),
+        Request::Heartbeat(b) => encode_request(buffer, ApiKey::Heartbeat, id, b),
+        Request::LeaveGroup(b) => encode_request(buffer, ApiKey::LeaveGroup, id, b),
+        Request::OffsetCommit(b) => encode_request(buffer, ApiKey::OffsetCommit, id, b),
+        Request::OffsetFetch(b) => encode_request(buffer, ApiKey::OffsetFetch, id, b),
+        Request::ListGroups(b) => encode_request(buffer, ApiKey::ListGroups, id, b),
+        Request::DescribeGroups(b) => encode_request(buffer, ApiKey::DescribeGroups, id, b),
+    }
+}
+
+/// A consumer protocol payload that decodes re-encodes to exactly its own bytes.
+fn payload(bytes: &[u8]) {
+    if let Ok(subscription) = decode_payload::<ConsumerSubscription>(bytes) {
+        assert_eq!(encode_payload(&subscription), bytes);
+    }
+    if let Ok(assignment) = decode_payload::<ConsumerAssignment>(bytes) {
+        assert_eq!(encode_payload(&assignment), bytes);
     }
 }
 
@@ -86,6 +109,13 @@ fuzz_target!(|data: &[u8]| {
             "a decoded request re-encodes to its own bytes"
         );
         assert_eq!(check_frame(frame, FRAME_SIZE_MAX), Ok(Some(frame.len())));
+        match &request {
+            Request::JoinGroup(join) => join.protocols.iter().for_each(|p| payload(&p.metadata)),
+            Request::SyncGroup(sync) => {
+                sync.assignments.iter().for_each(|a| payload(&a.assignment))
+            }
+            _ => {}
+        }
     }
 
     response!(frame, HandshakeResponse);
@@ -95,4 +125,14 @@ fuzz_target!(|data: &[u8]| {
     response!(frame, ProduceResponse);
     response!(frame, FetchResponse<'_>);
     response!(frame, ListOffsetsResponse);
+    response!(frame, InitProducerIdResponse);
+    response!(frame, FindCoordinatorResponse);
+    response!(frame, JoinGroupResponse);
+    response!(frame, SyncGroupResponse);
+    response!(frame, HeartbeatResponse);
+    response!(frame, LeaveGroupResponse);
+    response!(frame, OffsetCommitResponse);
+    response!(frame, OffsetFetchResponse);
+    response!(frame, ListGroupsResponse);
+    response!(frame, DescribeGroupsResponse);
 });

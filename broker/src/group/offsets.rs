@@ -1,0 +1,448 @@
+//! Committed offsets: records in one `__consumer_offsets` partition, the table they add up to,
+//! and snapshots of that table so a restart does not replay the whole history.
+//!
+//! ```text
+//!  record key    version:u16=1 | group:string | topic:string | partition:u32
+//!  record value  version:u16=1 | offset:u64 | metadata:string | commit_ms:i64 | producer_id:i64
+//!                (producer_id is -1; transactional commits will carry theirs)
+//!  snapshot      "SLO1" | log_offset:u64 | count:u32 | (key, value, record_offset:u64)* | crc32c
+//! ```
+//!
+//! A commit is one record batch appended to the group's partition (whose durability is
+//! `always`), answered once fsynced: committed offsets survive kill -9. The table keeps, per
+//! key, the value of the record with the highest log offset, whatever order concurrent commits
+//! complete in, exactly as a replay would. Every `SNAPSHOT_EVERY_RECORDS` applied records the
+//! table is written to `offsets.snapshot` (tmp, fsync, rename) together with the log offset
+//! below which it holds every record; sealed segments below that offset are then deleted. That
+//! is the topic's compaction: restart = read the snapshot + replay the tail.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::{bail, Context};
+use wire::batch::{BatchBuilder, BatchView};
+use wire::protocol::{Decode, Reader};
+use wire::AlignedVec;
+
+use crate::partition::Partition;
+
+/// Applied commit records between two snapshots.
+pub const SNAPSHOT_EVERY_RECORDS: u64 = 20_000;
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SLO1";
+const RECORD_VERSION: u16 = 1;
+/// Bytes read per step while replaying the log.
+const REPLAY_READ_BYTES: usize = 4 << 20;
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The next offset to consume.
+    pub offset: u64,
+    /// The note stored with it.
+    pub metadata: String,
+    /// When it was committed (ms since the epoch).
+    pub commit_timestamp: i64,
+    /// Log offset of the record that set it (later records win).
+    pub record_offset: u64,
+}
+
+/// What one commit record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitEntry {
+    /// Group id.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offset committed.
+    pub offset: u64,
+    /// Note.
+    pub metadata: String,
+}
+
+/// Committed offsets of the groups whose offsets live in one `__consumer_offsets` partition.
+pub struct OffsetStore {
+    /// The partition holding the records.
+    pub partition: Rc<Partition>,
+    /// group → (topic, partition) → committed.
+    table: RefCell<HashMap<String, BTreeMap<(String, u32), Committed>>>,
+    /// Base offsets of commit batches appended but not yet applied.
+    in_flight: RefCell<BTreeSet<u64>>,
+    records_since_snapshot: Cell<u64>,
+    snapshotting: Cell<bool>,
+}
+
+fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("offsets.snapshot")
+}
+
+fn put_string(out: &mut Vec<u8>, text: &str) {
+    // Group ids, topic names and metadata are bounded well below u16::MAX by validation.
+    let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn encode_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + group.len() + topic.len());
+    out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
+    put_string(&mut out, group);
+    put_string(&mut out, topic);
+    out.extend_from_slice(&partition.to_le_bytes());
+    out
+}
+
+fn encode_value(offset: u64, metadata: &str, commit_timestamp: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(28 + metadata.len());
+    out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+    put_string(&mut out, metadata);
+    out.extend_from_slice(&commit_timestamp.to_le_bytes());
+    out.extend_from_slice(&(-1i64).to_le_bytes());
+    out
+}
+
+type Key = (String, String, u32);
+
+fn decode_key(reader: &mut Reader<'_>) -> anyhow::Result<Key> {
+    let version = u16::decode(reader)?;
+    if version != RECORD_VERSION {
+        bail!("unknown offset key version {version}");
+    }
+    Ok((
+        String::decode(reader)?,
+        String::decode(reader)?,
+        u32::decode(reader)?,
+    ))
+}
+
+fn decode_value(reader: &mut Reader<'_>) -> anyhow::Result<(u64, String, i64)> {
+    let version = u16::decode(reader)?;
+    if version != RECORD_VERSION {
+        bail!("unknown offset value version {version}");
+    }
+    let offset = u64::decode(reader)?;
+    let metadata = String::decode(reader)?;
+    let timestamp = i64::decode(reader)?;
+    let _producer_id = i64::decode(reader)?;
+    Ok((offset, metadata, timestamp))
+}
+
+/// Builds the record batch of one commit.
+pub fn commit_batch(entries: &[CommitEntry], now_ms: i64) -> anyhow::Result<AlignedVec<16>> {
+    let mut builder = BatchBuilder::new();
+    for entry in entries {
+        let key = encode_key(&entry.group, &entry.topic, entry.partition);
+        let value = encode_value(entry.offset, &entry.metadata, now_ms);
+        builder.push(now_ms, Some(&key), &value, &[], None);
+    }
+    let mut out = AlignedVec::<16>::new();
+    builder.build_into(&mut out)?;
+    Ok(out)
+}
+
+impl OffsetStore {
+    /// Loads the table of `partition`: its snapshot, then the records after it.
+    pub async fn load(partition: Rc<Partition>) -> anyhow::Result<OffsetStore> {
+        let store = OffsetStore {
+            partition,
+            table: RefCell::new(HashMap::new()),
+            in_flight: RefCell::new(BTreeSet::new()),
+            records_since_snapshot: Cell::new(0),
+            snapshotting: Cell::new(false),
+        };
+        let log = &store.partition.log;
+        let path = snapshot_path(log.dir());
+        let mut from = log.log_start_offset();
+        match std::fs::read(&path) {
+            Ok(bytes) => match store.read_snapshot(&bytes) {
+                Ok(offset) => from = offset.max(from),
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "offsets snapshot is damaged; replaying the whole log")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+        let mut replayed = 0u64;
+        let mut offset = from;
+        while offset < log.log_end_offset() {
+            let read = log.read(offset, REPLAY_READ_BYTES).await?;
+            let Some(next) = read.next_offset() else {
+                break;
+            };
+            for batch in &read.batches {
+                replayed += store.apply_batch(&batch.bytes, offset);
+            }
+            offset = next;
+        }
+        store.records_since_snapshot.set(replayed);
+        tracing::info!(
+            dir = %log.dir().display(),
+            groups = store.table.borrow().len(),
+            snapshot_offset = from,
+            replayed,
+            "committed offsets loaded"
+        );
+        Ok(store)
+    }
+
+    /// Applies the records of one batch at or above `from`; returns how many.
+    fn apply_batch(&self, bytes: &[u8], from: u64) -> u64 {
+        let Ok(view) = BatchView::validate(bytes, wire::limits::BATCH_SIZE_MAX) else {
+            return 0;
+        };
+        let Ok(records) = view.records() else {
+            return 0;
+        };
+        let mut applied = 0;
+        for (delta, record) in records.iter().enumerate() {
+            let record_offset = view.base_offset() + delta as u64;
+            if record_offset < from {
+                continue;
+            }
+            let Some(key) = record.key_bytes() else {
+                continue;
+            };
+            let key = decode_key(&mut Reader::new(key, 0));
+            let value = decode_value(&mut Reader::new(record.value_bytes(), 0));
+            match (key, value) {
+                (Ok((group, topic, partition)), Ok((offset, metadata, commit_timestamp))) => {
+                    self.apply(
+                        group,
+                        topic,
+                        partition,
+                        Committed {
+                            offset,
+                            metadata,
+                            commit_timestamp,
+                            record_offset,
+                        },
+                    );
+                    applied += 1;
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(record_offset, %error, "skipping an unreadable offset record")
+                }
+            }
+        }
+        applied
+    }
+
+    fn apply(&self, group: String, topic: String, partition: u32, committed: Committed) {
+        let mut table = self.table.borrow_mut();
+        let offsets = table.entry(group).or_default();
+        let entry = offsets.entry((topic, partition));
+        match entry {
+            std::collections::btree_map::Entry::Occupied(mut current) => {
+                if current.get().record_offset < committed.record_offset {
+                    current.insert(committed);
+                }
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(committed);
+            }
+        }
+    }
+
+    /// Appends a commit, waits until it is on disk, then applies it.
+    pub async fn commit(&self, entries: &[CommitEntry]) -> Result<(), storage::StorageError> {
+        let now = storage::now_ms();
+        let batch = commit_batch(entries, now)
+            .map_err(|e| storage::StorageError::Config(format!("building a commit: {e}")))?;
+        let log = &self.partition.log;
+        let view = BatchView::validate(&batch, wire::limits::BATCH_SIZE_MAX)?;
+        let info = log.append(view).await?;
+        self.in_flight.borrow_mut().insert(info.base_offset);
+        let durable = log.wait_durable(info.last_offset).await;
+        self.in_flight.borrow_mut().remove(&info.base_offset);
+        durable?;
+        for (delta, entry) in entries.iter().enumerate() {
+            self.apply(
+                entry.group.clone(),
+                entry.topic.clone(),
+                entry.partition,
+                Committed {
+                    offset: entry.offset,
+                    metadata: entry.metadata.clone(),
+                    commit_timestamp: now,
+                    record_offset: info.base_offset + delta as u64,
+                },
+            );
+        }
+        let since = self.records_since_snapshot.get() + entries.len() as u64;
+        self.records_since_snapshot.set(since);
+        Ok(())
+    }
+
+    /// True when enough records were applied since the last snapshot to write a new one.
+    pub fn wants_snapshot(&self) -> bool {
+        self.records_since_snapshot.get() >= SNAPSHOT_EVERY_RECORDS && !self.snapshotting.get()
+    }
+
+    /// The committed offsets of `group`.
+    pub fn group_offsets(&self, group: &str) -> BTreeMap<(String, u32), Committed> {
+        self.table.borrow().get(group).cloned().unwrap_or_default()
+    }
+
+    /// Every group with committed offsets here.
+    pub fn groups(&self) -> Vec<String> {
+        self.table.borrow().keys().cloned().collect()
+    }
+
+    /// Writes the table to the snapshot file, then deletes the sealed segments it covers.
+    pub async fn snapshot(&self) -> anyhow::Result<()> {
+        if self.snapshotting.replace(true) {
+            return Ok(());
+        }
+        let result = self.write_snapshot().await;
+        self.snapshotting.set(false);
+        result
+    }
+
+    async fn write_snapshot(&self) -> anyhow::Result<()> {
+        let log = &self.partition.log;
+        // Every record below this offset is applied: nothing older is still in flight.
+        let covered = self
+            .in_flight
+            .borrow()
+            .first()
+            .copied()
+            .unwrap_or_else(|| log.log_end_offset());
+        let bytes = self.encode_snapshot(covered);
+        let dir = log.dir().to_path_buf();
+        let path = snapshot_path(&dir);
+        let tmp = dir.join("offsets.snapshot.tmp");
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        self.records_since_snapshot.set(0);
+        let report = log.delete_segments_before(covered).await?;
+        tracing::info!(
+            dir = %dir.display(),
+            covered,
+            bytes = bytes.len(),
+            segments_deleted = report.segments_deleted,
+            "offsets snapshot written"
+        );
+        Ok(())
+    }
+
+    fn encode_snapshot(&self, covered: u64) -> Vec<u8> {
+        let table = self.table.borrow();
+        let count: usize = table.values().map(BTreeMap::len).sum();
+        let mut body = Vec::with_capacity(16 + count * 64);
+        body.extend_from_slice(SNAPSHOT_MAGIC);
+        body.extend_from_slice(&covered.to_le_bytes());
+        body.extend_from_slice(&(count as u32).to_le_bytes());
+        for (group, offsets) in table.iter() {
+            for ((topic, partition), committed) in offsets {
+                body.extend_from_slice(&encode_key(group, topic, *partition));
+                body.extend_from_slice(&encode_value(
+                    committed.offset,
+                    &committed.metadata,
+                    committed.commit_timestamp,
+                ));
+                body.extend_from_slice(&committed.record_offset.to_le_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    }
+
+    /// Loads a snapshot into the (empty) table; returns the log offset it covers.
+    fn read_snapshot(&self, bytes: &[u8]) -> anyhow::Result<u64> {
+        let Some(body_len) = bytes.len().checked_sub(4) else {
+            bail!("too short");
+        };
+        let (body, crc) = bytes.split_at(body_len);
+        if crc32c::crc32c(body).to_le_bytes() != crc {
+            bail!("checksum mismatch");
+        }
+        if body.get(..4) != Some(SNAPSHOT_MAGIC.as_slice()) {
+            bail!("bad magic");
+        }
+        let mut reader = Reader::new(body, 4);
+        let covered = u64::decode(&mut reader)?;
+        let count = reader.count(16)?;
+        for _ in 0..count {
+            let (group, topic, partition) = decode_key(&mut reader)?;
+            let (offset, metadata, commit_timestamp) = decode_value(&mut reader)?;
+            let record_offset = u64::decode(&mut reader)?;
+            self.apply(
+                group,
+                topic,
+                partition,
+                Committed {
+                    offset,
+                    metadata,
+                    commit_timestamp,
+                    record_offset,
+                },
+            );
+        }
+        if reader.remaining() != 0 {
+            bail!("trailing bytes");
+        }
+        Ok(covered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Keys and values decode back to what was encoded; versions are checked.
+    #[test]
+    fn record_codec_round_trip() {
+        let key = encode_key("g", "orders", 7);
+        assert_eq!(
+            decode_key(&mut Reader::new(&key, 0)).unwrap(),
+            ("g".to_owned(), "orders".to_owned(), 7)
+        );
+        let value = encode_value(42, "note", 1234);
+        assert_eq!(
+            decode_value(&mut Reader::new(&value, 0)).unwrap(),
+            (42, "note".to_owned(), 1234)
+        );
+        let mut bad = key.clone();
+        bad[0] = 9;
+        assert!(decode_key(&mut Reader::new(&bad, 0)).is_err());
+        for cut in 0..value.len() {
+            assert!(decode_value(&mut Reader::new(&value[..cut], 0)).is_err());
+        }
+    }
+
+    /// A commit batch holds one record per entry with key and value in place.
+    #[test]
+    fn commit_batch_layout() {
+        let entries: Vec<CommitEntry> = (0..3)
+            .map(|p| CommitEntry {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: p,
+                offset: u64::from(p) * 10,
+                metadata: String::new(),
+            })
+            .collect();
+        let batch = commit_batch(&entries, 99).unwrap();
+        let view = BatchView::validate_deep(&batch, wire::limits::BATCH_SIZE_MAX).unwrap();
+        let records = view.records().unwrap();
+        assert_eq!(records.len(), 3);
+        let key = decode_key(&mut Reader::new(records[2].key_bytes().unwrap(), 0)).unwrap();
+        assert_eq!(key.2, 2);
+        let value = decode_value(&mut Reader::new(records[2].value_bytes(), 0)).unwrap();
+        assert_eq!((value.0, value.2), (20, 99));
+    }
+}

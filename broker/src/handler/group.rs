@@ -1,0 +1,187 @@
+//! Group APIs: FindCoordinator is answered by any shard; requests about one group go to the
+//! shard coordinating it (over the bus when the connection landed elsewhere); ListGroups asks
+//! every shard.
+
+use std::future::Future;
+use std::rc::Rc;
+
+use glommio::Task;
+use wire::protocol::{
+    DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, ErrorCode,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatResponse, LeaveGroupResponse,
+    ListGroupsResponse, WireError,
+};
+
+use super::{error_frame, response_frame, Outgoing};
+use crate::bus::{reply_channel, ShardMessage};
+use crate::group::{
+    coordinator_shard, offsets_partition_for, validate_group_id, GroupRequest, GroupResponse,
+};
+use crate::router::shard_for;
+use crate::shard::{InFlight, Shard};
+
+/// Runs `work` as the request's task, counted as in flight.
+pub fn spawn<F, Fut>(shard: &Rc<Shard>, correlation_id: u32, work: F) -> Task<Option<Outgoing>>
+where
+    F: FnOnce(Rc<Shard>, u32) -> Fut + 'static,
+    Fut: Future<Output = Vec<u8>> + 'static,
+{
+    let shard = shard.clone();
+    let in_flight = InFlight::new(&shard);
+    glommio::spawn_local(async move {
+        let _in_flight = in_flight;
+        Some(Outgoing::Frame(work(shard, correlation_id).await))
+    })
+}
+
+/// Sends a one-group request to its coordinator and encodes the answer.
+pub fn forward(
+    shard: &Rc<Shard>,
+    correlation_id: u32,
+    request: GroupRequest,
+) -> Task<Option<Outgoing>> {
+    spawn(shard, correlation_id, move |shard, correlation_id| async move {
+        match route(&shard, request).await {
+            Ok(response) => encode(correlation_id, response),
+            Err(error) => error_frame(correlation_id, &error),
+        }
+    })
+}
+
+/// Runs `request` on the shard coordinating its group.
+async fn route(shard: &Rc<Shard>, request: GroupRequest) -> Result<GroupResponse, WireError> {
+    let owner = match request.group_id() {
+        Some(group) => {
+            validate_group_id(group)?;
+            coordinator_shard(
+                group,
+                shard.coordinator.offsets_partitions(),
+                shard.shards(),
+            )
+        }
+        None => shard.id,
+    };
+    ask(shard, owner, request).await
+}
+
+/// Runs `request` on shard `owner`.
+async fn ask(
+    shard: &Rc<Shard>,
+    owner: usize,
+    request: GroupRequest,
+) -> Result<GroupResponse, WireError> {
+    if owner == shard.id {
+        return shard.coordinator.handle(shard, request).await;
+    }
+    let stopped = || {
+        WireError::new(
+            ErrorCode::CoordinatorNotAvailable,
+            format!("shard {owner} has stopped"),
+        )
+    };
+    let (reply, answer) = reply_channel();
+    shard
+        .bus
+        .send(owner, ShardMessage::Group { request, reply })
+        .await
+        .map_err(|_| stopped())?;
+    answer.recv_async().await.map_err(|_| stopped())?
+}
+
+fn encode(correlation_id: u32, response: GroupResponse) -> Vec<u8> {
+    match response {
+        GroupResponse::Join(body) => response_frame(correlation_id, &body),
+        GroupResponse::Sync(body) => response_frame(correlation_id, &body),
+        GroupResponse::Heartbeat => response_frame(correlation_id, &HeartbeatResponse {}),
+        GroupResponse::Leave => response_frame(correlation_id, &LeaveGroupResponse {}),
+        GroupResponse::OffsetCommit(body) => response_frame(correlation_id, &body),
+        GroupResponse::OffsetFetch(body) => response_frame(correlation_id, &body),
+        GroupResponse::Describe(group) => response_frame(
+            correlation_id,
+            &DescribeGroupsResponse {
+                groups: vec![group],
+            },
+        ),
+        GroupResponse::List(groups) => {
+            response_frame(correlation_id, &ListGroupsResponse { groups })
+        }
+    }
+}
+
+/// The shard endpoint coordinating a group.
+pub fn find_coordinator(
+    shard: &Rc<Shard>,
+    correlation_id: u32,
+    request: &FindCoordinatorRequest,
+) -> Vec<u8> {
+    if let Err(error) = validate_group_id(&request.group_id) {
+        return error_frame(correlation_id, &error);
+    }
+    let partitions = shard.coordinator.offsets_partitions();
+    let offsets_partition = offsets_partition_for(&request.group_id, partitions);
+    let owner = shard_for(
+        wire::protocol::CONSUMER_OFFSETS_TOPIC,
+        offsets_partition,
+        shard.shards(),
+    );
+    let endpoints = shard.endpoints.borrow().clone();
+    match endpoints.get(owner) {
+        Some(endpoint) => response_frame(
+            correlation_id,
+            &FindCoordinatorResponse {
+                broker_id: shard.config.broker_id,
+                host: endpoint.host.clone(),
+                port: endpoint.port,
+                shard: endpoint.shard,
+                offsets_partition,
+            },
+        ),
+        None => error_frame(
+            correlation_id,
+            &WireError::new(
+                ErrorCode::CoordinatorNotAvailable,
+                "the broker is still starting its listeners",
+            ),
+        ),
+    }
+}
+
+/// Every group of every shard.
+pub async fn list_groups(shard: Rc<Shard>, correlation_id: u32) -> Vec<u8> {
+    let mut groups = Vec::new();
+    for owner in 0..shard.shards() {
+        match ask(&shard, owner, GroupRequest::List).await {
+            Ok(GroupResponse::List(mut listed)) => groups.append(&mut listed),
+            Ok(_) => {}
+            Err(error) => return error_frame(correlation_id, &error),
+        }
+    }
+    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    response_frame(correlation_id, &ListGroupsResponse { groups })
+}
+
+/// Describes each group asked for, each by its coordinator.
+pub async fn describe_groups(
+    shard: Rc<Shard>,
+    correlation_id: u32,
+    request: DescribeGroupsRequest,
+) -> Vec<u8> {
+    let mut groups = Vec::with_capacity(request.groups.len());
+    for group_id in request.groups {
+        let described = match route(&shard, GroupRequest::Describe(group_id.clone())).await {
+            Ok(GroupResponse::Describe(group)) => group,
+            Ok(_) => DescribedGroup {
+                group_id,
+                error: WireError::new(ErrorCode::Unknown, "unexpected coordinator answer"),
+                ..DescribedGroup::default()
+            },
+            Err(error) => DescribedGroup {
+                group_id,
+                error,
+                ..DescribedGroup::default()
+            },
+        };
+        groups.push(described);
+    }
+    response_frame(correlation_id, &DescribeGroupsResponse { groups })
+}

@@ -1,0 +1,496 @@
+//! The consumer's side of group membership: the subscription, the membership task's channels,
+//! the rebalance callback, commits and their bookkeeping. Owned by [`crate::Consumer`], which
+//! calls it from `poll` and applies the [`Step`]s it returns to its fetch state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::assignment::Reconciliation;
+use super::commit::{self, CommitTracker, Committer};
+use super::membership::{self, AppState, Channels, Directive};
+use super::{Delivery, GroupConfig, GroupMetadata, RebalanceEvent};
+use crate::cluster::{Cluster, TopicPartition};
+use crate::error::ClientError;
+
+/// The application's rebalance callback.
+pub(crate) type RebalanceCallback = Box<dyn FnMut(&RebalanceEvent) + Send + 'static>;
+
+/// The callback behind a mutex only so that the consumer stays `Sync` (callers hold `&Consumer`
+/// across awaits in spawned tasks) without asking the callback to be `Sync`. Never locked: it
+/// is reached through `&mut` ([`std::sync::Mutex::get_mut`]).
+type CallbackSlot = std::sync::Mutex<Option<RebalanceCallback>>;
+
+/// The offsets a background commit sent, and its outcome.
+type CommitOutcome = (Vec<(TopicPartition, u64)>, Result<(), ClientError>);
+
+/// A commit running in the background.
+type BackgroundCommit = JoinHandle<CommitOutcome>;
+
+/// What the consumer must apply to follow the membership task (see
+/// [`Reconciliation::plan`]), then acknowledge.
+#[derive(Debug)]
+pub(crate) struct Step {
+    /// Partitions to drop and add.
+    pub plan: Reconciliation,
+    /// Directive to acknowledge once revoked partitions are committed.
+    pub ack: Option<u64>,
+    /// The membership stopped on this error (after the plan is applied).
+    pub fatal: Option<ClientError>,
+}
+
+/// A running membership task, as the consumer sees it.
+struct Member {
+    task: JoinHandle<()>,
+    directive: watch::Receiver<Directive>,
+    app: watch::Sender<AppState>,
+    /// `seq` of the last directive applied.
+    applied_seq: u64,
+    /// `lost_epoch` of the last directive applied.
+    lost_epoch: u64,
+    /// The task ended (its directive channel is closed): nothing more will change.
+    task_gone: bool,
+}
+
+/// Marks a `poll` call as running for the max poll interval; dropped when the call ends
+/// (returns, fails, or its future is dropped).
+pub(crate) struct PollGuard {
+    app: watch::Sender<AppState>,
+}
+
+impl PollGuard {
+    fn new(app: watch::Sender<AppState>, wake_task: bool) -> Self {
+        app.send_if_modified(|state| {
+            state.polling = true;
+            state.polled_at = Instant::now();
+            // Waking the task at every poll would be wasted work; it only waits for a poll
+            // after leaving on the max poll interval.
+            wake_task
+        });
+        PollGuard { app }
+    }
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        self.app.send_if_modified(|state| {
+            state.polling = false;
+            state.polled_at = Instant::now();
+            false
+        });
+    }
+}
+
+/// Group state of one consumer.
+pub(crate) struct GroupHandle {
+    config: Arc<GroupConfig>,
+    cluster: Arc<Cluster>,
+    request_timeout: Duration,
+    retry_backoff: Duration,
+    /// Subscribed topics (sorted, deduplicated); `None` with manual assignment.
+    topics: Option<Vec<String>>,
+    member: Option<Member>,
+    callback: CallbackSlot,
+    /// What is known to be committed (moved positions only are auto-committed).
+    tracker: CommitTracker,
+    committer: Committer,
+    /// At most one automatic commit in flight.
+    auto_commit: Option<BackgroundCommit>,
+    /// Sticky: the membership stopped on it.
+    fatal: Option<ClientError>,
+    /// A revocation handed to the consumer and not acknowledged yet: if the `poll` applying
+    /// it is cancelled mid-commit, the next call acknowledges it (the partitions are gone
+    /// already; their commit is what was lost, which only means redelivery).
+    unacked: Option<u64>,
+}
+
+impl std::fmt::Debug for GroupHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupHandle")
+            .field("group_id", &self.config.group_id)
+            .field("topics", &self.topics)
+            .field("running", &self.member.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for GroupHandle {
+    fn drop(&mut self) {
+        // A consumer dropped without close looks like a crash to the group: no LeaveGroup and
+        // no commit; the session timeout removes the member.
+        if let Some(member) = &self.member {
+            member.task.abort();
+        }
+        if let Some(commit) = &self.auto_commit {
+            commit.abort();
+        }
+    }
+}
+
+impl GroupHandle {
+    /// Group state for a consumer configured with `config` (validated).
+    pub fn new(
+        config: GroupConfig,
+        cluster: Arc<Cluster>,
+        request_timeout: Duration,
+        retry_backoff: Duration,
+    ) -> Self {
+        let tracker = CommitTracker::new(config.auto_commit_interval, Instant::now());
+        let committer = Committer::new(
+            cluster.clone(),
+            config.group_id.clone(),
+            config.instance_id.clone(),
+            request_timeout,
+        );
+        GroupHandle {
+            config: Arc::new(config),
+            cluster,
+            request_timeout,
+            retry_backoff,
+            topics: None,
+            member: None,
+            callback: std::sync::Mutex::new(None),
+            tracker,
+            committer,
+            auto_commit: None,
+            fatal: None,
+            unacked: None,
+        }
+    }
+
+    /// The group's settings.
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// True once `subscribe` was called.
+    pub fn is_subscribed(&self) -> bool {
+        self.topics.is_some()
+    }
+
+    /// Replaces the subscription; a running membership rejoins with it.
+    pub fn subscribe(&mut self, topics: Vec<String>) {
+        if let Some(member) = &self.member {
+            member.app.send_if_modified(|state| {
+                let changed = state.topics != topics;
+                state.topics.clone_from(&topics);
+                changed
+            });
+        }
+        info!(group = %self.config.group_id, ?topics, "subscribed");
+        self.topics = Some(topics);
+    }
+
+    /// Sets the rebalance callback.
+    pub fn set_callback(&mut self, callback: RebalanceCallback) {
+        *self.callback.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(callback);
+    }
+
+    /// Called at the start of `poll`: starts the membership task after `subscribe`, and marks
+    /// the poll as running until the returned guard is dropped.
+    pub fn begin_poll(&mut self) -> Option<PollGuard> {
+        if self.member.is_none() && self.fatal.is_none() {
+            if let Some(topics) = &self.topics {
+                let Channels {
+                    task,
+                    directive,
+                    app,
+                } = membership::spawn(
+                    self.config.clone(),
+                    self.cluster.clone(),
+                    self.request_timeout,
+                    self.retry_backoff,
+                    topics.clone(),
+                );
+                self.committer = self
+                    .committer
+                    .clone()
+                    .with_membership(directive.clone(), app.clone());
+                self.member = Some(Member {
+                    task,
+                    directive,
+                    app,
+                    applied_seq: 0,
+                    lost_epoch: 0,
+                    task_gone: false,
+                });
+            }
+        }
+        let member = self.member.as_ref()?;
+        let wake_task = member.directive.borrow().awaiting_poll;
+        Some(PollGuard::new(member.app.clone(), wake_task))
+    }
+
+    /// The next step to apply from `held` (the partitions the consumer fetches now), if the
+    /// membership task published one since the last call. Fails with a fatal error seen
+    /// earlier.
+    pub fn next_step(&mut self, held: &[TopicPartition]) -> Result<Option<Step>, ClientError> {
+        if let Some(fatal) = &self.fatal {
+            return Err(fatal.clone());
+        }
+        if let Some(seq) = self.unacked {
+            self.ack(seq);
+        }
+        let Some(member) = &mut self.member else {
+            return Ok(None);
+        };
+        let directive = member.directive.borrow_and_update();
+        if directive.seq == member.applied_seq {
+            return Ok(None);
+        }
+        let lost = directive.lost_epoch != member.lost_epoch;
+        let step = Step {
+            plan: Reconciliation::plan(held, &directive.assignment, lost),
+            ack: directive.ack_wanted.then_some(directive.seq),
+            fatal: directive.fatal.clone(),
+        };
+        member.applied_seq = directive.seq;
+        member.lost_epoch = directive.lost_epoch;
+        drop(directive);
+        self.unacked = step.ack;
+        if let Some(fatal) = &step.fatal {
+            self.fatal = Some(fatal.clone());
+        }
+        Ok(Some(step))
+    }
+
+    /// Tells the membership task that directive `seq` is applied.
+    pub fn ack(&mut self, seq: u64) {
+        if self.unacked.is_some_and(|unacked| unacked <= seq) {
+            self.unacked = None;
+        }
+        if let Some(member) = &self.member {
+            member.app.send_if_modified(|state| {
+                let newer = seq > state.acked;
+                state.acked = state.acked.max(seq);
+                newer
+            });
+        }
+    }
+
+    /// Resolves when the membership task publishes something (never without a running task).
+    pub async fn changed(&mut self) {
+        match &mut self.member {
+            Some(member) if !member.task_gone => {
+                if member.directive.changed().await.is_err() {
+                    member.task_gone = true;
+                    futures::future::pending::<()>().await;
+                }
+            }
+            _ => futures::future::pending().await,
+        }
+    }
+
+    /// Passes `event` to the application's callback (empty events are not passed).
+    pub fn emit(&mut self, event: RebalanceEvent) {
+        if event.partitions().is_empty() {
+            return;
+        }
+        debug!(group = %self.config.group_id, ?event, "rebalance event");
+        let callback = self.callback.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(callback) = callback {
+            callback(&event);
+        }
+    }
+
+    /// Forgets the commit bookkeeping of partitions that are no longer assigned.
+    pub fn forget(&mut self, partitions: &[TopicPartition]) {
+        self.tracker.forget(partitions);
+    }
+
+    /// Records offsets known to be committed (fetched for a new assignment).
+    pub fn record_committed(&mut self, offsets: &[(TopicPartition, u64)]) {
+        self.tracker.record(offsets);
+    }
+
+    /// True when revoked partitions are committed before the revocation is acknowledged.
+    pub fn commits_on_revoke(&self) -> bool {
+        self.config.commits_automatically() || self.config.delivery == Delivery::AtMostOnce
+    }
+
+    /// Commits `offsets` now, after any automatic commit in flight (so that commits land in
+    /// order); with `only_moved`, skips partitions known to be committed at those offsets.
+    pub async fn commit(
+        &mut self,
+        offsets: &[(TopicPartition, u64)],
+        only_moved: bool,
+    ) -> Result<(), ClientError> {
+        self.settle_auto_commit().await;
+        let offsets = if only_moved {
+            self.tracker.uncommitted(offsets)
+        } else {
+            offsets.to_vec()
+        };
+        self.committer.commit(&offsets).await?;
+        self.tracker.record(&offsets);
+        Ok(())
+    }
+
+    /// Commits `offsets` in a background task.
+    pub fn commit_in_background(
+        &self,
+        offsets: Vec<(TopicPartition, u64)>,
+    ) -> JoinHandle<Result<(), ClientError>> {
+        let committer = self.committer.clone();
+        tokio::spawn(async move { committer.commit(&offsets).await })
+    }
+
+    /// The committed offsets of `partitions`.
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<Result<Option<u64>, ClientError>>, ClientError> {
+        commit::fetch_committed(
+            &self.cluster,
+            &self.config.group_id,
+            partitions,
+            self.request_timeout,
+        )
+        .await
+    }
+
+    /// Starts an automatic commit of `positions` (the positions at the start of a poll) if
+    /// one is due: at-least-once with auto-commit, interval elapsed, none in flight, no
+    /// rebalance under way, and some position moved.
+    pub fn maybe_auto_commit(&mut self, positions: impl FnOnce() -> Vec<(TopicPartition, u64)>) {
+        self.reap_auto_commit();
+        if !self.config.commits_automatically() || self.auto_commit.is_some() {
+            return;
+        }
+        let rebalancing = self
+            .member
+            .as_ref()
+            .is_some_and(|member| member.directive.borrow().rebalancing);
+        if rebalancing || !self.tracker.auto_commit_due(Instant::now()) {
+            return;
+        }
+        let offsets = self.tracker.uncommitted(&positions());
+        if offsets.is_empty() {
+            return;
+        }
+        let committer = self.committer.clone();
+        self.auto_commit = Some(tokio::spawn(async move {
+            let result = committer.commit(&offsets).await;
+            (offsets, result)
+        }));
+    }
+
+    /// Takes the result of a finished automatic commit.
+    fn reap_auto_commit(&mut self) {
+        if !self
+            .auto_commit
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+        {
+            return;
+        }
+        if let Some(joined) = self.auto_commit.take().and_then(FutureExt::now_or_never) {
+            self.auto_commit_done(joined);
+        }
+    }
+
+    /// Waits for the automatic commit in flight, if any.
+    async fn settle_auto_commit(&mut self) {
+        if let Some(handle) = self.auto_commit.take() {
+            let joined = handle.await;
+            self.auto_commit_done(joined);
+        }
+    }
+
+    fn auto_commit_done(&mut self, joined: Result<CommitOutcome, tokio::task::JoinError>) {
+        match joined {
+            Ok((offsets, Ok(()))) => self.tracker.record(&offsets),
+            Ok((_, Err(error))) => {
+                warn!(group = %self.config.group_id, %error, "automatic commit failed");
+            }
+            Err(error) => {
+                debug!(group = %self.config.group_id, %error, "automatic commit task ended")
+            }
+        }
+    }
+
+    /// Test seam: attaches membership channels without a task, so that a test can play the
+    /// membership task's part.
+    #[cfg(test)]
+    pub fn attach_channels(&mut self) -> (watch::Sender<Directive>, watch::Receiver<AppState>) {
+        let (directive_tx, directive) = watch::channel(Directive::default());
+        let (app, app_rx) = watch::channel(AppState {
+            topics: self.topics.clone().unwrap_or_default(),
+            acked: 0,
+            polling: false,
+            polled_at: Instant::now(),
+            rejoin_requests: 0,
+        });
+        self.committer = self
+            .committer
+            .clone()
+            .with_membership(directive.clone(), app.clone());
+        self.member = Some(Member {
+            task: tokio::spawn(async {}),
+            directive,
+            app,
+            applied_seq: 0,
+            lost_epoch: 0,
+            task_gone: false,
+        });
+        (directive_tx, app_rx)
+    }
+
+    /// Who this consumer is in its group now.
+    pub fn metadata(&self) -> GroupMetadata {
+        let identity = self.committer.identity();
+        GroupMetadata {
+            group_id: self.config.group_id.clone(),
+            generation: identity.generation,
+            member_id: identity.member_id,
+            instance_id: self.config.instance_id.clone(),
+        }
+    }
+
+    /// Closes the membership: commits `positions` (at-least-once with auto-commit), passes
+    /// `held` to the callback as revoked, stops the task and leaves the group (except a
+    /// static member, which keeps its slot until its session times out). Returns the commit's
+    /// error, if any, after doing the rest.
+    pub async fn close(
+        mut self,
+        positions: Vec<(TopicPartition, u64)>,
+        held: Vec<TopicPartition>,
+    ) -> Result<(), ClientError> {
+        self.settle_auto_commit().await;
+        let result = if self.config.commits_automatically() && self.fatal.is_none() {
+            self.commit(&positions, true).await
+        } else {
+            Ok(())
+        };
+        if let Err(error) = &result {
+            warn!(group = %self.config.group_id, %error, "commit on close failed");
+        }
+        self.emit(RebalanceEvent::Revoked(held));
+        let identity = self.committer.identity();
+        if let Some(member) = self.member.take() {
+            member.task.abort();
+            let leave = !self.config.is_static() && !identity.member_id.is_empty();
+            if leave {
+                if let Err(error) = membership::leave_group(
+                    &self.cluster,
+                    &self.config.group_id,
+                    &identity.member_id,
+                    None,
+                    self.request_timeout,
+                )
+                .await
+                {
+                    warn!(group = %self.config.group_id, %error, "LeaveGroup on close failed; the session timeout will remove the member");
+                }
+            } else {
+                info!(group = %self.config.group_id, member_id = %identity.member_id, "closed without leaving (static member)");
+            }
+        }
+        result
+    }
+}
