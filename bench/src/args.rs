@@ -1385,7 +1385,10 @@ mod tests {
                 "batch=64 leave=crash"
             ]
         );
-        assert_eq!(small.points[0].group.map(|g| g.heartbeat_interval_ms), Some(200));
+        assert_eq!(
+            small.points[0].group.map(|g| g.heartbeat_interval_ms),
+            Some(200)
+        );
         assert_eq!(small.points[0].rebalance.map(|r| r.repeats), Some(1));
         // A long session timeout: the heartbeat stays at 1 s.
         assert_eq!(
@@ -1402,7 +1405,12 @@ mod tests {
             all.push("--no-files");
             parse(&all).into_plan().is_err()
         };
-        assert!(refused(&["--scenario", "produce", "--consume-mode", "group"]));
+        assert!(refused(&[
+            "--scenario",
+            "produce",
+            "--consume-mode",
+            "group"
+        ]));
         assert!(refused(&[
             "--scenario",
             "produce",
@@ -1419,7 +1427,12 @@ mod tests {
             "--partitions",
             "3"
         ]));
-        assert!(refused(&["--scenario", "rebalance", "--consume-mode", "manual"]));
+        assert!(refused(&[
+            "--scenario",
+            "rebalance",
+            "--consume-mode",
+            "manual"
+        ]));
         assert!(refused(&[
             "--scenario",
             "rebalance",
@@ -1428,8 +1441,18 @@ mod tests {
         ]));
         assert!(refused(&["--scenario", "rebalance", "--repeats", "0"]));
         assert!(refused(&["--scenario", "rebalance", "--messages", "10k"]));
-        assert!(refused(&["--consume-mode", "group", "--session-timeout-ms", "1"]));
-        assert!(!refused(&["--scenario", "consume", "--consume-mode", "group"]));
+        assert!(refused(&[
+            "--consume-mode",
+            "group",
+            "--session-timeout-ms",
+            "1"
+        ]));
+        assert!(!refused(&[
+            "--scenario",
+            "consume",
+            "--consume-mode",
+            "group"
+        ]));
     }
 
     #[test]

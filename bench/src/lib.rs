@@ -10,10 +10,15 @@
 //!  args ──▶ Plan (points: sweep values × rates)
 //!            │ broker: start or attach           limits: fio + iperf3 (--with-limits)
 //!            ▼
-//!  for each point: workload::{produce, consume, e2e}
+//!  for each point: workload::{produce, consume, e2e, rebalance}
 //!     producers: send thread (schedule::Pacer, open/closed loop) ─▶ client::Producer
 //!                ack collector task ─▶ histogram::Latency (corrected + uncorrected)
 //!     consumers: client::Consumer poll tasks ─▶ end-to-end latency from stamped send times
+//!                manual assignment, or one consumer group per point (--consume-mode group:
+//!                the window opens once the group is balanced; workload::group tracks who
+//!                holds what from the rebalance events)
+//!     rebalance: one member leaves (close, or crash = drop) ─▶ time until the survivors
+//!                hold every partition, and until moved partitions deliver again
 //!     cpu: /proc utime+stime of broker and client over the measured window
 //!            ▼
 //!  report: table on stdout, NAME.md / .csv / .json / .svg, peers next to ours

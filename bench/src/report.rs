@@ -457,10 +457,11 @@ impl Report {
             let ec = e2e.map(|l| &l.corrected);
             let eu = e2e.map(|l| &l.uncorrected);
             let rebalance = point.rebalance.as_ref();
-            let spread = |s: fn(&crate::workload::rebalance::RebalanceOutcome) -> Option<Spread>,
-                          f: fn(&Spread) -> f64| {
-                opt(rebalance.and_then(s).as_ref().map(f))
-            };
+            let spread =
+                |s: fn(&crate::workload::rebalance::RebalanceOutcome) -> Option<Spread>,
+                 f: fn(&Spread) -> f64| {
+                    opt(rebalance.and_then(s).as_ref().map(f))
+                };
             let fields: Vec<String> = vec![
                 spec.index.to_string(),
                 spec.curve.clone(),
@@ -1563,7 +1564,11 @@ mod tests {
         assert!((comparison.ratio - 0.97).abs() < 1e-9);
         assert!(comparison.within_target && !comparison.problems);
         assert_eq!(comparison.settings, "all, rate max");
-        assert!(comparison.line().contains("0.970×"), "{}", comparison.line());
+        assert!(
+            comparison.line().contains("0.970×"),
+            "{}",
+            comparison.line()
+        );
         let (headers, rows) = report.result_rows();
         assert_eq!(headers[1], "mode");
         let modes: Vec<&str> = rows.iter().map(|row| row[1].as_str()).collect();

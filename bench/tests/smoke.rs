@@ -1,7 +1,11 @@
 //! A seconds-long run of the real harness (`sluice-bench`) against a real broker (`sluice
 //! serve`, started by the harness), so the benchmark never rots: two e2e points (open loop
-//! at 1k/s and closed loop), every report file written and read back, plus `sluice bench`
-//! reachable through the broker binary.
+//! at 1k/s and closed loop), every report file written and read back; an e2e point consuming
+//! through a consumer group; a one-repeat rebalance run (graceful and crash leave, 600 ms
+//! session timeout); plus `sluice bench` reachable through the broker binary.
+//!
+//! The runs take turns ([`SERIAL`]): on 2 shared cores, two harnesses at once would disturb
+//! each other's open-loop figures.
 //!
 //! The `sluice` binary belongs to another package (`sluice-broker`), so `CARGO_BIN_EXE_sluice`
 //! is not available here; the test uses `<workspace>/target/debug/sluice`, which `cargo test
@@ -10,7 +14,44 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Held by each harness run, so that runs do not share the cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs the harness (starting `sluice serve` with 2 shards) with `args`, writing its report
+/// as `NAME.*` into `out`; fails the test when it exits non-zero. Returns stdout and stderr.
+fn run_harness(out: &Path, name: &str, args: &[&str]) -> (String, String) {
+    let _turn = serial();
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+        .arg("--sluice-bin")
+        .arg(sluice_binary())
+        .args(["--broker-cores", "2", "--progress", "plain", "--name", name])
+        .arg("--output-dir")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "sluice-bench {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    (stdout, stderr)
+}
+
+/// The JSON report `NAME.json` in `out`.
+fn json_report(out: &Path, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join(format!("{name}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
 
 fn sluice_binary() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -32,6 +73,7 @@ fn sluice_binary() -> PathBuf {
 fn harness_runs_against_a_real_broker() {
     let sluice = sluice_binary();
     let out = tempfile::tempdir().unwrap();
+    let _turn = serial();
     let output = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
         .arg("--sluice-bin")
         .arg(&sluice)
@@ -125,5 +167,98 @@ fn sluice_bench_subcommand_exists() {
     assert!(
         help.contains("--sweep") && help.contains("--with-limits"),
         "{help}"
+    );
+}
+
+/// Consuming through a consumer group: the point starts once the group is balanced, holds
+/// 1k msgs/s end to end, and every output says it was group mode.
+#[test]
+fn group_mode_e2e_point() {
+    let out = tempfile::tempdir().unwrap();
+    let (stdout, _) = run_harness(
+        out.path(),
+        "group",
+        &[
+            "--scenario",
+            "e2e",
+            "--consume-mode",
+            "group",
+            "--rate",
+            "1k",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0.3s",
+            "--partitions",
+            "2",
+            "--consumers",
+            "2",
+            "--batch",
+            "16",
+        ],
+    );
+    assert!(stdout.contains("group"), "{stdout}");
+    let json = json_report(out.path(), "group");
+    let point = &json["points"][0];
+    assert_eq!(point["spec"]["consume_mode"], "group", "{point:#}");
+    assert_eq!(point["problems"].as_array().unwrap().len(), 0, "{point:#}");
+    assert_eq!(point["sustained"], true, "{point:#}");
+    let rate = point["msgs_per_s"].as_f64().unwrap();
+    assert!((900.0..1100.0).contains(&rate), "{point:#}");
+    let e2e = &point["e2e_latency"]["corrected"];
+    assert!(e2e["count"].as_u64().unwrap() > 500, "{point:#}");
+    let csv = std::fs::read_to_string(out.path().join("group.csv")).unwrap();
+    assert!(csv.lines().nth(1).unwrap().contains(",group,"), "{csv}");
+}
+
+/// A one-repeat rebalance run: both ways of leaving are measured, the group takes the
+/// partitions back well within a generous bound, and the report has its rebalance table.
+#[test]
+fn rebalance_after_a_leave_is_measured() {
+    let out = tempfile::tempdir().unwrap();
+    let session_ms = 600.0;
+    run_harness(
+        out.path(),
+        "rebalance",
+        &[
+            "--scenario",
+            "rebalance",
+            "--repeats",
+            "1",
+            "--session-timeout-ms",
+            "600",
+            "--rate",
+            "2k",
+            "--warmup",
+            "0.3s",
+            "--batch",
+            "16",
+        ],
+    );
+    let json = json_report(out.path(), "rebalance");
+    let points = json["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{json:#}");
+    for (point, leave) in points.iter().zip(["graceful", "crash"]) {
+        let outcome = &point["rebalance"];
+        assert_eq!(outcome["leave"], leave, "{point:#}");
+        let repeats = outcome["repeats"].as_array().unwrap();
+        assert_eq!(repeats.len(), 1, "{point:#}");
+        let done = repeats[0]["rebalance_done_ms"].as_f64().unwrap();
+        let flowing = repeats[0]["data_flowing_ms"].as_f64().unwrap();
+        // Generous: 5 s beyond what the leave must wait for (nothing, or the session).
+        let bound = if leave == "crash" { session_ms } else { 0.0 } + 5000.0;
+        assert!(done > 0.0 && done < bound, "{point:#}");
+        assert!(flowing >= done && flowing < bound + 5000.0, "{point:#}");
+        if leave == "crash" {
+            // The coordinator cannot notice a crash before the session timeout has run from
+            // the member's last heartbeat (at most a heartbeat, 200 ms, before the drop).
+            assert!(done >= session_ms * 0.6, "{point:#}");
+        }
+        assert!(point["msgs_per_s"].as_f64().unwrap() > 0.0, "{point:#}");
+    }
+    let markdown = std::fs::read_to_string(out.path().join("rebalance.md")).unwrap();
+    assert!(
+        markdown.contains("### Rebalance after a consumer leaves"),
+        "{markdown}"
     );
 }

@@ -73,6 +73,14 @@ pub struct ServeArgs {
     /// the coordinators of consumer groups are spread over the shards owning them.
     #[arg(long, env = "SLUICE_OFFSETS_PARTITIONS", default_value_t = 8)]
     pub offsets_partitions: u32,
+    /// Segment size of `__consumer_offsets` partitions, fixed when the topic is first created.
+    /// Sealed segments are deleted once an offsets snapshot covers them (its compaction).
+    #[arg(long, env = "SLUICE_OFFSETS_SEGMENT_BYTES", default_value_t = 16 << 20)]
+    pub offsets_segment_bytes: u64,
+    /// Committed offsets applied between two snapshots of a `__consumer_offsets` partition's
+    /// table; a restart replays at most about this many records per partition.
+    #[arg(long, env = "SLUICE_OFFSETS_SNAPSHOT_RECORDS", default_value_t = 20_000)]
+    pub offsets_snapshot_records: u64,
     /// Shortest session timeout a consumer-group member may ask for (ms).
     #[arg(long, env = "SLUICE_GROUP_MIN_SESSION_TIMEOUT_MS", default_value_t = 500)]
     pub group_min_session_timeout_ms: u64,
@@ -172,6 +180,8 @@ impl ServeArgs {
             idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms.max(1)),
             retention_check: std::time::Duration::from_millis(self.retention_check_ms.max(1000)),
             offsets_partitions: self.offsets_partitions,
+            offsets_segment_bytes: self.offsets_segment_bytes.max(64 * 1024),
+            offsets_snapshot_records: self.offsets_snapshot_records.max(1),
             group_limits: crate::group::state::GroupLimits {
                 min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
                 max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),

@@ -33,6 +33,10 @@ pub struct Config {
     pub retention_check: Duration,
     /// Partitions of `__consumer_offsets` (the registry's value once the topic exists).
     pub offsets_partitions: u32,
+    /// Segment size of `__consumer_offsets` (when it is created).
+    pub offsets_segment_bytes: u64,
+    /// Applied commit records between two offsets snapshots.
+    pub offsets_snapshot_records: u64,
     /// Session timeout bounds and delays of consumer groups.
     pub group_limits: crate::group::state::GroupLimits,
     /// Settings new topics get unless the request says otherwise.

@@ -46,7 +46,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         None => {
             registry.topics.insert(
                 CONSUMER_OFFSETS_TOPIC.to_owned(),
-                crate::group::offsets_topic_config(config.offsets_partitions),
+                crate::group::offsets_topic_config(
+                    config.offsets_partitions,
+                    config.offsets_segment_bytes,
+                ),
             );
             registry.save(&config.data_dir)?;
         }

@@ -232,6 +232,7 @@ impl std::fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("assignment", &self.assignment)
             .field("in_flight", &self.in_flight.len())
+            .field("group", &self.group)
             .finish_non_exhaustive()
     }
 }
@@ -254,16 +255,18 @@ impl Consumer {
             frame_size_max: wire::protocol::FRAME_SIZE_MAX,
             ..ConnectionConfig::default()
         };
-        let cluster = Arc::new(Cluster::new(&config.bootstrap, connection)?);
-        debug!(?config, "consumer starting");
-        let group = config.group.clone().map(|group| {
-            GroupHandle::new(
-                group,
-                cluster.clone(),
+        let group = match &config.group {
+            Some(group) => Some(GroupHandle::new(
+                group.clone(),
+                &config.bootstrap,
+                connection.clone(),
                 config.request_timeout,
                 config.retry_backoff,
-            )
-        });
+            )?),
+            None => None,
+        };
+        let cluster = Arc::new(Cluster::new(&config.bootstrap, connection)?);
+        debug!(?config, "consumer starting");
         Ok(Consumer {
             config,
             cluster,
@@ -538,11 +541,12 @@ impl Consumer {
             return Ok(());
         };
         let offsets = positions(&self.assignment);
-        let held = if group.is_subscribed() {
+        let mut held = if group.is_subscribed() {
             self.assignment()
         } else {
             Vec::new()
         };
+        held.sort();
         self.assignment.clear();
         self.index.clear();
         group.close(offsets, held).await
@@ -629,7 +633,7 @@ impl Consumer {
     /// With a group, poll also runs the consumer's side of the membership: it starts it after
     /// [`Consumer::subscribe`], applies assignment changes (calling the rebalance callback),
     /// commits as [`GroupConfig::delivery`] says, and returns a fatal membership error (e.g.
-    /// `FencedInstanceId`). Not calling poll for [`GroupConfig::max_poll_interval`] makes the
+    /// `FencedInstanceId`), then keeps returning it: the consumer is out of the group for good. Not calling poll for [`GroupConfig::max_poll_interval`] makes the
     /// consumer leave its group until the next poll.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Records, ClientError> {
         let deadline = Instant::now() + timeout;

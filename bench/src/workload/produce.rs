@@ -221,13 +221,13 @@ fn send_loop(
     let mut pacer = Pacer::new(plan.load, plan.start_ns);
     let mut outcome = SendOutcome::default();
     sleep_until_ns(plan.start_ns);
-    // Set when `stop_sends` ended the loop: the schedule counts up to there.
-    let mut stopped_ns = None;
+    // When `stop_sends` was first seen: the messages due before it are still sent (an open
+    // loop that lags catches up, as at a planned end), and the schedule counts up to it.
+    let mut stopped_ns: Option<u64> = None;
     loop {
         let now = now_ns();
-        if state.stop_sends.load(Ordering::Relaxed) {
+        if stopped_ns.is_none() && state.stop_sends.load(Ordering::Relaxed) {
             stopped_ns = Some(now);
-            break;
         }
         let over = match plan.end {
             SendEnd::At(end) => now >= end,
@@ -236,9 +236,10 @@ fn send_loop(
         if over {
             break;
         }
+        let past_stop = |at: u64| stopped_ns.is_some_and(|stop| at >= stop);
         let (_index, intended_ns) = match pacer.next(now) {
             Next::WaitUntil(at) => {
-                if matches!(plan.end, SendEnd::At(end) if at >= end) {
+                if matches!(plan.end, SendEnd::At(end) if at >= end) || past_stop(at) {
                     break;
                 }
                 // In slices, so that `stop_sends` is seen within one at low rates.
@@ -248,6 +249,7 @@ fn send_loop(
                 }
                 continue;
             }
+            Next::Send { intended_ns, .. } if past_stop(intended_ns) => break,
             Next::Send { index, intended_ns } => (index, intended_ns),
         };
         let measured = intended_ns >= plan.measure_start_ns

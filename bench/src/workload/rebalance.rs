@@ -415,7 +415,8 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         &produced_outcome.loop_stats,
         &mut problems,
     );
-    let mut outcome = RebalanceOutcome::new(rebalance.leave, group_spec, rebalance.repeats, repeats);
+    let mut outcome =
+        RebalanceOutcome::new(rebalance.leave, group_spec, rebalance.repeats, repeats);
     outcome.redelivered = redelivered;
     Ok(PointResult {
         spec: spec.clone(),
@@ -459,6 +460,7 @@ async fn leave_once(group: &mut Group<'_>, leave: Leave, spec: GroupSpec) -> Res
     group.receipts.reset_gaps(now_ns());
     tokio::time::sleep(Duration::from_secs_f64(group.spec.warmup_s)).await;
 
+    anyhow::ensure!(!group.live.is_empty(), "no consumer left to leave");
     let leaver = group.live.remove(0);
     let leaver_id = leaver.id;
     let (consumer, outcome) = leaver.stop().await?;
@@ -509,7 +511,13 @@ async fn leave_once(group: &mut Group<'_>, leave: Leave, spec: GroupSpec) -> Res
             .collect();
         let firsts: Option<Vec<u64>> = moved
             .iter()
-            .map(|p| snapshot.first_after_mark_ns.get(*p as usize).copied().flatten())
+            .map(|p| {
+                snapshot
+                    .first_after_mark_ns
+                    .get(*p as usize)
+                    .copied()
+                    .flatten()
+            })
             .collect();
         if let Some(firsts) = firsts {
             break (snapshot, moved, firsts.into_iter().max());
@@ -545,7 +553,10 @@ mod tests {
     fn spreads() {
         assert_eq!(Spread::of(&[]), None);
         let odd = Spread::of(&[300.0, 100.0, 200.0]).unwrap();
-        assert_eq!((odd.min_ms, odd.median_ms, odd.max_ms), (100.0, 200.0, 300.0));
+        assert_eq!(
+            (odd.min_ms, odd.median_ms, odd.max_ms),
+            (100.0, 200.0, 300.0)
+        );
         let even = Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
         assert_eq!((even.median_ms, even.count), (2.5, 4));
     }

@@ -20,6 +20,7 @@ use client::{
     Consumer, ConsumerConfig, ConsumerRecord, Delivery, GroupConfig, Offset, RebalanceEvent,
     Records, TopicPartition,
 };
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 
 use super::BrokerArg;
@@ -268,8 +269,15 @@ async fn run_group(args: ConsumeArgs, group: GroupConfig) -> anyhow::Result<Exit
     consumer
         .subscribe(&[args.topic.as_str()])
         .with_context(|| format!("subscribing to {:?}", args.topic))?;
+    // Registered before the first poll (which joins the group), so that from here on a
+    // signal never kills the process with printed messages uncommitted.
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let signals = tokio::spawn(watch_signals(stop.clone()));
+    let stop_flag = stop.clone();
+    let signals = tokio::spawn(async move {
+        watch_signals(&mut interrupt, &mut terminate, &stop_flag).await;
+    });
     let result = print_loop(&mut consumer, &args, Some(&stop)).await;
     signals.abort();
     let unprinted = match result {
@@ -303,14 +311,7 @@ async fn run_group(args: ConsumeArgs, group: GroupConfig) -> anyhow::Result<Exit
 
 /// Sets `stop` at the first SIGINT or SIGTERM, so that the loop stops at the end of the
 /// current poll and commits; a second signal exits at once (status 130) without committing.
-async fn watch_signals(stop: Arc<AtomicBool>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
+async fn watch_signals(interrupt: &mut Signal, terminate: &mut Signal, stop: &AtomicBool) {
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}

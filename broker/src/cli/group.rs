@@ -416,7 +416,10 @@ mod tests {
             ],
         };
         let text = render_describe(&lag);
-        assert!(text.contains("type:       consumer\nprotocol:   range\n"), "{text}");
+        assert!(
+            text.contains("type:       consumer\nprotocol:   range\n"),
+            "{text}"
+        );
         assert!(text.contains("generation: 3\n"), "{text}");
         let rows: Vec<Vec<&str>> = text
             .lines()

@@ -43,13 +43,13 @@ const REAP_PERIOD: Duration = Duration::from_millis(50);
 pub const COMMIT_METADATA_MAX: usize = 4096;
 
 /// The settings of the internal `__consumer_offsets` topic.
-pub fn offsets_topic_config(partitions: u32) -> TopicConfig {
+pub fn offsets_topic_config(partitions: u32, segment_bytes: u64) -> TopicConfig {
     TopicConfig {
         partitions: partitions.max(1),
         replication_factor: 1,
         retention_ms: -1,
         retention_bytes: -1,
-        segment_bytes: 16 << 20,
+        segment_bytes,
         max_batch_bytes: 1 << 20,
         durability: wire::protocol::DurabilitySetting::always(),
     }
@@ -151,6 +151,7 @@ pub struct Coordinator {
     shard_id: usize,
     limits: GroupLimits,
     offsets_partitions: u32,
+    snapshot_records: u64,
     groups: RefCell<HashMap<String, Group>>,
     /// Offset stores of the `__consumer_offsets` partitions this shard owns.
     stores: RefCell<HashMap<u32, Rc<OffsetStore>>>,
@@ -161,7 +162,12 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// A coordinator with no groups; [`Coordinator::load`] reads the committed offsets.
-    pub fn new(shard_id: usize, limits: GroupLimits, offsets_partitions: u32) -> Coordinator {
+    pub fn new(
+        shard_id: usize,
+        limits: GroupLimits,
+        offsets_partitions: u32,
+        snapshot_records: u64,
+    ) -> Coordinator {
         let run_id = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -169,6 +175,7 @@ impl Coordinator {
             shard_id,
             limits,
             offsets_partitions: offsets_partitions.max(1),
+            snapshot_records,
             groups: RefCell::new(HashMap::new()),
             stores: RefCell::new(HashMap::new()),
             member_counter: Cell::new(0),
@@ -191,7 +198,7 @@ impl Coordinator {
             else {
                 anyhow::bail!("{CONSUMER_OFFSETS_TOPIC} partition {partition} is not open");
             };
-            let store = OffsetStore::load(owned).await?;
+            let store = OffsetStore::load(owned, self.snapshot_records).await?;
             self.stores.borrow_mut().insert(partition, Rc::new(store));
         }
         Ok(())
@@ -332,10 +339,11 @@ impl Coordinator {
         for topic in &request.topics {
             let mut partitions = Vec::with_capacity(topic.partitions.len());
             for partition in &topic.partitions {
-                let error = if !registry
+                let known = registry
                     .topics
                     .get(&topic.topic)
-                    .is_some_and(|config| partition.partition < config.partitions)
+                    .is_some_and(|config| partition.partition < config.partitions);
+                let error = if !known
                 {
                     crate::error_code::unknown_partition(&topic.topic, partition.partition)
                 } else if partition.metadata.len() > COMMIT_METADATA_MAX {

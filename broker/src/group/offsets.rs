@@ -11,7 +11,7 @@
 //! A commit is one record batch appended to the group's partition (whose durability is
 //! `always`), answered once fsynced: committed offsets survive kill -9. The table keeps, per
 //! key, the value of the record with the highest log offset, whatever order concurrent commits
-//! complete in, exactly as a replay would. Every `SNAPSHOT_EVERY_RECORDS` applied records the
+//! complete in, exactly as a replay would. Every `snapshot_records` applied records (`--offsets-snapshot-records`) the
 //! table is written to `offsets.snapshot` (tmp, fsync, rename) together with the log offset
 //! below which it holds every record; sealed segments below that offset are then deleted. That
 //! is the topic's compaction: restart = read the snapshot + replay the tail.
@@ -28,9 +28,6 @@ use wire::protocol::{Decode, Reader};
 use wire::AlignedVec;
 
 use crate::partition::Partition;
-
-/// Applied commit records between two snapshots.
-pub const SNAPSHOT_EVERY_RECORDS: u64 = 20_000;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLO1";
 const RECORD_VERSION: u16 = 1;
@@ -65,15 +62,20 @@ pub struct CommitEntry {
     pub metadata: String,
 }
 
+/// One group's committed offsets, by (topic, partition).
+pub type GroupOffsets = BTreeMap<(String, u32), Committed>;
+
 /// Committed offsets of the groups whose offsets live in one `__consumer_offsets` partition.
 pub struct OffsetStore {
     /// The partition holding the records.
     pub partition: Rc<Partition>,
     /// group → (topic, partition) → committed.
-    table: RefCell<HashMap<String, BTreeMap<(String, u32), Committed>>>,
+    table: RefCell<HashMap<String, GroupOffsets>>,
     /// Base offsets of commit batches appended but not yet applied.
     in_flight: RefCell<BTreeSet<u64>>,
     records_since_snapshot: Cell<u64>,
+    /// Applied records between two snapshots.
+    snapshot_records: u64,
     snapshotting: Cell<bool>,
 }
 
@@ -148,12 +150,16 @@ pub fn commit_batch(entries: &[CommitEntry], now_ms: i64) -> anyhow::Result<Alig
 
 impl OffsetStore {
     /// Loads the table of `partition`: its snapshot, then the records after it.
-    pub async fn load(partition: Rc<Partition>) -> anyhow::Result<OffsetStore> {
+    pub async fn load(
+        partition: Rc<Partition>,
+        snapshot_records: u64,
+    ) -> anyhow::Result<OffsetStore> {
         let store = OffsetStore {
             partition,
             table: RefCell::new(HashMap::new()),
             in_flight: RefCell::new(BTreeSet::new()),
             records_since_snapshot: Cell::new(0),
+            snapshot_records,
             snapshotting: Cell::new(false),
         };
         let log = &store.partition.log;
@@ -282,11 +288,11 @@ impl OffsetStore {
 
     /// True when enough records were applied since the last snapshot to write a new one.
     pub fn wants_snapshot(&self) -> bool {
-        self.records_since_snapshot.get() >= SNAPSHOT_EVERY_RECORDS && !self.snapshotting.get()
+        self.records_since_snapshot.get() >= self.snapshot_records && !self.snapshotting.get()
     }
 
     /// The committed offsets of `group`.
-    pub fn group_offsets(&self, group: &str) -> BTreeMap<(String, u32), Committed> {
+    pub fn group_offsets(&self, group: &str) -> GroupOffsets {
         self.table.borrow().get(group).cloned().unwrap_or_default()
     }
 

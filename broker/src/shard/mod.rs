@@ -127,6 +127,7 @@ impl Shard {
             id,
             config.group_limits.clone(),
             config.offsets_partitions,
+            config.offsets_snapshot_records,
         ));
         let shard = Rc::new(Shard {
             id,

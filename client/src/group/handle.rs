@@ -16,6 +16,7 @@ use super::commit::{self, CommitTracker, Committer};
 use super::membership::{self, AppState, Channels, Directive};
 use super::{Delivery, GroupConfig, GroupMetadata, RebalanceEvent};
 use crate::cluster::{Cluster, TopicPartition};
+use crate::connection::ConnectionConfig;
 use crate::error::ClientError;
 
 /// The application's rebalance callback.
@@ -89,7 +90,13 @@ impl Drop for PollGuard {
 /// Group state of one consumer.
 pub(crate) struct GroupHandle {
     config: Arc<GroupConfig>,
+    /// Connections for commits and offset fetches. Not the consumer's: the broker answers the
+    /// requests of a connection in order, so a commit queued behind a long-poll fetch would
+    /// wait for it (up to `fetch_max_wait`).
     cluster: Arc<Cluster>,
+    /// Connections for the membership task: a JoinGroup is held by the coordinator for up to
+    /// the rebalance timeout, and must hold up neither fetches nor commits.
+    membership_cluster: Arc<Cluster>,
     request_timeout: Duration,
     retry_backoff: Duration,
     /// Subscribed topics (sorted, deduplicated); `None` with manual assignment.
@@ -133,13 +140,18 @@ impl Drop for GroupHandle {
 }
 
 impl GroupHandle {
-    /// Group state for a consumer configured with `config` (validated).
+    /// Group state for a consumer of the cluster at `bootstrap` configured with `config`
+    /// (validated). Opens its own connections, lazily: one pool for commits, one for the
+    /// membership task (see the fields).
     pub fn new(
         config: GroupConfig,
-        cluster: Arc<Cluster>,
+        bootstrap: &str,
+        connection: ConnectionConfig,
         request_timeout: Duration,
         retry_backoff: Duration,
-    ) -> Self {
+    ) -> Result<Self, ClientError> {
+        let cluster = Arc::new(Cluster::new(bootstrap, connection.clone())?);
+        let membership_cluster = Arc::new(Cluster::new(bootstrap, connection)?);
         let tracker = CommitTracker::new(config.auto_commit_interval, Instant::now());
         let committer = Committer::new(
             cluster.clone(),
@@ -147,9 +159,10 @@ impl GroupHandle {
             config.instance_id.clone(),
             request_timeout,
         );
-        GroupHandle {
+        Ok(GroupHandle {
             config: Arc::new(config),
             cluster,
+            membership_cluster,
             request_timeout,
             retry_backoff,
             topics: None,
@@ -160,7 +173,7 @@ impl GroupHandle {
             auto_commit: None,
             fatal: None,
             unacked: None,
-        }
+        })
     }
 
     /// The group's settings.
@@ -202,7 +215,7 @@ impl GroupHandle {
                     app,
                 } = membership::spawn(
                     self.config.clone(),
-                    self.cluster.clone(),
+                    self.membership_cluster.clone(),
                     self.request_timeout,
                     self.retry_backoff,
                     topics.clone(),

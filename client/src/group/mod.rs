@@ -8,7 +8,7 @@
 //!
 //! # Who does what
 //!
-//! A background task per consumer ([`membership`]) talks to the coordinator: JoinGroup,
+//! A background task per consumer (`membership`) talks to the coordinator: JoinGroup,
 //! SyncGroup, then a Heartbeat every `heartbeat_interval`. It never touches the consumer's
 //! fetch state: it publishes a *directive* (the partitions the consumer may fetch, the
 //! generation, whether partitions were lost) on a watch channel, and the consumer's
@@ -37,14 +37,18 @@
 //!   ◀── Lost(p) ───────── drop p, no commit  ◀── Directive ─── (lost epoch bumped)
 //! ```
 //!
+//! * Group traffic has its own connections: one pool for the membership task, one for commits
+//!   and offset fetches, apart from the fetch connections. The broker answers a connection's
+//!   requests in order, so a JoinGroup held for a whole rebalance, or a long-poll fetch, would
+//!   otherwise hold up everything queued behind it.
 //! * Eager assignors (`range`, `roundrobin`): every partition is revoked (and committed) before
 //!   the member rejoins, so the whole group stops during a rebalance.
 //! * `cooperative-sticky`: members keep fetching while they rejoin; after SyncGroup only the
 //!   partitions taken away are revoked, then the member rejoins once more so that the follow-up
 //!   rebalance hands them to their new owner. Partitions kept are never interrupted.
 //!
-//! Modules: [`assignment`] (consumer protocol payloads, assignment diffs), [`commit`]
-//! (OffsetCommit / OffsetFetch and commit bookkeeping), [`membership`] (the background task),
+//! Modules: `assignment` (consumer protocol payloads, assignment diffs), `commit`
+//! (OffsetCommit / OffsetFetch and commit bookkeeping), `membership` (the background task),
 //! `handle` (the consumer's side of the channels).
 
 pub(crate) mod assignment;

@@ -1,0 +1,188 @@
+//! Committed offsets on the wire: they are records in `__consumer_offsets`, compacted by the
+//! coordinator's snapshots, and they survive kill -9 of the broker. Raw protocol against a real
+//! broker process.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{data_dir, Broker, Conn};
+use wire::protocol::{
+    ApiKey, ErrorCode, FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsPartition,
+    ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopic, OffsetCommitPartition,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetCommitTopic, OffsetFetchRequest,
+    OffsetFetchResponse, OffsetFetchTopic, CONSUMER_OFFSETS_TOPIC, EARLIEST_TIMESTAMP,
+};
+
+const ROUNDS: u64 = 1000;
+
+fn commit(conn: &mut Conn, group: &str, round: u64, partitions: u32) -> OffsetCommitResponse {
+    let request = OffsetCommitRequest {
+        group_id: group.into(),
+        generation: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        topics: vec![OffsetCommitTopic {
+            topic: "t".into(),
+            partitions: (0..partitions)
+                .map(|p| OffsetCommitPartition {
+                    partition: p,
+                    offset: round * 10 + u64::from(p),
+                    metadata: format!("round {round}"),
+                })
+                .collect(),
+        }],
+    };
+    conn.call(ApiKey::OffsetCommit, &request).unwrap()
+}
+
+fn fetch(conn: &mut Conn, group: &str) -> OffsetFetchResponse {
+    let request = OffsetFetchRequest {
+        group_id: group.into(),
+        topics: Some(vec![OffsetFetchTopic {
+            topic: "t".into(),
+            partitions: vec![0, 1, 2, 3],
+        }]),
+    };
+    conn.call(ApiKey::OffsetFetch, &request).unwrap()
+}
+
+fn log_start(conn: &mut Conn, partition: u32) -> i64 {
+    let request = ListOffsetsRequest {
+        topics: vec![ListOffsetsTopic {
+            topic: CONSUMER_OFFSETS_TOPIC.into(),
+            partitions: vec![ListOffsetsPartition {
+                partition,
+                timestamp: EARLIEST_TIMESTAMP,
+            }],
+        }],
+    };
+    let response: ListOffsetsResponse = conn.call(ApiKey::ListOffsets, &request).unwrap();
+    response.topics[0].partitions[0].offset
+}
+
+/// Thousands of commits with tiny offsets segments and a short snapshot interval: the
+/// coordinator snapshots its table and deletes the sealed segments the snapshot covers (the
+/// history is compacted away: the partition's log start moves), and after kill -9 and a
+/// restart the last commit of every partition is back.
+#[test]
+fn commits_are_compacted_by_snapshots_and_survive_kill() {
+    let dir = data_dir();
+    let flags = [
+        "--offsets-partitions",
+        "2",
+        "--offsets-segment-bytes",
+        "65536",
+        "--offsets-snapshot-records",
+        "400",
+    ];
+    let mut broker = Broker::start_in(dir.path(), &flags);
+    let mut conn = Conn::connect(broker.addr);
+    conn.create_topic("t", 4, None);
+    for round in 0..ROUNDS {
+        let response = commit(&mut conn, "g", round, 4);
+        for partition in &response.topics[0].partitions {
+            assert!(partition.error.is_ok(), "{:?}", partition.error);
+        }
+    }
+    let coordinator: FindCoordinatorResponse = conn
+        .call(
+            ApiKey::FindCoordinator,
+            &FindCoordinatorRequest {
+                group_id: "g".into(),
+            },
+        )
+        .unwrap();
+    assert!(coordinator.offsets_partition < 2);
+    let start = log_start(&mut conn, coordinator.offsets_partition);
+    assert!(
+        start > 0,
+        "sealed segments covered by a snapshot are deleted (log start {start})"
+    );
+
+    broker.kill();
+    let broker = Broker::start_in(dir.path(), &flags);
+    let mut conn = Conn::connect(broker.addr);
+    let fetched = fetch(&mut conn, "g");
+    for partition in &fetched.topics[0].partitions {
+        let p = u64::from(partition.partition);
+        assert_eq!(partition.offset as u64, (ROUNDS - 1) * 10 + p);
+        assert_eq!(partition.metadata, format!("round {}", ROUNDS - 1));
+        assert!(partition.commit_timestamp > 0);
+    }
+    assert!(log_start(&mut conn, coordinator.offsets_partition) >= start);
+    // A group that never committed has no offsets.
+    let none = fetch(&mut conn, "other");
+    assert!(none.topics[0].partitions.iter().all(|p| p.offset == -1));
+}
+
+/// Bad commits get clear errors and store nothing: unknown partitions, empty group ids, member
+/// commits to a group that does not know the member, and writes to the internal topic.
+#[test]
+fn bad_commits_are_refused() {
+    let broker = Broker::start(&[]);
+    let mut conn = Conn::connect(broker.addr);
+    conn.create_topic("t", 2, None);
+    let response = commit(&mut conn, "g", 1, 3);
+    let errors: Vec<ErrorCode> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error.code)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ErrorCode::None,
+            ErrorCode::None,
+            ErrorCode::UnknownTopicOrPartition
+        ]
+    );
+    let error = conn
+        .call::<_, OffsetCommitResponse>(
+            ApiKey::OffsetCommit,
+            &OffsetCommitRequest {
+                group_id: String::new(),
+                generation: -1,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidGroupId);
+    let error = conn
+        .call::<_, OffsetCommitResponse>(
+            ApiKey::OffsetCommit,
+            &OffsetCommitRequest {
+                group_id: "g".into(),
+                generation: 3,
+                member_id: "ghost".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::UnknownMemberId);
+    let fetched = fetch(&mut conn, "g");
+    let offsets: Vec<i64> = fetched.topics[0].partitions.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, [10, 11, -1, -1]);
+
+    // Clients cannot write the internal topic.
+    let mut builder = wire::BatchBuilder::new();
+    builder.push(1, Some(b"k"), b"v", &[], None);
+    let batch = builder.build().unwrap();
+    let request = wire::protocol::ProduceRequest {
+        acks: 1,
+        timeout_ms: 1000,
+        topics: vec![wire::protocol::ProduceTopic {
+            topic: CONSUMER_OFFSETS_TOPIC.into(),
+            partitions: vec![wire::protocol::ProducePartition {
+                partition: 0,
+                records: wire::protocol::Records::from_slice(&batch),
+            }],
+        }],
+    };
+    let response: wire::protocol::ProduceResponse =
+        conn.call(ApiKey::Produce, &request).unwrap();
+    assert_eq!(
+        response.topics[0].partitions[0].error.code,
+        ErrorCode::InvalidRequest
+    );
+}
