@@ -79,17 +79,33 @@ pub struct ServeArgs {
     pub offsets_segment_bytes: u64,
     /// Committed offsets applied between two snapshots of a `__consumer_offsets` partition's
     /// table; a restart replays at most about this many records per partition.
-    #[arg(long, env = "SLUICE_OFFSETS_SNAPSHOT_RECORDS", default_value_t = 20_000)]
+    #[arg(
+        long,
+        env = "SLUICE_OFFSETS_SNAPSHOT_RECORDS",
+        default_value_t = 20_000
+    )]
     pub offsets_snapshot_records: u64,
     /// Shortest session timeout a consumer-group member may ask for (ms).
-    #[arg(long, env = "SLUICE_GROUP_MIN_SESSION_TIMEOUT_MS", default_value_t = 500)]
+    #[arg(
+        long,
+        env = "SLUICE_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 500
+    )]
     pub group_min_session_timeout_ms: u64,
     /// Longest session timeout a consumer-group member may ask for (ms).
-    #[arg(long, env = "SLUICE_GROUP_MAX_SESSION_TIMEOUT_MS", default_value_t = 1_800_000)]
+    #[arg(
+        long,
+        env = "SLUICE_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
     pub group_max_session_timeout_ms: u64,
     /// How long the first rebalance of an empty group waits for more members (ms), so that
     /// consumers starting together share one rebalance.
-    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 300
+    )]
     pub group_initial_rebalance_delay_ms: u64,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when unset.
     #[arg(long, env = "SLUICE_LOG")]

@@ -161,7 +161,11 @@ fn bad_commits_are_refused() {
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::UnknownMemberId);
     let fetched = fetch(&mut conn, "g");
-    let offsets: Vec<i64> = fetched.topics[0].partitions.iter().map(|p| p.offset).collect();
+    let offsets: Vec<i64> = fetched.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.offset)
+        .collect();
     assert_eq!(offsets, [10, 11, -1, -1]);
 
     // Clients cannot write the internal topic.
@@ -179,10 +183,41 @@ fn bad_commits_are_refused() {
             }],
         }],
     };
-    let response: wire::protocol::ProduceResponse =
-        conn.call(ApiKey::Produce, &request).unwrap();
+    let response: wire::protocol::ProduceResponse = conn.call(ApiKey::Produce, &request).unwrap();
     assert_eq!(
         response.topics[0].partitions[0].error.code,
         ErrorCode::InvalidRequest
     );
+}
+
+/// A group whose committed offset is outside the log (here: beyond its end, as after a
+/// retention cut or a bad manual commit) starts that partition at `auto_offset_reset` instead of
+/// failing, like Kafka's `auto.offset.reset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_commit_falls_back_to_auto_offset_reset() {
+    use client::{
+        Consumer, ConsumerConfig, GroupConfig, Offset, Producer, ProducerConfig, ProducerRecord,
+    };
+    let broker = Broker::start(&["--group-min-session-timeout-ms", "100"]);
+    let mut conn = Conn::connect(broker.addr);
+    conn.create_topic("t", 1, None);
+    let producer = Producer::new(ProducerConfig::new(broker.addr.to_string())).unwrap();
+    for i in 0..5 {
+        let record = ProducerRecord::new("t", format!("m{i}").into_bytes()).with_partition(0);
+        producer.send(record).await.unwrap();
+    }
+    let response = commit(&mut conn, "reset", 100, 1); // offset 1000: far past the log end
+    assert!(response.topics[0].partitions[0].error.is_ok());
+
+    let mut group = GroupConfig::new("reset");
+    group.auto_offset_reset = Offset::Earliest;
+    group.session_timeout = std::time::Duration::from_secs(1);
+    group.heartbeat_interval = std::time::Duration::from_millis(200);
+    let config = ConsumerConfig::new(broker.addr.to_string()).with_group(group);
+    let mut consumer = Consumer::new(config).unwrap();
+    consumer.subscribe(&["t"]).unwrap();
+    let received = common::receive(&mut consumer, 5, std::time::Duration::from_secs(20)).await;
+    let values: Vec<&str> = received.iter().map(|r| r.text()).collect();
+    assert_eq!(values, ["m0", "m1", "m2", "m3", "m4"]);
+    consumer.close().await.unwrap();
 }

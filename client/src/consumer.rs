@@ -15,8 +15,10 @@
 //! * Fetches for different endpoints run concurrently and independently: a shard with data
 //!   answers at once even while another long-polls. At most one fetch per endpoint is in
 //!   flight, so buffered responses are bounded by `endpoints × fetch_max_bytes`.
-//! * `OffsetOutOfRange` is returned as [`ClientError::OffsetOutOfRange`]: the consumer never
-//!   resets a position by itself. Seek to recover.
+//! * `OffsetOutOfRange` is returned as [`ClientError::OffsetOutOfRange`] to a consumer without
+//!   a group: it never resets a position by itself (seek to recover). A group consumer moves
+//!   such a partition to [`GroupConfig::auto_offset_reset`] and logs a warning (Kafka's
+//!   `auto.offset.reset`).
 //! * Connection errors, `NotLeader` and `UnknownTopicOrPartition` refresh the metadata and the
 //!   fetch is retried after `retry_backoff`; a consumer therefore rides out a broker restart
 //!   and continues from its position.
@@ -625,7 +627,7 @@ impl Consumer {
     /// (empty after the timeout). Records are views into the fetched frames: read them from
     /// the returned [`Records`], which owns the bytes.
     ///
-    /// Errors: [`ClientError::OffsetOutOfRange`] (seek to recover),
+    /// Errors: [`ClientError::OffsetOutOfRange`] without a group (seek to recover),
     /// [`ClientError::CorruptBatch`], [`ClientError::UnknownTopic`] /
     /// [`ClientError::UnknownPartition`] for assignments the cluster does not know, and
     /// non-retriable broker errors. When an error is returned no position moved.
@@ -942,6 +944,8 @@ impl Consumer {
         let mut records = Records::new();
         let mut advances: Vec<(usize, u64)> = Vec::new();
         let mut first_error: Option<ClientError> = None;
+        let reset: Option<Offset> = self.group.as_ref().map(|g| g.config().auto_offset_reset);
+        let mut resets: Vec<usize> = Vec::new();
         for outcome in outcomes {
             let outcome = match outcome {
                 Ok(outcome) => outcome,
@@ -1009,6 +1013,14 @@ impl Consumer {
                 let tp = &self.assignment[index].tp;
                 match part.error {
                     ErrorCode::None => {}
+                    ErrorCode::OffsetOutOfRange if reset.is_some() => {
+                        // A group consumer falls back to `auto_offset_reset` (Kafka's
+                        // auto.offset.reset), e.g. when retention deleted what the group
+                        // committed.
+                        warn!(%tp, offset, log_start_offset = part.log_start_offset, "offset out of range; resetting");
+                        resets.push(index);
+                        continue;
+                    }
                     ErrorCode::OffsetOutOfRange => {
                         first_error.get_or_insert(ClientError::OffsetOutOfRange {
                             topic: tp.topic.clone(),
@@ -1063,6 +1075,19 @@ impl Consumer {
                             source,
                         });
                     }
+                }
+            }
+        }
+        for index in resets {
+            let assigned = &mut self.assignment[index];
+            match reset {
+                Some(Offset::At(offset)) => {
+                    assigned.position = Some(offset);
+                    assigned.seek = None;
+                }
+                other => {
+                    assigned.position = None;
+                    assigned.seek = other;
                 }
             }
         }

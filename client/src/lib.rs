@@ -89,6 +89,37 @@
 //! # }
 //! ```
 //!
+//! # Consume in a group
+//!
+//! With a [`GroupConfig`], [`Consumer::subscribe`] shares a topic's partitions with the other
+//! members of the group (point-to-point within a group; every group gets every message). The
+//! group's committed offsets say where each partition starts; [`GroupConfig::auto_offset_reset`]
+//! applies to partitions without one. [`Delivery::AtLeastOnce`] (the default) commits what
+//! earlier polls returned, every `auto_commit_interval` and before a rebalance takes a
+//! partition away; [`Delivery::AtMostOnce`] commits before `poll` returns the records.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use client::{Consumer, ConsumerConfig, Delivery, GroupConfig, Offset, RebalanceEvent};
+//!
+//! # async fn example() -> Result<(), client::ClientError> {
+//! let mut group = GroupConfig::new("billing"); // cooperative-sticky, then range
+//! group.auto_offset_reset = Offset::Earliest;
+//! group.delivery = Delivery::AtLeastOnce;
+//! let mut consumer = Consumer::new(ConsumerConfig::new("127.0.0.1:9092").with_group(group))?;
+//! consumer.on_rebalance(|event: &RebalanceEvent| println!("rebalance: {event:?}"));
+//! consumer.subscribe(&["orders"])?;
+//! for _ in 0..100 {
+//!     let records = consumer.poll(Duration::from_secs(1)).await?;
+//!     for record in &records {
+//!         println!("{}@{}", record.partition, record.offset);
+//!     }
+//! }
+//! consumer.commit_sync().await?; // or let the auto-commit do it
+//! consumer.close().await?; // commits, then leaves the group (a static member just stops)
+//! # Ok(()) }
+//! ```
+//!
 //! # Errors and retries
 //!
 //! Every operation fails with a [`ClientError`]. [`ClientError::is_retriable`] says whether the
@@ -99,7 +130,9 @@
 //!
 //! [`connection`] (one pipelined TCP connection), `cluster` (metadata cache, routing to shard
 //! endpoints, connection pool), [`partitioner`], `accumulator` (batching), [`producer`],
-//! [`records`] (zero-copy views), [`consumer`], [`admin`], [`error`].
+//! [`records`] (zero-copy views), [`consumer`], [`group`] (consumer-group membership and
+//! commits behind [`Consumer::subscribe`]), [`assignor`] (range, round-robin,
+//! cooperative-sticky), [`admin`], [`error`].
 
 mod accumulator;
 pub mod admin;

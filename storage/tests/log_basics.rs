@@ -284,7 +284,13 @@ fn delete_segments_before_an_offset() {
         }
         let segments = log.segment_count();
         assert!(segments > 3);
-        assert_eq!(log.delete_segments_before(0).await.unwrap().segments_deleted, 0);
+        assert_eq!(
+            log.delete_segments_before(0)
+                .await
+                .unwrap()
+                .segments_deleted,
+            0
+        );
         let cut = 200; // offsets 0..400: half the log
         let report = log.delete_segments_before(cut).await.unwrap();
         assert!(report.segments_deleted > 0);

@@ -194,7 +194,10 @@ impl Coordinator {
             if shard_for(CONSUMER_OFFSETS_TOPIC, partition, shard.shards()) != self.shard_id {
                 continue;
             }
-            let Some(owned) = shard.partitions.borrow().get(CONSUMER_OFFSETS_TOPIC, partition)
+            let Some(owned) = shard
+                .partitions
+                .borrow()
+                .get(CONSUMER_OFFSETS_TOPIC, partition)
             else {
                 anyhow::bail!("{CONSUMER_OFFSETS_TOPIC} partition {partition} is not open");
             };
@@ -206,12 +209,19 @@ impl Coordinator {
 
     fn store_for(&self, group: &str) -> Result<Rc<OffsetStore>, WireError> {
         let partition = offsets_partition_for(group, self.offsets_partitions);
-        self.stores.borrow().get(&partition).cloned().ok_or_else(|| {
-            WireError::new(
-                ErrorCode::NotCoordinator,
-                format!("shard {} does not coordinate group {group:?}", self.shard_id),
-            )
-        })
+        self.stores
+            .borrow()
+            .get(&partition)
+            .cloned()
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::NotCoordinator,
+                    format!(
+                        "shard {} does not coordinate group {group:?}",
+                        self.shard_id
+                    ),
+                )
+            })
     }
 
     fn new_member_id(&self, client_id: &str) -> String {
@@ -307,7 +317,9 @@ impl Coordinator {
             }
             GroupRequest::OffsetCommit(request) => self.commit(shard, request, now).await,
             GroupRequest::OffsetFetch(request) => self.fetch_offsets(request),
-            GroupRequest::Describe(group_id) => Ok(GroupResponse::Describe(self.describe(&group_id))),
+            GroupRequest::Describe(group_id) => {
+                Ok(GroupResponse::Describe(self.describe(&group_id)))
+            }
             GroupRequest::List => Ok(GroupResponse::List(self.list())),
         }
     }
@@ -343,8 +355,7 @@ impl Coordinator {
                     .topics
                     .get(&topic.topic)
                     .is_some_and(|config| partition.partition < config.partitions);
-                let error = if !known
-                {
+                let error = if !known {
                     crate::error_code::unknown_partition(&topic.topic, partition.partition)
                 } else if partition.metadata.len() > COMMIT_METADATA_MAX {
                     WireError::new(
@@ -405,9 +416,7 @@ impl Coordinator {
                     partitions: topic
                         .partitions
                         .iter()
-                        .map(|p| {
-                            fetched(*p, committed.get(&(topic.topic.clone(), *p)))
-                        })
+                        .map(|p| fetched(*p, committed.get(&(topic.topic.clone(), *p))))
                         .collect(),
                     topic: topic.topic,
                 })

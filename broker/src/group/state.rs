@@ -313,7 +313,10 @@ impl Group {
             if member.instance_id.as_deref() != Some(instance.as_str()) {
                 return JoinOutcome::Now(error(
                     ErrorCode::FencedInstanceId,
-                    format!("member {:?} is not instance {instance:?}", request.member_id),
+                    format!(
+                        "member {:?} is not instance {instance:?}",
+                        request.member_id
+                    ),
                 ));
             }
         }
@@ -394,7 +397,11 @@ impl Group {
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in laggards {
-                tracing::info!(group = self.id, member = id, "member did not rejoin in time");
+                tracing::info!(
+                    group = self.id,
+                    member = id,
+                    "member did not rejoin in time"
+                );
                 self.remove_member(&id);
             }
         }
@@ -639,16 +646,10 @@ impl Group {
                 }
             }
             if let Some(reply) = member.pending_join {
-                let _ = reply.send(error(
-                    ErrorCode::UnknownMemberId,
-                    "removed from the group",
-                ));
+                let _ = reply.send(error(ErrorCode::UnknownMemberId, "removed from the group"));
             }
             if let Some(reply) = member.pending_sync {
-                let _ = reply.send(error(
-                    ErrorCode::UnknownMemberId,
-                    "removed from the group",
-                ));
+                let _ = reply.send(error(ErrorCode::UnknownMemberId, "removed from the group"));
             }
         }
         if self.leader.as_deref() == Some(id) {
@@ -673,7 +674,8 @@ impl Group {
             }
             self.members.insert(new_id.to_owned(), member);
         }
-        self.instances.insert(instance.to_owned(), new_id.to_owned());
+        self.instances
+            .insert(instance.to_owned(), new_id.to_owned());
         if self.leader.as_deref() == Some(old_id) {
             self.leader = Some(new_id.to_owned());
         }
@@ -721,7 +723,11 @@ impl Group {
         Ok(())
     }
 
-    fn unknown_member<T>(&self, member_id: &str, instance_id: Option<&str>) -> Result<T, WireError> {
+    fn unknown_member<T>(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<T, WireError> {
         if let Some(instance) = instance_id {
             if self.instances.contains_key(instance) {
                 return error(
@@ -732,10 +738,7 @@ impl Group {
         }
         error(
             ErrorCode::UnknownMemberId,
-            format!(
-                "member {member_id:?} is not in group {:?}: rejoin",
-                self.id
-            ),
+            format!("member {member_id:?} is not in group {:?}: rejoin", self.id),
         )
     }
 
@@ -815,7 +818,11 @@ mod tests {
         }
     }
 
-    fn join_request(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> JoinGroupRequest {
+    fn join_request(
+        member_id: &str,
+        instance: Option<&str>,
+        protocols: &[&str],
+    ) -> JoinGroupRequest {
         JoinGroupRequest {
             group_id: "g".into(),
             member_id: member_id.into(),
@@ -843,10 +850,22 @@ mod tests {
 
     fn join_new(group: &mut Group, id: &str, now: Instant) -> flume::Receiver<JoinReply> {
         let id = id.to_owned();
-        wait(group.join(&join_request("", None, &["range"]), || id, "h", &limits(), now))
+        wait(group.join(
+            &join_request("", None, &["range"]),
+            || id,
+            "h",
+            &limits(),
+            now,
+        ))
     }
 
-    fn sync(group: &mut Group, id: &str, generation: i32, assignments: &[(&str, &[u8])], now: Instant) -> SyncOutcome {
+    fn sync(
+        group: &mut Group,
+        id: &str,
+        generation: i32,
+        assignments: &[(&str, &[u8])],
+        now: Instant,
+    ) -> SyncOutcome {
         group.sync(
             &SyncGroupRequest {
                 group_id: "g".into(),
@@ -875,7 +894,9 @@ mod tests {
         let joined = a.try_recv().unwrap().unwrap();
         assert_eq!((joined.generation, joined.leader.as_str()), (1, "a"));
         assert_eq!(joined.members.len(), 1);
-        assert!(matches!(sync(&mut group, "a", 1, &[("a", b"A")], t0), SyncOutcome::Wait(r) if r.try_recv().unwrap().unwrap().assignment == b"A"));
+        assert!(
+            matches!(sync(&mut group, "a", 1, &[("a", b"A")], t0), SyncOutcome::Wait(r) if r.try_recv().unwrap().unwrap().assignment == b"A")
+        );
         assert_eq!(group.state(), GroupState::Stable);
         assert!(group.heartbeat("a", None, 1, t0).is_ok());
 
@@ -885,15 +906,32 @@ mod tests {
             group.heartbeat("a", None, 1, t0).unwrap_err().code,
             ErrorCode::RebalanceInProgress
         );
-        let a = wait(group.join(&join_request("a", None, &["range"]), || unreachable!(), "h", &limits(), t0));
-        let (ja, jb) = (a.try_recv().unwrap().unwrap(), b.try_recv().unwrap().unwrap());
+        let a = wait(group.join(
+            &join_request("a", None, &["range"]),
+            || unreachable!(),
+            "h",
+            &limits(),
+            t0,
+        ));
+        let (ja, jb) = (
+            a.try_recv().unwrap().unwrap(),
+            b.try_recv().unwrap().unwrap(),
+        );
         assert_eq!((ja.generation, jb.generation), (2, 2));
         assert_eq!(ja.leader, "a", "the leader is kept");
         assert_eq!((ja.members.len(), jb.members.len()), (2, 0));
-        let SyncOutcome::Wait(follower) = sync(&mut group, "b", 2, &[], t0) else { panic!() };
+        let SyncOutcome::Wait(follower) = sync(&mut group, "b", 2, &[], t0) else {
+            panic!()
+        };
         assert!(follower.try_recv().is_err(), "waits for the leader");
-        assert_eq!(sync(&mut group, "a", 1, &[], t0).now_error(), Some(ErrorCode::IllegalGeneration));
-        let SyncOutcome::Wait(leader) = sync(&mut group, "a", 2, &[("a", b"A2"), ("b", b"B2")], t0) else { panic!() };
+        assert_eq!(
+            sync(&mut group, "a", 1, &[], t0).now_error(),
+            Some(ErrorCode::IllegalGeneration)
+        );
+        let SyncOutcome::Wait(leader) = sync(&mut group, "a", 2, &[("a", b"A2"), ("b", b"B2")], t0)
+        else {
+            panic!()
+        };
         assert_eq!(leader.try_recv().unwrap().unwrap().assignment, b"A2");
         assert_eq!(follower.try_recv().unwrap().unwrap().assignment, b"B2");
         assert_eq!(group.describe().members.len(), 2);
@@ -911,13 +949,18 @@ mod tests {
         // a never rejoins nor heartbeats: at its session timeout (1 s) it is expired, and b's
         // join completes alone.
         assert!(group.expire(t0 + Duration::from_millis(999)).is_empty());
-        assert_eq!(group.expire(t0 + Duration::from_millis(1000)), vec!["a".to_owned()]);
+        assert_eq!(
+            group.expire(t0 + Duration::from_millis(1000)),
+            vec!["a".to_owned()]
+        );
         let joined = b.try_recv().unwrap().unwrap();
         assert_eq!((joined.generation, joined.leader.as_str()), (2, "b"));
 
         // a heartbeating member that never rejoins is dropped at the rebalance timeout (5 s).
         let t1 = t0 + Duration::from_secs(2);
-        let SyncOutcome::Wait(_) = sync(&mut group, "b", 2, &[("b", b"B")], t1) else { panic!() };
+        let SyncOutcome::Wait(_) = sync(&mut group, "b", 2, &[("b", b"B")], t1) else {
+            panic!()
+        };
         let c = join_new(&mut group, "c", t1);
         for step in 1..=6 {
             let now = t1 + Duration::from_millis(900 * step);
@@ -935,28 +978,75 @@ mod tests {
     fn static_member_rejoins_without_rebalance() {
         let t0 = Instant::now();
         let mut group = Group::new("g");
-        let a = wait(group.join(&join_request("", Some("i-a"), &["range"]), || "a1".into(), "h", &limits(), t0));
+        let a = wait(group.join(
+            &join_request("", Some("i-a"), &["range"]),
+            || "a1".into(),
+            "h",
+            &limits(),
+            t0,
+        ));
         a.try_recv().unwrap().unwrap();
         let b = join_new(&mut group, "b", t0);
-        let a = wait(group.join(&join_request("a1", Some("i-a"), &["range"]), || unreachable!(), "h", &limits(), t0));
-        let _ = (a.try_recv().unwrap().unwrap(), b.try_recv().unwrap().unwrap());
-        let SyncOutcome::Wait(_) = sync(&mut group, "b", 2, &[], t0) else { panic!() };
-        let SyncOutcome::Wait(_) = sync(&mut group, "a1", 2, &[("a1", b"A"), ("b", b"B")], t0) else { panic!() };
+        let a = wait(group.join(
+            &join_request("a1", Some("i-a"), &["range"]),
+            || unreachable!(),
+            "h",
+            &limits(),
+            t0,
+        ));
+        let _ = (
+            a.try_recv().unwrap().unwrap(),
+            b.try_recv().unwrap().unwrap(),
+        );
+        let SyncOutcome::Wait(_) = sync(&mut group, "b", 2, &[], t0) else {
+            panic!()
+        };
+        let SyncOutcome::Wait(_) = sync(&mut group, "a1", 2, &[("a1", b"A"), ("b", b"B")], t0)
+        else {
+            panic!()
+        };
         assert_eq!(group.state(), GroupState::Stable);
 
-        let JoinOutcome::Now(Ok(back)) = group.join(&join_request("", Some("i-a"), &["range"]), || "a2".into(), "h", &limits(), t0) else {
+        let JoinOutcome::Now(Ok(back)) = group.join(
+            &join_request("", Some("i-a"), &["range"]),
+            || "a2".into(),
+            "h",
+            &limits(),
+            t0,
+        ) else {
             panic!("a static rejoin is answered at once")
         };
-        assert_eq!((back.generation, back.member_id.as_str(), back.leader.as_str()), (2, "a2", "a2"));
+        assert_eq!(
+            (
+                back.generation,
+                back.member_id.as_str(),
+                back.leader.as_str()
+            ),
+            (2, "a2", "a2")
+        );
         assert!(back.skip_assignment);
         assert_eq!(group.state(), GroupState::Stable);
-        let SyncOutcome::Now(Ok(assignment)) = group.sync(&SyncGroupRequest { group_id: "g".into(), generation: 2, member_id: "a2".into(), group_instance_id: Some("i-a".into()), assignments: vec![] }, t0) else { panic!() };
+        let SyncOutcome::Now(Ok(assignment)) = group.sync(
+            &SyncGroupRequest {
+                group_id: "g".into(),
+                generation: 2,
+                member_id: "a2".into(),
+                group_instance_id: Some("i-a".into()),
+                assignments: vec![],
+            },
+            t0,
+        ) else {
+            panic!()
+        };
         assert_eq!(assignment.assignment, b"A");
         assert_eq!(
             group.heartbeat("a1", Some("i-a"), 2, t0).unwrap_err().code,
             ErrorCode::FencedInstanceId
         );
-        assert!(group.heartbeat("b", None, 2, t0).is_ok(), "no rebalance for the others");
+        assert!(
+            group.heartbeat("b", None, 2, t0).is_ok(),
+            "no rebalance for the others"
+        );
     }
 
     /// Commits: members of the current generation only; generation -1 only for an empty group.
@@ -967,10 +1057,19 @@ mod tests {
         assert!(group.check_commit("", None, -1, t0).is_ok());
         let a = join_new(&mut group, "a", t0);
         a.try_recv().unwrap().unwrap();
-        assert_eq!(group.check_commit("", None, -1, t0).unwrap_err().code, ErrorCode::NonEmptyGroup);
+        assert_eq!(
+            group.check_commit("", None, -1, t0).unwrap_err().code,
+            ErrorCode::NonEmptyGroup
+        );
         assert!(group.check_commit("a", None, 1, t0).is_ok());
-        assert_eq!(group.check_commit("a", None, 0, t0).unwrap_err().code, ErrorCode::IllegalGeneration);
-        assert_eq!(group.check_commit("zz", None, 1, t0).unwrap_err().code, ErrorCode::UnknownMemberId);
+        assert_eq!(
+            group.check_commit("a", None, 0, t0).unwrap_err().code,
+            ErrorCode::IllegalGeneration
+        );
+        assert_eq!(
+            group.check_commit("zz", None, 1, t0).unwrap_err().code,
+            ErrorCode::UnknownMemberId
+        );
         group.leave("a", None, t0).unwrap();
         assert_eq!(group.state(), GroupState::Empty);
         assert!(group.check_commit("", None, -1, t0).is_ok());
@@ -981,13 +1080,42 @@ mod tests {
     fn protocol_vote_and_inconsistency() {
         let t0 = Instant::now();
         let mut group = Group::new("g");
-        let a = wait(group.join(&join_request("", None, &["cooperative-sticky", "range"]), || "a".into(), "h", &limits(), t0));
-        assert_eq!(a.try_recv().unwrap().unwrap().protocol_name, "cooperative-sticky");
-        let b = wait(group.join(&join_request("", None, &["range"]), || "b".into(), "h", &limits(), t0));
-        let a = wait(group.join(&join_request("a", None, &["cooperative-sticky", "range"]), || unreachable!(), "h", &limits(), t0));
+        let a = wait(group.join(
+            &join_request("", None, &["cooperative-sticky", "range"]),
+            || "a".into(),
+            "h",
+            &limits(),
+            t0,
+        ));
+        assert_eq!(
+            a.try_recv().unwrap().unwrap().protocol_name,
+            "cooperative-sticky"
+        );
+        let b = wait(group.join(
+            &join_request("", None, &["range"]),
+            || "b".into(),
+            "h",
+            &limits(),
+            t0,
+        ));
+        let a = wait(group.join(
+            &join_request("a", None, &["cooperative-sticky", "range"]),
+            || unreachable!(),
+            "h",
+            &limits(),
+            t0,
+        ));
         assert_eq!(b.try_recv().unwrap().unwrap().protocol_name, "range");
         assert_eq!(a.try_recv().unwrap().unwrap().protocol_name, "range");
-        let JoinOutcome::Now(Err(e)) = group.join(&join_request("", None, &["roundrobin"]), || "c".into(), "h", &limits(), t0) else { panic!() };
+        let JoinOutcome::Now(Err(e)) = group.join(
+            &join_request("", None, &["roundrobin"]),
+            || "c".into(),
+            "h",
+            &limits(),
+            t0,
+        ) else {
+            panic!()
+        };
         assert_eq!(e.code, ErrorCode::InconsistentGroupProtocol);
     }
 

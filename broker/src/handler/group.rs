@@ -40,12 +40,16 @@ pub fn forward(
     correlation_id: u32,
     request: GroupRequest,
 ) -> Task<Option<Outgoing>> {
-    spawn(shard, correlation_id, move |shard, correlation_id| async move {
-        match route(&shard, request).await {
-            Ok(response) => encode(correlation_id, response),
-            Err(error) => error_frame(correlation_id, &error),
-        }
-    })
+    spawn(
+        shard,
+        correlation_id,
+        move |shard, correlation_id| async move {
+            match route(&shard, request).await {
+                Ok(response) => encode(correlation_id, response),
+                Err(error) => error_frame(correlation_id, &error),
+            }
+        },
+    )
 }
 
 /// Runs `request` on the shard coordinating its group.

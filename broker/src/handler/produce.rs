@@ -60,7 +60,10 @@ pub async fn dispatch(
             let route = if topic.topic.starts_with("__") {
                 Err(WireError::new(
                     ErrorCode::InvalidRequest,
-                    format!("{:?} is an internal topic: only the broker writes it", topic.topic),
+                    format!(
+                        "{:?} is an internal topic: only the broker writes it",
+                        topic.topic
+                    ),
                 ))
             } else {
                 shard.route(&topic.topic, data.partition)
