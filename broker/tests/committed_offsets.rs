@@ -62,15 +62,18 @@ fn log_start(conn: &mut Conn, partition: u32) -> i64 {
 }
 
 /// Thousands of commits with tiny offsets segments and a short snapshot interval: the
-/// coordinator snapshots its table and deletes the sealed segments the snapshot covers (the
-/// history is compacted away: the partition's log start moves), and after kill -9 and a
-/// restart the last commit of every partition is back.
+/// coordinator snapshots its table and deletes the sealed segments the snapshots cover (the
+/// history is compacted away: the partition's log start moves). After kill -9 and a restart
+/// the last commit of every partition is back, including one made only at the very start,
+/// whose record is gone from the log (it comes from the snapshot). A damaged newest snapshot
+/// falls back to the previous one; when both are damaged and the log no longer has what they
+/// covered, the broker refuses to start rather than forget offsets.
 #[test]
 fn commits_are_compacted_by_snapshots_and_survive_kill() {
     let dir = data_dir();
     let flags = [
         "--offsets-partitions",
-        "2",
+        "1",
         "--offsets-segment-bytes",
         "65536",
         "--offsets-snapshot-records",
@@ -79,6 +82,7 @@ fn commits_are_compacted_by_snapshots_and_survive_kill() {
     let mut broker = Broker::start_in(dir.path(), &flags);
     let mut conn = Conn::connect(broker.addr);
     conn.create_topic("t", 4, None);
+    commit(&mut conn, "early", 7, 4);
     for round in 0..ROUNDS {
         let response = commit(&mut conn, "g", round, 4);
         for partition in &response.topics[0].partitions {
@@ -93,27 +97,77 @@ fn commits_are_compacted_by_snapshots_and_survive_kill() {
             },
         )
         .unwrap();
-    assert!(coordinator.offsets_partition < 2);
-    let start = log_start(&mut conn, coordinator.offsets_partition);
+    assert_eq!(coordinator.offsets_partition, 0);
+    let start = log_start(&mut conn, 0);
     assert!(
         start > 0,
         "sealed segments covered by a snapshot are deleted (log start {start})"
     );
 
+    let check = |broker: &Broker| {
+        let mut conn = Conn::connect(broker.addr);
+        let fetched = fetch(&mut conn, "g");
+        for partition in &fetched.topics[0].partitions {
+            let p = u64::from(partition.partition);
+            assert_eq!(partition.offset as u64, (ROUNDS - 1) * 10 + p);
+            assert_eq!(partition.metadata, format!("round {}", ROUNDS - 1));
+            assert!(partition.commit_timestamp > 0);
+        }
+        let early = fetch(&mut conn, "early");
+        let offsets: Vec<i64> = early.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.offset)
+            .collect();
+        assert_eq!(offsets, [70, 71, 72, 73], "from the snapshot");
+        // A group that never committed has no offsets.
+        let none = fetch(&mut conn, "other");
+        assert!(none.topics[0].partitions.iter().all(|p| p.offset == -1));
+        assert!(log_start(&mut conn, 0) >= start);
+    };
     broker.kill();
-    let broker = Broker::start_in(dir.path(), &flags);
-    let mut conn = Conn::connect(broker.addr);
-    let fetched = fetch(&mut conn, "g");
-    for partition in &fetched.topics[0].partitions {
-        let p = u64::from(partition.partition);
-        assert_eq!(partition.offset as u64, (ROUNDS - 1) * 10 + p);
-        assert_eq!(partition.metadata, format!("round {}", ROUNDS - 1));
-        assert!(partition.commit_timestamp > 0);
+    let mut broker = Broker::start_in(dir.path(), &flags);
+    check(&broker);
+
+    // A clean stop writes a snapshot (the previous one is kept); damage the newest.
+    assert!(broker.terminate().success());
+    let partition_dir = dir
+        .path()
+        .join("topics")
+        .join(CONSUMER_OFFSETS_TOPIC)
+        .join("0");
+    let damage = |name: &str| {
+        let path = partition_dir.join(name);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    };
+    damage("offsets.snapshot");
+    let mut broker = Broker::start_in(dir.path(), &flags);
+    check(&broker);
+    assert!(broker.terminate().success());
+
+    damage("offsets.snapshot");
+    damage("offsets.snapshot.prev");
+    let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--cores", "2"])
+        .args(flags)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    let stdout = refused.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first_line).unwrap();
+    if !first_line.is_empty() {
+        let _ = refused.kill();
+        panic!("the broker started with both snapshots damaged: {first_line}");
     }
-    assert!(log_start(&mut conn, coordinator.offsets_partition) >= start);
-    // A group that never committed has no offsets.
-    let none = fetch(&mut conn, "other");
-    assert!(none.topics[0].partitions.iter().all(|p| p.offset == -1));
+    let output = refused.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("damaged"), "{stderr}");
 }
 
 /// Bad commits get clear errors and store nothing: unknown partitions, empty group ids, member

@@ -44,6 +44,10 @@ struct GroupConsumer {
     child: Child,
     lines: Arc<Mutex<Vec<Line>>>,
     events: Arc<Mutex<Vec<Event>>>,
+    /// The threads reading the child's standard output and error; they end at EOF, once the
+    /// child is gone and the pipes are drained. Joined by `kill` / `stop`, so that `lines()`
+    /// and `events()` are complete afterwards.
+    readers: Vec<thread::JoinHandle<()>>,
     started: Instant,
 }
 
@@ -68,9 +72,8 @@ impl GroupConsumer {
         let events = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let sink = lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
+        let stdout_reader = thread::spawn(move || {
+            for line in complete_lines(stdout) {
                 let mut fields = line.splitn(3, '\t');
                 let (Some(p), Some(o), Some(v)) = (fields.next(), fields.next(), fields.next())
                 else {
@@ -86,9 +89,8 @@ impl GroupConsumer {
         });
         let stderr = child.stderr.take().unwrap();
         let sink = events.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
+        let stderr_reader = thread::spawn(move || {
+            for line in complete_lines(stderr) {
                 let mut words = line.split_whitespace();
                 let kind = words.next().unwrap_or_default();
                 if !matches!(kind, "assigned" | "revoked" | "lost") {
@@ -113,6 +115,7 @@ impl GroupConsumer {
             child,
             lines,
             events,
+            readers: vec![stdout_reader, stderr_reader],
             started: Instant::now(),
         }
     }
@@ -144,20 +147,52 @@ impl GroupConsumer {
         self.lines().into_iter().map(|l| l.value).collect()
     }
 
+    /// SIGKILL; returns once every line the consumer wrote before dying has been read.
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.join_readers();
     }
 
-    /// SIGTERM: the consumer commits what it printed and exits 0.
+    /// SIGTERM: the consumer commits what it printed and exits 0. Returns once its output
+    /// has been read to the end.
     fn stop(&mut self) {
         // SAFETY: sending a signal to our own child process.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let status = self.child.wait().unwrap();
+        self.join_readers();
         assert!(status.success(), "consumer exit status {status}");
     }
+
+    /// Waits for the reader threads, which end at EOF of the pipes of the reaped child.
+    fn join_readers(&mut self) {
+        for reader in self.readers.drain(..) {
+            let outcome = reader.join();
+            // A reader that panicked (unexpected output) fails the test, unless it is already
+            // failing (a panic while unwinding would abort).
+            if outcome.is_err() && !thread::panicking() {
+                panic!("a consumer output reader panicked");
+            }
+        }
+    }
+}
+
+/// The newline-terminated lines of `pipe` until EOF (or a read error), without their newline:
+/// a last line without one was cut by a SIGKILL in the middle of a write and is left out.
+fn complete_lines(pipe: impl std::io::Read) -> impl Iterator<Item = String> {
+    let mut reader = BufReader::new(pipe);
+    std::iter::from_fn(move || {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(_) if line.ends_with('\n') => {
+                line.pop();
+                Some(line)
+            }
+            _ => None,
+        }
+    })
 }
 
 impl Drop for GroupConsumer {
@@ -289,7 +324,9 @@ fn members_split_partitions_and_take_over_from_a_killed_one() {
 }
 
 /// A fourth member joining a cooperative group takes some partitions; the partitions that do
-/// not move are never revoked and keep being consumed during the rebalance.
+/// not move are never revoked and keep being consumed during the rebalance: every record of a
+/// kept partition produced from the fourth member's start until 500 ms after its assignment
+/// (the whole rebalance, both cooperative rounds) is printed by its owner within a second.
 #[test]
 fn joining_member_moves_only_some_partitions() {
     let broker = start_broker();
@@ -302,10 +339,13 @@ fn joining_member_moves_only_some_partitions() {
     let before: Vec<BTreeSet<u32>> = members.iter().map(GroupConsumer::owned).collect();
     let events_before: Vec<usize> = members.iter().map(|m| m.events().len()).collect();
 
-    // Keep producing while the fourth member joins.
+    // Keep producing while the fourth member joins; `produced_at[i]` is when the producer
+    // started writing `live-<p>-<i>` to every partition p.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let produced_at: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
     let producing = {
         let stop = stop.clone();
+        let produced_at = produced_at.clone();
         let addr = broker.addr.to_string();
         thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -316,6 +356,7 @@ fn joining_member_moves_only_some_partitions() {
                 let producer = Producer::new(ProducerConfig::new(addr)).unwrap();
                 let mut i = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    produced_at.lock().unwrap().push(Instant::now());
                     for p in 0..PARTITIONS {
                         let record =
                             ProducerRecord::new(TOPIC, format!("live-{p}-{i}").into_bytes())
@@ -349,6 +390,47 @@ fn joining_member_moves_only_some_partitions() {
         .at;
     let moved = fourth.owned();
     assert!(moved.len() == 1 || moved.len() == 2, "moved {moved:?}");
+    // The rebalance is surely under way from the first revocation (of a moved partition, in
+    // the first cooperative round) until the fourth member gets them (second round).
+    let first_revoke = members
+        .iter()
+        .zip(&events_before)
+        .flat_map(|(member, &before)| member.events().split_off(before))
+        .filter(|event| event.kind == "revoked")
+        .map(|event| event.at)
+        .min()
+        .expect("the partitions that moved were revoked first");
+    assert!(first_revoke <= joined_at, "revoked after the move");
+    // What "never stop" means here: no record of a kept partition waits long, whenever it is
+    // produced during the rebalance. Latency rather than gaps between printed records, so
+    // that a stall of the producer (a test thread) cannot fail the test, and a record not
+    // printed at all counts as an infinite wait. The window starts at the fourth member's
+    // start, before the rebalance (more records checked, to the same bound), and ends 500 ms
+    // after its assignment, in case the rebalance is very short.
+    const MAX_LATENCY: Duration = Duration::from_secs(1);
+    let window_end = joined_at + Duration::from_millis(500);
+    // Every record produced in the window has had MAX_LATENCY to get printed.
+    let settled = window_end + MAX_LATENCY + Duration::from_millis(200);
+    thread::sleep(settled.saturating_duration_since(Instant::now()));
+    let produced_at = produced_at.lock().unwrap().clone();
+    let produced_in = |from: Instant, to: Instant| -> Vec<usize> {
+        (0..produced_at.len())
+            .filter(|&i| produced_at[i] >= from && produced_at[i] <= to)
+            .collect()
+    };
+    let checked = produced_in(fourth.started, window_end);
+    let during_rebalance = produced_in(first_revoke, window_end).len();
+    eprintln!(
+        "rebalance: first revoke after {:?}, fourth member assigned {:?} later; {} rounds of \
+         records checked, {during_rebalance} of them produced during the rebalance",
+        first_revoke.saturating_duration_since(fourth.started),
+        joined_at.saturating_duration_since(first_revoke),
+        checked.len(),
+    );
+    assert!(
+        during_rebalance > 0,
+        "the producer wrote nothing during the rebalance: nothing proven"
+    );
     for (i, member) in members.iter().enumerate() {
         let kept: BTreeSet<u32> = before[i].difference(&moved).copied().collect();
         assert_eq!(member.owned(), kept, "member {i} keeps what did not move");
@@ -361,17 +443,29 @@ fn joining_member_moves_only_some_partitions() {
                 "member {i}: only moved partitions are revoked, got {event:?}"
             );
         }
-        // Kept partitions were consumed while the rebalance ran: between the fourth member's
-        // start and its assignment, records of kept partitions kept arriving.
-        let during = member
-            .lines()
-            .iter()
-            .filter(|l| l.at > fourth.started && l.at < joined_at && kept.contains(&l.partition))
-            .count();
-        assert!(
-            kept.is_empty() || during > 0,
-            "member {i} stopped consuming its kept partitions during the rebalance"
-        );
+        // When member i first printed each record of its kept partitions.
+        let mut printed: BTreeMap<(u32, usize), Instant> = BTreeMap::new();
+        for line in member.lines() {
+            let round = line.value.rsplit('-').next().unwrap().parse().unwrap();
+            printed.entry((line.partition, round)).or_insert(line.at);
+        }
+        let mut worst = Duration::ZERO;
+        for &p in &kept {
+            for &round in &checked {
+                let latency = printed.get(&(p, round)).map_or(Duration::MAX, |at| {
+                    at.saturating_duration_since(produced_at[round])
+                });
+                assert!(
+                    latency < MAX_LATENCY,
+                    "member {i} stopped consuming its kept partition {p} during the rebalance: \
+                     live-{p}-{round} produced {:?} after the fourth member's start was printed \
+                     after {latency:?}",
+                    produced_at[round] - fourth.started,
+                );
+                worst = worst.max(latency);
+            }
+        }
+        eprintln!("member {i}: kept {kept:?}, worst latency {worst:?}");
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     producing.join().unwrap();
@@ -526,26 +620,25 @@ fn at_most_once_never_redelivers() {
     wait_for("some records", Duration::from_secs(20), || {
         a.lines().len() >= 300
     });
+    // Killed, and its output read to the end: `first` is everything it printed.
     a.kill();
     let first = a.lines();
-    let b = GroupConsumer::start(&broker, "amo", &["--delivery", "at-most-once"]);
-    // b starts where a's last commit left each partition: wait until it has caught up.
+    let mut b = GroupConsumer::start(&broker, "amo", &["--delivery", "at-most-once"]);
+    // b starts where a's last commit left each partition. It has caught up once the group's
+    // committed offset is the end of every partition: a or b committed every record by
+    // then. (Not "someone printed the last record": a may have committed the end of a
+    // partition and been killed before printing it, and b then has nothing to print there.)
+    // Stopping b (SIGTERM, between polls) then lets it print the poll it committed last.
     let expected_end = 400u64;
     wait_for(
-        "the successor to reach the end",
+        "the group's offsets to reach the end",
         Duration::from_secs(30),
         || {
-            let lines = b.lines();
-            (0..PARTITIONS).all(|p| {
-                lines
-                    .iter()
-                    .any(|l| l.partition == p && l.offset + 1 == expected_end)
-                    || first
-                        .iter()
-                        .any(|l| l.partition == p && l.offset + 1 == expected_end)
-            })
+            let committed = committed_offsets(&broker, "amo");
+            (0..PARTITIONS).all(|p| committed.get(&p) == Some(&Some(expected_end)))
         },
     );
+    b.stop();
     let second = b.lines();
     let mut last_first: BTreeMap<u32, u64> = BTreeMap::new();
     for line in &first {
@@ -588,6 +681,23 @@ fn sluice(broker: &Broker, args: &[&str]) -> (i32, String) {
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
+}
+
+/// The committed offset of each partition of [`TOPIC`] that `sluice group describe` reports
+/// (`None`: nothing committed).
+fn committed_offsets(broker: &Broker, group: &str) -> BTreeMap<u32, Option<u64>> {
+    let (status, text) = sluice(broker, &["group", "describe", group]);
+    assert_eq!(status, 0, "{text}");
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.first() != Some(&TOPIC) {
+                return None;
+            }
+            let partition = fields.get(1)?.parse().ok()?;
+            Some((partition, fields.get(2)?.parse().ok()))
+        })
+        .collect()
 }
 
 /// The generation `sluice group describe` reports.

@@ -490,9 +490,11 @@ impl Consumer {
     }
 
     /// [`Consumer::commit_sync`] in a background task: the positions are taken now, the
-    /// returned handle resolves with the outcome. Must be called within a tokio runtime.
+    /// returned handle resolves with the outcome. Lands after the commits already in flight
+    /// (automatic or `commit_async`), and before any later one. Must be called within a
+    /// tokio runtime.
     pub fn commit_async(&mut self) -> JoinHandle<Result<(), ClientError>> {
-        match &self.group {
+        match &mut self.group {
             Some(group) => group.commit_in_background(positions(&self.assignment)),
             None => tokio::spawn(async { Err(no_group("commit_async")) }),
         }
@@ -526,9 +528,9 @@ impl Consumer {
         self.group.as_ref().map(GroupHandle::metadata)
     }
 
-    /// Closes the consumer: stops fetching; with a group, commits the positions
-    /// (at-least-once with auto-commit), passes every partition to the callback as
-    /// `Revoked`, and leaves the group at once so that its partitions move without waiting
+    /// Closes the consumer: stops fetching; with a group, passes every partition to the
+    /// callback as `Revoked`, then commits the positions (at-least-once with auto-commit),
+    /// and leaves the group at once so that its partitions move without waiting
     /// for the session timeout, except a static member, which just stops (restarted within
     /// the session timeout, it gets its partitions back without a rebalance).
     ///

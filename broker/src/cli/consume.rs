@@ -235,7 +235,10 @@ pub(super) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         consumer.seek(tp, args.from)?;
     }
     // Without a group nothing is committed: where the loop stopped does not matter.
-    print_loop(&mut consumer, &args, None).await?;
+    let stopped = print_loop(&mut consumer, &args, None).await?;
+    if let Some(error) = stopped.error {
+        return Err(error);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -250,8 +253,9 @@ pub(super) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
 /// on revocation, which a commit of our own could not do (the rebalance callback is
 /// synchronous and runs inside `poll`). The one place where positions run ahead of the
 /// output is the last poll, when `--max-messages` stops in its middle or standard output
-/// closes: the partitions with unprinted records are sought back to their first unprinted
-/// record before the final `commit_sync` and `close`. Stop signals are only acted on
+/// closes or fails: the partitions with unprinted records are sought back to their first
+/// unprinted record before the final `commit_sync` and `close` (a write error is reported
+/// after them). Stop signals are only acted on
 /// between polls, never by cancelling one, so no poll's records are half taken.
 ///
 /// With `Delivery::AtMostOnce` the consumer commits each poll's positions before handing the
@@ -280,16 +284,23 @@ async fn run_group(args: ConsumeArgs, group: GroupConfig) -> anyhow::Result<Exit
     });
     let result = print_loop(&mut consumer, &args, Some(&stop)).await;
     signals.abort();
-    let unprinted = match result {
-        Ok(unprinted) => unprinted,
+    let stopped = match result {
+        Ok(stopped) => stopped,
         Err(error) => {
-            // Positions equal the printed positions at a poll boundary: a commit on the way
-            // out is still right, but the first error is the one to report.
+            // `poll` failed, which moves no position: positions equal the printed positions
+            // (a poll boundary), so the commit of `close` on the way out is still right, but
+            // the first error is the one to report.
             let _ = consumer.close().await;
             return Err(error);
         }
     };
-    for (tp, offset) in &unprinted {
+    // Standard output failing mid-poll (a closed pipe, or another write error, which is
+    // reported below) leaves positions past records that were not printed. Rather than
+    // exiting without a commit (which would also skip LeaveGroup and leave the partitions
+    // orphaned for the session timeout), the cut is carried out of `print_loop` in every
+    // case and the partitions are sought back to it before the final commit and `close`:
+    // nothing unprinted is ever committed.
+    for (tp, offset) in &stopped.unprinted {
         consumer
             .seek(tp, Offset::At(*offset))
             .with_context(|| format!("moving {tp} back to the first unprinted message"))?;
@@ -305,6 +316,9 @@ async fn run_group(args: ConsumeArgs, group: GroupConfig) -> anyhow::Result<Exit
         .close()
         .await
         .with_context(|| format!("leaving group {group_id:?}"));
+    if let Some(error) = stopped.error {
+        return Err(error);
+    }
     committed.and(closed)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -357,12 +371,14 @@ fn rebalance_line(event: &RebalanceEvent) -> String {
 
 /// Polls and prints until `--max-messages`, `--idle-timeout-ms`, `stop` or a closed standard
 /// output. Returns, for the partitions of the last poll that has records left unprinted, the
-/// offset of the first unprinted record (empty when the loop stopped at a poll boundary).
+/// offset of the first unprinted record (empty when the loop stopped at a poll boundary), and
+/// the error of standard output if it failed otherwise than by closing. Fails only when
+/// `poll` does (which moves no position: they are still the printed ones).
 async fn print_loop(
     consumer: &mut Consumer,
     args: &ConsumeArgs,
     stop: Option<&AtomicBool>,
-) -> anyhow::Result<Vec<(TopicPartition, u64)>> {
+) -> anyhow::Result<Stopped> {
     let flags = PrintFlags {
         partition: args.print_partition,
         offset: args.print_offset,
@@ -371,18 +387,19 @@ async fn print_loop(
     let idle_timeout = args.idle_timeout_ms.map(Duration::from_millis);
     let mut last_data = Instant::now();
     let mut printed = 0u64;
+    let at_most_once = args.group.delivery == Some(DeliveryArg::AtMostOnce);
     let stdout = std::io::stdout();
     loop {
         if args.max_messages.is_some_and(|max| printed >= max)
             || stop.is_some_and(|stop| stop.load(Ordering::SeqCst))
         {
-            return Ok(Vec::new());
+            return Ok(Stopped::default());
         }
         let wait = match idle_timeout {
             Some(idle) => {
                 let left = idle.saturating_sub(last_data.elapsed());
                 if left.is_zero() {
-                    return Ok(Vec::new());
+                    return Ok(Stopped::default());
                 }
                 left.min(POLL_MAX)
             }
@@ -407,19 +424,39 @@ async fn print_loop(
             printed += 1;
             printed_now += 1;
         }
+        // The record whose write failed was handed to the writer (and maybe partly out).
+        let handed = printed_now + usize::from(written.is_err());
         let written = written.and_then(|()| out.flush());
         if let Err(error) = written {
-            // A closed pipe (`| head`) is a normal way to stop reading. Which of this poll's
-            // lines got out is unknown: count none of them as printed.
-            if error.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(first_unprinted(&records, 0));
-            }
-            return Err(error).context("writing to standard output");
+            // Which of this poll's lines got out is unknown (the writer may have passed some
+            // on before failing). At least once, count none of them as printed: printed
+            // again rather than lost. At most once, count every line handed to the writer as
+            // printed: lost rather than printed twice. Records never handed to it are
+            // unprinted either way, and are not committed (see `run_group`).
+            let unprinted = first_unprinted(&records, if at_most_once { handed } else { 0 });
+            // A closed pipe (`| head`) is a normal way to stop reading.
+            let error = (error.kind() != std::io::ErrorKind::BrokenPipe)
+                .then(|| anyhow::Error::new(error).context("writing to standard output"));
+            return Ok(Stopped { unprinted, error });
         }
         if printed_now < records.len() {
-            return Ok(first_unprinted(&records, printed_now));
+            return Ok(Stopped {
+                unprinted: first_unprinted(&records, printed_now),
+                error: None,
+            });
         }
     }
+}
+
+/// How [`print_loop`] ended.
+#[derive(Debug, Default)]
+struct Stopped {
+    /// For the partitions of the last poll with records left unprinted, the offset of the
+    /// first unprinted one (empty at a poll boundary).
+    unprinted: Vec<(TopicPartition, u64)>,
+    /// Standard output failed (otherwise than by closing): the error to exit with, once the
+    /// printed offsets are committed.
+    error: Option<anyhow::Error>,
 }
 
 /// Per partition with records after the first `printed` of `records`, the offset of its first

@@ -383,7 +383,7 @@ impl Coordinator {
             });
         }
         if !entries.is_empty() {
-            if let Err(error) = store.commit(&entries).await {
+            if let Err(error) = store.commit(entries).await {
                 let error = crate::error_code::from_storage(&error);
                 for partition in topics
                     .iter_mut()
@@ -491,6 +491,14 @@ impl Coordinator {
             }
             // Empty groups are forgotten; their committed offsets stay in the stores.
             groups.retain(|_, group| !group.is_empty());
+        }
+    }
+
+    /// Answers every held join and sync (the broker is stopping), so draining does not wait
+    /// for rebalances.
+    pub fn release_waiters(&self) {
+        for group in self.groups.borrow_mut().values_mut() {
+            group.release_waiters();
         }
     }
 

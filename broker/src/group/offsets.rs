@@ -27,6 +27,8 @@ use wire::batch::{BatchBuilder, BatchView};
 use wire::protocol::{Decode, Reader};
 use wire::AlignedVec;
 
+use storage::StorageError;
+
 use crate::partition::Partition;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLO1";
@@ -77,10 +79,84 @@ pub struct OffsetStore {
     /// Applied records between two snapshots.
     snapshot_records: u64,
     snapshotting: Cell<bool>,
+    /// Log offset covered by the newest snapshot on disk (0 without one).
+    snapshot_covered: Cell<u64>,
 }
 
 fn snapshot_path(dir: &Path) -> PathBuf {
     dir.join("offsets.snapshot")
+}
+
+fn previous_snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("offsets.snapshot.prev")
+}
+
+/// A parsed snapshot: the log offset it covers and its entries.
+type Snapshot = (u64, Vec<(Key, Committed)>);
+
+/// Reads and parses a snapshot file; `None` when there is none.
+fn read_snapshot_file(path: &Path) -> Option<anyhow::Result<Snapshot>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(parse_snapshot(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(e).with_context(|| format!("reading {}", path.display()))),
+    }
+}
+
+/// Writes a snapshot durably: to a temporary file, fsynced; the current snapshot becomes the
+/// previous one; the new one takes its name; the directory is fsynced. A crash at any point
+/// leaves the old current snapshot, or the previous one, readable. Blocking: runs off the shard.
+fn write_snapshot_files(dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let path = snapshot_path(dir);
+    let tmp = dir.join("offsets.snapshot.tmp");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    if path.exists() {
+        std::fs::rename(&path, previous_snapshot_path(dir))
+            .with_context(|| format!("renaming {}", path.display()))?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Parses a snapshot (checksum, magic, entries) without applying anything.
+fn parse_snapshot(bytes: &[u8]) -> anyhow::Result<Snapshot> {
+    let Some(body_len) = bytes.len().checked_sub(4) else {
+        bail!("too short");
+    };
+    let (body, crc) = bytes.split_at(body_len);
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        bail!("checksum mismatch");
+    }
+    if body.get(..4) != Some(SNAPSHOT_MAGIC.as_slice()) {
+        bail!("bad magic");
+    }
+    let mut reader = Reader::new(body, 4);
+    let covered = u64::decode(&mut reader)?;
+    let count = reader.count(16)?;
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = decode_key(&mut reader)?;
+        let (offset, metadata, commit_timestamp) = decode_value(&mut reader)?;
+        let record_offset = u64::decode(&mut reader)?;
+        entries.push((
+            key,
+            Committed {
+                offset,
+                metadata,
+                commit_timestamp,
+                record_offset,
+            },
+        ));
+    }
+    if reader.remaining() != 0 {
+        bail!("trailing bytes");
+    }
+    Ok((covered, entries))
 }
 
 fn put_string(out: &mut Vec<u8>, text: &str) {
@@ -149,7 +225,9 @@ pub fn commit_batch(entries: &[CommitEntry], now_ms: i64) -> anyhow::Result<Alig
 }
 
 impl OffsetStore {
-    /// Loads the table of `partition`: its snapshot, then the records after it.
+    /// Loads the table of `partition`: its newest readable snapshot, then the records after it.
+    /// Refuses to start when the snapshots are damaged and the log no longer holds what they
+    /// covered (offsets would silently go back in time).
     pub async fn load(
         partition: Rc<Partition>,
         snapshot_records: u64,
@@ -161,20 +239,44 @@ impl OffsetStore {
             records_since_snapshot: Cell::new(0),
             snapshot_records,
             snapshotting: Cell::new(false),
+            snapshot_covered: Cell::new(0),
         };
         let log = &store.partition.log;
-        let path = snapshot_path(log.dir());
-        let mut from = log.log_start_offset();
-        match std::fs::read(&path) {
-            Ok(bytes) => match store.read_snapshot(&bytes) {
-                Ok(offset) => from = offset.max(from),
-                Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "offsets snapshot is damaged; replaying the whole log")
+        let dir = log.dir().to_path_buf();
+        let current = read_snapshot_file(&snapshot_path(&dir));
+        let previous = read_snapshot_file(&previous_snapshot_path(&dir));
+        let (covered, entries) = match (current, previous) {
+            (Some(Ok(snapshot)), _) => snapshot,
+            (current, Some(Ok(snapshot))) => {
+                if let Some(Err(error)) = current {
+                    tracing::error!(dir = %dir.display(), %error, "newest offsets snapshot is damaged; using the previous one");
                 }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                snapshot
+            }
+            (None, None) => (0, Vec::new()),
+            (current, previous) => {
+                let error = current
+                    .or(previous)
+                    .and_then(Result::err)
+                    .map_or_else(String::new, |e| format!("{e:#}"));
+                if log.log_start_offset() > 0 {
+                    bail!(
+                        "the offsets snapshots in {} are damaged ({error}) and the log before offset {} \
+                         is gone: committed offsets would be lost. Restore the snapshot files, or \
+                         delete them to start with only the offsets still in the log",
+                        dir.display(),
+                        log.log_start_offset()
+                    );
+                }
+                tracing::error!(dir = %dir.display(), %error, "offsets snapshots are damaged; replaying the whole log");
+                (0, Vec::new())
+            }
+        };
+        for ((group, topic, partition), committed) in entries {
+            store.apply(group, topic, partition, committed);
         }
+        store.snapshot_covered.set(covered);
+        let from = covered.max(log.log_start_offset());
         let mut replayed = 0u64;
         let mut offset = from;
         while offset < log.log_end_offset() {
@@ -256,18 +358,30 @@ impl OffsetStore {
         }
     }
 
-    /// Appends a commit, waits until it is on disk, then applies it.
-    pub async fn commit(&self, entries: &[CommitEntry]) -> Result<(), storage::StorageError> {
+    /// Appends a commit, waits until it is on disk, then applies it. The work runs as its own
+    /// task: a caller that goes away (its connection closed) cannot cancel a commit between its
+    /// append and its application to the table.
+    pub async fn commit(self: &Rc<Self>, entries: Vec<CommitEntry>) -> Result<(), StorageError> {
+        let store = self.clone();
+        let dir = self.partition.log.dir().to_path_buf();
+        glommio::spawn_local(async move { store.append_and_apply(&entries).await })
+            .detach()
+            .await
+            .unwrap_or(Err(StorageError::Closed { dir }))
+    }
+
+    async fn append_and_apply(&self, entries: &[CommitEntry]) -> Result<(), StorageError> {
         let now = storage::now_ms();
         let batch = commit_batch(entries, now)
-            .map_err(|e| storage::StorageError::Config(format!("building a commit: {e}")))?;
+            .map_err(|e| StorageError::Config(format!("building a commit: {e}")))?;
         let log = &self.partition.log;
         let view = BatchView::validate(&batch, wire::limits::BATCH_SIZE_MAX)?;
         let info = log.append(view).await?;
         self.in_flight.borrow_mut().insert(info.base_offset);
-        let durable = log.wait_durable(info.last_offset).await;
+        // On failure the entry stays: no snapshot may claim to cover a record the table lacks
+        // (the log is unusable by then anyway).
+        log.wait_durable(info.last_offset).await?;
         self.in_flight.borrow_mut().remove(&info.base_offset);
-        durable?;
         for (delta, entry) in entries.iter().enumerate() {
             self.apply(
                 entry.group.clone(),
@@ -301,12 +415,18 @@ impl OffsetStore {
         self.table.borrow().keys().cloned().collect()
     }
 
-    /// Writes the table to the snapshot file, then deletes the sealed segments it covers.
+    /// Writes the table to the snapshot file, then deletes the sealed segments the previous
+    /// snapshot covers (so that if the newest is ever unreadable, the previous one and the log
+    /// after it still hold the whole table). After a failure the next attempt waits for another
+    /// `snapshot_records` commits.
     pub async fn snapshot(&self) -> anyhow::Result<()> {
         if self.snapshotting.replace(true) {
             return Ok(());
         }
         let result = self.write_snapshot().await;
+        if result.is_err() {
+            self.records_since_snapshot.set(0);
+        }
         self.snapshotting.set(false);
         result
     }
@@ -321,22 +441,19 @@ impl OffsetStore {
             .copied()
             .unwrap_or_else(|| log.log_end_offset());
         let bytes = self.encode_snapshot(covered);
+        let size = bytes.len();
         let dir = log.dir().to_path_buf();
-        let path = snapshot_path(&dir);
-        let tmp = dir.join("offsets.snapshot.tmp");
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
-        std::fs::File::open(&dir)?.sync_all()?;
+        let target = dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || write_snapshot_files(&target, &bytes))
+            .await?;
+        let previous = self.snapshot_covered.replace(covered);
         self.records_since_snapshot.set(0);
-        let report = log.delete_segments_before(covered).await?;
+        let report = log.delete_segments_before(previous).await?;
         tracing::info!(
             dir = %dir.display(),
             covered,
-            bytes = bytes.len(),
+            bytes = size,
             segments_deleted = report.segments_deleted,
             "offsets snapshot written"
         );
@@ -364,43 +481,6 @@ impl OffsetStore {
         let crc = crc32c::crc32c(&body);
         body.extend_from_slice(&crc.to_le_bytes());
         body
-    }
-
-    /// Loads a snapshot into the (empty) table; returns the log offset it covers.
-    fn read_snapshot(&self, bytes: &[u8]) -> anyhow::Result<u64> {
-        let Some(body_len) = bytes.len().checked_sub(4) else {
-            bail!("too short");
-        };
-        let (body, crc) = bytes.split_at(body_len);
-        if crc32c::crc32c(body).to_le_bytes() != crc {
-            bail!("checksum mismatch");
-        }
-        if body.get(..4) != Some(SNAPSHOT_MAGIC.as_slice()) {
-            bail!("bad magic");
-        }
-        let mut reader = Reader::new(body, 4);
-        let covered = u64::decode(&mut reader)?;
-        let count = reader.count(16)?;
-        for _ in 0..count {
-            let (group, topic, partition) = decode_key(&mut reader)?;
-            let (offset, metadata, commit_timestamp) = decode_value(&mut reader)?;
-            let record_offset = u64::decode(&mut reader)?;
-            self.apply(
-                group,
-                topic,
-                partition,
-                Committed {
-                    offset,
-                    metadata,
-                    commit_timestamp,
-                    record_offset,
-                },
-            );
-        }
-        if reader.remaining() != 0 {
-            bail!("trailing bytes");
-        }
-        Ok(covered)
     }
 }
 

@@ -134,6 +134,8 @@ pub struct Group {
     rebalance_deadline: Option<Instant>,
     /// A join phase of a group that was empty does not complete before this.
     initial_delay_until: Option<Instant>,
+    /// When CompletingRebalance gives up on a leader that has not sent the assignment.
+    sync_deadline: Option<Instant>,
     next_join_order: u64,
 }
 
@@ -155,6 +157,7 @@ impl Group {
             instances: BTreeMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
+            sync_deadline: None,
             next_join_order: 0,
         }
     }
@@ -367,6 +370,7 @@ impl Group {
         self.state = GroupState::PreparingRebalance;
         self.rebalance_deadline = Some(now + timeout);
         self.initial_delay_until = None;
+        self.sync_deadline = None;
         for member in self.members.values_mut() {
             if let Some(sync) = member.pending_sync.take() {
                 let _ = sync.send(error(
@@ -388,6 +392,18 @@ impl Group {
         let delayed = self.initial_delay_until.is_some_and(|d| now < d);
         if !(timed_out || (all_joined && !delayed)) {
             return;
+        }
+        // Members whose held join nobody waits for any more (the client went away or gave up)
+        // would get partitions they never consume: they go now, not at their session timeout.
+        let abandoned: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.pending_join.as_ref().is_some_and(|r| r.is_disconnected()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in abandoned {
+            tracing::info!(group = self.id, member = id, "member abandoned its join");
+            self.remove_member(&id);
         }
         if timed_out {
             let laggards: Vec<String> = self
@@ -437,6 +453,13 @@ impl Group {
             })
             .collect();
         self.state = GroupState::CompletingRebalance;
+        let sync_timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(1));
+        self.sync_deadline = Some(now + sync_timeout);
         self.protocol = Some(protocol.clone());
         for (id, member) in &mut self.members {
             member.assignment.clear();
@@ -537,6 +560,7 @@ impl Group {
                         }
                     }
                     self.state = GroupState::Stable;
+                    self.sync_deadline = None;
                     for member in self.members.values_mut() {
                         if let Some(reply) = member.pending_sync.take() {
                             let _ = reply.send(Ok(SyncGroupResponse {
@@ -602,12 +626,21 @@ impl Group {
         Ok(())
     }
 
-    /// Removes members whose session expired (not those held in a join); returns their ids.
+    /// Removes members whose session expired (not those held in a join or a sync: they are
+    /// waiting on the coordinator, not silent), and, when the leader has not sent the
+    /// assignment within the rebalance timeout, every member that has not synced (the leader
+    /// included); returns their ids.
     pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        let sync_overdue = self.state == GroupState::CompletingRebalance
+            && self.sync_deadline.is_some_and(|d| now >= d);
         let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| m.pending_join.is_none() && now >= m.last_seen + m.session_timeout)
+            .filter(|(_, m)| {
+                let waiting = m.pending_join.is_some() || m.pending_sync.is_some();
+                let silent = now >= m.last_seen + m.session_timeout;
+                (!waiting && silent) || (sync_overdue && m.pending_sync.is_none())
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
@@ -619,6 +652,25 @@ impl Group {
         }
         self.maybe_complete_join(now);
         expired
+    }
+
+    /// Answers every held join and sync with `CoordinatorNotAvailable` (the broker is
+    /// stopping): clients find the coordinator again once it is back.
+    pub fn release_waiters(&mut self) {
+        for member in self.members.values_mut() {
+            if let Some(reply) = member.pending_join.take() {
+                let _ = reply.send(error(
+                    ErrorCode::CoordinatorNotAvailable,
+                    "the coordinator is shutting down",
+                ));
+            }
+            if let Some(reply) = member.pending_sync.take() {
+                let _ = reply.send(error(
+                    ErrorCode::CoordinatorNotAvailable,
+                    "the coordinator is shutting down",
+                ));
+            }
+        }
     }
 
     /// After members left: rebalance the rest, or become empty.
@@ -1117,6 +1169,76 @@ mod tests {
             panic!()
         };
         assert_eq!(e.code, ErrorCode::InconsistentGroupProtocol);
+    }
+
+    /// A follower waiting in SyncGroup is not expired for silence; a leader that never sends the
+    /// assignment is removed at the rebalance timeout and the others rebalance without it.
+    #[test]
+    fn held_syncs_and_silent_leaders() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g");
+        let a = join_new(&mut group, "a", t0);
+        a.try_recv().unwrap().unwrap();
+        let b = join_new(&mut group, "b", t0);
+        let a = wait(group.join(
+            &join_request("a", None, &["range"]),
+            || unreachable!(),
+            "h",
+            &limits(),
+            t0,
+        ));
+        a.try_recv().unwrap().unwrap();
+        b.try_recv().unwrap().unwrap();
+        let SyncOutcome::Wait(follower) = sync(&mut group, "b", 2, &[], t0) else {
+            panic!()
+        };
+        // The leader heartbeats but never syncs; b waits in SyncGroup past its session (1 s).
+        for step in 1..=4 {
+            let now = t0 + Duration::from_millis(900 * step);
+            assert!(group.heartbeat("a", None, 2, now).is_ok());
+            assert!(
+                group.expire(now).is_empty(),
+                "nobody is silent at step {step}"
+            );
+        }
+        // Rebalance timeout (5 s): the leader goes; b is told to rejoin.
+        assert_eq!(
+            group.expire(t0 + Duration::from_secs(5)),
+            vec!["a".to_owned()]
+        );
+        assert_eq!(
+            follower.try_recv().unwrap().unwrap_err().code,
+            ErrorCode::RebalanceInProgress
+        );
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+    }
+
+    /// A member whose held join nobody waits for (its client went away) is dropped when the
+    /// join phase completes, instead of getting partitions it would never consume.
+    #[test]
+    fn abandoned_joins_are_dropped() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g");
+        let a = join_new(&mut group, "a", t0);
+        a.try_recv().unwrap().unwrap();
+        let SyncOutcome::Wait(_) = sync(&mut group, "a", 1, &[("a", b"A")], t0) else {
+            panic!()
+        };
+        drop(join_new(&mut group, "ghost", t0));
+        let a = wait(group.join(
+            &join_request("a", None, &["range"]),
+            || unreachable!(),
+            "h",
+            &limits(),
+            t0,
+        ));
+        let joined = a.try_recv().unwrap().unwrap();
+        assert_eq!(
+            joined.members.len(),
+            1,
+            "the ghost is not in the generation"
+        );
+        assert_eq!(group.describe().members.len(), 1);
     }
 
     impl SyncOutcome {

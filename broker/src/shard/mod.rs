@@ -329,6 +329,7 @@ impl Shard {
 
     /// Waits until requests in flight drain (bounded by `limit`), then closes every log.
     pub async fn drain_and_close(&self, limit: Duration) {
+        self.coordinator.release_waiters();
         let deadline = std::time::Instant::now() + limit;
         while self.requests_in_flight.get() > 0 && std::time::Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(5)).await;

@@ -27,11 +27,23 @@ pub(crate) type RebalanceCallback = Box<dyn FnMut(&RebalanceEvent) + Send + 'sta
 /// is reached through `&mut` ([`std::sync::Mutex::get_mut`]).
 type CallbackSlot = std::sync::Mutex<Option<RebalanceCallback>>;
 
-/// The offsets a background commit sent, and its outcome.
-type CommitOutcome = (Vec<(TopicPartition, u64)>, Result<(), ClientError>);
+/// One commit made in the background: the offsets it sent and its outcome.
+struct CommitOutcome {
+    offsets: Vec<(TopicPartition, u64)>,
+    result: Result<(), ClientError>,
+    /// An automatic commit (its failure is only logged); else one the application asked for
+    /// with `commit_async`, which gets the outcome through its own handle.
+    automatic: bool,
+}
 
-/// A commit running in the background.
-type BackgroundCommit = JoinHandle<CommitOutcome>;
+/// The commits running in the background, chained so that they land in the order they were
+/// started: the task resolves with the outcome of each, oldest first.
+struct BackgroundCommit {
+    task: JoinHandle<Vec<CommitOutcome>>,
+    /// Only an automatic commit is aborted when the consumer is dropped; a commit the
+    /// application asked for runs to its end.
+    automatic: bool,
+}
 
 /// What the consumer must apply to follow the membership task (see
 /// [`Reconciliation::plan`]), then acknowledge.
@@ -106,8 +118,9 @@ pub(crate) struct GroupHandle {
     /// What is known to be committed (moved positions only are auto-committed).
     tracker: CommitTracker,
     committer: Committer,
-    /// At most one automatic commit in flight.
-    auto_commit: Option<BackgroundCommit>,
+    /// The background commits in flight (automatic, or `commit_async`), as one chain: at
+    /// most one automatic commit, and no automatic commit starts while one is there.
+    background: Option<BackgroundCommit>,
     /// Sticky: the membership stopped on it.
     fatal: Option<ClientError>,
     /// A revocation handed to the consumer and not acknowledged yet: if the `poll` applying
@@ -133,8 +146,8 @@ impl Drop for GroupHandle {
         if let Some(member) = &self.member {
             member.task.abort();
         }
-        if let Some(commit) = &self.auto_commit {
-            commit.abort();
+        if let Some(commit) = self.background.as_ref().filter(|commit| commit.automatic) {
+            commit.task.abort();
         }
     }
 }
@@ -170,7 +183,7 @@ impl GroupHandle {
             callback: std::sync::Mutex::new(None),
             tracker,
             committer,
-            auto_commit: None,
+            background: None,
             fatal: None,
             unacked: None,
         })
@@ -326,14 +339,14 @@ impl GroupHandle {
         self.config.commits_automatically() || self.config.delivery == Delivery::AtMostOnce
     }
 
-    /// Commits `offsets` now, after any automatic commit in flight (so that commits land in
+    /// Commits `offsets` now, after the background commits in flight (so that commits land in
     /// order); with `only_moved`, skips partitions known to be committed at those offsets.
     pub async fn commit(
         &mut self,
         offsets: &[(TopicPartition, u64)],
         only_moved: bool,
     ) -> Result<(), ClientError> {
-        self.settle_auto_commit().await;
+        self.settle_background().await;
         let offsets = if only_moved {
             self.tracker.uncommitted(offsets)
         } else {
@@ -344,13 +357,37 @@ impl GroupHandle {
         Ok(())
     }
 
-    /// Commits `offsets` in a background task.
+    /// Commits `offsets` in a background task, after the background commits in flight (an
+    /// older automatic commit landing after it would move the committed offsets back). The
+    /// returned handle resolves with its outcome; once it succeeded, the next poll records
+    /// the offsets as committed, so that automatic commits do not send them again.
     pub fn commit_in_background(
-        &self,
+        &mut self,
         offsets: Vec<(TopicPartition, u64)>,
     ) -> JoinHandle<Result<(), ClientError>> {
+        self.reap_background();
+        let earlier = self.background.take();
         let committer = self.committer.clone();
-        tokio::spawn(async move { committer.commit(&offsets).await })
+        let (report, reported) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut outcomes = match earlier {
+                Some(earlier) => earlier.task.await.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let result = committer.commit(&offsets).await;
+            let _ = report.send(result.clone());
+            outcomes.push(CommitOutcome {
+                offsets,
+                result,
+                automatic: false,
+            });
+            outcomes
+        });
+        self.background = Some(BackgroundCommit {
+            task,
+            automatic: false,
+        });
+        tokio::spawn(async move { reported.await.unwrap_or(Err(ClientError::Closed)) })
     }
 
     /// The committed offsets of `partitions`.
@@ -368,11 +405,11 @@ impl GroupHandle {
     }
 
     /// Starts an automatic commit of `positions` (the positions at the start of a poll) if
-    /// one is due: at-least-once with auto-commit, interval elapsed, none in flight, no
-    /// rebalance under way, and some position moved.
+    /// one is due: at-least-once with auto-commit, interval elapsed, no background commit in
+    /// flight, no rebalance under way, and some position moved.
     pub fn maybe_auto_commit(&mut self, positions: impl FnOnce() -> Vec<(TopicPartition, u64)>) {
-        self.reap_auto_commit();
-        if !self.config.commits_automatically() || self.auto_commit.is_some() {
+        self.reap_background();
+        if !self.config.commits_automatically() || self.background.is_some() {
             return;
         }
         let rebalancing = self
@@ -387,42 +424,63 @@ impl GroupHandle {
             return;
         }
         let committer = self.committer.clone();
-        self.auto_commit = Some(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = committer.commit(&offsets).await;
-            (offsets, result)
-        }));
+            vec![CommitOutcome {
+                offsets,
+                result,
+                automatic: true,
+            }]
+        });
+        self.background = Some(BackgroundCommit {
+            task,
+            automatic: true,
+        });
     }
 
-    /// Takes the result of a finished automatic commit.
-    fn reap_auto_commit(&mut self) {
+    /// Takes the results of finished background commits.
+    fn reap_background(&mut self) {
         if !self
-            .auto_commit
+            .background
             .as_ref()
-            .is_some_and(JoinHandle::is_finished)
+            .is_some_and(|commit| commit.task.is_finished())
         {
             return;
         }
-        if let Some(joined) = self.auto_commit.take().and_then(FutureExt::now_or_never) {
-            self.auto_commit_done(joined);
+        if let Some(joined) = self
+            .background
+            .take()
+            .and_then(|commit| commit.task.now_or_never())
+        {
+            self.background_done(joined);
         }
     }
 
-    /// Waits for the automatic commit in flight, if any.
-    async fn settle_auto_commit(&mut self) {
-        if let Some(handle) = self.auto_commit.take() {
-            let joined = handle.await;
-            self.auto_commit_done(joined);
+    /// Waits for the background commits in flight, if any.
+    async fn settle_background(&mut self) {
+        if let Some(commit) = self.background.take() {
+            let joined = commit.task.await;
+            self.background_done(joined);
         }
     }
 
-    fn auto_commit_done(&mut self, joined: Result<CommitOutcome, tokio::task::JoinError>) {
-        match joined {
-            Ok((offsets, Ok(()))) => self.tracker.record(&offsets),
-            Ok((_, Err(error))) => {
-                warn!(group = %self.config.group_id, %error, "automatic commit failed");
-            }
+    /// Records what the background commits committed, in the order they landed.
+    fn background_done(&mut self, joined: Result<Vec<CommitOutcome>, tokio::task::JoinError>) {
+        let outcomes = match joined {
+            Ok(outcomes) => outcomes,
             Err(error) => {
-                debug!(group = %self.config.group_id, %error, "automatic commit task ended")
+                debug!(group = %self.config.group_id, %error, "background commit task ended");
+                return;
+            }
+        };
+        for outcome in outcomes {
+            match outcome.result {
+                Ok(()) => self.tracker.record(&outcome.offsets),
+                Err(error) if outcome.automatic => {
+                    warn!(group = %self.config.group_id, %error, "automatic commit failed");
+                }
+                // `commit_async`'s handle reports it.
+                Err(error) => debug!(group = %self.config.group_id, %error, "commit_async failed"),
             }
         }
     }
@@ -465,16 +523,19 @@ impl GroupHandle {
         }
     }
 
-    /// Closes the membership: commits `positions` (at-least-once with auto-commit), passes
-    /// `held` to the callback as revoked, stops the task and leaves the group (except a
-    /// static member, which keeps its slot until its session times out). Returns the commit's
-    /// error, if any, after doing the rest.
+    /// Closes the membership: passes `held` to the callback as revoked, then commits
+    /// `positions` (at-least-once with auto-commit), like a revocation in `poll`; then stops
+    /// the task and leaves the group (except a static member, which keeps its slot until its
+    /// session times out). Returns the commit's error, if any, after doing the rest.
     pub async fn close(
         mut self,
         positions: Vec<(TopicPartition, u64)>,
         held: Vec<TopicPartition>,
     ) -> Result<(), ClientError> {
-        self.settle_auto_commit().await;
+        // The callback first, as documented on `RebalanceEvent::Revoked`: it may flush work
+        // derived from the partitions before their positions are committed.
+        self.emit(RebalanceEvent::Revoked(held));
+        self.settle_background().await;
         let result = if self.config.commits_automatically() && self.fatal.is_none() {
             self.commit(&positions, true).await
         } else {
@@ -483,7 +544,6 @@ impl GroupHandle {
         if let Err(error) = &result {
             warn!(group = %self.config.group_id, %error, "commit on close failed");
         }
-        self.emit(RebalanceEvent::Revoked(held));
         let identity = self.committer.identity();
         if let Some(member) = self.member.take() {
             member.task.abort();
@@ -505,5 +565,68 @@ impl GroupHandle {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::group::fake::{Behavior, FakeCoordinator};
+
+    /// `commit_async` lands after an automatic commit in flight (which the coordinator holds
+    /// for a while): it is sent only once that one is answered, so an older commit never
+    /// lands after a newer one. What it committed is recorded: the next automatic commit has
+    /// nothing to send.
+    #[tokio::test]
+    async fn commit_async_waits_for_the_automatic_commit_in_flight() {
+        let held = Duration::from_millis(300);
+        let coordinator = FakeCoordinator::start(Behavior {
+            fence_commits: false, // manual assignment: generation -1
+            commit_delays: vec![held],
+            ..Behavior::default()
+        })
+        .await;
+        let config = GroupConfig {
+            auto_commit_interval: Duration::from_millis(1),
+            ..GroupConfig::new("g")
+        };
+        let mut group = GroupHandle::new(
+            config,
+            &coordinator.addr,
+            ConnectionConfig::default(),
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+        )
+        .unwrap();
+        let tp = TopicPartition::new("t", 0);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        group.maybe_auto_commit(|| vec![(tp.clone(), 5)]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while coordinator.commits().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the automatic commit never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let handle = group.commit_in_background(vec![(tp.clone(), 9)]);
+        handle.await.unwrap().unwrap();
+        let commits = coordinator.commits();
+        assert_eq!(commits.len(), 2);
+        assert_eq!(commits[0].offsets, vec![(tp.clone(), 5)]);
+        assert_eq!(commits[1].offsets, vec![(tp.clone(), 9)]);
+        let first_answered = commits[0].answered.unwrap();
+        assert!(
+            commits[1].received >= first_answered,
+            "commit_async was sent while the automatic commit was still held"
+        );
+
+        // The next automatic commit is due, but 9 is known to be committed.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        group.maybe_auto_commit(|| vec![(tp.clone(), 9)]);
+        assert!(group.background.is_none(), "nothing moved: no commit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(coordinator.commits().len(), 2);
     }
 }

@@ -65,11 +65,15 @@ const METADATA_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// is carried by `lost_epoch`, which never goes back).
 #[derive(Debug, Clone)]
 pub(crate) struct Directive {
-    /// Bumped at every change of the fields below except `rebalancing` and `awaiting_poll`.
+    /// Bumped at every change of the fields below except `rebalancing`, `awaiting_poll`, and
+    /// `generation` / `member_id` set by a JoinGroup answer.
     pub seq: u64,
-    /// Generation of `assignment` (-1 outside the group): what commits are fenced with.
+    /// The member's generation (-1 outside the group): what commits are fenced with. Set as
+    /// soon as JoinGroup answers (without a `seq` change), so during the rest of a
+    /// rebalance it may be newer than the generation `assignment` came from: the coordinator
+    /// fences commits with its current generation, which is the new one from then on.
     pub generation: i32,
-    /// Member id (empty outside the group).
+    /// Member id (empty outside the group), set together with `generation`.
     pub member_id: String,
     /// The partitions the consumer may fetch, sorted.
     pub assignment: Vec<TopicPartition>,
@@ -308,6 +312,21 @@ impl Membership {
         seq
     }
 
+    /// Publishes the generation and member id a JoinGroup answer gave (no `seq` change:
+    /// nothing for the consumer to apply). From the answer on, the coordinator fences commits
+    /// with the new generation, while the member still owns (cooperative) what it owned
+    /// before: commits made until the assignment is published must carry the new
+    /// generation, or they fail with IllegalGeneration.
+    fn publish_identity(&self) {
+        self.directive.send_if_modified(|directive| {
+            let changed =
+                directive.generation != self.generation || directive.member_id != self.member_id;
+            directive.generation = self.generation;
+            directive.member_id.clone_from(&self.member_id);
+            changed
+        });
+    }
+
     /// Sets the `rebalancing` flag (no `seq` change: nothing for the consumer to apply).
     fn set_rebalancing(&self, rebalancing: bool) {
         self.directive.send_if_modified(|directive| {
@@ -445,6 +464,7 @@ impl Membership {
         self.member_id.clone_from(&response.member_id);
         self.generation = response.generation;
         self.is_leader = response.leader == response.member_id;
+        self.publish_identity();
         let Some(protocol) = AssignorKind::from_name(&response.protocol_name) else {
             return Err(self.fatal(ClientError::Broker {
                 code: ErrorCode::InconsistentGroupProtocol,
@@ -838,5 +858,69 @@ impl Membership {
             .send_modify(|directive| directive.awaiting_poll = false);
         info!(group = %self.config.group_id, "poll resumed; rejoining");
         Ok(Next::Join)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::connection::ConnectionConfig;
+    use crate::group::commit::Committer;
+    use crate::group::fake::{Behavior, FakeCoordinator};
+
+    /// Between the JoinGroup answer and the published assignment (a cooperative member keeps
+    /// consuming then), commits already carry the new generation and member id, which the
+    /// coordinator fences with from the answer on; the consumer is not asked to apply
+    /// anything (`seq` unchanged).
+    #[tokio::test]
+    async fn commits_use_the_generation_of_the_join_answer() {
+        let behavior = Behavior::default();
+        let coordinator = FakeCoordinator::start(behavior.clone()).await;
+        let config = GroupConfig {
+            assignors: vec![AssignorKind::CooperativeSticky],
+            ..GroupConfig::new("g")
+        };
+        let timeout = Duration::from_secs(5);
+        let cluster =
+            || Arc::new(Cluster::new(&coordinator.addr, ConnectionConfig::default()).unwrap());
+        let Channels {
+            task,
+            directive,
+            app,
+        } = spawn(
+            Arc::new(config),
+            cluster(),
+            timeout,
+            Duration::from_millis(10),
+            vec!["t".into()],
+        );
+        let mut watching = directive.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            watching.wait_for(|d| d.generation == behavior.generation),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        {
+            let now = directive.borrow();
+            assert_eq!(now.member_id, behavior.member_id);
+            assert_eq!(now.seq, 0, "nothing for the consumer to apply yet");
+            assert!(now.rebalancing, "the rebalance is not over");
+        }
+        let committer = Committer::new(cluster(), "g".into(), None, timeout)
+            .with_membership(directive.clone(), app.clone());
+        committer
+            .commit(&[(TopicPartition::new("t", 0), 5)])
+            .await
+            .unwrap();
+        let commits = coordinator.commits();
+        assert_eq!(commits.len(), 1);
+        assert_eq!(
+            (commits[0].generation, commits[0].member_id.as_str()),
+            (behavior.generation, behavior.member_id.as_str())
+        );
+        task.abort();
     }
 }

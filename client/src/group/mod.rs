@@ -53,6 +53,8 @@
 
 pub(crate) mod assignment;
 pub(crate) mod commit;
+#[cfg(test)]
+pub(crate) mod fake;
 mod handle;
 pub(crate) mod membership;
 
