@@ -85,6 +85,9 @@ pub struct ServeArgs {
         default_value_t = 20_000
     )]
     pub offsets_snapshot_records: u64,
+    /// Most members in one consumer group (bounds a group's memory and its rebalances).
+    #[arg(long, env = "SLUICE_GROUP_MAX_SIZE", default_value_t = 1000)]
+    pub group_max_size: usize,
     /// Shortest session timeout a consumer-group member may ask for (ms).
     #[arg(
         long,
@@ -204,6 +207,7 @@ impl ServeArgs {
                 initial_rebalance_delay: Duration::from_millis(
                     self.group_initial_rebalance_delay_ms,
                 ),
+                max_members: self.group_max_size.max(1),
             },
             topic_defaults: TopicDefaults {
                 partitions: self.default_partitions,

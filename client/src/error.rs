@@ -275,6 +275,7 @@ mod tests {
             ErrorCode::FencedInstanceId,
             ErrorCode::GroupIdNotFound,
             ErrorCode::InvalidGroupId,
+            ErrorCode::GroupMaxSizeReached,
         ] {
             assert!(!broker(code).is_retriable(), "{code:?}");
         }

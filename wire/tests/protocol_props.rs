@@ -372,8 +372,8 @@ fn few<S: Strategy>(element: S) -> impl Strategy<Value = Vec<S::Value>> {
     vec(element, 0..3)
 }
 
-/// The highest error code this side knows (the group codes end at `InvalidGroupId`).
-const ERROR_CODE_MAX: u16 = ErrorCode::InvalidGroupId as u16;
+/// The highest error code this side knows (the group codes end at `GroupMaxSizeReached`).
+const ERROR_CODE_MAX: u16 = ErrorCode::GroupMaxSizeReached as u16;
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
     (0u16..=ERROR_CODE_MAX).prop_map(ErrorCode::from_u16)

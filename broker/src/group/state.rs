@@ -66,6 +66,8 @@ pub struct GroupLimits {
     pub max_session_timeout: Duration,
     /// How long a rebalance of an empty group waits for more members to arrive.
     pub initial_rebalance_delay: Duration,
+    /// Most members in one group: bounds a group's memory and the leader's JoinGroup answer.
+    pub max_members: usize,
 }
 
 /// One member.
@@ -283,6 +285,15 @@ impl Group {
         }
 
         if request.member_id.is_empty() {
+            if self.members.len() >= limits.max_members {
+                return JoinOutcome::Now(error(
+                    ErrorCode::GroupMaxSizeReached,
+                    format!(
+                        "group {:?} already has {} members, the most allowed",
+                        self.id, limits.max_members
+                    ),
+                ));
+            }
             let member_id = new_member_id();
             if let Some(instance) = &request.group_instance_id {
                 self.instances.insert(instance.clone(), member_id.clone());
@@ -867,6 +878,7 @@ mod tests {
             min_session_timeout: Duration::from_millis(100),
             max_session_timeout: Duration::from_secs(60),
             initial_rebalance_delay: Duration::ZERO,
+            max_members: 3,
         }
     }
 
@@ -1239,6 +1251,28 @@ mod tests {
             "the ghost is not in the generation"
         );
         assert_eq!(group.describe().members.len(), 1);
+    }
+
+    /// A group holds at most `max_members` members.
+    #[test]
+    fn group_size_is_capped() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g");
+        let _held: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| join_new(&mut group, id, t0))
+            .collect();
+        let JoinOutcome::Now(Err(e)) = group.join(
+            &join_request("", None, &["range"]),
+            || "d".into(),
+            "h",
+            &limits(),
+            t0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.code, ErrorCode::GroupMaxSizeReached);
+        assert_eq!(group.describe().members.len(), 3);
     }
 
     impl SyncOutcome {

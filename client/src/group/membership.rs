@@ -561,6 +561,7 @@ impl Membership {
                 | ErrorCode::InconsistentGroupProtocol
                 | ErrorCode::InvalidSessionTimeout
                 | ErrorCode::InvalidGroupId
+                | ErrorCode::GroupMaxSizeReached
                 | ErrorCode::GroupIdNotFound,
             ) => Err(self.fatal(error)),
             _ if error.is_retriable() => {

@@ -99,6 +99,8 @@ error_codes! {
     GroupIdNotFound = 29, false;
     /// The group id is empty or too long.
     InvalidGroupId = 30, false;
+    /// The group has as many members as the broker allows (`--group-max-size`).
+    GroupMaxSizeReached = 31, false;
 }
 
 impl ErrorCode {
