@@ -14,9 +14,8 @@ use wire::protocol::{
     decode_payload, ApiKey, ConsumerAssignment, CreateTopic, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, DescribedGroup, DurabilitySetting, ErrorCode, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetCommitTopic, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchTopic, TopicMetadata,
-    TopicResult, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    ListGroupsResponse, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    OffsetFetchTopic, TopicMetadata, TopicResult, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 
 use crate::cluster::{Cluster, TopicPartition};
@@ -469,29 +468,13 @@ impl Admin {
         group: &str,
         offsets: &[(TopicPartition, u64)],
     ) -> Result<(), ClientError> {
-        let mut topics: Vec<OffsetCommitTopic> = Vec::new();
-        for (tp, offset) in offsets {
-            let partition = OffsetCommitPartition {
-                partition: tp.partition,
-                offset: *offset,
-                metadata: String::new(),
-            };
-            match topics.iter_mut().find(|t| t.topic == tp.topic) {
-                Some(topic) => topic.partitions.push(partition),
-                None => topics.push(OffsetCommitTopic {
-                    topic: tp.topic.clone(),
-                    partitions: vec![partition],
-                }),
-            }
-        }
         // Generation -1 with no member id: the commit of a group that has no members.
-        let request = OffsetCommitRequest {
-            group_id: group.to_owned(),
+        let outside = crate::group::commit::Identity {
             generation: -1,
             member_id: String::new(),
-            group_instance_id: None,
-            topics,
+            instance_id: None,
         };
+        let request = crate::group::commit::commit_request(group, &outside, offsets);
         let frame = match self
             .coordinator_request(group, ApiKey::OffsetCommit, &request)
             .await

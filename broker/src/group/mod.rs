@@ -502,9 +502,16 @@ impl Coordinator {
         }
     }
 
-    /// Writes a snapshot of every offset store (at shutdown: the next start replays nothing).
+    /// Writes a snapshot of every offset store that changed since its last one (at shutdown:
+    /// the next start replays nothing).
     pub async fn snapshot_all(&self) {
-        let stores: Vec<Rc<OffsetStore>> = self.stores.borrow().values().cloned().collect();
+        let stores: Vec<Rc<OffsetStore>> = self
+            .stores
+            .borrow()
+            .values()
+            .filter(|store| store.has_unsnapshotted_records())
+            .cloned()
+            .collect();
         for store in stores {
             if let Err(error) = store.snapshot().await {
                 tracing::error!(%error, "writing the offsets snapshot failed");

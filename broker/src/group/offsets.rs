@@ -405,6 +405,12 @@ impl OffsetStore {
         self.records_since_snapshot.get() >= self.snapshot_records && !self.snapshotting.get()
     }
 
+    /// True when records were applied since the last snapshot (a snapshot at shutdown would
+    /// save the next start a replay).
+    pub fn has_unsnapshotted_records(&self) -> bool {
+        self.records_since_snapshot.get() > 0
+    }
+
     /// The committed offsets of `group`.
     pub fn group_offsets(&self, group: &str) -> GroupOffsets {
         self.table.borrow().get(group).cloned().unwrap_or_default()
