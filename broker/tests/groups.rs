@@ -317,10 +317,22 @@ fn members_split_partitions_and_take_over_from_a_killed_one() {
         took < Duration::from_millis(SESSION_MS) + Duration::from_secs(3),
         "rebalance took {took:?}"
     );
+    // Nothing lost: the survivors get every later message, the orphaned partitions' included.
     wait_received(&[&a, &b], &second);
-    let everything: BTreeSet<String> = first.union(&second).cloned().collect();
-    let survivors_and_dead: BTreeSet<String> = received(&[&a, &b, &c]);
-    assert!(survivors_and_dead.is_superset(&everything), "nothing lost");
+    // At least once, and only where needed: what the survivors see again of the first round
+    // (records the killed member printed but had not committed yet) all comes from the
+    // partitions that moved; a survivor never rereads a partition it kept.
+    for survivor in [&a, &b] {
+        for line in survivor.lines() {
+            if line.at > killed_at && first.contains(&line.value) {
+                assert!(
+                    orphaned.contains(&line.partition),
+                    "redelivered {} of a partition that did not move",
+                    line.value
+                );
+            }
+        }
+    }
 }
 
 /// A fourth member joining a cooperative group takes some partitions; the partitions that do
