@@ -18,7 +18,7 @@ use super::consume::{
 };
 use super::produce::{assess, start_all, timeline};
 use super::{
-    create_topic, delete_topic, CpuWindow, Flow, LatencySummary, PointResult, PointState, Target,
+    create_topic, delete_topic, CpuWindow, LatencySummary, PointResult, PointState, Target,
     WindowCell,
 };
 use crate::args::PointSpec;
@@ -86,20 +86,8 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
             now_ns().saturating_sub(produced_outcome.sends_end_ns) as f64 / 1e9
         ));
     }
-    let produce_window_s = window.seconds(produced_outcome.last_done_ns);
-    let produced = Flow::new(
-        produced_outcome.in_window,
-        spec.message_size,
-        produce_window_s,
-        produced_outcome.failed,
-    );
-    let window_s = window.seconds(consumed_outcome.last_done_ns);
-    let consumed = Flow::with_bytes(
-        consumed_outcome.in_window,
-        consumed_outcome.bytes_in_window,
-        window_s,
-        0,
-    );
+    let (produced, consumed, window_s) =
+        super::flows(spec, &window, &produced_outcome, &consumed_outcome);
     let sustained = assess(
         spec,
         consumed.msgs_per_s.min(produced.msgs_per_s),

@@ -252,6 +252,26 @@ impl Flow {
     }
 }
 
+/// The produced and consumed flows of a point whose producers and consumers ran at once, with
+/// the consumers' window in seconds.
+pub fn flows(
+    spec: &PointSpec,
+    window: &Window,
+    produced: &produce::ProducersOutcome,
+    consumed: &consume::ConsumersOutcome,
+) -> (Flow, Flow, f64) {
+    let produce_window_s = window.seconds(produced.last_done_ns);
+    let produced_flow = Flow::new(
+        produced.in_window,
+        spec.message_size,
+        produce_window_s,
+        produced.failed,
+    );
+    let window_s = window.seconds(consumed.last_done_ns);
+    let consumed_flow = Flow::with_bytes(consumed.in_window, consumed.bytes_in_window, window_s, 0);
+    (produced_flow, consumed_flow, window_s)
+}
+
 /// A latency measured both ways (see [`crate::schedule`]).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct LatencySummary {

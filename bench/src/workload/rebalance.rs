@@ -37,7 +37,7 @@ use super::consume::{self, group_consumer, join_timeout, ConsumerTask, LoopSetti
 use super::group::{Assignments, Receipts, WAIT_STEP};
 use super::produce::{assess, start_all, timeline};
 use super::{
-    create_topic, delete_topic, CpuWindow, Flow, LatencySummary, PointResult, PointState, Target,
+    create_topic, delete_topic, CpuWindow, LatencySummary, PointResult, PointState, Target,
     WindowCell,
 };
 use crate::args::{Amount, GroupSpec, Leave, PointSpec};
@@ -394,20 +394,8 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
             state.acked()
         ));
     }
-    let produce_window_s = window.seconds(produced_outcome.last_done_ns);
-    let produced = Flow::new(
-        produced_outcome.in_window,
-        spec.message_size,
-        produce_window_s,
-        produced_outcome.failed,
-    );
-    let window_s = window.seconds(consumed_outcome.last_done_ns);
-    let consumed = Flow::with_bytes(
-        consumed_outcome.in_window,
-        consumed_outcome.bytes_in_window,
-        window_s,
-        0,
-    );
+    let (produced, consumed, window_s) =
+        super::flows(spec, &window, &produced_outcome, &consumed_outcome);
     // Held: the producers kept the rate (the consumers pause on purpose).
     let sustained = assess(
         spec,
