@@ -275,3 +275,75 @@ async fn out_of_range_commit_falls_back_to_auto_offset_reset() {
     assert_eq!(values, ["m0", "m1", "m2", "m3", "m4"]);
     consumer.close().await.unwrap();
 }
+
+/// Deleting a topic deletes its committed offsets, durably (tombstones in
+/// `__consumer_offsets`): after the delete, and after kill -9 and a restart, the group has none
+/// for it, and a group that only had those offsets is no longer listed.
+#[test]
+fn deleting_a_topic_deletes_its_committed_offsets() {
+    use wire::protocol::{
+        DeleteTopicsRequest, DeleteTopicsResponse, ListGroupsRequest, ListGroupsResponse,
+    };
+    let dir = data_dir();
+    let mut broker = Broker::start_in(dir.path(), &[]);
+    let mut conn = Conn::connect(broker.addr);
+    conn.create_topic("t", 4, None);
+    conn.create_topic("kept", 1, None);
+    // Several groups, so that offsets of the deleted topic sit on several coordinators.
+    let groups: Vec<String> = (0..6).map(|i| format!("g{i}")).collect();
+    for group in &groups {
+        commit(&mut conn, group, 1, 4);
+    }
+    let kept = OffsetCommitRequest {
+        group_id: "g0".into(),
+        generation: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        topics: vec![OffsetCommitTopic {
+            topic: "kept".into(),
+            partitions: vec![OffsetCommitPartition {
+                partition: 0,
+                offset: 5,
+                metadata: String::new(),
+            }],
+        }],
+    };
+    let _: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, &kept).unwrap();
+    let deleted: DeleteTopicsResponse = conn
+        .call(
+            ApiKey::DeleteTopics,
+            &DeleteTopicsRequest {
+                names: vec!["t".into()],
+                timeout_ms: 10_000,
+            },
+        )
+        .unwrap();
+    assert!(deleted.topics[0].error.is_ok());
+    let check = |conn: &mut Conn| {
+        for group in &groups {
+            let fetched = fetch(conn, group);
+            assert!(
+                fetched.topics[0].partitions.iter().all(|p| p.offset == -1),
+                "{group}: {fetched:?}"
+            );
+        }
+        let listed: ListGroupsResponse = conn
+            .call(ApiKey::ListGroups, &ListGroupsRequest {})
+            .unwrap();
+        let names: Vec<&str> = listed.groups.iter().map(|g| g.group_id.as_str()).collect();
+        assert_eq!(names, ["g0"], "only g0 still has offsets (for \"kept\")");
+        let request = OffsetFetchRequest {
+            group_id: "g0".into(),
+            topics: None,
+        };
+        let all: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, &request).unwrap();
+        assert_eq!(all.topics.len(), 1);
+        assert_eq!(all.topics[0].topic, "kept");
+        assert_eq!(all.topics[0].partitions[0].offset, 5);
+    };
+    check(&mut conn);
+    broker.kill();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let mut conn = Conn::connect(broker.addr);
+    check(&mut conn);
+}

@@ -494,6 +494,24 @@ impl Coordinator {
         }
     }
 
+    /// Deletes the committed offsets of deleted topics from every store of this shard.
+    pub async fn forget_topics(&self, topics: &std::collections::HashSet<String>) {
+        let stores: Vec<Rc<OffsetStore>> = self.stores.borrow().values().cloned().collect();
+        for store in stores {
+            match store.forget_topics(topics).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(
+                    count,
+                    ?topics,
+                    "committed offsets of deleted topics removed"
+                ),
+                Err(error) => {
+                    tracing::error!(%error, "removing committed offsets of deleted topics failed")
+                }
+            }
+        }
+    }
+
     /// Answers every held join and sync (the broker is stopping), so draining does not wait
     /// for rebalances.
     pub fn release_waiters(&self) {

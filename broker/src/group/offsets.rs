@@ -5,6 +5,7 @@
 //!  record key    version:u16=1 | group:string | topic:string | partition:u32
 //!  record value  version:u16=1 | offset:u64 | metadata:string | commit_ms:i64 | producer_id:i64
 //!                (producer_id is -1; transactional commits will carry theirs)
+//!                empty value: a tombstone (the offset was deleted with its topic)
 //!  snapshot      "SLO1" | log_offset:u64 | count:u32 | (key, value, record_offset:u64)* | crc32c
 //! ```
 //!
@@ -318,6 +319,18 @@ impl OffsetStore {
                 continue;
             };
             let key = decode_key(&mut Reader::new(key, 0));
+            if record.value_bytes().is_empty() {
+                match key {
+                    Ok((group, topic, partition)) => {
+                        self.remove(&group, &topic, partition, record_offset);
+                        applied += 1;
+                    }
+                    Err(error) => {
+                        tracing::warn!(record_offset, %error, "skipping an unreadable tombstone")
+                    }
+                }
+                continue;
+            }
             let value = decode_value(&mut Reader::new(record.value_bytes(), 0));
             match (key, value) {
                 (Ok((group, topic, partition)), Ok((offset, metadata, commit_timestamp))) => {
@@ -356,6 +369,81 @@ impl OffsetStore {
                 slot.insert(committed);
             }
         }
+    }
+
+    /// Applies a tombstone at `record_offset`: the entry goes unless a later record set it.
+    fn remove(&self, group: &str, topic: &str, partition: u32, record_offset: u64) {
+        let mut table = self.table.borrow_mut();
+        let Some(offsets) = table.get_mut(group) else {
+            return;
+        };
+        let key = (topic.to_owned(), partition);
+        if offsets
+            .get(&key)
+            .is_some_and(|c| c.record_offset < record_offset)
+        {
+            offsets.remove(&key);
+        }
+        if offsets.is_empty() {
+            table.remove(group);
+        }
+    }
+
+    /// Deletes, durably, every committed offset of `topics` (deleted topics): one batch of
+    /// tombstones, then the table entries. Returns how many offsets were deleted.
+    pub async fn forget_topics(
+        self: &Rc<Self>,
+        topics: &std::collections::HashSet<String>,
+    ) -> Result<usize, StorageError> {
+        let doomed: Vec<Key> = self
+            .table
+            .borrow()
+            .iter()
+            .flat_map(|(group, offsets)| {
+                offsets
+                    .keys()
+                    .filter(|(topic, _)| topics.contains(topic))
+                    .map(move |(topic, partition)| (group.clone(), topic.clone(), *partition))
+            })
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let store = self.clone();
+        let dir = self.partition.log.dir().to_path_buf();
+        glommio::spawn_local(async move {
+            let now = storage::now_ms();
+            let mut builder = BatchBuilder::new();
+            for (group, topic, partition) in &doomed {
+                builder.push(
+                    now,
+                    Some(&encode_key(group, topic, *partition)),
+                    &[],
+                    &[],
+                    None,
+                );
+            }
+            let mut batch = AlignedVec::<16>::new();
+            builder
+                .build_into(&mut batch)
+                .map_err(|e| StorageError::Config(format!("building tombstones: {e}")))?;
+            let log = &store.partition.log;
+            let info = log
+                .append(BatchView::validate(&batch, wire::limits::BATCH_SIZE_MAX)?)
+                .await?;
+            store.in_flight.borrow_mut().insert(info.base_offset);
+            log.wait_durable(info.last_offset).await?;
+            store.in_flight.borrow_mut().remove(&info.base_offset);
+            for (delta, (group, topic, partition)) in doomed.iter().enumerate() {
+                store.remove(group, topic, *partition, info.base_offset + delta as u64);
+            }
+            let since = store.records_since_snapshot.get() + doomed.len() as u64;
+            store.records_since_snapshot.set(since);
+            Ok(doomed.len())
+        })
+        .detach()
+        .await
+        .unwrap_or(Err(StorageError::Closed { dir }))
     }
 
     /// Appends a commit, waits until it is on disk, then applies it. The work runs as its own

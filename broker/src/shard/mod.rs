@@ -187,7 +187,15 @@ impl Shard {
     /// Makes the owned partitions match `registry`: opens new ones, closes and deletes the
     /// data of removed ones.
     pub async fn apply_registry(&self, registry: Arc<TopicRegistry>) -> anyhow::Result<()> {
-        *self.registry.borrow_mut() = registry.clone();
+        let previous = self.registry.replace(registry.clone());
+        // Topics gone from the registry: their committed offsets go too, on whichever shard
+        // coordinates the groups that committed them.
+        let deleted_topics: std::collections::HashSet<String> = previous
+            .topics
+            .keys()
+            .filter(|topic| !registry.topics.contains_key(*topic))
+            .cloned()
+            .collect();
         let data_dir = self.config.data_dir.clone();
         for (topic, config) in &registry.topics {
             for partition in 0..config.partitions {
@@ -241,6 +249,9 @@ impl Shard {
                 partition = key.1,
                 "partition deleted"
             );
+        }
+        if !deleted_topics.is_empty() {
+            self.coordinator.forget_topics(&deleted_topics).await;
         }
         Ok(())
     }
