@@ -2,7 +2,6 @@
 //! shard coordinating it (over the bus when the connection landed elsewhere); ListGroups asks
 //! every shard.
 
-use std::future::Future;
 use std::rc::Rc;
 
 use glommio::Task;
@@ -12,27 +11,13 @@ use wire::protocol::{
     ListGroupsResponse, WireError,
 };
 
-use super::{error_frame, response_frame, Outgoing};
+use super::{error_frame, response_frame, spawn_frame, Outgoing};
 use crate::bus::{reply_channel, ShardMessage};
 use crate::group::{
     coordinator_shard, offsets_partition_for, validate_group_id, GroupRequest, GroupResponse,
 };
 use crate::router::shard_for;
-use crate::shard::{InFlight, Shard};
-
-/// Runs `work` as the request's task, counted as in flight.
-pub fn spawn<F, Fut>(shard: &Rc<Shard>, correlation_id: u32, work: F) -> Task<Option<Outgoing>>
-where
-    F: FnOnce(Rc<Shard>, u32) -> Fut + 'static,
-    Fut: Future<Output = Vec<u8>> + 'static,
-{
-    let shard = shard.clone();
-    let in_flight = InFlight::new(&shard);
-    glommio::spawn_local(async move {
-        let _in_flight = in_flight;
-        Some(Outgoing::Frame(work(shard, correlation_id).await))
-    })
-}
+use crate::shard::Shard;
 
 /// Sends a one-group request to its coordinator and encodes the answer.
 pub fn forward(
@@ -40,7 +25,7 @@ pub fn forward(
     correlation_id: u32,
     request: GroupRequest,
 ) -> Task<Option<Outgoing>> {
-    spawn(
+    spawn_frame(
         shard,
         correlation_id,
         move |shard, correlation_id| async move {

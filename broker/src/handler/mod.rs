@@ -60,6 +60,25 @@ fn ready(shard: &Rc<Shard>, outgoing: Outgoing) -> Task<Option<Outgoing>> {
     })
 }
 
+/// Runs `work` (which encodes the response frame) as the request's task, counted as in flight
+/// until it finishes.
+pub fn spawn_frame<F, Fut>(
+    shard: &Rc<Shard>,
+    correlation_id: u32,
+    work: F,
+) -> Task<Option<Outgoing>>
+where
+    F: FnOnce(Rc<Shard>, u32) -> Fut + 'static,
+    Fut: std::future::Future<Output = Vec<u8>> + 'static,
+{
+    let shard = shard.clone();
+    let in_flight = InFlight::new(&shard);
+    glommio::spawn_local(async move {
+        let _in_flight = in_flight;
+        Some(Outgoing::Frame(work(shard, correlation_id).await))
+    })
+}
+
 /// Starts handling one request. Produce is appended before this returns (so the appends of
 /// one connection keep their order); everything that waits (durability, long polls, other
 /// shards) happens in the returned task.
@@ -84,61 +103,46 @@ pub async fn dispatch(
             Outgoing::Frame(metadata::metadata(shard, correlation_id, &request)),
         ),
         Request::CreateTopics(request) => {
-            let shard = shard.clone();
-            let in_flight = InFlight::new(&shard);
-            glommio::spawn_local(async move {
-                let _in_flight = in_flight;
+            spawn_frame(shard, correlation_id, |shard, correlation_id| async move {
                 let (reply, results) = reply_channel();
                 let message = ShardMessage::CreateTopics { request, reply };
-                Some(Outgoing::Frame(
-                    admin_reply(&shard, correlation_id, message, results, |topics| {
-                        response_frame(
-                            correlation_id,
-                            &wire::protocol::CreateTopicsResponse { topics },
-                        )
-                    })
-                    .await,
-                ))
+                admin_reply(&shard, correlation_id, message, results, |topics| {
+                    response_frame(
+                        correlation_id,
+                        &wire::protocol::CreateTopicsResponse { topics },
+                    )
+                })
+                .await
             })
         }
         Request::DeleteTopics(request) => {
-            let shard = shard.clone();
-            let in_flight = InFlight::new(&shard);
-            glommio::spawn_local(async move {
-                let _in_flight = in_flight;
+            spawn_frame(shard, correlation_id, |shard, correlation_id| async move {
                 let (reply, results) = reply_channel();
                 let message = ShardMessage::DeleteTopics { request, reply };
-                Some(Outgoing::Frame(
-                    admin_reply(&shard, correlation_id, message, results, |topics| {
-                        response_frame(
-                            correlation_id,
-                            &wire::protocol::DeleteTopicsResponse { topics },
-                        )
-                    })
-                    .await,
-                ))
+                admin_reply(&shard, correlation_id, message, results, |topics| {
+                    response_frame(
+                        correlation_id,
+                        &wire::protocol::DeleteTopicsResponse { topics },
+                    )
+                })
+                .await
             })
         }
         Request::Produce(request) => produce::dispatch(shard, correlation_id, request).await,
         Request::Fetch(request) => fetch::dispatch(shard, correlation_id, request),
         Request::ListOffsets(request) => offsets::dispatch(shard, correlation_id, request),
         Request::InitProducerId(request) => {
-            let shard = shard.clone();
-            let in_flight = InFlight::new(&shard);
-            glommio::spawn_local(async move {
-                let _in_flight = in_flight;
-                Some(Outgoing::Frame(
-                    init_producer_id(&shard, correlation_id, request).await,
-                ))
+            spawn_frame(shard, correlation_id, |shard, correlation_id| async move {
+                init_producer_id(&shard, correlation_id, request).await
             })
         }
         Request::FindCoordinator(request) => ready(
             shard,
             Outgoing::Frame(group::find_coordinator(shard, correlation_id, &request)),
         ),
-        Request::ListGroups(_) => group::spawn(shard, correlation_id, group::list_groups),
+        Request::ListGroups(_) => spawn_frame(shard, correlation_id, group::list_groups),
         Request::DescribeGroups(request) => {
-            group::spawn(shard, correlation_id, move |shard, correlation_id| {
+            spawn_frame(shard, correlation_id, move |shard, correlation_id| {
                 group::describe_groups(shard, correlation_id, request)
             })
         }
