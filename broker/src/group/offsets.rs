@@ -213,15 +213,40 @@ fn decode_value(reader: &mut Reader<'_>) -> anyhow::Result<(u64, String, i64)> {
 }
 
 /// Builds the record batch of one commit.
-pub fn commit_batch(entries: &[CommitEntry], now_ms: i64) -> anyhow::Result<AlignedVec<16>> {
+pub fn commit_batch(entries: &[CommitEntry], now_ms: i64) -> Result<AlignedVec<16>, StorageError> {
+    record_batch(
+        entries.iter().map(|entry| {
+            (
+                encode_key(&entry.group, &entry.topic, entry.partition),
+                encode_value(entry.offset, &entry.metadata, now_ms),
+            )
+        }),
+        now_ms,
+    )
+}
+
+/// Builds the record batch of tombstones (empty values) for `keys`.
+fn tombstone_batch(keys: &[Key], now_ms: i64) -> Result<AlignedVec<16>, StorageError> {
+    record_batch(
+        keys.iter()
+            .map(|(group, topic, partition)| (encode_key(group, topic, *partition), Vec::new())),
+        now_ms,
+    )
+}
+
+/// One record per (key, value), all stamped `now_ms`.
+fn record_batch(
+    records: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+    now_ms: i64,
+) -> Result<AlignedVec<16>, StorageError> {
     let mut builder = BatchBuilder::new();
-    for entry in entries {
-        let key = encode_key(&entry.group, &entry.topic, entry.partition);
-        let value = encode_value(entry.offset, &entry.metadata, now_ms);
+    for (key, value) in records {
         builder.push(now_ms, Some(&key), &value, &[], None);
     }
     let mut out = AlignedVec::<16>::new();
-    builder.build_into(&mut out)?;
+    builder
+        .build_into(&mut out)
+        .map_err(|e| StorageError::Config(format!("building offset records: {e}")))?;
     Ok(out)
 }
 
@@ -409,83 +434,78 @@ impl OffsetStore {
         if doomed.is_empty() {
             return Ok(0);
         }
-        let store = self.clone();
-        let dir = self.partition.log.dir().to_path_buf();
-        glommio::spawn_local(async move {
-            let now = storage::now_ms();
-            let mut builder = BatchBuilder::new();
-            for (group, topic, partition) in &doomed {
-                builder.push(
-                    now,
-                    Some(&encode_key(group, topic, *partition)),
-                    &[],
-                    &[],
-                    None,
-                );
-            }
-            let mut batch = AlignedVec::<16>::new();
-            builder
-                .build_into(&mut batch)
-                .map_err(|e| StorageError::Config(format!("building tombstones: {e}")))?;
-            let log = &store.partition.log;
-            let info = log
-                .append(BatchView::validate(&batch, wire::limits::BATCH_SIZE_MAX)?)
-                .await?;
-            store.in_flight.borrow_mut().insert(info.base_offset);
-            log.wait_durable(info.last_offset).await?;
-            store.in_flight.borrow_mut().remove(&info.base_offset);
+        self.detached(move |store| async move {
+            let batch = tombstone_batch(&doomed, storage::now_ms())?;
+            let base_offset = store.append_durably(&batch, doomed.len()).await?;
             for (delta, (group, topic, partition)) in doomed.iter().enumerate() {
-                store.remove(group, topic, *partition, info.base_offset + delta as u64);
+                store.remove(group, topic, *partition, base_offset + delta as u64);
             }
-            let since = store.records_since_snapshot.get() + doomed.len() as u64;
-            store.records_since_snapshot.set(since);
             Ok(doomed.len())
         })
-        .detach()
         .await
-        .unwrap_or(Err(StorageError::Closed { dir }))
     }
 
     /// Appends a commit, waits until it is on disk, then applies it. The work runs as its own
     /// task: a caller that goes away (its connection closed) cannot cancel a commit between its
     /// append and its application to the table.
     pub async fn commit(self: &Rc<Self>, entries: Vec<CommitEntry>) -> Result<(), StorageError> {
-        let store = self.clone();
+        self.detached(move |store| async move {
+            let now = storage::now_ms();
+            let batch = commit_batch(&entries, now)?;
+            let base_offset = store.append_durably(&batch, entries.len()).await?;
+            for (delta, entry) in entries.into_iter().enumerate() {
+                store.apply(
+                    entry.group,
+                    entry.topic,
+                    entry.partition,
+                    Committed {
+                        offset: entry.offset,
+                        metadata: entry.metadata,
+                        commit_timestamp: now,
+                        record_offset: base_offset + delta as u64,
+                    },
+                );
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `work` as its own task, so that a caller going away cannot cancel it between an
+    /// append and its application to the table.
+    async fn detached<T: 'static, Fut>(
+        self: &Rc<Self>,
+        work: impl FnOnce(Rc<Self>) -> Fut,
+    ) -> Result<T, StorageError>
+    where
+        Fut: std::future::Future<Output = Result<T, StorageError>> + 'static,
+    {
         let dir = self.partition.log.dir().to_path_buf();
-        glommio::spawn_local(async move { store.append_and_apply(&entries).await })
+        glommio::spawn_local(work(self.clone()))
             .detach()
             .await
             .unwrap_or(Err(StorageError::Closed { dir }))
     }
 
-    async fn append_and_apply(&self, entries: &[CommitEntry]) -> Result<(), StorageError> {
-        let now = storage::now_ms();
-        let batch = commit_batch(entries, now)
-            .map_err(|e| StorageError::Config(format!("building a commit: {e}")))?;
+    /// Appends `batch` (of `records` records) and waits until it is on disk; returns its base
+    /// offset. Meanwhile the batch counts as in flight, so no snapshot claims to cover it. On
+    /// failure it stays in flight: no snapshot may claim a record the table lacks (the log is
+    /// unusable by then anyway).
+    async fn append_durably(
+        &self,
+        batch: &AlignedVec<16>,
+        records: usize,
+    ) -> Result<u64, StorageError> {
         let log = &self.partition.log;
-        let view = BatchView::validate(&batch, wire::limits::BATCH_SIZE_MAX)?;
-        let info = log.append(view).await?;
+        let info = log
+            .append(BatchView::validate(batch, wire::limits::BATCH_SIZE_MAX)?)
+            .await?;
         self.in_flight.borrow_mut().insert(info.base_offset);
-        // On failure the entry stays: no snapshot may claim to cover a record the table lacks
-        // (the log is unusable by then anyway).
         log.wait_durable(info.last_offset).await?;
         self.in_flight.borrow_mut().remove(&info.base_offset);
-        for (delta, entry) in entries.iter().enumerate() {
-            self.apply(
-                entry.group.clone(),
-                entry.topic.clone(),
-                entry.partition,
-                Committed {
-                    offset: entry.offset,
-                    metadata: entry.metadata.clone(),
-                    commit_timestamp: now,
-                    record_offset: info.base_offset + delta as u64,
-                },
-            );
-        }
-        let since = self.records_since_snapshot.get() + entries.len() as u64;
+        let since = self.records_since_snapshot.get() + records as u64;
         self.records_since_snapshot.set(since);
-        Ok(())
+        Ok(info.base_offset)
     }
 
     /// True when enough records were applied since the last snapshot to write a new one.
