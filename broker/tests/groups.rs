@@ -552,19 +552,7 @@ fn committed_offsets_survive_broker_kill_and_can_be_reset() {
     let mut a = GroupConsumer::start(&broker, "durable", &[]);
     wait_received(&[&a], &first);
     assert_eq!(
-        sluice(
-            &broker,
-            &[
-                "group",
-                "reset-offsets",
-                "durable",
-                "--topic",
-                TOPIC,
-                "--to",
-                "earliest"
-            ]
-        )
-        .0,
+        reset_to_earliest(&broker, "durable").0,
         1,
         "refused while a member is active"
     );
@@ -601,18 +589,7 @@ fn committed_offsets_survive_broker_kill_and_can_be_reset() {
         .collect();
     assert!(again.is_empty(), "redelivered after restart: {again:?}");
     b.stop();
-    let (status, reset) = sluice(
-        &broker,
-        &[
-            "group",
-            "reset-offsets",
-            "durable",
-            "--topic",
-            TOPIC,
-            "--to",
-            "earliest",
-        ],
-    );
+    let (status, reset) = reset_to_earliest(&broker, "durable");
     assert_eq!(status, 0, "{reset}");
     let c = GroupConsumer::start(&broker, "durable", &[]);
     let everything: BTreeSet<String> = first.union(&second).cloned().collect();
@@ -710,6 +687,20 @@ fn committed_offsets(broker: &Broker, group: &str) -> BTreeMap<u32, Option<u64>>
             Some((partition, fields.get(2)?.parse().ok()))
         })
         .collect()
+}
+
+/// `sluice group reset-offsets GROUP --topic TOPIC --to earliest`.
+fn reset_to_earliest(broker: &Broker, group: &str) -> (i32, String) {
+    let args = [
+        "group",
+        "reset-offsets",
+        group,
+        "--topic",
+        TOPIC,
+        "--to",
+        "earliest",
+    ];
+    sluice(broker, &args)
 }
 
 /// The generation `sluice group describe` reports.
