@@ -42,27 +42,37 @@ pub(crate) struct Identity {
     pub instance_id: Option<String>,
 }
 
+/// Groups per-partition items by topic, topics in first-seen order (the shape of the
+/// OffsetCommit and OffsetFetch requests).
+fn by_topic<'a, T>(items: impl Iterator<Item = (&'a TopicPartition, T)>) -> Vec<(String, Vec<T>)> {
+    let mut topics: Vec<(String, Vec<T>)> = Vec::new();
+    for (tp, item) in items {
+        match topics.iter_mut().find(|(topic, _)| *topic == tp.topic) {
+            Some((_, items)) => items.push(item),
+            None => topics.push((tp.topic.clone(), vec![item])),
+        }
+    }
+    topics
+}
+
 /// The OffsetCommit request committing `offsets` (next offsets to consume) as `identity`.
 pub(crate) fn commit_request(
     group_id: &str,
     identity: &Identity,
     offsets: &[(TopicPartition, u64)],
 ) -> OffsetCommitRequest {
-    let mut topics: Vec<OffsetCommitTopic> = Vec::new();
-    for (tp, offset) in offsets {
+    let per_partition = offsets.iter().map(|(tp, offset)| {
         let partition = OffsetCommitPartition {
             partition: tp.partition,
             offset: *offset,
             metadata: String::new(),
         };
-        match topics.iter_mut().find(|topic| topic.topic == tp.topic) {
-            Some(topic) => topic.partitions.push(partition),
-            None => topics.push(OffsetCommitTopic {
-                topic: tp.topic.clone(),
-                partitions: vec![partition],
-            }),
-        }
-    }
+        (tp, partition)
+    });
+    let topics = by_topic(per_partition)
+        .into_iter()
+        .map(|(topic, partitions)| OffsetCommitTopic { topic, partitions })
+        .collect();
     OffsetCommitRequest {
         group_id: group_id.to_owned(),
         generation: identity.generation,
@@ -121,16 +131,10 @@ pub(crate) async fn send_commit(
 
 /// The OffsetFetch request for `partitions`.
 pub(crate) fn fetch_request(group_id: &str, partitions: &[TopicPartition]) -> OffsetFetchRequest {
-    let mut topics: Vec<OffsetFetchTopic> = Vec::new();
-    for tp in partitions {
-        match topics.iter_mut().find(|topic| topic.topic == tp.topic) {
-            Some(topic) => topic.partitions.push(tp.partition),
-            None => topics.push(OffsetFetchTopic {
-                topic: tp.topic.clone(),
-                partitions: vec![tp.partition],
-            }),
-        }
-    }
+    let topics = by_topic(partitions.iter().map(|tp| (tp, tp.partition)))
+        .into_iter()
+        .map(|(topic, partitions)| OffsetFetchTopic { topic, partitions })
+        .collect();
     OffsetFetchRequest {
         group_id: group_id.to_owned(),
         topics: Some(topics),
