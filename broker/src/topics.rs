@@ -108,6 +108,12 @@ impl TopicRegistry {
     }
 }
 
+/// True for the broker's internal topics (`__consumer_offsets`): clients may read them but
+/// not create, write or delete them, and "every topic" listings leave them out.
+pub fn is_internal_topic(name: &str) -> bool {
+    name.starts_with("__")
+}
+
 /// Checks a topic name: 1 to 200 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 200 {

@@ -78,7 +78,7 @@ pub fn metadata(shard: &Rc<Shard>, correlation_id: u32, request: &MetadataReques
         None => registry
             .topics
             .keys()
-            .filter(|name| !name.starts_with("__"))
+            .filter(|name| !crate::topics::is_internal_topic(name))
             .map(|n| describe(n))
             .collect(),
     };

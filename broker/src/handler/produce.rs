@@ -57,7 +57,7 @@ pub async fn dispatch(
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for data in &topic.partitions {
             let records = data.records.as_slice();
-            let route = if topic.topic.starts_with("__") {
+            let route = if crate::topics::is_internal_topic(&topic.topic) {
                 Err(WireError::new(
                     ErrorCode::InvalidRequest,
                     format!(

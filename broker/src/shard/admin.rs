@@ -12,7 +12,7 @@ use wire::protocol::{
 
 use super::Shard;
 use crate::bus::{reply_channel, ShardMessage};
-use crate::topics::{validate_topic_name, TopicRegistry};
+use crate::topics::{is_internal_topic, validate_topic_name, TopicRegistry};
 
 /// Most partitions per topic: bounds the files and memory one request can create.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
@@ -53,7 +53,7 @@ impl Shard {
         let mut registry = (**self.registry.borrow()).clone();
         let mut results = Vec::new();
         for name in &request.names {
-            let error = if name.starts_with("__") {
+            let error = if is_internal_topic(name) {
                 WireError::new(
                     ErrorCode::InvalidConfig,
                     format!("{name:?} is an internal topic and cannot be deleted"),
@@ -134,7 +134,7 @@ impl Shard {
     ) -> Result<TopicConfig, WireError> {
         let invalid = |message: String| WireError::new(ErrorCode::InvalidConfig, message);
         validate_topic_name(&topic.name).map_err(invalid)?;
-        if topic.name.starts_with("__") {
+        if is_internal_topic(&topic.name) {
             return Err(invalid(format!(
                 "topic names starting with __ are internal: {:?}",
                 topic.name
