@@ -1156,37 +1156,20 @@ fn default_name() -> String {
 
 /// `YYYYMMDD-HHMMSS` in UTC for seconds since the epoch.
 pub fn utc_compact(epoch_s: u64) -> String {
-    let (year, month, day, hour, minute, second) = civil_utc(epoch_s);
-    format!("{year:04}{month:02}{day:02}-{hour:02}{minute:02}{second:02}")
+    utc_format(epoch_s, "%Y%m%d-%H%M%S")
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
 pub fn utc_readable(epoch_s: u64) -> String {
-    let (year, month, day, hour, minute, second) = civil_utc(epoch_s);
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
+    utc_format(epoch_s, "%Y-%m-%d %H:%M:%S UTC")
 }
 
-/// Civil date and time of a Unix time (Howard Hinnant's days-from-civil, inverted).
-fn civil_utc(epoch_s: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (epoch_s / 86_400) as i64;
-    let rest = epoch_s % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        (rest / 3600) as u32,
-        (rest % 3600 / 60) as u32,
-        (rest % 60) as u32,
-    )
+/// A Unix time in UTC through `jiff`'s civil-date arithmetic, in `format` (strftime); a time
+/// beyond jiff's range (year 9999) is shown as the range's end.
+fn utc_format(epoch_s: u64, format: &str) -> String {
+    let seconds = i64::try_from(epoch_s).unwrap_or(i64::MAX);
+    let timestamp = jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::MAX);
+    timestamp.strftime(format).to_string()
 }
 
 #[cfg(test)]
@@ -1466,5 +1449,8 @@ mod tests {
     fn dates() {
         assert_eq!(utc_compact(0), "19700101-000000");
         assert_eq!(utc_readable(1_795_000_000), "2026-11-18 11:06:40 UTC");
+        // A leap day, and the end of a leap year.
+        assert_eq!(utc_readable(1_709_210_096), "2024-02-29 12:34:56 UTC");
+        assert_eq!(utc_compact(1_735_689_599), "20241231-235959");
     }
 }

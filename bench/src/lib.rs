@@ -21,17 +21,21 @@
 //!                hold every partition, and until moved partitions deliver again
 //!     cpu: /proc utime+stime of broker and client over the measured window
 //!            ▼
-//!  report: table on stdout, NAME.md / .csv / .json / .svg, peers next to ours
+//!  report: table on stdout, NAME.md / .csv / .json / .svg; peers' figures as reference only
 //! ```
 //!
 //! Modules: [`args`] (command line → plan), [`workload`] (one point), [`schedule`] (open-loop
-//! schedule, coordinated-omission correction, the clock), [`histogram`] (HDR histograms,
-//! merged per point), [`cpu`] (/proc), [`broker`] (start/stop), [`limits`] (fio, iperf3),
-//! [`peers`] (PEERS.md figures), [`report`] (outputs), [`progress`] (bar or lines).
+//! schedule, coordinated-omission correction, the clock), [`held`] (whether an open-loop
+//! point held its rate: slices of the window, no growing backlog), [`histogram`] (HDR
+//! histograms, merged per point), [`cpu`] (/proc), [`broker`] (start/stop), [`limits`] (fio,
+//! iperf3), [`fio`] (the fio runner, shared with the storage bench), [`peers`] (PEERS.md
+//! figures, reference only), [`report`] (outputs), [`progress`] (bar or lines).
 
 pub mod args;
 pub mod broker;
 pub mod cpu;
+pub mod fio;
+pub mod held;
 pub mod histogram;
 pub mod limits;
 pub mod peers;
@@ -210,17 +214,18 @@ fn point_line(result: &workload::PointResult) -> String {
             histogram::fmt_ms(p.p999_ms)
         )
     });
-    let held = match result.sustained {
-        Some(true) => " held",
-        Some(false) => " NOT HELD",
-        None => "",
+    let held = match &result.held {
+        Some(held) if held.held => " held".to_owned(),
+        Some(held) => format!(" {}", held.label().replace("NO", "NOT HELD")),
+        None => String::new(),
     };
     format!(
-        "{}: {} msgs/s {:.1} MB/s{latency}, cpu {}{held}; {}",
+        "{}: {} msgs/s {:.1} MB/s{latency}, cpu {} cores = {} µs/msg{held}; {}",
         result.spec.describe(),
         args::fmt_count(result.msgs_per_s.round()),
         result.mb_per_s,
         result.cpu.short(),
+        result.cpu_per_msg.short(),
         result.verdict
     )
 }

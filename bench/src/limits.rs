@@ -21,6 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
+use crate::fio::SeqWrite;
+
+/// File fio goes over (again and again, time-based): 1 GiB, larger than any write cache of a
+/// virtual disk we have seen, small enough for any data disk.
+const FIO_FILE_BYTES: u64 = 1 << 30;
+
 /// The references of a run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Limits {
@@ -96,7 +102,8 @@ fn tool_version(tool: &str, flag: &str) -> Option<String> {
     text.lines().next().map(|line| line.trim().to_owned())
 }
 
-/// fio's sequential O_DIRECT io_uring write in a fresh directory under `base`.
+/// fio's sequential O_DIRECT io_uring write under `base`, time-based over a 1 GiB file for
+/// `duration` (through the shared runner, [`crate::fio`]).
 fn fio(
     base: &Path,
     block_bytes: u64,
@@ -104,62 +111,22 @@ fn fio(
     fdatasync: bool,
     duration: Duration,
 ) -> Result<Bandwidth> {
-    let version =
-        tool_version("fio", "--version").context("fio is not installed (apt-get install fio)")?;
-    std::fs::create_dir_all(base)?;
-    let dir = tempfile::Builder::new()
-        .prefix("fio-")
-        .tempdir_in(base)
-        .with_context(|| format!("cannot create a directory under {}", base.display()))?;
-    let mut args = vec![
-        "--name=seqwrite".to_owned(),
-        format!("--directory={}", dir.path().display()),
-        "--rw=write".into(),
-        format!("--bs={block_bytes}"),
-        format!("--iodepth={iodepth}"),
-        "--ioengine=io_uring".into(),
-        "--direct=1".into(),
-        "--size=1g".into(),
-        "--time_based".into(),
-        format!("--runtime={}", duration.as_secs().max(1)),
-        "--numjobs=1".into(),
-        "--group_reporting".into(),
-        "--output-format=json".into(),
-    ];
-    if fdatasync {
-        args.push("--fdatasync=1".into());
-    }
-    let method = format!("fio {}", args.join(" "));
-    let output = Command::new("fio")
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run fio")?;
-    ensure!(
-        output.status.success(),
-        "{method} failed: {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    let bytes_per_s = fio_write_bw(&output.stdout)
-        .with_context(|| format!("no write bandwidth in the output of {method}"))?;
-    dir.close().context("cannot delete fio's directory")?;
+    let run = crate::fio::run(
+        base,
+        SeqWrite {
+            block_bytes,
+            iodepth,
+            fdatasync,
+            size_bytes: FIO_FILE_BYTES,
+            runtime: duration,
+            time_based: true,
+        },
+    )?;
     Ok(Bandwidth {
-        tool: version,
-        method,
-        bytes_per_s,
+        tool: run.version,
+        method: run.command,
+        bytes_per_s: run.bytes_per_s,
     })
-}
-
-/// `jobs[0].write.bw_bytes` of fio's JSON output. fio may print warnings before the JSON, so
-/// parsing starts at the first `{`.
-pub fn fio_write_bw(stdout: &[u8]) -> Option<f64> {
-    let text = String::from_utf8_lossy(stdout);
-    let json: serde_json::Value = serde_json::from_str(&text[text.find('{')?..]).ok()?;
-    json.get("jobs")?
-        .get(0)?
-        .get("write")?
-        .get("bw_bytes")?
-        .as_f64()
 }
 
 /// iperf3 over loopback, one stream, for `duration`: a one-off server (`-1`) on a free port,
@@ -278,14 +245,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// The fields read from fio's and iperf3's JSON, with fio's warnings in front.
+    /// The field read from iperf3's JSON (fio's: [`crate::fio`]).
     #[test]
     fn parses_tool_output() {
-        let fio = br#"note: both iodepth >= 1 and synchronous I/O engine are selected
-{ "fio version" : "fio-3.33", "jobs" : [ { "jobname" : "seqwrite",
-  "read" : { "bw_bytes" : 0 }, "write" : { "io_bytes" : 1, "bw_bytes" : 2147483648, "iops" : 2048.0 } } ] }"#;
-        assert_eq!(fio_write_bw(fio), Some(2147483648.0));
-        assert_eq!(fio_write_bw(b"error"), None);
         let iperf = br#"{"start": {}, "end": {"sum_sent": {"bits_per_second": 4.0e10},
             "sum_received": {"bits_per_second": 3.72e10}}}"#;
         assert_eq!(iperf3_received_bps(iperf), Some(3.72e10));

@@ -1,6 +1,13 @@
 //! The peer brokers measured on this machine class (from `shared/PEERS.md`, measured
 //! 2026-11-22 on 2 vCPU / 24 GiB / Linux 6.18 / ext4 on a virtio disk), embedded as data so
-//! that every report prints our figures next to theirs.
+//! that every report can show them as **reference context**.
+//!
+//! They were measured on another day, in other runs, on a shared host that drifts by tens of
+//! percent: a ratio of one of our figures to one of theirs would mix two days' noise with the
+//! difference between the brokers, so the report never prints one ([`REFERENCE_NOTE`]). A
+//! ratio needs the peer measured in the same sitting, alternating with our runs:
+//! `../shared/peers/sidebyside.sh` does that for Apache Iggy (this harness cannot run a peer
+//! itself).
 //!
 //! Their workload: 1 KiB messages, one topic with one partition, one producer and one consumer
 //! at once, about 2 M messages, broker and client sharing the 2 cores. Latencies are
@@ -36,6 +43,15 @@ pub struct Peer {
 pub const SOURCE: &str = "shared/PEERS.md, measured 2026-11-22 on this machine class \
      (2 vCPU, 24 GiB, Linux 6.18, ext4 on virtio); 1 KiB messages, 1 partition, 1 producer + \
      1 consumer at once, ~2 M messages; ±30 % run to run";
+
+/// The day the peers were measured.
+pub const MEASURED_ON: &str = "2026-11-22";
+
+/// What every report says about the peers' figures.
+pub const REFERENCE_NOTE: &str = "reference context only: measured on 2026-11-22 in other \
+     runs (shared/PEERS.md), not side by side with this run, so not comparable as a ratio; \
+     for a ratio, measure a peer in the same sitting (shared/peers/sidebyside.sh alternates \
+     Sluice and Apache Iggy runs)";
 
 /// The peers, best throughput first within each broker.
 pub const PEERS: &[Peer] = &[

@@ -18,6 +18,10 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::args::{fmt_count, ConsumeMode, DurabilityArg, PointSpec, Scenario, SweepParam};
+use crate::held::{
+    BACKLOG_GROWTH_SHARE_MAX, LATENCY_GROWTH_FACTOR, LATENCY_GROWTH_MARGIN_MS, RATE_TOLERANCE,
+    SLICES, UNSENT_SHARE_MAX,
+};
 use crate::histogram::{fmt_ms, Percentiles};
 use crate::limits::Limits;
 use crate::peers::{self, Peer};
@@ -267,6 +271,7 @@ impl Report {
             "produce ms p50/p99/p99.9/max",
             "e2e ms p50/p90/p99/p99.9/p99.99/max",
             "CPU broker+client (+others)",
+            "CPU µs/msg broker+client",
             "÷disk",
             "÷loopback",
             "limit",
@@ -286,6 +291,7 @@ impl Report {
                     latency_cell(point, point.produce_latency.as_ref(), Percentiles::short),
                     latency_cell(point, point.e2e_latency.as_ref(), long_percentiles),
                     point.cpu.short(),
+                    point.cpu_per_msg.short(),
                     ratio(self.disk_ratio(point.mb_per_s)),
                     ratio(self.net_ratio(point.mb_per_s)),
                     short_verdict(point),
@@ -403,6 +409,52 @@ impl Report {
         (headers, rows)
     }
 
+    /// The slices of each open-loop point that has them (rows of cells).
+    fn slice_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let headers = vec![
+            "curve",
+            "rate",
+            "p50 ms per slice",
+            "backlog per slice (msgs)",
+            "p50 start → end",
+            "backlog growth",
+            "held",
+        ];
+        let rows = self
+            .points
+            .iter()
+            .filter_map(|point| Some((point, point.held.as_ref()?)))
+            .filter(|(_, held)| !held.slices.is_empty())
+            .map(|(point, held)| {
+                let p50s: Vec<String> = held.slices.iter().map(|s| fmt_ms(s.p50_ms)).collect();
+                let backlogs: Vec<String> = held
+                    .slices
+                    .iter()
+                    .map(|s| fmt_count(s.backlog_msgs as f64))
+                    .collect();
+                let (levels, growth) = held.trend.map_or_else(
+                    || ("-".to_owned(), "-".to_owned()),
+                    |t| {
+                        (
+                            format!("{} → {}", fmt_ms(t.start_p50_ms), fmt_ms(t.end_p50_ms)),
+                            format!("{:+.0}", t.backlog_growth_msgs),
+                        )
+                    },
+                );
+                vec![
+                    point.spec.curve.clone(),
+                    point.spec.rate_label(),
+                    p50s.join(" "),
+                    backlogs.join(" "),
+                    levels,
+                    growth,
+                    held.label(),
+                ]
+            })
+            .collect();
+        (headers, rows)
+    }
+
     /// The human table printed at the end of a run.
     pub fn table(&self) -> String {
         let (headers, rows) = self.result_rows();
@@ -426,161 +478,37 @@ impl Report {
         out
     }
 
-    /// One CSV row per point.
-    pub fn csv(&self) -> String {
-        let mut out = String::from(
-            "index,curve,scenario,message_size,batch_messages,batch_bytes,linger_ms,acks,\
-             durability,partitions,producers,consumers,consume_mode,session_timeout_ms,\
-             heartbeat_interval_ms,target_rate,sustained,msgs_per_s,\
-             mb_per_s,produced_msgs_per_s,consumed_msgs_per_s,window_s,\
-             produce_p50_ms,produce_p90_ms,produce_p99_ms,produce_p999_ms,produce_p9999_ms,\
-             produce_max_ms,produce_uncorrected_p50_ms,produce_uncorrected_p99_ms,\
-             produce_uncorrected_max_ms,e2e_p50_ms,e2e_p90_ms,e2e_p99_ms,e2e_p999_ms,\
-             e2e_p9999_ms,e2e_max_ms,e2e_uncorrected_p50_ms,e2e_uncorrected_p99_ms,\
-             e2e_uncorrected_max_ms,broker_cpu_s,client_cpu_s,broker_cores,client_cores,\
-             broker_busiest_thread_cores,client_busiest_thread_cores,disk_ratio,loopback_ratio,\
-             leave,repeats,rebalance_done_min_ms,rebalance_done_median_ms,\
-             rebalance_done_max_ms,data_flowing_min_ms,data_flowing_median_ms,\
-             data_flowing_max_ms,rebalance_target_ms,rebalance_met,unmoved_interrupted,\
-             redelivered,client_bound,verdict,problems\n",
-        );
+    /// One CSV row per point ([`CsvRow`], written by the `csv` crate: quoting, and empty
+    /// cells for what was not measured).
+    pub fn csv(&self) -> Result<String> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
         for point in &self.points {
-            let spec = &point.spec;
-            let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.4}"));
-            let lat = |l: Option<&Percentiles>, f: fn(&Percentiles) -> f64| {
-                l.map_or_else(String::new, |p| format!("{:.4}", f(p)))
-            };
-            let produce = point.produce_latency.as_ref();
-            let e2e = point.e2e_latency.as_ref();
-            let pc = produce.map(|l| &l.corrected);
-            let pu = produce.map(|l| &l.uncorrected);
-            let ec = e2e.map(|l| &l.corrected);
-            let eu = e2e.map(|l| &l.uncorrected);
-            let rebalance = point.rebalance.as_ref();
-            let spread =
-                |s: fn(&crate::workload::rebalance::RebalanceOutcome) -> Option<Spread>,
-                 f: fn(&Spread) -> f64| {
-                    opt(rebalance.and_then(s).as_ref().map(f))
-                };
-            let fields: Vec<String> = vec![
-                spec.index.to_string(),
-                spec.curve.clone(),
-                spec.scenario.name().into(),
-                spec.message_size.to_string(),
-                spec.batch_messages
-                    .map_or_else(String::new, |b| b.to_string()),
-                spec.batch_bytes.to_string(),
-                spec.linger_ms.to_string(),
-                spec.acks.name().into(),
-                durability_name(spec),
-                spec.partitions.to_string(),
-                spec.producers.to_string(),
-                spec.consumers.to_string(),
-                spec.consume_mode
-                    .map_or_else(String::new, |m| m.name().to_owned()),
-                spec.group
-                    .map_or_else(String::new, |g| g.session_timeout_ms.to_string()),
-                spec.group
-                    .map_or_else(String::new, |g| g.heartbeat_interval_ms.to_string()),
-                spec.target_rate
-                    .map_or_else(|| "max".into(), |r| format!("{r:.0}")),
-                point.sustained.map_or_else(String::new, |s| s.to_string()),
-                format!("{:.1}", point.msgs_per_s),
-                format!("{:.3}", point.mb_per_s),
-                opt(point.produced.as_ref().map(|f| f.msgs_per_s)),
-                opt(point.consumed.as_ref().map(|f| f.msgs_per_s)),
-                format!("{:.3}", point.window_s),
-                lat(pc, |p| p.p50_ms),
-                lat(pc, |p| p.p90_ms),
-                lat(pc, |p| p.p99_ms),
-                lat(pc, |p| p.p999_ms),
-                lat(pc, |p| p.p9999_ms),
-                lat(pc, |p| p.max_ms),
-                lat(pu, |p| p.p50_ms),
-                lat(pu, |p| p.p99_ms),
-                lat(pu, |p| p.max_ms),
-                lat(ec, |p| p.p50_ms),
-                lat(ec, |p| p.p90_ms),
-                lat(ec, |p| p.p99_ms),
-                lat(ec, |p| p.p999_ms),
-                lat(ec, |p| p.p9999_ms),
-                lat(ec, |p| p.max_ms),
-                lat(eu, |p| p.p50_ms),
-                lat(eu, |p| p.p99_ms),
-                lat(eu, |p| p.max_ms),
-                opt(point.cpu.broker_s),
-                opt(point.cpu.client_s),
-                opt(point.cpu.broker_cores),
-                opt(point.cpu.client_cores),
-                opt(point.cpu.broker_busiest_thread.as_ref().map(|t| t.cores)),
-                opt(point.cpu.client_busiest_thread.as_ref().map(|t| t.cores)),
-                opt(self.disk_ratio(point.mb_per_s)),
-                opt(self.net_ratio(point.mb_per_s)),
-                rebalance.map_or_else(String::new, |r| r.leave.name().to_owned()),
-                rebalance.map_or_else(String::new, |r| r.repeats.len().to_string()),
-                spread(|r| r.rebalance_done, |s| s.min_ms),
-                spread(|r| r.rebalance_done, |s| s.median_ms),
-                spread(|r| r.rebalance_done, |s| s.max_ms),
-                spread(|r| r.data_flowing, |s| s.min_ms),
-                spread(|r| r.data_flowing, |s| s.median_ms),
-                spread(|r| r.data_flowing, |s| s.max_ms),
-                opt(rebalance.map(|r| r.target_ms)),
-                rebalance.map_or_else(String::new, |r| r.met.to_string()),
-                rebalance.map_or_else(String::new, |r| r.unmoved_interrupted.to_string()),
-                rebalance.map_or_else(String::new, |r| r.redelivered.to_string()),
-                point.client_bound.to_string(),
-                point.verdict.clone(),
-                point.problems.join("; "),
-            ];
-            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-            let _ = writeln!(out, "{}", line.join(","));
+            writer
+                .serialize(CsvRow::of(self, point))
+                .context("cannot write a CSV row")?;
         }
-        out
+        let bytes = writer
+            .into_inner()
+            .map_err(|error| anyhow::anyhow!("cannot finish the CSV: {error}"))?;
+        String::from_utf8(bytes).context("the CSV is not UTF-8")
     }
 
-    /// Our best point per durability class next to the best peer of that class.
+    /// The peers as reference context: no ratio (see [`peers::REFERENCE_NOTE`]).
     fn peer_summary(&self) -> String {
-        let mut out =
-            String::from("Compared with the peers (best held point per durability class; ");
-        out.push_str(peers::SOURCE);
-        out.push_str("):\n");
-        let mut any = false;
+        let mut out = format!("Peer brokers: {}.", peers::REFERENCE_NOTE);
         for class in ["none", "periodic", "always"] {
-            let best = self
-                .points
-                .iter()
-                .filter(|p| fsync_class(&p.spec) == class && p.plottable())
-                .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
-            let (Some(ours), Some(peer)) = (best, peers::best_for(class)) else {
-                continue;
-            };
-            any = true;
-            let latency = ours.headline_latency().map_or_else(
-                || "-".into(),
-                |p| format!("p50 {} / p99 {} ms", fmt_ms(p.p50_ms), fmt_ms(p.p99_ms)),
-            );
-            let _ = writeln!(
-                out,
-                "  fsync {class}: Sluice {} msgs/s ({:.0} MB/s, {}, {} {}) = {:.2}× {} {} ({} msgs/s){}",
-                fmt_count(ours.msgs_per_s.round()),
-                ours.mb_per_s,
-                latency,
-                ours.spec.curve,
-                ours.spec.rate_label(),
-                ours.msgs_per_s / peer.msgs_per_s,
-                peer.broker,
-                peer.setup,
-                peer.msgs_range,
-                if same_workload(&ours.spec) {
-                    ""
-                } else {
-                    " [different workload than the peers']"
-                }
-            );
+            if let Some(peer) = peers::best_for(class) {
+                let _ = write!(
+                    out,
+                    "\n  fsync {class}: best peer {} {} msgs/s ({}, measured {})",
+                    peer.broker,
+                    peer.msgs_range,
+                    peer.setup,
+                    peers::MEASURED_ON
+                );
+            }
         }
-        if !any {
-            out.push_str("  (no held point to compare)\n");
-        }
+        out.push('\n');
         out
     }
 
@@ -715,17 +643,48 @@ impl Report {
         }
         let (headers, rows) = self.result_rows();
         md.push_str(&markdown_table(&headers, &rows));
-        md.push_str(
+        let _ = writeln!(
+            md,
             "\n`mode`: how the consumers got their partitions, `manual` (assigned by hand) or \
              `group` (one consumer group per point: cooperative-sticky, at-least-once \
              auto-commit every 5 s; measured from the moment the group was balanced, so the \
              join is not counted). \
              `rate` is the target (`max`: closed loop); `msgs/s` and `MB/s` (10^6 bytes of \
              message values) are what was achieved: acknowledged messages for `produce`, \
-             received ones otherwise. `held`: whether an open-loop point kept its target rate. \
-             CPU is in cores (CPU seconds per second) of broker + client over the measured \
-             window, with what everything else on the (shared) machine used in parentheses. `÷disk` and `÷loopback` divide MB/s by the references above.\n",
+             received ones otherwise. `held`: whether an open-loop point kept its target rate \
+             in a steady state: the producers kept their schedule (at most {:.0} % unsent), the \
+             achieved rate is within {:.0} % of the target either way, and the backlog did not \
+             grow over the measured window (cut into {} slices by intended send time: the \
+             p50 latency at the end not above {} times and {} ms more than at the start, and the \
+             backlog of scheduled but not yet completed messages not climbing by more than \
+             {:.0} % of the window's messages); otherwise `NO:` and the reasons (`behind \
+             schedule`, `rate missed`, `backlog growing`, `errors`), detailed in the slices \
+             table below. CPU is in cores (CPU seconds per second) of broker + client over \
+             the measured window, with what everything else on the (shared) machine used in \
+             parentheses; `CPU µs/msg` divides each side's CPU by the messages (msgs/s): the \
+             CPU one message cost the broker and the client (this process: the client \
+             library and the harness; in e2e a message is both produced and consumed). \
+             `÷disk` and `÷loopback` divide MB/s by the references above.\n",
+            UNSENT_SHARE_MAX * 100.0,
+            RATE_TOLERANCE * 100.0,
+            SLICES,
+            LATENCY_GROWTH_FACTOR,
+            LATENCY_GROWTH_MARGIN_MS,
+            BACKLOG_GROWTH_SHARE_MAX * 100.0,
         );
+        let (headers, rows) = self.slice_rows();
+        if !rows.is_empty() {
+            md.push_str("\n### Held: the measured window in slices\n\n");
+            md.push_str(&markdown_table(&headers, &rows));
+            md.push_str(
+                "\nPer open-loop point, the p50 latency of the messages meant to be sent in \
+                 each slice of the window (ms) and the backlog at each slice's end (messages \
+                 the schedule wanted sent since the window opened, minus those completed: \
+                 acknowledged for `produce`, received otherwise), then the start and end \
+                 latency levels (lower p50 of the first two and of the last two slices) and \
+                 the fitted growth of the backlog over the window.\n",
+            );
+        }
         let comparisons = self.mode_comparisons();
         if !comparisons.is_empty() {
             md.push_str("\n### Consumer group vs manual assignment\n\n");
@@ -765,7 +724,7 @@ impl Report {
         }
         md.push_str("\n### Latency with and without coordinated-omission correction\n\n");
         md.push_str(&self.correction_table());
-        md.push_str("\n## Compared with the peer brokers\n\n");
+        md.push_str("\n## Peer brokers (reference, not side by side)\n\n");
         md.push_str(&self.peer_markdown());
         md.push_str("\n## Where the client was the bottleneck\n\n");
         md.push_str(&self.client_summary());
@@ -818,10 +777,10 @@ impl Report {
         for curve in curves {
             let of_curve = || self.points.iter().filter(move |p| p.spec.curve == curve);
             let held = of_curve()
-                .filter(|p| p.sustained == Some(true))
+                .filter(|p| p.sustained() == Some(true))
                 .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
             let first_missed = of_curve()
-                .filter(|p| p.sustained == Some(false))
+                .filter(|p| p.sustained() == Some(false))
                 .filter_map(|p| p.spec.target_rate)
                 .min_by(f64::total_cmp);
             let closed = of_curve().find(|p| p.spec.target_rate.is_none());
@@ -921,58 +880,61 @@ impl Report {
         markdown_table(&headers, &rows)
     }
 
-    /// The peers table with our best points on top.
+    /// Our best held points, then the peers' table as reference context (no ratio: see
+    /// [`peers::REFERENCE_NOTE`]).
     fn peer_markdown(&self) -> String {
-        let mut md = format!("Peers: {}.\n\n", peers::SOURCE);
-        md.push_str(
-            "| broker | durability, batching | msgs/s | MB/s | produce ms p50/p99/p99.9 | \
-             e2e ms p50/p99/p99.9 |\n|---|---|---|---|---|---|\n",
+        let mut md = String::from(
+            "This run's best held point per durability class (for the peers' workload: 1 KiB, \
+             1 partition, 1 producer + 1 consumer, end to end):\n\n",
         );
+        let mut any = false;
         for class in ["none", "periodic", "always"] {
             let best = self
                 .points
                 .iter()
                 .filter(|p| fsync_class(&p.spec) == class && p.plottable())
                 .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
-            if let Some(ours) = best {
-                let triple = |l: &Option<crate::workload::LatencySummary>| {
-                    l.as_ref().map_or_else(
-                        || "-".to_owned(),
-                        |l| {
-                            format!(
-                                "{} / {} / {}",
-                                fmt_ms(l.corrected.p50_ms),
-                                fmt_ms(l.corrected.p99_ms),
-                                fmt_ms(l.corrected.p999_ms)
-                            )
-                        },
-                    )
-                };
-                let _ = writeln!(
-                    md,
-                    "| **Sluice (this run)** | **{}, batch {}, acks {}, rate {}** | **{}** | **{:.0}** | {} | {} |",
-                    durability_name(&ours.spec),
-                    ours.spec.batch_label(),
-                    ours.spec.acks.name(),
-                    ours.spec.rate_label(),
-                    fmt_count(ours.msgs_per_s.round()),
-                    ours.mb_per_s,
-                    triple(&ours.produce_latency),
-                    triple(&ours.e2e_latency)
-                );
-            }
+            let Some(ours) = best else { continue };
+            any = true;
+            let latency = ours.headline_latency().map_or_else(
+                || "-".into(),
+                |p| format!("p50 {} / p99 {} ms", fmt_ms(p.p50_ms), fmt_ms(p.p99_ms)),
+            );
+            let _ = writeln!(
+                md,
+                "- fsync {class}: {} msgs/s ({:.0} MB/s, {latency}; {}, batch {}, acks {}, rate \
+                 {}; CPU {} µs/msg broker + client){}",
+                fmt_count(ours.msgs_per_s.round()),
+                ours.mb_per_s,
+                durability_name(&ours.spec),
+                ours.spec.batch_label(),
+                ours.spec.acks.name(),
+                ours.spec.rate_label(),
+                ours.cpu_per_msg.short(),
+                if same_workload(&ours.spec) {
+                    ""
+                } else {
+                    " [not the peers' workload]"
+                }
+            );
+        }
+        if !any {
+            md.push_str("- no held point\n");
+        }
+        let _ = writeln!(
+            md,
+            "\nThe peers, {}. {}\n",
+            peers::REFERENCE_NOTE,
+            peers::SOURCE
+        );
+        md.push_str(
+            "| broker | durability, batching | msgs/s | MB/s | produce ms p50/p99/p99.9 | \
+             e2e ms p50/p99/p99.9 |\n|---|---|---|---|---|---|\n",
+        );
+        for class in ["none", "periodic", "always"] {
             for peer in peers::PEERS.iter().filter(|p| p.fsync == class) {
                 md.push_str(&peer_row(peer));
             }
-        }
-        md.push('\n');
-        md.push_str(&self.peer_summary());
-        let mismatched = self.points.iter().any(|p| !same_workload(&p.spec));
-        if mismatched {
-            md.push_str(
-                "\nSome points differ from the peers' workload (1 KiB, 1 partition, 1 producer + \
-                 1 consumer, end to end): compare those with care.\n",
-            );
         }
         md.push_str(
             "\nThe peers' end-to-end latency runs from the producer's timestamp (the actual \
@@ -984,6 +946,178 @@ impl Report {
     }
 }
 
+/// One row of `NAME.csv`: the field names are the column names. Latencies and times in ms,
+/// CPU in seconds, cores and µs per message; empty cells for what was not measured.
+#[derive(Debug, Serialize)]
+pub struct CsvRow<'a> {
+    index: usize,
+    curve: &'a str,
+    scenario: &'a str,
+    message_size: u64,
+    batch_messages: Option<u32>,
+    batch_bytes: u64,
+    linger_ms: f64,
+    acks: &'a str,
+    durability: String,
+    partitions: u32,
+    producers: u32,
+    consumers: u32,
+    consume_mode: Option<&'a str>,
+    session_timeout_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+    /// `max` for a closed loop.
+    target_rate: String,
+    held: Option<bool>,
+    /// Why not: `backlog growing; rate missed` ([`crate::held::NotHeld::label`]).
+    not_held_reasons: String,
+    slice_p50_start_ms: Option<f64>,
+    slice_p50_end_ms: Option<f64>,
+    backlog_growth_msgs: Option<f64>,
+    msgs_per_s: f64,
+    mb_per_s: f64,
+    produced_msgs_per_s: Option<f64>,
+    consumed_msgs_per_s: Option<f64>,
+    window_s: f64,
+    produce_p50_ms: Option<f64>,
+    produce_p90_ms: Option<f64>,
+    produce_p99_ms: Option<f64>,
+    produce_p999_ms: Option<f64>,
+    produce_p9999_ms: Option<f64>,
+    produce_max_ms: Option<f64>,
+    produce_uncorrected_p50_ms: Option<f64>,
+    produce_uncorrected_p99_ms: Option<f64>,
+    produce_uncorrected_max_ms: Option<f64>,
+    e2e_p50_ms: Option<f64>,
+    e2e_p90_ms: Option<f64>,
+    e2e_p99_ms: Option<f64>,
+    e2e_p999_ms: Option<f64>,
+    e2e_p9999_ms: Option<f64>,
+    e2e_max_ms: Option<f64>,
+    e2e_uncorrected_p50_ms: Option<f64>,
+    e2e_uncorrected_p99_ms: Option<f64>,
+    e2e_uncorrected_max_ms: Option<f64>,
+    broker_cpu_s: Option<f64>,
+    client_cpu_s: Option<f64>,
+    broker_cores: Option<f64>,
+    client_cores: Option<f64>,
+    broker_cpu_us_per_msg: Option<f64>,
+    client_cpu_us_per_msg: Option<f64>,
+    broker_busiest_thread_cores: Option<f64>,
+    client_busiest_thread_cores: Option<f64>,
+    disk_ratio: Option<f64>,
+    loopback_ratio: Option<f64>,
+    leave: Option<&'a str>,
+    repeats: Option<usize>,
+    rebalance_done_min_ms: Option<f64>,
+    rebalance_done_median_ms: Option<f64>,
+    rebalance_done_max_ms: Option<f64>,
+    data_flowing_min_ms: Option<f64>,
+    data_flowing_median_ms: Option<f64>,
+    data_flowing_max_ms: Option<f64>,
+    rebalance_target_ms: Option<f64>,
+    rebalance_met: Option<bool>,
+    unmoved_interrupted: Option<bool>,
+    redelivered: Option<u64>,
+    client_bound: bool,
+    verdict: &'a str,
+    problems: String,
+}
+
+impl<'a> CsvRow<'a> {
+    /// The row of `point` in `report`.
+    fn of(report: &Report, point: &'a PointResult) -> CsvRow<'a> {
+        let spec = &point.spec;
+        let latency = |l: &Option<crate::workload::LatencySummary>| {
+            l.map(|l| (l.corrected, l.uncorrected)).unzip()
+        };
+        let (pc, pu) = latency(&point.produce_latency);
+        let (ec, eu) = latency(&point.e2e_latency);
+        let pick = |p: Option<Percentiles>, f: fn(&Percentiles) -> f64| p.as_ref().map(f);
+        let rebalance = point.rebalance.as_ref();
+        let spread = |s: Option<Spread>, f: fn(&Spread) -> f64| s.as_ref().map(f);
+        let done = rebalance.and_then(|r| r.rebalance_done);
+        let flowing = rebalance.and_then(|r| r.data_flowing);
+        let held = point.held.as_ref();
+        let trend = held.and_then(|h| h.trend);
+        CsvRow {
+            index: spec.index,
+            curve: &spec.curve,
+            scenario: spec.scenario.name(),
+            message_size: spec.message_size,
+            batch_messages: spec.batch_messages,
+            batch_bytes: spec.batch_bytes,
+            linger_ms: spec.linger_ms,
+            acks: spec.acks.name(),
+            durability: durability_name(spec),
+            partitions: spec.partitions,
+            producers: spec.producers,
+            consumers: spec.consumers,
+            consume_mode: spec.consume_mode.map(|m| m.name()),
+            session_timeout_ms: spec.group.map(|g| g.session_timeout_ms),
+            heartbeat_interval_ms: spec.group.map(|g| g.heartbeat_interval_ms),
+            target_rate: spec
+                .target_rate
+                .map_or_else(|| "max".into(), |r| format!("{r:.0}")),
+            held: held.map(|h| h.held),
+            not_held_reasons: held.map_or_else(String::new, |h| {
+                let labels: Vec<&str> = h.reasons.iter().map(|r| r.label()).collect();
+                labels.join("; ")
+            }),
+            slice_p50_start_ms: trend.map(|t| t.start_p50_ms),
+            slice_p50_end_ms: trend.map(|t| t.end_p50_ms),
+            backlog_growth_msgs: trend.map(|t| t.backlog_growth_msgs),
+            msgs_per_s: point.msgs_per_s,
+            mb_per_s: point.mb_per_s,
+            produced_msgs_per_s: point.produced.as_ref().map(|f| f.msgs_per_s),
+            consumed_msgs_per_s: point.consumed.as_ref().map(|f| f.msgs_per_s),
+            window_s: point.window_s,
+            produce_p50_ms: pick(pc, |p| p.p50_ms),
+            produce_p90_ms: pick(pc, |p| p.p90_ms),
+            produce_p99_ms: pick(pc, |p| p.p99_ms),
+            produce_p999_ms: pick(pc, |p| p.p999_ms),
+            produce_p9999_ms: pick(pc, |p| p.p9999_ms),
+            produce_max_ms: pick(pc, |p| p.max_ms),
+            produce_uncorrected_p50_ms: pick(pu, |p| p.p50_ms),
+            produce_uncorrected_p99_ms: pick(pu, |p| p.p99_ms),
+            produce_uncorrected_max_ms: pick(pu, |p| p.max_ms),
+            e2e_p50_ms: pick(ec, |p| p.p50_ms),
+            e2e_p90_ms: pick(ec, |p| p.p90_ms),
+            e2e_p99_ms: pick(ec, |p| p.p99_ms),
+            e2e_p999_ms: pick(ec, |p| p.p999_ms),
+            e2e_p9999_ms: pick(ec, |p| p.p9999_ms),
+            e2e_max_ms: pick(ec, |p| p.max_ms),
+            e2e_uncorrected_p50_ms: pick(eu, |p| p.p50_ms),
+            e2e_uncorrected_p99_ms: pick(eu, |p| p.p99_ms),
+            e2e_uncorrected_max_ms: pick(eu, |p| p.max_ms),
+            broker_cpu_s: point.cpu.broker_s,
+            client_cpu_s: point.cpu.client_s,
+            broker_cores: point.cpu.broker_cores,
+            client_cores: point.cpu.client_cores,
+            broker_cpu_us_per_msg: point.cpu_per_msg.broker_us,
+            client_cpu_us_per_msg: point.cpu_per_msg.client_us,
+            broker_busiest_thread_cores: point.cpu.broker_busiest_thread.as_ref().map(|t| t.cores),
+            client_busiest_thread_cores: point.cpu.client_busiest_thread.as_ref().map(|t| t.cores),
+            disk_ratio: report.disk_ratio(point.mb_per_s),
+            loopback_ratio: report.net_ratio(point.mb_per_s),
+            leave: rebalance.map(|r| r.leave.name()),
+            repeats: rebalance.map(|r| r.repeats.len()),
+            rebalance_done_min_ms: spread(done, |s| s.min_ms),
+            rebalance_done_median_ms: spread(done, |s| s.median_ms),
+            rebalance_done_max_ms: spread(done, |s| s.max_ms),
+            data_flowing_min_ms: spread(flowing, |s| s.min_ms),
+            data_flowing_median_ms: spread(flowing, |s| s.median_ms),
+            data_flowing_max_ms: spread(flowing, |s| s.max_ms),
+            rebalance_target_ms: rebalance.map(|r| r.target_ms),
+            rebalance_met: rebalance.map(|r| r.met),
+            unmoved_interrupted: rebalance.map(|r| r.unmoved_interrupted),
+            redelivered: rebalance.map(|r| r.redelivered),
+            client_bound: point.client_bound,
+            verdict: &point.verdict,
+            problems: point.problems.join("; "),
+        }
+    }
+}
+
 fn peer_row(peer: &Peer) -> String {
     format!(
         "| {} | {} | {} | {} | {} | {} |\n",
@@ -991,11 +1125,11 @@ fn peer_row(peer: &Peer) -> String {
     )
 }
 
-/// `yes`, `NO`, or `-` for a closed loop.
+/// `yes`, `NO: backlog growing` (the reasons, [`crate::held::Held::label`]), or `-` for a
+/// closed loop.
 fn held_label(point: &PointResult) -> String {
-    match point.sustained {
-        Some(true) => "yes".into(),
-        Some(false) => "NO".into(),
+    match &point.held {
+        Some(held) => held.label(),
         None if point.problems.is_empty() => "-".into(),
         None => "problems".into(),
     }
@@ -1016,7 +1150,7 @@ fn latency_cell(
 ) -> String {
     match latency {
         None => "-".into(),
-        Some(l) if l.corrected.count == 0 && point.sustained == Some(false) => {
+        Some(l) if l.corrected.count == 0 && point.sustained() == Some(false) => {
             "none: never caught up with the schedule".into()
         }
         Some(l) => show(&l.corrected),
@@ -1166,15 +1300,6 @@ fn workload_lines(specs: &[&PointSpec]) -> String {
     out
 }
 
-/// Quotes a CSV field when needed.
-fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\n']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_owned()
-    }
-}
-
 /// Aligned text columns.
 fn align(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -1262,7 +1387,7 @@ pub fn write_files(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
         }
     };
     let csv_path = base.with_extension("csv");
-    std::fs::write(&csv_path, report.csv())
+    std::fs::write(&csv_path, report.csv()?)
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
     written.push(csv_path);
     let json_path = base.with_extension("json");
@@ -1513,7 +1638,8 @@ mod tests {
             e2e_latency: None,
             cpu: CpuUsage::default(),
             producer_loop: None,
-            sustained: None,
+            held: None,
+            cpu_per_msg: crate::workload::CpuPerMessage::default(),
             problems: Vec::new(),
             verdict: "not CPU-bound (latency/round-trip bound); ...".into(),
             client_bound: false,
@@ -1578,18 +1704,11 @@ mod tests {
         assert!(markdown.contains("### Consumer group vs manual assignment"));
         assert!(markdown.contains("0.970×"));
         assert!(markdown.contains("- consume mode: manual, group (swept); groups: session"));
-        let csv = report.csv();
-        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-        let column = header.iter().position(|h| *h == "consume_mode").unwrap();
-        let values: Vec<&str> = csv
-            .lines()
-            .skip(1)
-            .map(|line| line.split(',').nth(column).unwrap())
-            .collect();
-        assert_eq!(values, ["manual", "group", "group"]);
-        assert!(csv
-            .lines()
-            .all(|line| line.split(',').count() >= header.len()));
+        let csv = report.csv().unwrap();
+        assert_eq!(
+            csv_column(&csv, "consume_mode"),
+            ["manual", "group", "group"]
+        );
     }
 
     /// A group point 10 % slower than manual misses the target.
@@ -1644,17 +1763,128 @@ mod tests {
         let markdown = report.markdown(None);
         assert!(markdown.contains("### Rebalance after a consumer leaves"));
         assert!(markdown.contains("rebalance met: crash leave rebalanced in"));
-        let csv = report.csv();
-        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-        let column = header
+        let csv = report.csv().unwrap();
+        let medians: Vec<f64> = csv_column(&csv, "rebalance_done_median_ms")
             .iter()
-            .position(|h| *h == "rebalance_done_median_ms")
-            .unwrap();
-        let medians: Vec<&str> = csv
-            .lines()
-            .skip(1)
-            .map(|line| line.split(',').nth(column).unwrap())
+            .map(|cell| cell.parse().unwrap())
             .collect();
-        assert_eq!(medians, ["450.0000", "2450.0000"]);
+        assert_eq!(medians, [450.0, 2450.0]);
+    }
+
+    /// The cells of one column of a CSV, read back with the `csv` crate (so quoting counts).
+    fn csv_column(csv: &str, name: &str) -> Vec<String> {
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let column = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .position(|header| header == name)
+            .unwrap_or_else(|| panic!("no column {name}"));
+        reader
+            .records()
+            .map(|record| record.unwrap()[column].to_owned())
+            .collect()
+    }
+
+    /// An open-loop point at `rate` with these slice p50s and backlogs, and 0.5 broker + 1.0
+    /// client cores.
+    fn open_point(rate: f64, p50_ms: &[f64], backlog_msgs: &[u64]) -> PointResult {
+        let spec = specs(&["--rate", &rate.to_string(), "--duration", "5s"])[0].clone();
+        let mut point = result(spec, rate);
+        let slices = p50_ms
+            .iter()
+            .zip(backlog_msgs)
+            .enumerate()
+            .map(|(index, (&p50_ms, &backlog_msgs))| crate::held::Slice {
+                start_ms: index as f64 * 625.0,
+                messages: 1_000,
+                p50_ms,
+                backlog_msgs,
+            })
+            .collect();
+        let achieved = crate::held::Achieved {
+            target_per_s: rate,
+            achieved_per_s: rate,
+            scheduled: (rate * 5.0) as u64,
+            ..crate::held::Achieved::default()
+        };
+        point.held = Some(crate::held::assess(&achieved, slices));
+        point.cpu.broker_cores = Some(0.5);
+        point.cpu.client_cores = Some(1.0);
+        point.cpu_per_msg = crate::workload::CpuPerMessage::of(&point.cpu, rate);
+        point
+    }
+
+    /// A point whose latency and backlog climb says `NO: backlog growing` in the table, the
+    /// markdown (with its slices), the CSV and the JSON; every output has the CPU µs per
+    /// message of both sides; the CSV quotes what needs quoting.
+    #[test]
+    fn held_reasons_and_cpu_per_message_in_every_output() {
+        let flat = open_point(100_000.0, &[1.0; 8], &[100; 8]);
+        let mut growing = open_point(
+            100_000.0,
+            &[2.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0, 140.0],
+            &[200, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 14_000],
+        );
+        growing.verdict = "round-trip-bound, says \"the loop\"".into();
+        assert!(flat.plottable() && !growing.plottable());
+        let report = report(vec![flat, growing]);
+        let table = report.table();
+        assert!(table.contains("NO: backlog growing"), "{table}");
+        assert!(table.contains("5.0 + 10.0"), "{table}");
+        let markdown = report.markdown(None);
+        assert!(markdown.contains("### Held: the measured window in slices"));
+        assert!(markdown.contains("2.00 → 120"), "{markdown}");
+        assert!(markdown.contains("CPU µs/msg broker+client"));
+        let csv = report.csv().unwrap();
+        assert_eq!(csv_column(&csv, "held"), ["true", "false"]);
+        assert_eq!(
+            csv_column(&csv, "not_held_reasons"),
+            ["", "backlog growing"]
+        );
+        assert_eq!(csv_column(&csv, "broker_cpu_us_per_msg"), ["5.0", "5.0"]);
+        assert_eq!(csv_column(&csv, "client_cpu_us_per_msg"), ["10.0", "10.0"]);
+        assert_eq!(
+            csv_column(&csv, "verdict")[1],
+            "round-trip-bound, says \"the loop\""
+        );
+        assert_eq!(csv_column(&csv, "produce_p50_ms"), ["", ""]);
+        let json = serde_json::to_value(&report).unwrap();
+        let held = &json["points"][1]["held"];
+        assert_eq!(held["held"], false, "{held:#}");
+        assert_eq!(held["reasons"][0]["reason"], "backlog_growing", "{held:#}");
+        assert_eq!(
+            held["slices"].as_array().unwrap().len(),
+            crate::held::SLICES
+        );
+        assert_eq!(json["points"][0]["cpu_per_msg"]["client_us"], 10.0);
+    }
+
+    /// The peers' figures from another day are reference context: no ratio to them anywhere,
+    /// and the date and the caveat are said.
+    #[test]
+    fn peers_are_reference_only() {
+        let mut spec = specs(&["--rate", "max", "--message-size", "1k"])[0].clone();
+        spec.partitions = 1;
+        let mut report = report(vec![result(spec, 600_000.0)]);
+        report.peers = peers::PEERS.to_vec();
+        let table = report.table();
+        let markdown = report.markdown(None);
+        for text in [&table, &markdown] {
+            for line in text.lines() {
+                let names_a_peer = ["Iggy", "NATS", "Redis", "RabbitMQ"]
+                    .iter()
+                    .any(|peer| line.contains(peer));
+                assert!(!(names_a_peer && line.contains('×')), "a ratio: {line}");
+            }
+            assert!(text.contains("not comparable as a ratio"), "{text}");
+            assert!(text.contains(peers::MEASURED_ON), "{text}");
+        }
+        assert!(markdown.contains("## Peer brokers (reference, not side by side)"));
+        assert!(markdown.contains("| Apache Iggy 0.9 dev (thread-per-core io_uring) |"));
+        assert!(
+            markdown.contains("- fsync periodic: 600k msgs/s"),
+            "{markdown}"
+        );
     }
 }

@@ -143,7 +143,7 @@ fn harness_runs_against_a_real_broker() {
     for section in [
         "## Machine",
         "## Results",
-        "## Compared with the peer brokers",
+        "## Peer brokers (reference, not side by side)",
         "## Where the client was the bottleneck",
         "smoke.svg",
     ] {

@@ -19,10 +19,11 @@ use client::{Admin, Consumer, ConsumerConfig, Offset, Records, TopicPartition};
 use super::group::{group_config, Assignments, Receipts};
 use super::produce::{start_all, timeline};
 use super::{
-    create_topic, delete_topic, group_id, read_stamp, CpuWindow, Flow, PointResult, PointState,
-    Target, Window, WindowCell,
+    create_topic, delete_topic, group_id, read_stamp, CpuPerMessage, CpuWindow, Flow, PointResult,
+    PointState, Target, Window, WindowCell,
 };
 use crate::args::{Amount, ConsumeMode, GroupSpec, PointSpec};
+use crate::held::{SliceLayout, SliceRecorder};
 use crate::schedule::{now_ns, LatencyPair, Load};
 
 /// Longest wait of one poll: how quickly a consumer notices `stop`.
@@ -64,6 +65,8 @@ pub struct ConsumerOutcome {
     pub errors: u64,
     /// See `errors`.
     pub first_error: Option<String>,
+    /// The window's slices (e2e open loop; created at the first measured receipt).
+    pub slices: Option<SliceRecorder>,
 }
 
 /// A consumer set up to poll: in manual mode assigned its partitions, positions resolved; in
@@ -166,6 +169,9 @@ pub struct LoopSettings {
     /// Per-partition receipts (rebalance): redelivered records are then left out of the
     /// counts and latencies.
     pub receipts: Option<Arc<Receipts>>,
+    /// e2e open loop: how long the window's schedule runs, to cut it into the slices of the
+    /// held test ([`crate::held`]) from the window's start.
+    pub slice_span_ns: Option<u64>,
 }
 
 /// One polling consumer.
@@ -258,6 +264,10 @@ fn tally(
     outcome: &mut ConsumerOutcome,
 ) -> u64 {
     let mut receipts = settings.receipts.as_deref().map(Receipts::lock);
+    let window = settings.window.get();
+    let slices = settings
+        .slice_span_ns
+        .and_then(|span_ns| SliceLayout::new(window.start_ns, span_ns));
     let mut count = 0u64;
     let mut bytes = 0u64;
     for record in records {
@@ -271,10 +281,16 @@ fn tally(
         if settings.record_latency {
             if let Some((intended_ns, sent_ns, true)) = read_stamp(record.value) {
                 outcome.latency.record(intended_ns, sent_ns, done_ns);
+                if let Some(layout) = &slices {
+                    outcome
+                        .slices
+                        .get_or_insert_with(SliceRecorder::new)
+                        .record(layout, intended_ns, done_ns);
+                }
             }
         }
     }
-    if settings.window.get().contains(done_ns) {
+    if window.contains(done_ns) {
         outcome.in_window += count;
         outcome.bytes_in_window += bytes;
     }
@@ -301,6 +317,8 @@ pub struct ConsumersOutcome {
     pub last_done_ns: u64,
     /// Problems (errors).
     pub problems: Vec<String>,
+    /// The window's slices (e2e open loop).
+    pub slices: Option<SliceRecorder>,
 }
 
 impl ConsumersOutcome {
@@ -312,6 +330,11 @@ impl ConsumersOutcome {
         self.total += outcome.total;
         self.bytes_total += outcome.bytes_total;
         self.last_done_ns = self.last_done_ns.max(outcome.last_done_ns);
+        if let Some(slices) = &outcome.slices {
+            self.slices
+                .get_or_insert_with(SliceRecorder::new)
+                .merge(slices);
+        }
         if let Some(error) = outcome.first_error {
             self.problems
                 .push(format!("{} consumer errors: {error}", outcome.errors));
@@ -499,6 +522,7 @@ async fn run_on(
         window: cell.clone(),
         record_latency: false,
         receipts: None,
+        slice_span_ns: None,
     };
     let tasks = start(prepared.consumers, &state, &settings);
     // Group mode: records read while the group forms are read but not measured.
@@ -550,7 +574,8 @@ async fn run_on(
         e2e_latency: None,
         cpu,
         producer_loop: None,
-        sustained: None,
+        held: None,
+        cpu_per_msg: CpuPerMessage::default(),
         problems,
         verdict: String::new(),
         client_bound: false,

@@ -6,7 +6,8 @@
 //!
 //! After the sends, the producers' acknowledgements are awaited, then the consumers get until
 //! `--drain-timeout` after the end of the sends to receive every acknowledged message; a point
-//! whose consumers fell behind is marked as not sustained.
+//! whose consumers fell behind is marked as not held. The held test's slices
+//! ([`crate::held`]) are the consumers' receipts against the producers' schedule.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,13 @@ use anyhow::Result;
 use super::consume::{
     prepare, rebalanced_during, start, stop, wait_for, wait_for_group, LoopSettings,
 };
-use super::produce::{assess, start_all, timeline};
+use super::produce::{assess, start_all, timeline, window_slices};
 use super::{
-    create_topic, delete_topic, CpuWindow, LatencySummary, PointResult, PointState, Target,
-    WindowCell,
+    create_topic, delete_topic, CpuPerMessage, CpuWindow, LatencySummary, PointResult, PointState,
+    Target, WindowCell,
 };
 use crate::args::PointSpec;
+use crate::held::SliceLayout;
 use crate::schedule::{instant_at, now_ns};
 
 /// Runs one e2e point.
@@ -40,6 +42,7 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         window: cell.clone(),
         record_latency: true,
         receipts: None,
+        slice_span_ns: SliceLayout::span_ns(spec),
     };
     let consumers = start(prepared.consumers, &state, &settings);
     let assignments = prepared.assignments;
@@ -88,10 +91,16 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
     }
     let (produced, consumed, window_s) =
         super::flows(spec, &window, &produced_outcome, &consumed_outcome);
-    let sustained = assess(
+    let slices = window_slices(
+        produced_outcome.slice_layout,
+        consumed_outcome.slices.as_ref(),
+        &produced_outcome.scheduled_by_slice_end,
+    );
+    let held = assess(
         spec,
         consumed.msgs_per_s.min(produced.msgs_per_s),
         &produced_outcome.loop_stats,
+        slices,
         &mut problems,
     );
     Ok(PointResult {
@@ -105,7 +114,8 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         e2e_latency: Some(LatencySummary::from(&consumed_outcome.latency)),
         cpu,
         producer_loop: Some(produced_outcome.loop_stats),
-        sustained,
+        held,
+        cpu_per_msg: CpuPerMessage::default(),
         problems,
         verdict: String::new(),
         client_bound: false,

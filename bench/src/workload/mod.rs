@@ -41,6 +41,7 @@ use wire::protocol::{DurabilitySetting, ErrorCode};
 
 use crate::args::{DurabilityArg, PointSpec, Scenario};
 use crate::cpu::{CpuSample, CpuUsage};
+use crate::held::Held;
 use crate::histogram::Percentiles;
 use crate::schedule::{instant_at, now_ns, LatencyPair};
 
@@ -332,8 +333,11 @@ pub struct PointResult {
     pub cpu: CpuUsage,
     /// Producer threads' time split.
     pub producer_loop: Option<LoopStats>,
-    /// Open loop: whether the target rate was held (`None` for a closed loop).
-    pub sustained: Option<bool>,
+    /// Open loop: whether the target rate was held, why not, and the slices of the window
+    /// ([`crate::held`]; `None` for a closed loop).
+    pub held: Option<Held>,
+    /// CPU microseconds per message of broker and client (see [`CpuPerMessage`]).
+    pub cpu_per_msg: CpuPerMessage,
     /// Why not, and other problems (errors, timeouts).
     pub problems: Vec<String>,
     /// What limited this point (see [`verdict`]).
@@ -344,7 +348,46 @@ pub struct PointResult {
     pub rebalance: Option<rebalance::RebalanceOutcome>,
 }
 
+/// CPU time per message of broker and client over the measured window: each side's CPU
+/// seconds per wall second ([`CpuUsage`]) divided by the headline messages per second. In e2e
+/// a message is produced and consumed, so its cost covers both. The client is this whole
+/// process: the client library and the harness's own work (building, stamping and timing
+/// messages).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CpuPerMessage {
+    /// Broker CPU µs per message (`None`: broker CPU unknown, or nothing achieved).
+    pub broker_us: Option<f64>,
+    /// Client CPU µs per message.
+    pub client_us: Option<f64>,
+}
+
+impl CpuPerMessage {
+    /// The CPU per message of `cpu` at `msgs_per_s`.
+    pub fn of(cpu: &CpuUsage, msgs_per_s: f64) -> CpuPerMessage {
+        let per_message = |cores: Option<f64>| {
+            cores
+                .filter(|_| msgs_per_s > 0.0)
+                .map(|cores| cores * 1e6 / msgs_per_s)
+        };
+        CpuPerMessage {
+            broker_us: per_message(cpu.broker_cores),
+            client_us: per_message(cpu.client_cores),
+        }
+    }
+
+    /// `4.1 + 6.3`: broker + client µs per message, for tables.
+    pub fn short(&self) -> String {
+        let show = |us: Option<f64>| us.map_or_else(|| "?".to_owned(), |us| format!("{us:.1}"));
+        format!("{} + {}", show(self.broker_us), show(self.client_us))
+    }
+}
+
 impl PointResult {
+    /// Open loop: whether the target rate was held (`None` for a closed loop).
+    pub fn sustained(&self) -> Option<bool> {
+        self.held.as_ref().map(|held| held.held)
+    }
+
     /// The latency to plot and to headline: end-to-end for e2e, produce otherwise.
     pub fn headline_latency(&self) -> Option<&Percentiles> {
         self.e2e_latency
@@ -357,7 +400,7 @@ impl PointResult {
     /// loop, or open loop that held its rate, without errors, and not a `rebalance` point
     /// (whose consumers pause on purpose).
     pub fn plottable(&self) -> bool {
-        self.sustained != Some(false)
+        self.sustained() != Some(false)
             && self.problems.is_empty()
             && self.msgs_per_s > 0.0
             && self.rebalance.is_none()
@@ -379,6 +422,7 @@ pub async fn run_point(spec: &PointSpec, target: &Target) -> Result<PointResult>
     };
     result.verdict = verdict;
     result.client_bound = client_bound;
+    result.cpu_per_msg = CpuPerMessage::of(&result.cpu, result.msgs_per_s);
     Ok(result)
 }
 
@@ -425,7 +469,7 @@ pub fn verdict(result: &PointResult, machine_cores: f64) -> (String, bool) {
         .as_ref()
         .map_or(String::new(), |t| t.name.clone());
     let split = format!("broker {broker:.2} + client {client:.2} + others {other:.2} cores");
-    if result.sustained == Some(true) {
+    if result.sustained() == Some(true) {
         return (
             format!(
                 "kept up; {split} of {machine_cores:.0} (idle {:.2})",

@@ -36,10 +36,11 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    create_topic, delete_topic, payload_template, stamp, CpuWindow, Flow, LatencySummary,
-    LoopStats, PointResult, PointState, Target, Window,
+    create_topic, delete_topic, payload_template, stamp, CpuPerMessage, CpuWindow, Flow,
+    LatencySummary, LoopStats, PointResult, PointState, Target, Window,
 };
-use crate::args::{Amount, PointSpec};
+use crate::args::{Amount, PointSpec, Scenario};
+use crate::held::{self, Achieved, Held, NotHeld, Slice, SliceLayout, SliceRecorder, SLICES};
 use crate::schedule::{now_ns, LatencyPair, Load, Next, Pacer};
 
 /// Lead time before the first message, so that every producer thread is ready when the
@@ -76,6 +77,9 @@ pub struct SendPlan {
     pub measure_start_ns: u64,
     /// When to stop.
     pub end: SendEnd,
+    /// The slices of the measured window (open loop, `produce` and `e2e`): the loop counts
+    /// what its schedule wanted sent by the end of each.
+    pub slices: Option<SliceLayout>,
 }
 
 /// What a send loop did.
@@ -101,6 +105,9 @@ pub struct SendOutcome {
     pub first_error: Option<String>,
     /// When the sends ended.
     pub end_ns: u64,
+    /// Measured messages the schedule wanted sent by the end of each slice of the window
+    /// (zeros without slices).
+    pub scheduled_by_slice_end: [u64; SLICES],
 }
 
 /// What an ack collector saw.
@@ -120,6 +127,8 @@ pub struct AckOutcome {
     pub in_window: u64,
     /// Time of the last acknowledgement.
     pub last_done_ns: u64,
+    /// The window's slices (`produce` only: its headline is the acknowledgements).
+    pub slices: Option<SliceRecorder>,
 }
 
 /// A message handed to the client, waiting for its acknowledgement.
@@ -168,12 +177,13 @@ pub fn start(
     plan: SendPlan,
     state: Arc<PointState>,
     window: Window,
+    ack_slices: Option<SliceLayout>,
 ) -> Result<RunningProducer> {
     let runtime = tokio::runtime::Handle::current();
     let (pending_tx, pending_rx) = mpsc::unbounded_channel();
     let (done_tx, sends) = oneshot::channel();
     let thread_producer = producer.clone();
-    let acks = tokio::spawn(collect(pending_rx, state.clone(), window));
+    let acks = tokio::spawn(collect(pending_rx, state.clone(), window, ack_slices));
     std::thread::Builder::new()
         .name(format!("bench-send-{id}"))
         .spawn(move || {
@@ -312,6 +322,22 @@ fn send_loop(
         (_, SendEnd::Measured(quota)) => quota,
         (Load::Closed, SendEnd::At(_)) => outcome.sent_measured,
     };
+    if let Some(layout) = &plan.slices {
+        let before = pacer.scheduled_by(plan.measure_start_ns.saturating_sub(1));
+        // A count-mode loop sends its quota and no more; a stopped one nothing after the stop.
+        let cap = match plan.end {
+            SendEnd::Measured(quota) => quota,
+            SendEnd::At(_) => u64::MAX,
+        };
+        for (index, scheduled) in outcome.scheduled_by_slice_end.iter_mut().enumerate() {
+            let end_ns =
+                stopped_ns.map_or(layout.end_ns(index), |stop| stop.min(layout.end_ns(index)));
+            *scheduled = pacer
+                .scheduled_by(end_ns.saturating_sub(1))
+                .saturating_sub(before)
+                .min(cap);
+        }
+    }
     outcome
 }
 
@@ -324,9 +350,13 @@ async fn collect(
     mut pending_rx: mpsc::UnboundedReceiver<Pending>,
     state: Arc<PointState>,
     window: Window,
+    slices: Option<SliceLayout>,
 ) -> AckOutcome {
     let mut in_flight = FuturesUnordered::new();
-    let mut outcome = AckOutcome::default();
+    let mut outcome = AckOutcome {
+        slices: slices.map(|_| SliceRecorder::new()),
+        ..AckOutcome::default()
+    };
     let mut open = true;
     loop {
         tokio::select! {
@@ -342,6 +372,11 @@ async fn collect(
                         outcome.last_done_ns = done_ns;
                         if measured {
                             outcome.latency.record(intended_ns, sent_ns, done_ns);
+                            if let (Some(layout), Some(recorder)) =
+                                (&slices, &mut outcome.slices)
+                            {
+                                recorder.record(layout, intended_ns, done_ns);
+                            }
                             outcome.acked_measured += 1;
                             outcome.last_ack_ns = outcome.last_ack_ns.max(done_ns);
                         }
@@ -376,6 +411,8 @@ pub struct Producers {
     running: Vec<RunningProducer>,
     /// The measured window.
     pub window: Window,
+    /// Its slices (open loop, `produce` and `e2e`).
+    pub slices: Option<SliceLayout>,
 }
 
 /// Merged outcome of all producers of a point.
@@ -399,6 +436,12 @@ pub struct ProducersOutcome {
     pub sends_end_ns: u64,
     /// Problems seen (errors, timeouts).
     pub problems: Vec<String>,
+    /// The window's slices (open loop, `produce` and `e2e`).
+    pub slice_layout: Option<SliceLayout>,
+    /// Measured messages the producers' schedules wanted sent by the end of each slice.
+    pub scheduled_by_slice_end: [u64; SLICES],
+    /// The acknowledgements' slices (`produce`).
+    pub ack_slices: Option<SliceRecorder>,
 }
 
 /// When a point's schedule starts and its measured window: the first message is due
@@ -427,6 +470,16 @@ pub fn start_all(
     amount: Amount,
     (start_ns, window): (u64, Window),
 ) -> Result<Producers> {
+    // Slices for the held test (crate::held): the send loops count the schedule of an open
+    // loop in `produce` and `e2e`; the ack collectors record only for `produce`, whose
+    // headline is the acknowledgements (e2e's consumers record the receipts).
+    let slices = match spec.scenario {
+        Scenario::Produce | Scenario::E2e => SliceLayout::span_ns(spec)
+            .filter(|_| matches!(load, Load::Open { .. }))
+            .and_then(|span_ns| SliceLayout::new(window.start_ns, span_ns)),
+        Scenario::Consume | Scenario::Rebalance => None,
+    };
+    let ack_slices = slices.filter(|_| spec.scenario == Scenario::Produce);
     let mut running = Vec::new();
     for id in 0..spec.producers {
         let end = match (amount, window.end_ns) {
@@ -448,18 +501,33 @@ pub fn start_all(
             start_ns,
             measure_start_ns: window.start_ns,
             end,
+            slices,
         };
         let producer = Producer::new(producer_config(spec, &target.address))?;
-        running.push(start(id, producer, plan, state.clone(), window)?);
+        running.push(start(
+            id,
+            producer,
+            plan,
+            state.clone(),
+            window,
+            ack_slices,
+        )?);
     }
-    Ok(Producers { running, window })
+    Ok(Producers {
+        running,
+        window,
+        slices,
+    })
 }
 
 impl Producers {
     /// Waits for the send loops to end, then for every acknowledgement (closing the
     /// producers), up to `drain_timeout` after the sends; merges what they measured.
     pub async fn finish(self, drain_timeout: Duration) -> ProducersOutcome {
-        let mut outcome = ProducersOutcome::default();
+        let mut outcome = ProducersOutcome {
+            slice_layout: self.slices,
+            ..ProducersOutcome::default()
+        };
         let mut sends = Vec::new();
         let mut rest = Vec::new();
         for running in self.running {
@@ -485,6 +553,12 @@ impl Producers {
                     outcome.last_ack_ns = outcome.last_ack_ns.max(acks.last_ack_ns);
                     outcome.in_window += acks.in_window;
                     outcome.last_done_ns = outcome.last_done_ns.max(acks.last_done_ns);
+                    if let Some(slices) = &acks.slices {
+                        outcome
+                            .ack_slices
+                            .get_or_insert_with(SliceRecorder::new)
+                            .merge(slices);
+                    }
                     if let Some(error) = acks.first_error {
                         outcome
                             .problems
@@ -508,6 +582,13 @@ impl Producers {
             stats.waiting_share += send.sleep_ns as f64;
             stats.enqueue_share += send.enqueue_ns as f64;
             outcome.sends_end_ns = outcome.sends_end_ns.max(send.end_ns);
+            for (total, scheduled) in outcome
+                .scheduled_by_slice_end
+                .iter_mut()
+                .zip(send.scheduled_by_slice_end)
+            {
+                *total += scheduled;
+            }
             if let Some(error) = &send.first_error {
                 outcome
                     .problems
@@ -524,31 +605,52 @@ impl Producers {
     }
 }
 
-/// Whether an open-loop point held its target, and why not. `achieved` is the throughput
-/// that must match the target (acknowledgements, or receipts for e2e).
+/// Whether an open-loop point held its target ([`crate::held`]), and why not: the reasons
+/// are added to `problems` too. `achieved_per_s` is the throughput that must match the target
+/// (acknowledgements, or receipts for e2e); `slices` the window's slices (empty: backlog not
+/// measured). `None` for a closed loop.
 pub fn assess(
     spec: &PointSpec,
     achieved_per_s: f64,
     stats: &LoopStats,
+    slices: Vec<Slice>,
     problems: &mut Vec<String>,
-) -> Option<bool> {
-    let target = spec.target_rate?;
-    let mut held = true;
-    if stats.scheduled > 0 && stats.unsent as f64 > 0.01 * stats.scheduled as f64 {
-        held = false;
-        problems.push(format!(
-            "fell behind the schedule: {} of {} messages never sent, {:.0} ms behind at the end",
-            stats.unsent, stats.scheduled, stats.lag_ms
-        ));
+) -> Option<Held> {
+    let target_per_s = spec.target_rate?;
+    let held = held::assess(
+        &Achieved {
+            target_per_s,
+            achieved_per_s,
+            scheduled: stats.scheduled,
+            unsent: stats.unsent,
+            lag_ms: stats.lag_ms,
+            other_problems: problems.len(),
+        },
+        slices,
+    );
+    problems.extend(
+        held.reasons
+            .iter()
+            .filter(|reason| !matches!(reason, NotHeld::Problems { .. }))
+            .map(NotHeld::describe),
+    );
+    Some(held)
+}
+
+/// The slices of a window from what the completions' side recorded (`None`: nothing
+/// recorded) and the producers' schedule; empty without a layout.
+pub fn window_slices(
+    layout: Option<SliceLayout>,
+    recorded: Option<&SliceRecorder>,
+    scheduled_by_slice_end: &[u64; SLICES],
+) -> Vec<Slice> {
+    let Some(layout) = layout else {
+        return Vec::new();
+    };
+    match recorded {
+        Some(recorder) => recorder.slices(&layout, scheduled_by_slice_end),
+        None => SliceRecorder::new().slices(&layout, scheduled_by_slice_end),
     }
-    if achieved_per_s < 0.95 * target {
-        held = false;
-        problems.push(format!(
-            "achieved {:.0}/s of the {:.0}/s target",
-            achieved_per_s, target
-        ));
-    }
-    Some(held && problems.is_empty())
 }
 
 /// The produce-only scenario: acknowledgement latency and throughput.
@@ -585,10 +687,16 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         outcome.failed,
     );
     let mut problems = outcome.problems.clone();
-    let sustained = assess(
+    let slices = window_slices(
+        outcome.slice_layout,
+        outcome.ack_slices.as_ref(),
+        &outcome.scheduled_by_slice_end,
+    );
+    let held = assess(
         spec,
         produced.msgs_per_s,
         &outcome.loop_stats,
+        slices,
         &mut problems,
     );
     Ok(PointResult {
@@ -602,7 +710,8 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         e2e_latency: None,
         cpu,
         producer_loop: Some(outcome.loop_stats),
-        sustained,
+        held,
+        cpu_per_msg: CpuPerMessage::default(),
         problems,
         verdict: String::new(),
         client_bound: false,

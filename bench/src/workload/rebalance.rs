@@ -37,8 +37,8 @@ use super::consume::{self, group_consumer, join_timeout, ConsumerTask, LoopSetti
 use super::group::{Assignments, Receipts, WAIT_STEP};
 use super::produce::{assess, start_all, timeline};
 use super::{
-    create_topic, delete_topic, CpuWindow, LatencySummary, PointResult, PointState, Target,
-    WindowCell,
+    create_topic, delete_topic, CpuPerMessage, CpuWindow, LatencySummary, PointResult, PointState,
+    Target, WindowCell,
 };
 use crate::args::{Amount, GroupSpec, Leave, PointSpec};
 use crate::histogram::fmt_ms;
@@ -289,6 +289,7 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
             window: cell.clone(),
             record_latency: true,
             receipts: Some(receipts.clone()),
+            slice_span_ns: None,
         },
         assignments: Arc::new(Assignments::new(spec.partitions)),
         receipts,
@@ -397,10 +398,13 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
     let (produced, consumed, window_s) =
         super::flows(spec, &window, &produced_outcome, &consumed_outcome);
     // Held: the producers kept the rate (the consumers pause on purpose).
-    let sustained = assess(
+    // The backlog is not assessed: the window's length is not known in advance, and the
+    // consumers pause on purpose.
+    let held = assess(
         spec,
         produced.msgs_per_s,
         &produced_outcome.loop_stats,
+        Vec::new(),
         &mut problems,
     );
     let mut outcome =
@@ -417,7 +421,8 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         e2e_latency: Some(LatencySummary::from(&consumed_outcome.latency)),
         cpu,
         producer_loop: Some(produced_outcome.loop_stats),
-        sustained,
+        held,
+        cpu_per_msg: CpuPerMessage::default(),
         problems,
         verdict: String::new(),
         client_bound: false,
