@@ -140,7 +140,8 @@ pub fn parse_write(stdout: &[u8]) -> Option<WriteFigures> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    // Paths instead of `use super::*`: the storage bench compiles this file with cfg(test)
+    // but without the test harness, where such an import would be unused.
 
     /// The figures of fio's JSON, with fio's warnings in front; garbage gives none.
     #[test]
@@ -150,16 +151,16 @@ mod tests {
   "read" : { "bw_bytes" : 0, "iops" : 0.0 },
   "write" : { "io_bytes" : 1, "bw_bytes" : 2147483648, "iops" : 2048.5 } } ] }"#;
         assert_eq!(
-            parse_write(fio),
-            Some(WriteFigures {
+            super::parse_write(fio),
+            Some(super::WriteFigures {
                 bytes_per_s: 2147483648.0,
                 iops: 2048.5
             })
         );
-        assert_eq!(parse_write(b"error"), None);
-        assert_eq!(parse_write(br#"{"jobs": []}"#), None);
+        assert_eq!(super::parse_write(b"error"), None);
+        assert_eq!(super::parse_write(br#"{"jobs": []}"#), None);
         assert_eq!(
-            parse_write(br#"{"jobs": [{"write": {"bw_bytes": 10}}]}"#).map(|f| f.iops),
+            super::parse_write(br#"{"jobs": [{"write": {"bw_bytes": 10}}]}"#).map(|f| f.iops),
             Some(0.0)
         );
     }
@@ -168,20 +169,20 @@ mod tests {
     /// file on the real disk under `target/test-data`, written once.
     #[test]
     fn runs_fio_when_installed() {
-        if version().is_none() {
+        if super::version().is_none() {
             eprintln!("fio not installed: skipping the real run");
             return;
         }
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data/fio");
-        let job = SeqWrite {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data/fio");
+        let job = super::SeqWrite {
             block_bytes: 1 << 20,
             iodepth: 2,
             fdatasync: false,
             size_bytes: 8 << 20,
-            runtime: Duration::from_secs(5),
+            runtime: std::time::Duration::from_secs(5),
             time_based: false,
         };
-        let run = run(&base, job);
+        let run = super::run(&base, job);
         let run = match run {
             Ok(run) => run,
             Err(error) => panic!("fio failed: {error:#}"),

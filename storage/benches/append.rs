@@ -41,6 +41,13 @@ use storage::{Durability, Log, LogConfig};
 use wire::batch::{BatchBuilder, BatchView};
 use wire::AlignedVec;
 
+/// The workspace's one fio runner, shared with the broker bench's hardware limits. Included
+/// as a module rather than through a dev-dependency on `sluice-bench`, which would point from
+/// `storage` up to the top of the crate graph and build the client and tokio into every storage
+/// test; the file's own docs say more.
+#[path = "../../bench/src/fio.rs"]
+mod fio;
+
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -676,7 +683,7 @@ fn run_sweep(
     })
 }
 
-/// One fio reference run.
+/// One fio reference run: what the shared runner measured, in MiB/s.
 #[derive(Debug, Clone)]
 struct FioResult {
     block_bytes: u64,
@@ -685,6 +692,8 @@ struct FioResult {
     mib_per_s: f64,
     iops: f64,
     command: String,
+    /// fio's version line.
+    version: String,
 }
 
 impl FioResult {
@@ -698,15 +707,8 @@ fn fio_label(block_bytes: u64, iodepth: u32, fdatasync: bool) -> String {
     format!("fio({},qd{iodepth}{sync})", size_label(block_bytes))
 }
 
-/// Whether `fio` can be run.
-fn fio_available() -> bool {
-    Command::new("fio")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-/// Runs fio's sequential O_DIRECT io_uring write in a fresh directory under `base`.
+/// Runs fio's sequential O_DIRECT io_uring write of `size` bytes (once, `cap` at most) in a
+/// fresh directory under `base`, through the workspace's one fio runner ([`fio`]).
 fn run_fio(
     base: &Path,
     block_bytes: u64,
@@ -715,79 +717,24 @@ fn run_fio(
     size: u64,
     cap: Duration,
 ) -> Result<FioResult> {
-    let dir = tempfile::Builder::new()
-        .prefix("fio-")
-        .tempdir_in(base)
-        .with_context(|| format!("cannot create a directory under {}", base.display()))?;
-    let size = (size / block_bytes).max(1) * block_bytes;
-    let mut args = vec![
-        "--name=seqwrite".to_string(),
-        format!("--directory={}", dir.path().display()),
-        "--rw=write".into(),
-        format!("--bs={block_bytes}"),
-        format!("--iodepth={iodepth}"),
-        "--ioengine=io_uring".into(),
-        "--direct=1".into(),
-        format!("--size={size}"),
-        "--numjobs=1".into(),
-        "--group_reporting".into(),
-        "--output-format=json".into(),
-        format!("--runtime={}", cap.as_secs().max(1)),
-    ];
-    if fdatasync {
-        args.push("--fdatasync=1".into());
-    }
-    let command = format!("fio {}", args.join(" "));
-    let output = Command::new("fio")
-        .args(&args)
-        .output()
-        .context("cannot run fio")?;
-    ensure!(
-        output.status.success(),
-        "{command} failed: {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    let json = String::from_utf8_lossy(&output.stdout);
-    let bw_bytes = fio_write_number(&json, "bw_bytes")
-        .with_context(|| format!("no write bandwidth in the output of {command}"))?;
-    let iops = fio_write_number(&json, "iops").unwrap_or(0.0);
-    dir.close().context("cannot delete fio's directory")?;
-    Ok(FioResult {
+    let job = fio::SeqWrite {
         block_bytes,
         iodepth,
         fdatasync,
-        mib_per_s: bw_bytes / MIB as f64,
-        iops,
-        command,
-    })
-}
-
-/// Reads `"key" : number` from the `"write" : { ... }` section of fio's JSON output: a minimal
-/// reader for the one shape fio prints (the first job, `--group_reporting`).
-fn fio_write_number(json: &str, key: &str) -> Option<f64> {
-    let mut rest = json;
-    let section = loop {
-        let at = rest.find("\"write\"")?;
-        let after = rest[at + "\"write\"".len()..].trim_start();
-        if let Some(object) = after.strip_prefix(':').map(str::trim_start) {
-            if object.starts_with('{') {
-                break object;
-            }
-        }
-        rest = &rest[at + 1..];
+        size_bytes: size,
+        runtime: cap,
+        time_based: false,
     };
-    let quoted = format!("\"{key}\"");
-    let at = section.find(&quoted)?;
-    let value = section[at + quoted.len()..]
-        .trim_start()
-        .strip_prefix(':')?
-        .trim_start();
-    let end = value
-        .find(|c: char| {
-            !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e' || c == 'E' || c == '+')
-        })
-        .unwrap_or(value.len());
-    value[..end].parse().ok()
+    let run = fio::run(base, job)?;
+    Ok(FioResult {
+        block_bytes: run.job.block_bytes,
+        iodepth: run.job.iodepth,
+        fdatasync: run.job.fdatasync,
+        mib_per_s: run.bytes_per_s / MIB as f64,
+        iops: run.iops,
+        command: run.command,
+        version: run.version,
+    })
 }
 
 /// The fio references of a run.
@@ -1347,7 +1294,7 @@ fn main() -> Result<()> {
     let mut fio_ran = false;
     let mut references = References::default();
     if plan.fio {
-        if fio_available() {
+        if fio::version().is_some() {
             references = run_references_before(&plan)?;
             fio_ran = true;
         } else {
@@ -1365,7 +1312,11 @@ fn main() -> Result<()> {
         {
             run_primary(&plan, &mut references)?;
         }
-        println!("# fio commands (bs in bytes):");
+        let version = references
+            .primary
+            .first()
+            .map_or("fio", |r| r.version.as_str());
+        println!("# fio commands ({version}; bs in bytes):");
         for r in references
             .primary
             .iter()
