@@ -923,9 +923,9 @@ impl Report {
         }
         let _ = writeln!(
             md,
-            "\nThe peers, {}. {}\n",
-            peers::REFERENCE_NOTE,
-            peers::SOURCE
+            "\nThe peer brokers ({}): {}.\n",
+            peers::SOURCE,
+            peers::REFERENCE_NOTE
         );
         md.push_str(
             "| broker | durability, batching | msgs/s | MB/s | produce ms p50/p99/p99.9 | \

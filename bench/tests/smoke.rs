@@ -1,6 +1,7 @@
 //! A seconds-long run of the real harness (`sluice-bench`) against a real broker (`sluice
 //! serve`, started by the harness), so the benchmark never rots: two e2e points (open loop
-//! at 1k/s and closed loop), every report file written and read back; an e2e point consuming
+//! at 1k/s, held with its window's slices, and closed loop), every report file written and
+//! read back (CSV with the `csv` crate), CPU per message on both sides; an e2e point consuming
 //! through a consumer group; a one-repeat rebalance run (graceful and crash leave, 600 ms
 //! session timeout); plus `sluice bench` reachable through the broker binary.
 //!
@@ -120,9 +121,22 @@ fn harness_runs_against_a_real_broker() {
             .unwrap();
     let points = json["points"].as_array().unwrap();
     assert_eq!(points.len(), 2, "{json:#}");
-    // Open loop at 1k/s: held, about 1000 msgs/s end to end, latencies recorded.
+    // Open loop at 1k/s: held (rate met, no growing backlog over the window's slices), about
+    // 1000 msgs/s end to end, latencies recorded.
     let open = &points[0];
-    assert_eq!(open["sustained"], true, "{open:#}");
+    assert_eq!(open["held"]["held"], true, "{open:#}");
+    assert_eq!(
+        open["held"]["reasons"].as_array().unwrap().len(),
+        0,
+        "{open:#}"
+    );
+    let slices = open["held"]["slices"].as_array().unwrap();
+    assert_eq!(slices.len(), bench::held::SLICES, "{open:#}");
+    // Every slice of a 1.5 s window at 1k/s saw its ~187 messages, with a latency.
+    for slice in slices {
+        assert!(slice["messages"].as_u64().unwrap() > 100, "{open:#}");
+        assert!(slice["p50_ms"].as_f64().unwrap() > 0.0, "{open:#}");
+    }
     let rate = open["msgs_per_s"].as_f64().unwrap();
     assert!((900.0..1100.0).contains(&rate), "{open:#}");
     let e2e = &open["e2e_latency"]["corrected"];
@@ -131,8 +145,14 @@ fn harness_runs_against_a_real_broker() {
     assert!(e2e["p99_ms"].as_f64().unwrap() >= e2e["p50_ms"].as_f64().unwrap());
     assert!(open["cpu"]["broker_s"].as_f64().is_some(), "{open:#}");
     assert!(open["cpu"]["client_s"].as_f64().is_some(), "{open:#}");
-    // Closed loop: some throughput, no problems.
+    // CPU per message of both sides: positive, and at 1k msgs/s well under a second.
+    for side in ["broker_us", "client_us"] {
+        let us = open["cpu_per_msg"][side].as_f64().unwrap();
+        assert!(us > 0.0 && us < 1e6, "{side} {us}: {open:#}");
+    }
+    // Closed loop: some throughput, no problems, not assessed for held.
     let closed = &points[1];
+    assert!(closed["held"].is_null(), "{closed:#}");
     assert!(closed["msgs_per_s"].as_f64().unwrap() > 0.0, "{closed:#}");
     assert_eq!(
         closed["problems"].as_array().unwrap().len(),
@@ -143,6 +163,7 @@ fn harness_runs_against_a_real_broker() {
     for section in [
         "## Machine",
         "## Results",
+        "### Held: the measured window in slices",
         "## Peer brokers (reference, not side by side)",
         "## Where the client was the bottleneck",
         "smoke.svg",
@@ -151,8 +172,20 @@ fn harness_runs_against_a_real_broker() {
     }
     let svg = std::fs::read_to_string(out.path().join("smoke.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("p99"), "{svg}");
-    let csv = std::fs::read_to_string(out.path().join("smoke.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let mut csv = csv::Reader::from_path(out.path().join("smoke.csv")).unwrap();
+    let headers = csv.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let cell = |row: &csv::StringRecord, name: &str| {
+        let column = headers.iter().position(|h| h == name).unwrap();
+        row[column].to_owned()
+    };
+    assert_eq!(cell(&rows[0], "held"), "true", "{rows:?}");
+    assert_eq!(cell(&rows[1], "held"), "", "{rows:?}");
+    for row in &rows {
+        assert!(cell(row, "client_cpu_us_per_msg").parse::<f64>().unwrap() > 0.0);
+        assert!(cell(row, "broker_cpu_us_per_msg").parse::<f64>().unwrap() > 0.0);
+    }
 }
 
 /// `sluice bench` is the same harness, reachable through the broker binary.
@@ -202,7 +235,7 @@ fn group_mode_e2e_point() {
     let point = &json["points"][0];
     assert_eq!(point["spec"]["consume_mode"], "group", "{point:#}");
     assert_eq!(point["problems"].as_array().unwrap().len(), 0, "{point:#}");
-    assert_eq!(point["sustained"], true, "{point:#}");
+    assert_eq!(point["held"]["held"], true, "{point:#}");
     let rate = point["msgs_per_s"].as_f64().unwrap();
     assert!((900.0..1100.0).contains(&rate), "{point:#}");
     let e2e = &point["e2e_latency"]["corrected"];
