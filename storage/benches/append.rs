@@ -1149,61 +1149,99 @@ fn verdict(met: bool) -> &'static str {
 /// Writes every point and every fio reference as CSV rows. In `kind=fio` rows, `policy` is
 /// `direct` or `fdatasync`, `appenders` holds fio's queue depth, `appends_per_s` its IOPS and
 /// `reference` the exact fio command.
+/// One row of the `--csv` file: the field names are the column names. `sluice` rows are
+/// points; `fio` rows are the references (their `appenders` column holds fio's iodepth,
+/// `appends_per_s` its IOPS and `reference` its command). Empty cells: not applicable.
+#[derive(serde::Serialize)]
+struct CsvRow<'a> {
+    kind: &'static str,
+    policy: &'a str,
+    batch: String,
+    batch_bytes: u64,
+    records_per_batch: Option<u64>,
+    partitions: usize,
+    appenders: usize,
+    appends: Option<u64>,
+    bytes: Option<u64>,
+    wall_s: Option<f64>,
+    close_ms: Option<f64>,
+    mib_per_s: f64,
+    appends_per_s: f64,
+    records_per_s: Option<f64>,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    p999_us: Option<f64>,
+    max_us: Option<f64>,
+    capped: Option<bool>,
+    reference: String,
+    reference_mib_per_s: Option<f64>,
+    ratio: Option<f64>,
+}
+
+/// Writes the points and the fio references to `path` through the `csv` crate.
 fn write_csv(path: &Path, results: &[PointResult], references: &References) -> Result<()> {
-    let mut out = String::from(
-        "kind,policy,batch,batch_bytes,records_per_batch,partitions,appenders,appends,bytes,wall_s,close_ms,\
-         mib_per_s,appends_per_s,records_per_s,p50_us,p99_us,p999_us,max_us,capped,reference,reference_mib_per_s,ratio\n",
-    );
-    for r in results {
-        let (reference, reference_mib, ratio) = match references.for_point(r) {
-            Some((label, mib)) => (
-                label,
-                format!("{mib:.1}"),
-                format!("{:.4}", r.mib_per_s() / mib),
-            ),
-            None => (String::new(), String::new(), String::new()),
-        };
-        let _ = writeln!(
-            out,
-            "sluice,{},{},{},{},{},{},{},{},{:.6},{:.3},{:.1},{:.1},{:.1},{:.2},{:.2},{:.2},{:.2},{},{reference},{reference_mib},{ratio}",
-            r.spec.policy.name(),
-            size_label(r.spec.batch_bytes),
-            r.batch_len,
-            r.records_per_batch,
-            r.spec.partitions,
-            r.spec.appenders,
-            r.appends,
-            r.bytes,
-            r.wall.as_secs_f64(),
-            r.close.as_secs_f64() * 1000.0,
-            r.mib_per_s(),
-            r.appends_per_s(),
-            r.records_per_s(),
-            r.latency_us(0.50),
-            r.latency_us(0.99),
-            r.latency_us(0.999),
-            r.latency_max_us(),
-            r.capped,
-        );
-    }
-    for r in references.primary.iter().chain(&references.per_batch) {
-        let policy = if r.fdatasync { "fdatasync" } else { "direct" };
-        let _ = writeln!(
-            out,
-            "fio,{policy},{},{},,1,{},,,,,{:.1},{:.1},,,,,,,\"{}\",,",
-            size_label(r.block_bytes),
-            r.block_bytes,
-            r.iodepth,
-            r.mib_per_s,
-            r.iops,
-            r.command.replace('"', "\"\"")
-        );
-    }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
+    let mut writer =
+        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    for r in results {
+        let reference = references.for_point(r);
+        writer.serialize(CsvRow {
+            kind: "sluice",
+            policy: r.spec.policy.name(),
+            batch: size_label(r.spec.batch_bytes),
+            batch_bytes: r.batch_len,
+            records_per_batch: Some(r.records_per_batch),
+            partitions: r.spec.partitions,
+            appenders: r.spec.appenders,
+            appends: Some(r.appends),
+            bytes: Some(r.bytes),
+            wall_s: Some(r.wall.as_secs_f64()),
+            close_ms: Some(r.close.as_secs_f64() * 1000.0),
+            mib_per_s: r.mib_per_s(),
+            appends_per_s: r.appends_per_s(),
+            records_per_s: Some(r.records_per_s()),
+            p50_us: Some(r.latency_us(0.50)),
+            p99_us: Some(r.latency_us(0.99)),
+            p999_us: Some(r.latency_us(0.999)),
+            max_us: Some(r.latency_max_us()),
+            capped: Some(r.capped),
+            reference_mib_per_s: reference.as_ref().map(|(_, mib)| *mib),
+            ratio: reference.as_ref().map(|(_, mib)| r.mib_per_s() / mib),
+            reference: reference.map(|(label, _)| label).unwrap_or_default(),
+        })?;
+    }
+    for r in references.primary.iter().chain(&references.per_batch) {
+        writer.serialize(CsvRow {
+            kind: "fio",
+            policy: if r.fdatasync { "fdatasync" } else { "direct" },
+            batch: size_label(r.block_bytes),
+            batch_bytes: r.block_bytes,
+            records_per_batch: None,
+            partitions: 1,
+            appenders: usize::try_from(r.iodepth).unwrap_or(usize::MAX),
+            appends: None,
+            bytes: None,
+            wall_s: None,
+            close_ms: None,
+            mib_per_s: r.mib_per_s,
+            appends_per_s: r.iops,
+            records_per_s: None,
+            p50_us: None,
+            p99_us: None,
+            p999_us: None,
+            max_us: None,
+            capped: None,
+            reference: r.command.clone(),
+            reference_mib_per_s: None,
+            ratio: None,
+        })?;
+    }
+    writer
+        .flush()
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn main() -> Result<()> {
