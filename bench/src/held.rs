@@ -603,6 +603,71 @@ mod tests {
         assert_eq!(SliceLayout::span_ns(&spec), None);
     }
 
+    /// A slice of the standard window with this p50 and backlog.
+    fn slice(index: usize, p50_ms: f64, backlog_msgs: u64) -> Slice {
+        Slice {
+            start_ms: index as f64 * 625.0,
+            messages: 6_250,
+            p50_ms,
+            backlog_msgs,
+        }
+    }
+
+    proptest::proptest! {
+        /// Noise below the thresholds never reads as a trend: any p50s within 1.5× of a base
+        /// latency and any backlogs within 400 messages (0.8 % of the window's 50 000) of a
+        /// base backlog hold, whatever their order.
+        #[test]
+        fn noise_below_the_thresholds_holds(
+            base_ms in 0.05f64..500.0,
+            latency_noise in proptest::collection::vec(0.0f64..0.5, SLICES),
+            base_backlog in 0u64..10_000,
+            backlog_noise in proptest::collection::vec(0u64..400, SLICES),
+        ) {
+            let slices: Vec<Slice> = latency_noise
+                .iter()
+                .zip(&backlog_noise)
+                .enumerate()
+                .map(|(i, (noise, extra))| slice(i, base_ms * (1.0 + noise), base_backlog + extra))
+                .collect();
+            let held = assess(&on_target(RATE), slices);
+            proptest::prop_assert!(held.held, "{:?}", held);
+        }
+
+        /// A latency climbing linearly past both bounds (end level more than 2× and 10 ms
+        /// above the start) is never held, even with the rate met and a flat backlog.
+        #[test]
+        fn a_latency_climb_is_never_held(
+            start_ms in 0.05f64..200.0,
+            excess in 0.01f64..10.0,
+            backlog in 0u64..10_000,
+        ) {
+            // Linear p50s: the end level (slice 6) is start + 6/7 of the climb.
+            let climb_ms = 7.0 / 6.0 * start_ms.max(LATENCY_GROWTH_MARGIN_MS) * (1.0 + excess);
+            let slices: Vec<Slice> = (0..SLICES)
+                .map(|i| slice(i, start_ms + climb_ms * i as f64 / 7.0, backlog))
+                .collect();
+            let held = assess(&on_target(RATE), slices);
+            proptest::prop_assert!(!held.held, "{:?}", held);
+            proptest::prop_assert_eq!(held.label(), "NO: backlog growing");
+        }
+
+        /// A backlog climbing steadily by more than 1 % of the window's messages is never
+        /// held, even with a flat latency and the rate met.
+        #[test]
+        fn a_backlog_climb_is_never_held(
+            growth in 600u64..50_000,
+            base in 0u64..10_000,
+            p50_ms in 0.05f64..500.0,
+        ) {
+            let slices: Vec<Slice> = (0..SLICES)
+                .map(|i| slice(i, p50_ms, base + growth * i as u64 / 7))
+                .collect();
+            let held = assess(&on_target(RATE), slices);
+            proptest::prop_assert!(!held.held, "{:?}", held);
+        }
+    }
+
     /// The first point of a command line.
     fn first_spec(args: &[&str]) -> PointSpec {
         use clap::Parser;

@@ -179,6 +179,7 @@ pub async fn execute(plan: &Plan) -> Result<Report> {
         notes: plan.notes.clone(),
         duration_s: started.elapsed().as_secs_f64(),
         peers: peers::PEERS.to_vec(),
+        peers_note: peers::REFERENCE_NOTE.into(),
     })
 }
 

@@ -227,8 +227,10 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Wall time of the run, s.
     pub duration_s: f64,
-    /// The peer brokers' figures the report compares with (PEERS.md).
+    /// The peer brokers' figures (PEERS.md), reference context only.
     pub peers: Vec<Peer>,
+    /// What the peers' figures are and are not ([`peers::REFERENCE_NOTE`]).
+    pub peers_note: String,
 }
 
 /// The standard caveat of every report on this machine class.
@@ -1669,6 +1671,7 @@ mod tests {
             notes: Vec::new(),
             duration_s: 1.0,
             peers: Vec::new(),
+            peers_note: peers::REFERENCE_NOTE.into(),
         }
     }
 
@@ -1886,5 +1889,8 @@ mod tests {
             markdown.contains("- fsync periodic: 600k msgs/s"),
             "{markdown}"
         );
+        let json = serde_json::to_value(&report).unwrap();
+        let note = json["peers_note"].as_str().unwrap();
+        assert!(note.contains("not comparable as a ratio"), "{note}");
     }
 }
