@@ -1,9 +1,12 @@
 //! The results of a run, for people and for tools: a table on standard output, and files
-//! `NAME.md` (the standard report: machine, configuration, limits, results, peers, where the
-//! client was the bottleneck), `NAME.csv` (one row per point), `NAME.json` (everything,
-//! including the configuration, git revision, CPU and kernel) and `NAME.svg` (p50 and p99
-//! latency against achieved throughput, one colour per curve; points that could not hold
-//! their target rate are drawn as crosses off the curves, never as curve points).
+//! `NAME.md` (the standard report: machine, configuration, limits, results, the slices behind
+//! each held verdict, the peers as reference context, where the client was the bottleneck),
+//! `NAME.csv` (one row per point, [`CsvRow`], through the `csv` crate), `NAME.json`
+//! (everything, including the configuration, git revision, CPU and kernel) and `NAME.svg`
+//! (p50 and p99 latency against achieved throughput, one colour per curve; points that did not
+//! hold their target rate, [`crate::held`], are drawn as crosses off the curves, never as
+//! curve points). Every point shows the CPU of broker and client in cores and in µs per
+//! message. The peers' figures (PEERS.md, another day) are never divided into ours.
 //!
 //! Every row shows the consume mode (`manual`, `group`); when a run measured both modes at
 //! otherwise identical settings, the table and the markdown add a group ÷ manual throughput
