@@ -1,0 +1,98 @@
+//! Sluice replication core: the state machines of Kafka's ISR replication with leader epochs,
+//! free of I/O.
+//!
+//! Everything here is "sans-IO", as quinn-proto and TigerBeetle write protocol logic: the broker
+//! feeds in events (an append, a fetch request, a fetch answer, a controller decision, the time
+//! as a `now_ms` number) and carries out the actions that come back (answer a produce, read the
+//! log up to an offset, append bytes, truncate, send a proposal to the controller). No sockets,
+//! no files, no clock, no async, no runtime — so every rule can be unit- and property-tested on
+//! its own (`tests/cluster_model.rs` drives three replicas through random histories).
+//!
+//! # The model
+//!
+//! ```text
+//!                         ┌──────────────── controller (later: openraft quorum) ───────────────┐
+//!                         │ elects leaders from the ISR, bumps the leader epoch, commits ISRs  │
+//!                         └──▲──────────────────────────┬──────────────────────────────────────┘
+//!       IsrShrink/IsrExpand  │ (AlterPartition, KIP-497) │ LeaderElection, on_isr_confirmed,
+//!       proposals            │                          │ on_leader_change (metadata)
+//!                 ┌──────────┴──────────┐               ▼
+//!  producer ─────▶│ LeaderState         │◀── fetch(fetch_offset, last_fetched_epoch, ──┐
+//!  check_produce, │  ISR, follower log  │          current_leader_epoch)               │
+//!  on_append,     │  ends, high         │── Records{..HW} | Diverging{epoch,end} ──┐   │
+//!  acks_all_status│  watermark          │                                          ▼   │
+//!  consumer ─────▶│  check_consumer_    │                              ┌───────────────┴──┐
+//!  (reads < HW)   │  fetch; on_tick     │                              │ FollowerState    │
+//!                 └──────────┬──────────┘                              │ next_fetch,      │
+//!                            │ each replica's log has a                │ on_fetched_batch,│
+//!                            ▼ LeaderEpochCache (epoch → start offset) │ on_diverging,    │
+//!                                                                      │ on_leader_high_  │
+//!                                                                      │ watermark        │
+//!                                                                      └──────────────────┘
+//! ```
+//!
+//! - A partition has replicas on several brokers; one leads ([`leader::LeaderState`]), the
+//!   others follow ([`follower::FollowerState`]) by pulling: a follower fetches from the offset
+//!   where its log ends, so the leader learns each follower's log end from its fetches.
+//! - The high watermark (HW) is the smallest log end over the in-sync replicas (ISR, leader
+//!   included). Consumers read below it; an `acks=all` produce is answered once it covers the
+//!   batch; `min.insync.replicas` refuses `acks=all` writes while the ISR is too small.
+//! - A follower not caught up for `replica_lag_time_max_ms` is proposed out of the ISR; one that
+//!   reaches the HW again is proposed back in. The controller commits ISR changes; the leader
+//!   applies them only when confirmed.
+//! - Every log keeps a [`epochs::LeaderEpochCache`]. A follower's fetch carries the epoch of
+//!   its last record; if the leader's log does not have that epoch up to that offset, it
+//!   answers with where the epoch ends and the follower truncates its divergent, uncommitted
+//!   tail (KIP-101, KIP-279), never a committed record. Every request carries the leader epoch
+//!   the sender believes current, and a stale one is told so (`FencedLeaderEpoch`, KIP-320).
+//!
+//! The HW never decreases while one replica leads. After a leader change the new leader starts
+//! from the HW it learned as a follower, which may be lower than the old leader's (as in
+//! Kafka); it rises again once every ISR follower has fetched from it. Committed records are
+//! never lost across the change: elections pick from the ISR, every ISR member holds every
+//! record below any HW, and truncation never goes below a HW.
+//!
+//! # What the broker does with each output
+//!
+//! | output | broker's job |
+//! |---|---|
+//! | [`LeaderAction::HighWatermarkAdvanced`] | answer `acks=all` produces per [`LeaderState::acks_all_status`], wake waiting consumer fetches, checkpoint the HW lazily |
+//! | [`LeaderAction::IsrShrink`] / [`LeaderAction::IsrExpand`] | send the proposal to the controller; feed back [`LeaderState::on_isr_confirmed`] or [`LeaderState::on_isr_change_failed`] |
+//! | [`FollowerFetchReply::Records`] | read the log from the fetch offset up to `log_end_offset` within the fetch's byte budget; send it with the HW |
+//! | [`FollowerFetchReply::Diverging`] | send the divergence answer, no records |
+//! | `Ok(())` from [`FollowerState::on_fetched_batch`] | append the batch's bytes as received |
+//! | [`follower::Truncation`] | truncate the local log to `truncate_to`; checkpoint the epoch cache |
+//! | a changed [`LeaderEpochCache`] | checkpoint it ([`LeaderEpochCache::encode_checkpoint`], atomic write) |
+//! | a [`ReplicationError`] | map it to the wire error code of the request that caused it |
+//!
+//! # Not here yet
+//!
+//! - The transport: fetch sessions on one connection per (follower shard, leader shard) pair,
+//!   many partitions multiplexed on it; the broker's partition that owns these states and does
+//!   the log I/O; the leader epoch stamped in the record batch header (the follower reads
+//!   [`follower::FetchedBatch::leader_epoch`] from it).
+//! - The controller (an openraft quorum holding the cluster metadata, electing leaders from the
+//!   ISR, committing ISR proposals) and a multi-broker cluster to run it all.
+
+pub mod epochs;
+pub mod error;
+pub mod follower;
+pub mod leader;
+
+pub use epochs::{EpochEntry, FetchEpochCheck, LeaderEpochCache};
+pub use error::ReplicationError;
+pub use follower::{FetchedBatch, FollowerState, Truncation};
+pub use leader::{
+    Acks, FollowerFetch, FollowerFetchReply, LeaderAction, LeaderConfig, LeaderElection,
+    LeaderState,
+};
+
+/// The id of a replica: the id of the broker that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaId(pub u32);
+
+impl std::fmt::Display for ReplicaId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}", self.0)
+    }
+}
