@@ -200,7 +200,8 @@ impl LeaderEpochCache {
                 Err(out_of_range)
             };
         };
-        let Some((epoch, end_offset)) = self.end_offset_for_epoch(last_fetched_epoch, log_end_offset)
+        let Some((epoch, end_offset)) =
+            self.end_offset_for_epoch(last_fetched_epoch, log_end_offset)
         else {
             return Err(out_of_range);
         };
@@ -240,10 +241,8 @@ impl LeaderEpochCache {
     /// count, exactly that many entries with strictly increasing epochs and start offsets, every
     /// line ending in `\n`, nothing after. Never panics on arbitrary bytes.
     pub fn decode_checkpoint(bytes: &[u8]) -> Result<Self, ReplicationError> {
-        let fault = |line: usize, reason: &'static str| ReplicationError::EpochCheckpoint {
-            line,
-            reason,
-        };
+        let fault =
+            |line: usize, reason: &'static str| ReplicationError::EpochCheckpoint { line, reason };
         let text = std::str::from_utf8(bytes).map_err(|_| fault(1, "not UTF-8"))?;
         let Some(body) = text.strip_suffix('\n') else {
             return Err(fault(1, "missing final newline"));
@@ -271,9 +270,7 @@ impl LeaderEpochCache {
                 .split_once(' ')
                 .ok_or(fault(line_number, "expected \"epoch start_offset\""))?;
             let entry = EpochEntry {
-                epoch: epoch
-                    .parse()
-                    .map_err(|_| fault(line_number, "bad epoch"))?,
+                epoch: epoch.parse().map_err(|_| fault(line_number, "bad epoch"))?,
                 start_offset: start_offset
                     .parse()
                     .map_err(|_| fault(line_number, "bad start offset"))?,
@@ -309,12 +306,32 @@ mod tests {
     #[test]
     fn end_offset_for_epoch_follows_kip_279() {
         let cache = cache(&[(1, 0), (3, 10), (6, 20)]);
-        assert_eq!(cache.end_offset_for_epoch(6, 25), Some((6, 25)), "latest: log end");
-        assert_eq!(cache.end_offset_for_epoch(3, 25), Some((3, 20)), "exact: next start");
-        assert_eq!(cache.end_offset_for_epoch(4, 25), Some((3, 20)), "gap: floor epoch");
+        assert_eq!(
+            cache.end_offset_for_epoch(6, 25),
+            Some((6, 25)),
+            "latest: log end"
+        );
+        assert_eq!(
+            cache.end_offset_for_epoch(3, 25),
+            Some((3, 20)),
+            "exact: next start"
+        );
+        assert_eq!(
+            cache.end_offset_for_epoch(4, 25),
+            Some((3, 20)),
+            "gap: floor epoch"
+        );
         assert_eq!(cache.end_offset_for_epoch(1, 25), Some((1, 10)));
-        assert_eq!(cache.end_offset_for_epoch(0, 25), Some((0, 0)), "before all: first start");
-        assert_eq!(cache.end_offset_for_epoch(7, 25), None, "newer than all: undefined");
+        assert_eq!(
+            cache.end_offset_for_epoch(0, 25),
+            Some((0, 0)),
+            "before all: first start"
+        );
+        assert_eq!(
+            cache.end_offset_for_epoch(7, 25),
+            None,
+            "newer than all: undefined"
+        );
         assert_eq!(LeaderEpochCache::new().end_offset_for_epoch(0, 0), None);
     }
 
@@ -322,16 +339,35 @@ mod tests {
     fn assign_ignores_the_same_epoch_refuses_an_older_one_and_drops_overlapped_entries() {
         let mut cache = cache(&[(1, 0), (2, 10)]);
         cache.assign(2, 15).expect("same epoch");
-        assert_eq!(cache.latest(), Some(EpochEntry { epoch: 2, start_offset: 10 }));
+        assert_eq!(
+            cache.latest(),
+            Some(EpochEntry {
+                epoch: 2,
+                start_offset: 10
+            })
+        );
         assert!(matches!(
             cache.assign(1, 20),
-            Err(ReplicationError::EpochOutOfOrder { epoch: 1, latest: 2, .. })
+            Err(ReplicationError::EpochOutOfOrder {
+                epoch: 1,
+                latest: 2,
+                ..
+            })
         ));
         // Epoch 5 starting at 10 means epoch 2 (starting at 10) wrote nothing that survived.
         cache.assign(5, 10).expect("newer epoch");
         assert_eq!(
             cache.entries(),
-            &[EpochEntry { epoch: 1, start_offset: 0 }, EpochEntry { epoch: 5, start_offset: 10 }]
+            &[
+                EpochEntry {
+                    epoch: 1,
+                    start_offset: 0
+                },
+                EpochEntry {
+                    epoch: 5,
+                    start_offset: 10
+                }
+            ]
         );
     }
 
@@ -341,18 +377,43 @@ mod tests {
         from_end.truncate_from_end(20);
         assert_eq!(from_end.latest_epoch(), Some(3));
         from_end.truncate_from_end(11);
-        assert_eq!(from_end.latest_epoch(), Some(3), "epoch 3 still has offset 10");
+        assert_eq!(
+            from_end.latest_epoch(),
+            Some(3),
+            "epoch 3 still has offset 10"
+        );
 
         let mut from_start = cache(&[(1, 0), (3, 10), (6, 20)]);
         from_start.truncate_from_start(15);
         assert_eq!(
             from_start.entries(),
-            &[EpochEntry { epoch: 3, start_offset: 15 }, EpochEntry { epoch: 6, start_offset: 20 }]
+            &[
+                EpochEntry {
+                    epoch: 3,
+                    start_offset: 15
+                },
+                EpochEntry {
+                    epoch: 6,
+                    start_offset: 20
+                }
+            ]
         );
         from_start.truncate_from_start(20);
-        assert_eq!(from_start.entries(), &[EpochEntry { epoch: 6, start_offset: 20 }]);
+        assert_eq!(
+            from_start.entries(),
+            &[EpochEntry {
+                epoch: 6,
+                start_offset: 20
+            }]
+        );
         from_start.truncate_from_start(5);
-        assert_eq!(from_start.entries(), &[EpochEntry { epoch: 6, start_offset: 20 }]);
+        assert_eq!(
+            from_start.entries(),
+            &[EpochEntry {
+                epoch: 6,
+                start_offset: 20
+            }]
+        );
     }
 
     /// The KIP-101 scenario: the follower wrote offsets 5..8 in epoch 1 as a leader that lost
@@ -362,15 +423,30 @@ mod tests {
         let leader = cache(&[(1, 0), (2, 5)]);
         assert_eq!(
             leader.check_fetch(8, Some(1), 0, 12),
-            Ok(FetchEpochCheck::Diverging { epoch: 1, end_offset: 5 })
+            Ok(FetchEpochCheck::Diverging {
+                epoch: 1,
+                end_offset: 5
+            })
         );
-        assert_eq!(leader.check_fetch(5, Some(1), 0, 12), Ok(FetchEpochCheck::Valid));
-        assert_eq!(leader.check_fetch(9, Some(2), 0, 12), Ok(FetchEpochCheck::Valid));
-        assert_eq!(leader.check_fetch(0, None, 0, 12), Ok(FetchEpochCheck::Valid));
+        assert_eq!(
+            leader.check_fetch(5, Some(1), 0, 12),
+            Ok(FetchEpochCheck::Valid)
+        );
+        assert_eq!(
+            leader.check_fetch(9, Some(2), 0, 12),
+            Ok(FetchEpochCheck::Valid)
+        );
+        assert_eq!(
+            leader.check_fetch(0, None, 0, 12),
+            Ok(FetchEpochCheck::Valid)
+        );
         // Ahead of the leader in the same epoch: the tail past the leader's end goes.
         assert_eq!(
             leader.check_fetch(13, Some(2), 0, 12),
-            Ok(FetchEpochCheck::Diverging { epoch: 2, end_offset: 12 })
+            Ok(FetchEpochCheck::Diverging {
+                epoch: 2,
+                end_offset: 12
+            })
         );
         assert!(matches!(
             leader.check_fetch(13, None, 0, 12),
@@ -384,7 +460,10 @@ mod tests {
         let leader = cache(&[(1, 0), (2, 5), (7, 9)]);
         assert_eq!(
             leader.check_fetch(8, Some(4), 0, 12),
-            Ok(FetchEpochCheck::Diverging { epoch: 2, end_offset: 9 })
+            Ok(FetchEpochCheck::Diverging {
+                epoch: 2,
+                end_offset: 9
+            })
         );
     }
 

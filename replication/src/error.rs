@@ -63,7 +63,9 @@ pub enum ReplicationError {
 
     /// The request carries a newer leader epoch than this replica knows: this replica has not yet
     /// heard of the leader change and the sender should retry (Kafka's `UNKNOWN_LEADER_EPOCH`).
-    #[error("unknown leader epoch: the request says epoch {requested}, this replica knows {current}")]
+    #[error(
+        "unknown leader epoch: the request says epoch {requested}, this replica knows {current}"
+    )]
     UnknownLeaderEpoch {
         /// The leader epoch of this replica.
         current: u32,
@@ -92,12 +94,32 @@ pub enum ReplicationError {
 
     /// A fetched batch does not start where the follower's log ends (a reordered, duplicated or
     /// stale response); it was not appended.
-    #[error("fetched batch starts at offset {base_offset}, the follower's log ends at {log_end_offset}")]
+    #[error(
+        "fetched batch starts at offset {base_offset}, the follower's log ends at {log_end_offset}"
+    )]
     BatchOutOfOrder {
         /// The first offset of the batch.
         base_offset: u64,
         /// Where the follower's log ends.
         log_end_offset: u64,
+    },
+
+    /// A fetch answer does not answer the follower's current request (its log or epoch moved
+    /// since it was sent: a delayed, duplicated or reordered answer); it was ignored.
+    #[error(
+        "stale fetch answer: it answers a fetch from offset {answered_fetch_offset} in leader \
+         epoch {answered_leader_epoch}; the follower now fetches from {log_end_offset} in epoch \
+         {leader_epoch}"
+    )]
+    StaleFetchResponse {
+        /// The fetch offset of the request it answers.
+        answered_fetch_offset: u64,
+        /// The leader epoch of the request it answers.
+        answered_leader_epoch: u32,
+        /// Where the follower's log ends now.
+        log_end_offset: u64,
+        /// The leader epoch the follower follows now.
+        leader_epoch: u32,
     },
 
     /// A batch's offsets are empty or reversed (`end_offset <= base_offset`).

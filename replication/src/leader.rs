@@ -622,10 +622,17 @@ mod tests {
     fn alone_in_the_isr_the_high_watermark_follows_the_log_end() {
         let (mut leader, _) = elect(&[LEADER], 1);
         leader.on_append(10);
-        assert_eq!(drain(&mut leader), [LeaderAction::HighWatermarkAdvanced(10)]);
+        assert_eq!(
+            drain(&mut leader),
+            [LeaderAction::HighWatermarkAdvanced(10)]
+        );
         leader.on_append(25);
         leader.on_append(30);
-        assert_eq!(drain(&mut leader), [LeaderAction::HighWatermarkAdvanced(30)], "coalesced");
+        assert_eq!(
+            drain(&mut leader),
+            [LeaderAction::HighWatermarkAdvanced(30)],
+            "coalesced"
+        );
         assert_eq!(leader.acks_all_status(30), Ok(true));
     }
 
@@ -675,7 +682,9 @@ mod tests {
         fetch(&mut leader, &epochs, FOLLOWER_B, 20, 1_000);
         leader.on_tick(LAG_MAX_MS);
         assert!(
-            !drain(&mut leader).iter().any(|action| matches!(action, LeaderAction::IsrShrink { .. })),
+            !drain(&mut leader)
+                .iter()
+                .any(|action| matches!(action, LeaderAction::IsrShrink { .. })),
             "B was caught up at election time 0, not yet lagging for more than the maximum"
         );
         leader.on_tick(LAG_MAX_MS + 1);
@@ -689,16 +698,26 @@ mod tests {
                 isr_version: 1
             }]
         );
-        assert_eq!(leader.isr(), [LEADER, FOLLOWER_A, FOLLOWER_B], "not applied before confirmed");
+        assert_eq!(
+            leader.isr(),
+            [LEADER, FOLLOWER_A, FOLLOWER_B],
+            "not applied before confirmed"
+        );
         leader
             .on_isr_confirmed(vec![LEADER, FOLLOWER_A], 2)
             .expect("valid ISR");
-        assert_eq!(drain(&mut leader), [LeaderAction::HighWatermarkAdvanced(50)]);
+        assert_eq!(
+            drain(&mut leader),
+            [LeaderAction::HighWatermarkAdvanced(50)]
+        );
         assert_eq!(leader.check_produce(Acks::All), Ok(()));
 
         leader.on_append(80);
         fetch(&mut leader, &epochs, FOLLOWER_B, 49, LAG_MAX_MS + 2);
-        assert!(drain(&mut leader).is_empty(), "below the high watermark: not in sync");
+        assert!(
+            drain(&mut leader).is_empty(),
+            "below the high watermark: not in sync"
+        );
         fetch(&mut leader, &epochs, FOLLOWER_B, 50, LAG_MAX_MS + 3);
         assert_eq!(
             drain(&mut leader),
@@ -748,19 +767,30 @@ mod tests {
         };
         assert_eq!(
             leader.on_follower_fetch(FOLLOWER_A, at_epoch(0), &epochs, 0),
-            Err(ReplicationError::FencedLeaderEpoch { current: 1, requested: 0 })
+            Err(ReplicationError::FencedLeaderEpoch {
+                current: 1,
+                requested: 0
+            })
         );
         assert_eq!(
             leader.on_follower_fetch(FOLLOWER_A, at_epoch(2), &epochs, 0),
-            Err(ReplicationError::UnknownLeaderEpoch { current: 1, requested: 2 })
+            Err(ReplicationError::UnknownLeaderEpoch {
+                current: 1,
+                requested: 2
+            })
         );
         assert_eq!(
             leader.on_follower_fetch(ReplicaId(9), at_epoch(1), &epochs, 0),
-            Err(ReplicationError::UnknownReplica { replica: ReplicaId(9) })
+            Err(ReplicationError::UnknownReplica {
+                replica: ReplicaId(9)
+            })
         );
         assert_eq!(
             leader.check_consumer_fetch(0, Some(0)),
-            Err(ReplicationError::FencedLeaderEpoch { current: 1, requested: 0 })
+            Err(ReplicationError::FencedLeaderEpoch {
+                current: 1,
+                requested: 0
+            })
         );
         assert!(matches!(
             leader.check_consumer_fetch(1, None),

@@ -11,24 +11,23 @@
 //! # The model
 //!
 //! ```text
-//!                         ┌──────────────── controller (later: openraft quorum) ───────────────┐
-//!                         │ elects leaders from the ISR, bumps the leader epoch, commits ISRs  │
-//!                         └──▲──────────────────────────┬──────────────────────────────────────┘
-//!       IsrShrink/IsrExpand  │ (AlterPartition, KIP-497) │ LeaderElection, on_isr_confirmed,
-//!       proposals            │                          │ on_leader_change (metadata)
-//!                 ┌──────────┴──────────┐               ▼
-//!  producer ─────▶│ LeaderState         │◀── fetch(fetch_offset, last_fetched_epoch, ──┐
-//!  check_produce, │  ISR, follower log  │          current_leader_epoch)               │
-//!  on_append,     │  ends, high         │── Records{..HW} | Diverging{epoch,end} ──┐   │
-//!  acks_all_status│  watermark          │                                          ▼   │
-//!  consumer ─────▶│  check_consumer_    │                              ┌───────────────┴──┐
-//!  (reads < HW)   │  fetch; on_tick     │                              │ FollowerState    │
-//!                 └──────────┬──────────┘                              │ next_fetch,      │
-//!                            │ each replica's log has a                │ on_fetched_batch,│
-//!                            ▼ LeaderEpochCache (epoch → start offset) │ on_diverging,    │
-//!                                                                      │ on_leader_high_  │
-//!                                                                      │ watermark        │
-//!                                                                      └──────────────────┘
+//!                 ┌──────────── controller (later: an openraft quorum) ────────────┐
+//!                 │ elects leaders from the ISR, bumps the leader epoch,           │
+//!                 │ commits ISR changes                                            │
+//!                 └────▲──────────────────────────────┬────────────────────────────┘
+//!   IsrShrink/IsrExpand│ (AlterPartition,             │ LeaderElection, on_isr_confirmed,
+//!   proposals          │  KIP-497)                    │ on_leader_change (metadata)
+//!                 ┌────┴────────────────┐             ▼
+//!   producer ────▶│ LeaderState         │◀── fetch (fetch_offset, ─────┐
+//!   check_produce,│ ISR, each follower's│    last_fetched_epoch,       │
+//!   on_append,    │ log end, high       │    current_leader_epoch)     │
+//!   acks_all_     │ watermark (HW)      │                    ┌─────────┴─────────┐
+//!   status        │                     │── Records {.., HW} │ FollowerState     │
+//!   consumer ────▶│ check_consumer_fetch│   or Diverging ───▶│ next_fetch,       │
+//!   (reads < HW)  │ on_tick (time)      │   {epoch, end}     │ on_fetched_records│
+//!                 └─────────────────────┘                    │ on_diverging      │
+//!                                                            └───────────────────┘
+//!   every replica's log has a LeaderEpochCache (epoch → start offset) beside it
 //! ```
 //!
 //! - A partition has replicas on several brokers; one leads ([`leader::LeaderState`]), the
@@ -60,7 +59,7 @@
 //! | [`LeaderAction::IsrShrink`] / [`LeaderAction::IsrExpand`] | send the proposal to the controller; feed back [`LeaderState::on_isr_confirmed`] or [`LeaderState::on_isr_change_failed`] |
 //! | [`FollowerFetchReply::Records`] | read the log from the fetch offset up to `log_end_offset` within the fetch's byte budget; send it with the HW |
 //! | [`FollowerFetchReply::Diverging`] | send the divergence answer, no records |
-//! | `Ok(())` from [`FollowerState::on_fetched_batch`] | append the batch's bytes as received |
+//! | [`follower::AppendRecords`] from [`FollowerState::on_fetched_records`] | append the answer's bytes as received at `base_offset`; checkpoint the epoch cache if it changed |
 //! | [`follower::Truncation`] | truncate the local log to `truncate_to`; checkpoint the epoch cache |
 //! | a changed [`LeaderEpochCache`] | checkpoint it ([`LeaderEpochCache::encode_checkpoint`], atomic write) |
 //! | a [`ReplicationError`] | map it to the wire error code of the request that caused it |
@@ -81,7 +80,7 @@ pub mod leader;
 
 pub use epochs::{EpochEntry, FetchEpochCheck, LeaderEpochCache};
 pub use error::ReplicationError;
-pub use follower::{FetchedBatch, FollowerState, Truncation};
+pub use follower::{AppendRecords, FetchedBatch, FollowerState, Truncation};
 pub use leader::{
     Acks, FollowerFetch, FollowerFetchReply, LeaderAction, LeaderConfig, LeaderElection,
     LeaderState,
