@@ -179,8 +179,10 @@ impl LeaderEpochCache {
     /// diverges if this log's end for that epoch is before `fetch_offset`, or if this log has
     /// no such epoch (the largest one ≤ it is older).
     ///
-    /// `OffsetOutOfRange` if the fetch offset is past this log's end, or if the follower claims
-    /// an epoch newer than any here (it cannot have come from a leader this one succeeded).
+    /// A follower ahead of this log in the same epoch diverges too (its tail past this log's
+    /// end goes). `OffsetOutOfRange` if an empty follower's fetch offset is past this log's
+    /// end, or if the follower claims an epoch newer than any here (it cannot have come from a
+    /// leader this one succeeded).
     pub fn check_fetch(
         &self,
         fetch_offset: u64,

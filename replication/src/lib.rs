@@ -51,6 +51,46 @@
 //! never lost across the change: elections pick from the ISR, every ISR member holds every
 //! record below any HW, and truncation never goes below a HW.
 //!
+//! # One round trip
+//!
+//! ```
+//! use replication::*;
+//!
+//! let (leader_id, follower_id) = (ReplicaId(1), ReplicaId(2));
+//! let config = LeaderConfig { min_insync_replicas: 2, replica_lag_time_max_ms: 30_000 };
+//! let (mut leader_epochs, mut follower_epochs) = (LeaderEpochCache::new(), LeaderEpochCache::new());
+//! let mut leader = LeaderState::elected(
+//!     LeaderElection {
+//!         local: leader_id, leader_epoch: 1, replicas: vec![leader_id, follower_id],
+//!         isr: vec![leader_id, follower_id], isr_version: 1, log_start_offset: 0,
+//!         log_end_offset: 0, high_watermark: 0, config, now_ms: 0,
+//!     },
+//!     &mut leader_epochs,
+//! )?;
+//! let mut follower = FollowerState::new(follower_id, leader_id, 1, 0, 0);
+//!
+//! // A producer's acks=all batch of 10 records: allowed (2 in sync), appended, not yet committed.
+//! leader.check_produce(Acks::All)?;
+//! leader.on_append(10);
+//! assert_eq!(leader.acks_all_status(10), Ok(false));
+//!
+//! // The follower fetches from 0 and appends the batch it gets, as received.
+//! let request = follower.next_fetch(&follower_epochs);
+//! let FollowerFetchReply::Records { high_watermark, .. } =
+//!     leader.on_follower_fetch(follower_id, request, &leader_epochs, 5)?
+//! else { unreachable!("a valid position") };
+//! let batch = FetchedBatch { base_offset: 0, end_offset: 10, leader_epoch: 1 };
+//! let append = follower.on_fetched_records(&request, [batch], high_watermark, &mut follower_epochs)?;
+//! assert_eq!((append.base_offset, append.end_offset), (0, 10));
+//!
+//! // Its next fetch, from 10, tells the leader it has everything: the batch is committed.
+//! let request = follower.next_fetch(&follower_epochs);
+//! leader.on_follower_fetch(follower_id, request, &leader_epochs, 6)?;
+//! assert_eq!(leader.poll_action(), Some(LeaderAction::HighWatermarkAdvanced(10)));
+//! assert_eq!(leader.acks_all_status(10), Ok(true));
+//! # Ok::<(), ReplicationError>(())
+//! ```
+//!
 //! # What the broker does with each output
 //!
 //! | output | broker's job |
