@@ -846,8 +846,11 @@ impl Log {
     /// progress and for every read in progress, stops the flusher, waits for the writes in
     /// flight and closes the files. Appends and reads that start meanwhile fail with
     /// [`StorageError::Closed`]. Once it returns no task of this log touches its directory any
-    /// more, so the caller may delete it (topic deletion). The files stay.
-    pub async fn close(self) -> Result<()> {
+    /// more, so the caller may delete it (topic deletion). The files stay. Takes `&self` so a
+    /// log shared with tasks still reading can be closed; those reads finish first (or fail
+    /// with `Closed` if they start after), and the descriptors of sealed segments close here,
+    /// the active segment's when the last handle to the log drops.
+    pub async fn close(&self) -> Result<()> {
         let inner = &self.inner;
         let mut result = if inner.state.borrow().poisoned.is_none() {
             self.flush().await
@@ -873,17 +876,11 @@ impl Log {
             .await;
         let tracker = inner.state.borrow().active.appender.tracker();
         tracker.wait_idle().await;
-        let files: Vec<SegmentFile> = {
-            let state = inner.state.borrow();
-            state
-                .sealed
-                .iter()
-                .map(|s| s.file.clone())
-                .chain([state.active.appender.file().clone()])
-                .collect()
-        };
-        // Close the descriptors now rather than whenever glommio gets to dropped ones.
-        drop(self);
+        // Close the descriptors now rather than whenever glommio gets to dropped ones; a
+        // closed log reads no segment any more.
+        let sealed = std::mem::take(&mut inner.state.borrow_mut().sealed);
+        let files: Vec<SegmentFile> = sealed.iter().map(|s| s.file.clone()).collect();
+        drop(sealed);
         // Let the flusher see `closed` and drop its reference to the segment files.
         futures_lite::future::yield_now().await;
         for file in files {
