@@ -405,11 +405,13 @@ impl Appender {
 
     /// Gives back what the cache can give back now: every chunk entirely on disk, and a last
     /// chunk that is partial but on disk shrinks to a copy of its tail page (what the next
-    /// write of that page must carry). Bytes not yet written are submitted, so the next call
-    /// can free them. Readers of the dropped range go to disk; their slices keep their
-    /// buffers alive until they drop them.
-    pub(crate) fn release_cache(&mut self) {
-        self.submit_tail();
+    /// write of that page must carry). With `may_write` (an open, healthy log), bytes not yet
+    /// written are submitted, so the next call can free them. Readers of the dropped range go
+    /// to disk; their slices keep their buffers alive until they drop them.
+    pub(crate) fn release_cache(&mut self, may_write: bool) {
+        if may_write && self.tracker.failure().is_none() {
+            self.submit_tail();
+        }
         let written = self.tracker.written_position();
         while self.chunks.len() > 1 {
             let front = &self.chunks[0];

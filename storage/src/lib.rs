@@ -8,7 +8,8 @@
 //!  <dir>/
 //!    00000000000000000000.log    sealed: read-only, O_DIRECT reads
 //!    00000000000000000000.index  its sparse offset + time index (written when sealed)
-//!    00000000000000812345.log    active: appended through 1 MiB aligned chunks, O_DIRECT writes
+//!    00000000000000812345.log    active: appended through aligned chunks (16 KiB doubling to
+//!                                1 MiB), O_DIRECT writes, fallocate steps of 64 KiB doubling
 //!
 //!  a segment file:
 //!  +---------+---------+---------+-----+---------+------------------------------------+

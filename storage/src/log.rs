@@ -876,6 +876,8 @@ impl Log {
             .await;
         let tracker = inner.state.borrow().active.appender.tracker();
         tracker.wait_idle().await;
+        // Give the core's cache budget back: a closed log serves no reads.
+        inner.release_cache();
         // Close the descriptors now rather than whenever glommio gets to dropped ones; a
         // closed log reads no segment any more.
         let sealed = std::mem::take(&mut inner.state.borrow_mut().sealed);
@@ -917,7 +919,10 @@ impl CacheOwner for LogInner {
         // Skipped when the log is in the middle of a change (its state is borrowed): the next
         // log in line gives instead.
         if let Ok(mut state) = self.state.try_borrow_mut() {
-            state.active.appender.release_cache();
+            // A closed log writes nothing more (its directory may be gone); a poisoned one
+            // writes nothing more until it is reopened.
+            let may_write = !state.closed && state.poisoned.is_none();
+            state.active.appender.release_cache(may_write);
         }
     }
 }
