@@ -594,7 +594,7 @@ async fn run_point(
         }
         let log = Rc::try_unwrap(log)
             .map_err(|_| anyhow!("a log is still shared after its tasks ended"))?;
-        closes.push(glommio::spawn_local(log.close()));
+        closes.push(glommio::spawn_local(async move { log.close().await }));
     }
     for close in closes {
         close.await?;

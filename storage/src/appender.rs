@@ -16,14 +16,27 @@
 //!   and one copy of the flushed range; none under durability `never`.
 //! - two writes of the same page are never in flight together: a write that starts on the page
 //!   a partial write ended on waits for it, so the older content can never land last.
+//!
+//! Memory: chunks come from the core's [`CoreResources`](crate::CoreResources) and count
+//! against its tail-cache budget. A log's first chunk is small ([`CHUNK_FIRST_BYTES`]) and each
+//! next one twice the size, up to `write_chunk_bytes`, so a log holding a little data holds a
+//! little memory. When the core needs room, [`Appender::release_cache`] drops chunks that are
+//! on disk and shrinks a partial last chunk to a copy of its tail page.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::config::PAGE_SIZE;
+use crate::core_resources::{CacheAccount, CacheCharge};
 use crate::error::{Result, StorageError};
-use crate::io::{align_down, align_up, AppendChunk, SegmentFile, SharedBytes, Signal};
+use crate::io::{align_down, align_up, AppendChunk, SegmentFile, SharedBytes, Signal, WriteBuffer};
+
+/// Size of a log's first append chunk: 16 KiB (four pages). Each next chunk is twice the size
+/// of the one before, up to `write_chunk_bytes`: a busy log reaches 1 MiB chunks after 2 MiB of
+/// data, and 10 000 logs holding a few KB each hold at most 16 KiB of chunk each (160 MiB,
+/// and the core's budget evicts far below that).
+pub(crate) const CHUNK_FIRST_BYTES: usize = 16 * 1024;
 
 /// Tracks the disk writes of one segment: which are in flight and how far the file is written
 /// without a gap.
@@ -129,21 +142,16 @@ impl WriteTracker {
     }
 }
 
-/// Where the data of one write comes from.
-enum WriteSource {
-    /// A full chunk, written from its own buffer.
-    Chunk(Rc<glommio::io::DmaBuffer>),
-    /// A copy of part of a chunk.
-    Copy(glommio::io::DmaBuffer),
-}
-
 /// Appends to one segment file. Lives on the shard that owns the log.
 pub(crate) struct Appender {
     file: SegmentFile,
     /// Chunks in file order; the last one is being filled. Together with the chunks' fill marks
     /// they are the tail cache: `[front().start(), end_position)` is readable from memory.
     chunks: VecDeque<CachedChunk>,
+    /// Largest chunk (`write_chunk_bytes`).
     chunk_bytes: usize,
+    /// Size of the next chunk taken: starts at [`CHUNK_FIRST_BYTES`], doubles to `chunk_bytes`.
+    next_chunk_bytes: usize,
     tail_cache_bytes_max: usize,
     end_position: u64,
     /// Bytes of the file reserved with fallocate.
@@ -151,12 +159,9 @@ pub(crate) struct Appender {
     tracker: Rc<WriteTracker>,
     /// The last write that ended on a partial page: the next write starts on that page.
     last_partial_write: Option<u64>,
-    /// Chunk buffers given back by the cache, reused instead of allocating.
-    spare_buffers: Vec<glommio::io::DmaBuffer>,
+    /// This log's share of the core's cache budget (and the pool chunks come from).
+    cache: Rc<CacheAccount>,
 }
-
-/// Most spare chunk buffers kept for reuse: enough to cover the writes in flight.
-const SPARE_BUFFERS_MAX: usize = 4;
 
 /// A chunk plus what readers need to know about batch boundaries in it.
 struct CachedChunk {
@@ -165,13 +170,17 @@ struct CachedChunk {
     first_batch_at: Option<usize>,
     /// File position where the batch running over this chunk's end finishes.
     straddle_end: u64,
+    /// The chunk's bytes counted against the core's budget; `None` for a tail-page copy,
+    /// which counts as the log's own small state.
+    _charge: Option<CacheCharge>,
 }
 
 impl Appender {
     /// Takes over a segment whose valid data ends at `end_position`; `tail_page` holds the
     /// bytes `[align_down(end_position), end_position)` read back from disk, so the next write
     /// of that page carries them again. `first_batch_in_tail` is where, in that page, the first
-    /// batch starting there begins.
+    /// batch starting there begins. Holds no chunk until the first append, only a copy of
+    /// the tail page when there is one.
     pub(crate) fn new(
         file: SegmentFile,
         end_position: u64,
@@ -179,26 +188,30 @@ impl Appender {
         first_batch_in_tail: Option<usize>,
         chunk_bytes: usize,
         tail_cache_bytes_max: usize,
+        cache: Rc<CacheAccount>,
     ) -> Self {
         let start = align_down(end_position, PAGE_SIZE as u64);
         debug_assert_eq!(start + tail_page.len() as u64, end_position);
-        let mut chunk = AppendChunk::new(file.alloc(chunk_bytes), start);
-        chunk.append(tail_page);
-        chunk.submitted = chunk.fill();
+        let mut chunks = VecDeque::new();
+        if !tail_page.is_empty() {
+            chunks.push_back(tail_page_chunk(
+                &file,
+                start,
+                tail_page,
+                first_batch_in_tail,
+            ));
+        }
         Appender {
             file,
-            chunks: VecDeque::from([CachedChunk {
-                chunk,
-                first_batch_at: first_batch_in_tail,
-                straddle_end: 0,
-            }]),
+            chunks,
             chunk_bytes,
+            next_chunk_bytes: CHUNK_FIRST_BYTES.min(chunk_bytes),
             tail_cache_bytes_max,
             end_position,
             allocated: end_position,
             tracker: WriteTracker::new(end_position),
             last_partial_write: None,
-            spare_buffers: Vec::new(),
+            cache,
         }
     }
 
@@ -218,10 +231,25 @@ impl Appender {
     }
 
     /// How far the file must be preallocated before `additional` bytes can be appended, if it
-    /// is not already.
-    pub(crate) fn allocation_needed(&self, additional: usize, step: u64) -> Option<u64> {
+    /// is not already. The reservation grows with the data: each step reserves as much again
+    /// as is reserved already, at least `first_step` and at most `step_max` (64 KiB, 128 KiB,
+    /// ... up to 64 MiB by default), so a segment holding 3 KB reserves 64 KiB, and one of
+    /// 1 GiB calls fallocate about 25 times.
+    pub(crate) fn allocation_needed(
+        &self,
+        additional: usize,
+        first_step: u64,
+        step_max: u64,
+    ) -> Option<u64> {
         let needed = align_up(self.end_position + additional as u64, PAGE_SIZE as u64);
-        (needed > self.allocated).then(|| align_up(needed, step.max(PAGE_SIZE as u64)))
+        if needed <= self.allocated {
+            return None;
+        }
+        let step = self.allocated.clamp(first_step.min(step_max), step_max);
+        Some(align_up(
+            needed.max(self.allocated + step),
+            PAGE_SIZE as u64,
+        ))
     }
 
     /// Records that the file was preallocated up to `size`.
@@ -266,19 +294,21 @@ impl Appender {
     }
 
     fn push_chunk(&mut self) {
+        // With no chunk, the log end is page-aligned: a partial page is always held as a chunk.
         let start = self
             .chunks
             .back()
             .map_or(self.end_position, |c| c.chunk.end());
-        let buffer = match self.spare_buffers.pop() {
-            Some(buffer) => buffer,
-            None => self.file.alloc_chunk(self.chunk_bytes),
-        };
+        let size = self.next_chunk_bytes;
+        self.next_chunk_bytes = (size * 2).min(self.chunk_bytes);
+        let resources = self.cache.resources().clone();
+        let (buffer, charge) = resources.take_chunk(&self.file, size, &self.cache);
         let chunk = AppendChunk::new(buffer, start);
         self.chunks.push_back(CachedChunk {
             chunk,
             first_batch_at: None,
             straddle_end: 0,
+            _charge: Some(charge),
         });
     }
 
@@ -290,12 +320,12 @@ impl Appender {
         };
         let chunk = &mut last.chunk;
         let (source, position) = if chunk.submitted == 0 {
-            (WriteSource::Chunk(chunk.shared_buffer()), chunk.start())
+            (chunk.shared_buffer(), chunk.start())
         } else {
             let from = align_down(chunk.submitted as u64, PAGE_SIZE as u64) as usize;
             let mut copy = self.file.alloc(chunk.capacity() - from);
             chunk.copy_filled(from, copy.as_bytes_mut());
-            (WriteSource::Copy(copy), chunk.start() + from as u64)
+            (WriteBuffer::from(copy), chunk.start() + from as u64)
         };
         chunk.submitted = chunk.capacity();
         let covers_until = chunk.end();
@@ -317,13 +347,13 @@ impl Appender {
                 let position = chunk.start() + from as u64;
                 let covers_until = chunk.end();
                 let partial = chunk.fill() % PAGE_SIZE != 0;
-                self.submit(WriteSource::Copy(copy), position, covers_until, partial);
+                self.submit(copy.into(), position, covers_until, partial);
             }
         }
         self.end_position
     }
 
-    fn submit(&mut self, source: WriteSource, position: u64, covers_until: u64, partial: bool) {
+    fn submit(&mut self, source: WriteBuffer, position: u64, covers_until: u64, partial: bool) {
         let id = self.tracker.begin(covers_until);
         let must_follow = self.last_partial_write.take();
         if partial {
@@ -338,10 +368,7 @@ impl Appender {
                     .wait_until(|| tracker.is_done(previous))
                     .await;
             }
-            let result = match source {
-                WriteSource::Chunk(buffer) => file.write_shared(buffer, position).await,
-                WriteSource::Copy(buffer) => file.write_owned(buffer, position).await,
-            };
+            let result = file.write(source, position).await;
             tracker.complete(id, result);
         })
         .detach();
@@ -359,16 +386,57 @@ impl Appender {
                 break;
             }
             cached -= front.chunk.capacity();
-            if let Some(evicted) = self.chunks.pop_front() {
-                let reusable = evicted.chunk.capacity() == self.chunk_bytes
-                    && self.spare_buffers.len() < SPARE_BUFFERS_MAX;
-                if reusable {
-                    if let Some(buffer) = evicted.chunk.into_buffer() {
-                        self.spare_buffers.push(buffer);
-                    }
-                }
+            self.evict_front();
+        }
+    }
+
+    /// Drops the oldest chunk, giving its buffer to the core's spares when no reader holds it.
+    fn evict_front(&mut self) {
+        let Some(evicted) = self.chunks.pop_front() else {
+            return;
+        };
+        let pooled = evicted._charge.is_some();
+        if let Some(buffer) = evicted.chunk.into_buffer() {
+            if pooled {
+                self.cache.resources().give_back(buffer);
             }
         }
+    }
+
+    /// Gives back what the cache can give back now: every chunk entirely on disk, and a last
+    /// chunk that is partial but on disk shrinks to a copy of its tail page (what the next
+    /// write of that page must carry). With `may_write` (an open, healthy log), bytes not yet
+    /// written are submitted, so the next call can free them. Readers of the dropped range go
+    /// to disk; their slices keep their buffers alive until they drop them.
+    pub(crate) fn release_cache(&mut self, may_write: bool) {
+        if may_write && self.tracker.failure().is_none() {
+            self.submit_tail();
+        }
+        let written = self.tracker.written_position();
+        while self.chunks.len() > 1 {
+            let front = &self.chunks[0];
+            if front.chunk.end() > written || front.straddle_end > written {
+                break;
+            }
+            self.evict_front();
+        }
+        let Some(last) = self.chunks.back() else {
+            return;
+        };
+        if self.chunks.len() > 1 || last._charge.is_none() || last.chunk.end() > written {
+            return;
+        }
+        let start = align_down(last.chunk.end(), PAGE_SIZE as u64);
+        let tail_len = (last.chunk.end() - start) as usize;
+        // Copy the tail out before the chunk goes, so no slice keeps its buffer from the pool.
+        let tail_chunk = last
+            .chunk
+            .slice((start - last.chunk.start()) as usize, tail_len)
+            .filter(|tail| !tail.is_empty())
+            .map(|tail| tail_page_chunk(&self.file, start, &tail, None));
+        self.evict_front();
+        self.chunks.extend(tail_chunk);
+        self.next_chunk_bytes = CHUNK_FIRST_BYTES.min(self.chunk_bytes);
     }
 
     /// File position of the first batch readable from memory, if any. Every batch that starts
@@ -419,6 +487,7 @@ impl Appender {
         let mut copy = self
             .file
             .alloc(align_up(len as u64, PAGE_SIZE as u64) as usize);
+        debug_assert!(copy.len() >= len);
         let mut done = 0usize;
         for cached in &self.chunks {
             let chunk = &cached.chunk;
@@ -432,14 +501,33 @@ impl Appender {
             copy.as_bytes_mut()[done..done + take].copy_from_slice(&bytes);
             done += take;
         }
-        (done == len).then(|| SharedBytes::from_buffer(Rc::new(copy), len))
+        (done == len).then(|| SharedBytes::from_buffer(copy, len))
+    }
+}
+
+/// A page-sized chunk at `start` holding `tail` (the bytes of the log's partial last page,
+/// already on disk), uncharged: every idle log holds one at most.
+fn tail_page_chunk(
+    file: &SegmentFile,
+    start: u64,
+    tail: &[u8],
+    first_batch_at: Option<usize>,
+) -> CachedChunk {
+    let mut chunk = AppendChunk::new(file.alloc(PAGE_SIZE), start);
+    chunk.append(tail);
+    chunk.submitted = chunk.fill();
+    CachedChunk {
+        chunk,
+        first_batch_at,
+        straddle_end: 0,
+        _charge: None,
     }
 }
 
 /// Turns a write failure reason into the error a caller sees.
-pub(crate) fn poisoned(dir: &std::path::Path, reason: String) -> StorageError {
+pub(crate) fn poisoned(dir: &std::path::Path, cause: String) -> StorageError {
     StorageError::Poisoned {
         dir: dir.to_path_buf(),
-        reason,
+        cause,
     }
 }

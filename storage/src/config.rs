@@ -2,13 +2,24 @@
 //! long data is kept. The broker builds a [`LogConfig`] from a topic's settings; this crate never
 //! sees command-line flags.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Result, StorageError};
+use crate::io::{FaultPlan, FileOptions};
 
 /// The O_DIRECT page: every disk write and read is aligned to it. 4 KiB is the logical block
 /// size of NVMe drives formatted for performance and a multiple of every other block size.
 pub const PAGE_SIZE: usize = 4096;
+
+/// First fallocate step of a segment: 64 KiB. Each later step reserves as much again as the
+/// segment has reserved, up to [`LogConfig::preallocate_bytes`]: 64 KiB, 128 KiB, ... 64 MiB,
+/// then 64 MiB at a time. So an idle partition with a few KB reserves 64 KiB of disk (10 000
+/// of them: 640 MiB), and a busy one reaches 64 MiB steps after 64 MiB of data.
+pub const PREALLOCATE_FIRST_STEP_BYTES: u64 = 64 * 1024;
+
+/// Largest fallocate step: 64 MiB, the old fixed step (see [`LogConfig::preallocate_bytes`]).
+pub const PREALLOCATE_STEP_MAX_BYTES: u64 = 64 << 20;
 
 /// When an appended batch is forced to the device with `fdatasync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,23 +60,32 @@ pub struct LogConfig {
     /// holds 65 536 entries (512 KiB offset index + 768 KiB time index at most), and a lookup
     /// reads at most 16 KiB more than it needs.
     pub index_interval_bytes: u32,
-    /// Size of one append chunk: the unit of disk writes while data streams in. Default 1 MiB,
-    /// where O_DIRECT writes reach the device's sequential bandwidth (see PEERS.md).
+    /// Size of the largest append chunk: the unit of disk writes while data streams in.
+    /// Default 1 MiB, where O_DIRECT writes reach the device's sequential bandwidth (see
+    /// PEERS.md). A log starts with 16 KiB chunks and doubles up to this size, and its chunks
+    /// come from (and count against) its core's [`CoreResources`](crate::CoreResources).
     pub write_chunk_bytes: usize,
     /// Most chunk writes in flight at once; appends wait when it is reached (back-pressure).
     /// Default 4: 4 x 1 MiB keeps a queue deep enough for full bandwidth.
     pub writes_in_flight_max: usize,
-    /// Recently appended data kept in memory for readers, beyond the chunks still being
-    /// written. Default 8 MiB per log: enough for consumers that follow the tail closely.
+    /// Most recently appended data one log keeps in memory for readers, beyond the chunks
+    /// still being written. Default 8 MiB: enough for consumers that follow the tail closely.
+    /// All logs of a core together keep at most their core's
+    /// [`ShardBudget::tail_cache_bytes`](crate::ShardBudget), least recently appended evicted
+    /// first; this is only the cap of one log.
     pub tail_cache_bytes_max: usize,
     /// Largest batch accepted. Default and upper bound: [`wire::limits::BATCH_SIZE_MAX`].
     pub batch_bytes_max: usize,
-    /// The active segment's file is grown with fallocate in steps of this size, so that a full
-    /// disk shows up as a clean error before any byte is written. Default 64 MiB.
+    /// The active segment's file is grown with fallocate ahead of the writes, so that a full
+    /// disk shows up as a clean error before any byte is written. The steps grow with the data
+    /// (see [`PREALLOCATE_FIRST_STEP_BYTES`]) up to this size. Default and upper bound 64 MiB.
     pub preallocate_bytes: u64,
     /// Refuse to open when the kernel silently drops O_DIRECT (tmpfs). Default true; tests of
     /// pure logic may turn it off.
     pub require_direct_io: bool,
+    /// Faults to inject into every file operation of this log (tests of failure paths, the
+    /// storage crate's and the broker's); `None` in production. See [`FaultPlan`].
+    pub faults: Option<Arc<FaultPlan>>,
 }
 
 impl Default for LogConfig {
@@ -86,6 +106,7 @@ impl Default for LogConfig {
             batch_bytes_max: wire::limits::BATCH_SIZE_MAX,
             preallocate_bytes: 64 << 20,
             require_direct_io: true,
+            faults: None,
         }
     }
 }
@@ -123,6 +144,14 @@ impl LogConfig {
                 wire::limits::BATCH_SIZE_MAX
             ));
         }
+        if self.preallocate_bytes < PAGE_SIZE as u64
+            || self.preallocate_bytes > PREALLOCATE_STEP_MAX_BYTES
+        {
+            return fail(format!(
+                "preallocate_bytes {} must be within [{PAGE_SIZE}, {PREALLOCATE_STEP_MAX_BYTES}]",
+                self.preallocate_bytes
+            ));
+        }
         if self.index_interval_bytes == 0 {
             return fail("index_interval_bytes must be positive".into());
         }
@@ -132,5 +161,13 @@ impl LogConfig {
             }
         }
         Ok(())
+    }
+
+    /// How this log's files are opened.
+    pub(crate) fn file_options(&self) -> FileOptions {
+        FileOptions {
+            require_direct_io: self.require_direct_io,
+            faults: self.faults.clone(),
+        }
     }
 }

@@ -66,12 +66,14 @@ pub enum StorageError {
     },
     /// An earlier write or fdatasync failed; the log refuses further appends until it is
     /// reopened, because it can no longer say which bytes reached the disk.
-    #[error("log in {dir} is poisoned by an earlier I/O failure ({reason}); reopen it to recover")]
+    /// Nothing appended after the failure is ever reported durable; reads of what was durable
+    /// before still work.
+    #[error("log in {dir} is poisoned by an earlier I/O failure ({cause}); reopen it to recover")]
     Poisoned {
         /// The log's directory.
         dir: PathBuf,
         /// The failure that poisoned it.
-        reason: String,
+        cause: String,
     },
     /// The log was closed.
     #[error("log in {dir} is closed")]

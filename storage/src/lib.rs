@@ -8,7 +8,8 @@
 //!  <dir>/
 //!    00000000000000000000.log    sealed: read-only, O_DIRECT reads
 //!    00000000000000000000.index  its sparse offset + time index (written when sealed)
-//!    00000000000000812345.log    active: appended through 1 MiB aligned chunks, O_DIRECT writes
+//!    00000000000000812345.log    active: appended through aligned chunks (16 KiB doubling to
+//!                                1 MiB), O_DIRECT writes, fallocate steps of 64 KiB doubling
 //!
 //!  a segment file:
 //!  +---------+---------+---------+-----+---------+------------------------------------+
@@ -26,10 +27,14 @@
 //! and cuts the active segment at the first batch that does not validate.
 //!
 //! Everything runs inside a glommio executor on the shard that owns the log; the only module that
-//! touches files is `io`.
+//! touches files is `io`, and a [`FaultPlan`] in [`LogConfig::faults`] makes its files fail on
+//! purpose (tests). The logs of one shard share a [`CoreResources`]: one tail-cache budget and
+//! one pool of append chunks, so memory follows the data and the budget, not the number of
+//! partitions; a segment's disk reservation likewise grows with its data.
 
 mod appender;
 pub mod config;
+mod core_resources;
 pub mod error;
 mod index;
 mod io;
@@ -37,22 +42,13 @@ mod log;
 mod recovery;
 mod segment;
 
-pub use config::{Durability, LogConfig, PAGE_SIZE};
+pub use config::{
+    Durability, LogConfig, PAGE_SIZE, PREALLOCATE_FIRST_STEP_BYTES, PREALLOCATE_STEP_MAX_BYTES,
+};
+pub use core_resources::{
+    CoreResources, ShardBudget, SPARE_CHUNKS_MAX, TAIL_CACHE_BYTES_PER_CORE_DEFAULT,
+};
 pub use error::{Result, StorageError};
-pub use io::{check_direct_io, SharedBytes, Signal};
+pub use io::{check_direct_io, FaultCounts, FaultPlan, SharedBytes, Signal};
 pub use log::{now_ms, AppendInfo, Log, ReadBatches, RetentionReport};
 pub use segment::ReadBatch;
-
-/// A fresh directory for a test, on the real disk under `target/` (never tmpfs: O_DIRECT).
-#[cfg(test)]
-pub(crate) fn test_dir() -> tempfile::TempDir {
-    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data");
-    let _ = std::fs::create_dir_all(&base);
-    match tempfile::tempdir_in(&base) {
-        Ok(dir) => dir,
-        Err(error) => panic!(
-            "cannot create a test directory under {}: {error}",
-            base.display()
-        ),
-    }
-}

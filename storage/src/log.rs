@@ -8,7 +8,7 @@
 //! Offsets: `log_start_offset() <= durable_offset() <= log_end_offset()`; offsets below
 //! `durable_offset()` have been fdatasync'ed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,10 +17,14 @@ use glommio::sync::Semaphore;
 use wire::batch::{peek_header, BatchView, BATCH_HEADER_SIZE};
 
 use crate::appender::{poisoned, Appender};
-use crate::config::{Durability, LogConfig, PAGE_SIZE};
+use crate::config::{Durability, LogConfig, PAGE_SIZE, PREALLOCATE_FIRST_STEP_BYTES};
+use crate::core_resources::{CacheAccount, CacheOwner, CoreResources};
 use crate::error::{Result, StorageError};
 use crate::index::{SegmentIndex, SegmentSummary};
-use crate::io::{align_down, prime_device_probe, remove_file, sync_dir, SegmentFile, Signal};
+use crate::io::{
+    align_down, create_dir_all, list_dir, prime_device_probe, remove_file, sync_dir, SegmentFile,
+    SharedBytes, Signal,
+};
 use crate::recovery::scan_segment;
 use crate::segment::{
     index_path, log_path, parse_log_name, read_from_disk, read_index_file, write_index_file,
@@ -78,6 +82,12 @@ pub struct Log {
 struct LogInner {
     dir: PathBuf,
     config: LogConfig,
+    /// This log's share of its core's tail-cache budget.
+    cache: Rc<CacheAccount>,
+    /// Reads running now; `close` waits until none is left.
+    reads_in_flight: Cell<usize>,
+    /// A read finished.
+    read_finished: Signal,
     state: RefCell<LogState>,
     /// Serialises everything that changes the segments or the active segment's bytes.
     mutation: Semaphore,
@@ -122,26 +132,35 @@ pub fn now_ms() -> i64 {
 }
 
 impl Log {
-    /// Opens the log in `dir`, creating the directory and an empty first segment if needed.
-    /// Recovers from a crash: the active (last) segment is scanned, and a torn or invalid tail
-    /// is cut; sealed segments are checked against their index files, rebuilt by a scan when
-    /// the index is missing, and any invalid batch in them is a [`StorageError::Corrupt`].
+    /// Opens the log in `dir`, creating the directory and an empty first segment if needed,
+    /// with the calling shard's [`CoreResources::current`]. See [`Log::open_in`].
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        Self::open_in(dir, config, &CoreResources::current()).await
+    }
+
+    /// Opens the log in `dir` on a shard whose logs share `resources` (tail-cache budget and
+    /// chunk pool). Recovers from a crash: the active (last) segment is scanned, and a torn or
+    /// invalid tail is cut; sealed segments are checked against their index files, rebuilt by
+    /// a scan when the index is missing, and any invalid batch in them is a
+    /// [`StorageError::Corrupt`].
+    pub async fn open_in(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        resources: &Rc<CoreResources>,
+    ) -> Result<Log> {
         config.validate()?;
         // Absolute, because glommio's directory operations mishandle relative paths.
         let dir =
             std::path::absolute(dir.as_ref()).map_err(|e| StorageError::io(dir.as_ref(), e))?;
-        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        create_dir_all(&dir)?;
         prime_device_probe(&dir).await?;
-        let mut bases = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| StorageError::io(&dir, e))? {
-            let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
-            if let Some(base) = entry.file_name().to_str().and_then(parse_log_name) {
-                bases.push(base);
-            }
-        }
+        let mut bases: Vec<u64> = list_dir(&dir)?
+            .iter()
+            .filter_map(|name| parse_log_name(name))
+            .collect();
         bases.sort_unstable();
-        let direct = config.require_direct_io;
+        let options = config.file_options();
+        let cache = resources.open_account();
 
         let mut sealed = Vec::new();
         let mut expected_base: Option<u64> = None;
@@ -157,9 +176,9 @@ impl Log {
                     ),
                 });
             }
-            let file = SegmentFile::open(&path, direct).await?;
+            let file = SegmentFile::open(&path, &options).await?;
             let size = file.size().await?;
-            let summary = match read_index_file(&index_path(&dir, base), direct).await? {
+            let summary = match read_index_file(&index_path(&dir, base), &options).await? {
                 Some((_, summary))
                     if summary.base_offset == base && summary.end_position == size =>
                 {
@@ -190,7 +209,7 @@ impl Log {
                         });
                     }
                     let bytes = scan.index.encode(&scan.summary);
-                    write_index_file(&index_path(&dir, base), &bytes, direct).await?;
+                    write_index_file(&index_path(&dir, base), &bytes, &options).await?;
                     scan.summary
                 }
             };
@@ -199,6 +218,7 @@ impl Log {
                 summary,
                 file,
                 index: RefCell::new(None),
+                removed: Cell::new(false),
             }));
         }
 
@@ -211,10 +231,10 @@ impl Log {
                         reason: format!("segment starts at offset {base}, previous one ended at {expected_base:?}"),
                     });
                 }
-                let file = SegmentFile::open(&log_path(&dir, base), direct).await?;
-                open_active(&dir, &config, file, base).await?
+                let file = SegmentFile::open(&log_path(&dir, base), &options).await?;
+                open_active(&dir, &config, file, base, &cache).await?
             }
-            None => create_active(&dir, &config, 0).await?,
+            None => create_active(&dir, &config, 0, &cache).await?,
         };
         let log_start_offset = sealed
             .first()
@@ -224,6 +244,9 @@ impl Log {
         let inner = Rc::new(LogInner {
             dir,
             config,
+            cache: cache.clone(),
+            reads_in_flight: Cell::new(0),
+            read_finished: Signal::default(),
             state: RefCell::new(LogState {
                 sealed,
                 active: active.segment,
@@ -243,6 +266,8 @@ impl Log {
             flush_wanted: Signal::default(),
             appended: Signal::default(),
         });
+        let owner: Weak<dyn CacheOwner> = Rc::downgrade(&inner) as Weak<dyn CacheOwner>;
+        cache.set_owner(owner);
         glommio::spawn_local(flusher(Rc::downgrade(&inner))).detach();
         Ok(Log { inner })
     }
@@ -300,6 +325,7 @@ impl Log {
         }
         let _permit = inner.lock().await?;
         inner.check_usable()?;
+        inner.cache.touch();
         if inner.needs_roll(size_bytes) {
             inner.roll().await?;
         }
@@ -441,6 +467,7 @@ impl Log {
         max_bytes: usize,
         end_offset: u64,
     ) -> Result<ReadBatches> {
+        let _in_flight = ReadInFlight::start(&self.inner);
         // One pass reads from one place (a sealed segment, the disk part of the active one, or
         // the tail cache); continue into the next while the budget allows.
         let mut out = self.read_once(from_offset, max_bytes, end_offset).await?;
@@ -573,7 +600,12 @@ impl Log {
                 read_from_disk(request, &mut out.batches).await?;
             }
             Plan::Sealed(segment) => {
-                let index = inner.sealed_index(&segment).await?;
+                let index = match inner.sealed_index(&segment).await {
+                    Ok(index) => index,
+                    // Retention removed the segment while this read looked for its index.
+                    Err(_) if segment.removed.get() => return Err(inner.out_of_range(from_offset)),
+                    Err(error) => return Err(error),
+                };
                 let base = segment.summary.base_offset;
                 let entry = index.lookup_offset((from_offset - base) as u32);
                 let request = DiskRead {
@@ -704,6 +736,7 @@ impl Log {
                 &inner.config,
                 previous.file.clone(),
                 previous.summary.base_offset,
+                &inner.cache,
             )
             .await?;
             inner.state.borrow_mut().active = active.segment;
@@ -723,7 +756,7 @@ impl Log {
         file.truncate(cut).await?;
         file.fdatasync().await?;
         sync_dir(&inner.dir).await?;
-        let active = open_active(&inner.dir, &inner.config, file, base).await?;
+        let active = open_active(&inner.dir, &inner.config, file, base, &inner.cache).await?;
         let new_end = active.next_offset;
         {
             let mut state = inner.state.borrow_mut();
@@ -794,6 +827,9 @@ impl Log {
         };
         for segment in &deleted {
             let base = segment.summary.base_offset;
+            // Reads in progress hold the segment (and its open descriptor): the files go now,
+            // the descriptor when the last of them finishes.
+            segment.removed.set(true);
             remove_file(&log_path(&inner.dir, base))?;
             remove_file(&index_path(&inner.dir, base))?;
             report.segments_deleted += 1;
@@ -806,35 +842,88 @@ impl Log {
         Ok(report)
     }
 
-    /// Syncs everything, stops the flusher and waits for writes in flight. The files stay.
-    pub async fn close(self) -> Result<()> {
+    /// Syncs everything, then closes: waits for the append, roll, truncation or retention in
+    /// progress and for every read in progress, stops the flusher, waits for the writes in
+    /// flight and closes the files. Appends and reads that start meanwhile fail with
+    /// [`StorageError::Closed`]. Once it returns no task of this log touches its directory any
+    /// more, so the caller may delete it (topic deletion). The files stay. Takes `&self` so a
+    /// log shared with tasks still reading can be closed; those reads finish first (or fail
+    /// with `Closed` if they start after), and the descriptors of sealed segments close here,
+    /// the active segment's when the last handle to the log drops.
+    pub async fn close(&self) -> Result<()> {
         let inner = &self.inner;
-        let result = if inner.state.borrow().poisoned.is_none() {
+        let mut result = if inner.state.borrow().poisoned.is_none() {
             self.flush().await
         } else {
             Ok(())
         };
+        {
+            let _permit = inner.lock().await?;
+            inner.state.borrow_mut().closed = true;
+        }
+        inner.notify_all();
+        // Appends that came in between the flush and the lock are synced too.
+        let unsynced = {
+            let state = inner.state.borrow();
+            state.poisoned.is_none() && state.durable_offset < state.next_offset
+        };
+        if result.is_ok() && unsynced {
+            result = inner.sync_now().await;
+        }
+        inner
+            .read_finished
+            .wait_until(|| inner.reads_in_flight.get() == 0)
+            .await;
         let tracker = inner.state.borrow().active.appender.tracker();
         tracker.wait_idle().await;
-        let files: Vec<SegmentFile> = {
-            let mut state = inner.state.borrow_mut();
-            state.closed = true;
-            state
-                .sealed
-                .iter()
-                .map(|s| s.file.clone())
-                .chain([state.active.appender.file().clone()])
-                .collect()
-        };
-        inner.notify_all();
-        // Close the descriptors now rather than whenever glommio gets to dropped ones.
-        drop(self);
+        // Give the core's cache budget back: a closed log serves no reads.
+        inner.release_cache();
+        // Close the descriptors now rather than whenever glommio gets to dropped ones; a
+        // closed log reads no segment any more.
+        let sealed = std::mem::take(&mut inner.state.borrow_mut().sealed);
+        let files: Vec<SegmentFile> = sealed.iter().map(|s| s.file.clone()).collect();
+        drop(sealed);
         // Let the flusher see `closed` and drop its reference to the segment files.
         futures_lite::future::yield_now().await;
         for file in files {
             file.close().await?;
         }
         result
+    }
+}
+
+/// Counts one read in progress for [`Log::close`], from its start to its end.
+struct ReadInFlight<'a> {
+    inner: &'a LogInner,
+}
+
+impl<'a> ReadInFlight<'a> {
+    fn start(inner: &'a LogInner) -> Self {
+        inner.reads_in_flight.set(inner.reads_in_flight.get() + 1);
+        ReadInFlight { inner }
+    }
+}
+
+impl Drop for ReadInFlight<'_> {
+    fn drop(&mut self) {
+        let count = self.inner.reads_in_flight.get() - 1;
+        self.inner.reads_in_flight.set(count);
+        if count == 0 {
+            self.inner.read_finished.notify_all();
+        }
+    }
+}
+
+impl CacheOwner for LogInner {
+    fn release_cache(&self) {
+        // Skipped when the log is in the middle of a change (its state is borrowed): the next
+        // log in line gives instead.
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            // A closed log writes nothing more (its directory may be gone); a poisoned one
+            // writes nothing more until it is reopened.
+            let may_write = !state.closed && state.poisoned.is_none();
+            state.active.appender.release_cache(may_write);
+        }
     }
 }
 
@@ -851,6 +940,15 @@ impl LogInner {
             .acquire_permit(1)
             .await
             .map_err(|_| self.closed_error())
+    }
+
+    fn out_of_range(&self, requested: u64) -> StorageError {
+        let state = self.state.borrow();
+        StorageError::OffsetOutOfRange {
+            requested,
+            log_start_offset: state.log_start_offset,
+            log_end_offset: state.next_offset,
+        }
     }
 
     fn closed_error(&self) -> StorageError {
@@ -906,7 +1004,11 @@ impl LogInner {
             let state = self.state.borrow();
             let appender = &state.active.appender;
             appender
-                .allocation_needed(incoming_bytes, self.config.preallocate_bytes)
+                .allocation_needed(
+                    incoming_bytes,
+                    PREALLOCATE_FIRST_STEP_BYTES,
+                    self.config.preallocate_bytes,
+                )
                 .map(|size| {
                     (
                         appender.file().clone(),
@@ -954,10 +1056,11 @@ impl LogInner {
         write_index_file(
             &index_path(&self.dir, summary.base_offset),
             &index_bytes,
-            self.config.require_direct_io,
+            &self.config.file_options(),
         )
         .await?;
-        let fresh = create_active(&self.dir, &self.config, summary.next_offset).await?;
+        let fresh =
+            create_active(&self.dir, &self.config, summary.next_offset, &self.cache).await?;
         {
             let mut state = self.state.borrow_mut();
             let old = std::mem::replace(&mut state.active, fresh.segment);
@@ -965,6 +1068,7 @@ impl LogInner {
                 summary,
                 file,
                 index: RefCell::new(Some(Rc::new(old.index))),
+                removed: Cell::new(false),
             }));
             state.loaded_indexes.push(summary.base_offset);
             state.durable_offset = state.durable_offset.max(summary.next_offset);
@@ -992,7 +1096,7 @@ impl LogInner {
             remove_file(&log_path(&self.dir, base))?;
             remove_file(&index_path(&self.dir, base))?;
         }
-        let fresh = create_active(&self.dir, &self.config, offset).await?;
+        let fresh = create_active(&self.dir, &self.config, offset, &self.cache).await?;
         let mut state = self.state.borrow_mut();
         state.sealed.clear();
         state.loaded_indexes.clear();
@@ -1011,7 +1115,7 @@ impl LogInner {
     async fn sealed_index(&self, segment: &Rc<SealedSegment>) -> Result<Rc<SegmentIndex>> {
         let was_loaded = segment.index.borrow().is_some();
         let index = segment
-            .index(&self.dir, self.config.require_direct_io)
+            .index(&self.dir, &self.config.file_options())
             .await?;
         if !was_loaded {
             self.state
@@ -1132,8 +1236,13 @@ struct OpenedActive {
 }
 
 /// Creates an empty segment file at `base_offset` and makes its creation durable.
-async fn create_active(dir: &Path, config: &LogConfig, base_offset: u64) -> Result<OpenedActive> {
-    let file = SegmentFile::create(&log_path(dir, base_offset), config.require_direct_io).await?;
+async fn create_active(
+    dir: &Path,
+    config: &LogConfig,
+    base_offset: u64,
+    cache: &Rc<CacheAccount>,
+) -> Result<OpenedActive> {
+    let file = SegmentFile::create(&log_path(dir, base_offset), &config.file_options()).await?;
     remove_file(&index_path(dir, base_offset))?;
     sync_dir(dir).await?;
     let appender = Appender::new(
@@ -1143,6 +1252,7 @@ async fn create_active(dir: &Path, config: &LogConfig, base_offset: u64) -> Resu
         None,
         config.write_chunk_bytes,
         config.tail_cache_bytes_max,
+        cache.clone(),
     );
     Ok(OpenedActive {
         segment: ActiveSegment {
@@ -1162,6 +1272,7 @@ async fn open_active(
     config: &LogConfig,
     file: SegmentFile,
     base_offset: u64,
+    cache: &Rc<CacheAccount>,
 ) -> Result<OpenedActive> {
     let scan = scan_segment(
         &file,
@@ -1184,7 +1295,7 @@ async fn open_active(
     let tail = if end > tail_start {
         file.read_aligned(tail_start, PAGE_SIZE).await?
     } else {
-        glommio::io::ReadResult::default()
+        SharedBytes::empty()
     };
     let tail_len = (end - tail_start) as usize;
     let tail_bytes = tail.get(..tail_len).ok_or_else(|| StorageError::Corrupt {
@@ -1202,6 +1313,7 @@ async fn open_active(
         first_in_tail,
         config.write_chunk_bytes,
         config.tail_cache_bytes_max,
+        cache.clone(),
     );
     Ok(OpenedActive {
         segment: ActiveSegment {

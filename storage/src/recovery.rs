@@ -8,7 +8,7 @@ use wire::batch::{peek_header, BatchView, BATCH_HEADER_SIZE};
 use crate::config::PAGE_SIZE;
 use crate::error::Result;
 use crate::index::{SegmentIndex, SegmentSummary};
-use crate::io::{align_down, align_up, SegmentFile};
+use crate::io::{align_down, align_up, SegmentFile, SharedBytes};
 
 /// Bytes read per step of a scan: large enough for sequential bandwidth, small enough to stay
 /// out of the way of other work on the shard.
@@ -52,7 +52,7 @@ pub(crate) async fn scan_segment(
     let mut next_offset = base_offset;
     let mut first_timestamp_ms = None;
     let mut batch_starts_in_tail_page: Option<u64> = None;
-    let mut buffer = glommio::io::ReadResult::default();
+    let mut buffer = SharedBytes::empty();
     let mut buffer_start = 0u64;
     let invalid = loop {
         if position >= file_size {

@@ -7,7 +7,7 @@
 //!  <dir>/00000000000000004096.log     the next segment: named by its first offset
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -16,7 +16,7 @@ use wire::batch::{peek_header, BatchView, BATCH_HEADER_SIZE};
 use crate::config::PAGE_SIZE;
 use crate::error::{Result, StorageError};
 use crate::index::{SegmentIndex, SegmentSummary};
-use crate::io::{align_down, align_up, SegmentFile, SharedBytes};
+use crate::io::{align_down, align_up, file_exists, FileOptions, SegmentFile, SharedBytes};
 
 /// One batch returned by a read: its offsets and its bytes, exactly as appended (with the base
 /// offset stamped), sliced from an aligned buffer without a copy.
@@ -46,11 +46,15 @@ pub(crate) fn parse_log_name(name: &str) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
 }
 
-/// A sealed segment: immutable, summary always in memory, index loaded on demand.
+/// A sealed segment: immutable, summary always in memory, index loaded on demand. Shared by
+/// `Rc`: a read holds one for as long as it runs, so retention that removes the segment
+/// meanwhile only unlinks its files; the descriptor closes when the last holder drops it.
 pub(crate) struct SealedSegment {
     pub(crate) summary: SegmentSummary,
     pub(crate) file: SegmentFile,
     pub(crate) index: RefCell<Option<Rc<SegmentIndex>>>,
+    /// Set when retention removed the segment's files (readers in progress may still hold it).
+    pub(crate) removed: Cell<bool>,
 }
 
 impl SealedSegment {
@@ -63,13 +67,13 @@ impl SealedSegment {
     pub(crate) async fn index(
         &self,
         dir: &Path,
-        require_direct_io: bool,
+        options: &FileOptions,
     ) -> Result<Rc<SegmentIndex>> {
         if let Some(index) = self.index.borrow().as_ref() {
             return Ok(index.clone());
         }
         let path = index_path(dir, self.summary.base_offset);
-        let loaded = read_index_file(&path, require_direct_io).await?;
+        let loaded = read_index_file(&path, options).await?;
         let index = match loaded {
             Some((index, summary)) if summary == self.summary => index,
             _ => {
@@ -89,12 +93,12 @@ impl SealedSegment {
 /// Reads and decodes an `.index` file. `Ok(None)` when it is missing or invalid.
 pub(crate) async fn read_index_file(
     path: &Path,
-    require_direct_io: bool,
+    options: &FileOptions,
 ) -> Result<Option<(SegmentIndex, SegmentSummary)>> {
-    if !path.exists() {
+    if !file_exists(path) {
         return Ok(None);
     }
-    let file = SegmentFile::open(path, require_direct_io).await?;
+    let file = SegmentFile::open(path, options).await?;
     let size = file.size().await?;
     let bytes = file.read(0, size as usize).await?;
     Ok(SegmentIndex::decode(&bytes))
@@ -104,12 +108,12 @@ pub(crate) async fn read_index_file(
 pub(crate) async fn write_index_file(
     path: &Path,
     bytes: &[u8],
-    require_direct_io: bool,
+    options: &FileOptions,
 ) -> Result<()> {
-    let file = SegmentFile::create(path, require_direct_io).await?;
+    let file = SegmentFile::create(path, options).await?;
     let mut buffer = file.alloc(align_up(bytes.len() as u64, PAGE_SIZE as u64) as usize);
     buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
-    file.write_owned(buffer, 0).await?;
+    file.write(buffer.into(), 0).await?;
     file.truncate(bytes.len() as u64).await?;
     file.fdatasync().await
 }
@@ -152,7 +156,7 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
     };
     let mut position = start_position;
     let mut expected_offset = start_offset;
-    let mut buffer = glommio::io::ReadResult::default();
+    let mut buffer = SharedBytes::empty();
     let mut buffer_start = 0u64;
     let mut taken = 0usize;
     while position < end_position {
@@ -207,12 +211,13 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
         let at = (position - buffer_start) as usize;
         let view = BatchView::validate(&buffer[at..], batch_bytes_max)
             .map_err(|e| corrupt(position, e.to_string()))?;
-        let bytes = glommio::io::ReadResult::slice(&buffer, at, view.len())
+        let bytes = buffer
+            .slice(at, view.len())
             .ok_or_else(|| corrupt(position, "batch outside the read buffer".into()))?;
         out.push(ReadBatch {
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
-            bytes: SharedBytes::from_read(bytes),
+            bytes,
         });
         taken += view.len();
         position = batch_end;

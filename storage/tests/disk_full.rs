@@ -1,7 +1,8 @@
 //! A full disk (ENOSPC) must surface as a clean error and never corrupt the log: durable data
 //! stays readable, the log reopens on the still-full filesystem, and appends resume once space
-//! is freed. Runs on a small ext4 image loop-mounted under target/ (needs root and loop
-//! devices; skipped with a message otherwise).
+//! is freed. Runs on a small ext4 image loop-mounted under target/. Needs root and loop
+//! devices: when not root the tests are skipped with a message; as root (as CI runs) a
+//! filesystem that cannot be set up fails them, so a broken CI machine never passes silently.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -41,14 +42,28 @@ struct SmallFs {
 }
 
 impl SmallFs {
+    /// The filesystem for the test `test`, or `None` when not running as root (the test is
+    /// skipped, saying why). As root, a filesystem that cannot be set up fails the test.
+    fn for_test(test: &str) -> Option<SmallFs> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        if uid != 0 {
+            eprintln!(
+                "SKIPPED {test}: not root (uid {uid}): mounting a loop filesystem needs root"
+            );
+            return None;
+        }
+        match SmallFs::mount(8 << 20) {
+            Ok(fs) => Some(fs),
+            Err(reason) => panic!(
+                "{test}: running as root, but the loop filesystem cannot be set up \
+                 (mkfs.ext4 from e2fsprogs, losetup and a free loop device are needed): {reason}"
+            ),
+        }
+    }
+
     /// Creates and mounts an ext4 image of `size_bytes`; `Err` says why it could not.
     fn mount(size_bytes: u64) -> Result<SmallFs, String> {
-        let uid = sh("id", &["-u"])?;
-        if uid != "0" {
-            return Err(format!(
-                "not root (uid {uid}): mounting a loop filesystem needs root"
-            ));
-        }
         let dir = test_dir();
         let img = dir.path().join("fs.img");
         let mnt = dir.path().join("mnt");
@@ -249,14 +264,10 @@ async fn append_until_full(log: &Log, acked: &mut Vec<Acked>) {
 /// every batch survives a close and reopen, after which appends continue.
 #[test]
 fn enospc_is_a_clean_error_and_appends_resume_once_space_is_freed() {
-    let fs = match SmallFs::mount(8 << 20) {
-        Ok(fs) => fs,
-        Err(reason) => {
-            eprintln!(
-                "SKIPPED enospc_is_a_clean_error_and_appends_resume_once_space_is_freed: {reason}"
-            );
-            return;
-        }
+    let Some(fs) =
+        SmallFs::for_test("enospc_is_a_clean_error_and_appends_resume_once_space_is_freed")
+    else {
+        return;
     };
     let filler = fs.path().join("filler");
     write_filler(&filler, 2 << 20).unwrap();
@@ -291,12 +302,8 @@ fn enospc_is_a_clean_error_and_appends_resume_once_space_is_freed() {
 /// block is taken; every durable batch is there. Freeing space then lets appends resume.
 #[test]
 fn the_log_reopens_on_a_full_filesystem() {
-    let fs = match SmallFs::mount(8 << 20) {
-        Ok(fs) => fs,
-        Err(reason) => {
-            eprintln!("SKIPPED the_log_reopens_on_a_full_filesystem: {reason}");
-            return;
-        }
+    let Some(fs) = SmallFs::for_test("the_log_reopens_on_a_full_filesystem") else {
+        return;
     };
     let filler = fs.path().join("filler");
     write_filler(&filler, 2 << 20).unwrap();

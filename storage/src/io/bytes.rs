@@ -8,6 +8,8 @@ use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, ReadResult};
 
+use super::buffer::AlignedBuffer;
+
 /// Immutable bytes backed by a shared aligned buffer. Cloning is a reference-count bump.
 /// Every slice starts where a batch starts, so it is 16-aligned in memory and rkyv records in
 /// it can be accessed in place.
@@ -32,21 +34,26 @@ enum Backing {
 impl SharedBytes {
     /// Slice of a chunk. The caller guarantees the range is below the chunk's fill mark (bytes
     /// there are never written again) and inside the buffer.
-    pub(crate) fn from_chunk(buffer: Rc<DmaBuffer>, start: usize, len: usize) -> Self {
+    pub(super) fn from_chunk(buffer: Rc<DmaBuffer>, start: usize, len: usize) -> Self {
         assert!(start + len <= buffer.len(), "chunk slice out of bounds");
         SharedBytes {
             backing: Backing::Chunk { buffer, start, len },
         }
     }
 
-    /// A whole buffer that nobody writes any more (a copy made for a batch that straddled two
-    /// chunks). The `Rc` may be shared with an in-flight write.
-    pub(crate) fn from_buffer(buffer: Rc<DmaBuffer>, len: usize) -> Self {
-        Self::from_chunk(buffer, 0, len)
+    /// The first `len` bytes of a buffer that nobody writes any more (a copy made for a batch
+    /// that straddled two chunks).
+    pub(crate) fn from_buffer(buffer: AlignedBuffer, len: usize) -> Self {
+        Self::from_chunk(Rc::new(buffer.into_dma()), 0, len)
     }
 
-    /// A DMA read result (already sliced to a batch).
-    pub(crate) fn from_read(read: ReadResult) -> Self {
+    /// No bytes.
+    pub(crate) fn empty() -> Self {
+        Self::from_read(ReadResult::default())
+    }
+
+    /// A DMA read result.
+    pub(super) fn from_read(read: ReadResult) -> Self {
         SharedBytes {
             backing: Backing::Read(read),
         }

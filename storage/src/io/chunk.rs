@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use glommio::io::DmaBuffer;
 
+use super::buffer::{AlignedBuffer, WriteBuffer, WriteSource};
 use super::bytes::SharedBytes;
 
 /// An append buffer covering file positions `[start, start + capacity)`.
@@ -29,9 +30,9 @@ pub(crate) struct AppendChunk {
 
 impl AppendChunk {
     /// Wraps a fresh buffer (from `SegmentFile::alloc`) that starts at file position `start`.
-    pub(crate) fn new(buffer: DmaBuffer, start: u64) -> Self {
+    pub(crate) fn new(buffer: AlignedBuffer, start: u64) -> Self {
         AppendChunk {
-            buffer: Rc::new(buffer),
+            buffer: Rc::new(buffer.into_dma()),
             start,
             fill: 0,
             submitted: 0,
@@ -40,8 +41,10 @@ impl AppendChunk {
 
     /// Gives the buffer back for reuse when nobody else holds it any more (no reader slice, no
     /// write in flight).
-    pub(crate) fn into_buffer(self) -> Option<DmaBuffer> {
-        Rc::try_unwrap(self.buffer).ok()
+    pub(crate) fn into_buffer(self) -> Option<AlignedBuffer> {
+        Rc::try_unwrap(self.buffer)
+            .ok()
+            .map(AlignedBuffer::from_dma)
     }
 
     /// File position of byte 0.
@@ -93,9 +96,9 @@ impl AppendChunk {
     }
 
     /// The whole buffer, for the one zero-copy write of a full chunk.
-    pub(crate) fn shared_buffer(&self) -> Rc<DmaBuffer> {
+    pub(crate) fn shared_buffer(&self) -> WriteBuffer {
         debug_assert!(self.is_full());
-        self.buffer.clone()
+        WriteBuffer(WriteSource::Shared(self.buffer.clone()))
     }
 
     /// Copies filled bytes `[from, fill)` into `destination` (which must be at least that long).
@@ -118,8 +121,9 @@ mod tests {
     #[test]
     fn slices_are_stable_across_appends() {
         LocalExecutor::default().run(async {
-            let dir = crate::test_dir();
-            let file = crate::io::SegmentFile::create(&dir.path().join("c.log"), false)
+            let dir = crate::io::test_dir();
+            let options = crate::io::FileOptions::default();
+            let file = crate::io::SegmentFile::create(&dir.path().join("c.log"), &options)
                 .await
                 .unwrap();
             let mut chunk = AppendChunk::new(file.alloc(8192), 4096);

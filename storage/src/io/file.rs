@@ -1,26 +1,47 @@
-//! [`SegmentFile`]: a segment or index file opened with O_DIRECT through glommio's `DmaFile`,
-//! plus the few directory operations the log needs. Every error leaves here as a
-//! [`StorageError`] that names the path.
+//! [`SegmentFile`]: a segment or index file opened with O_DIRECT through glommio's `DmaFile`.
+//! Every operation first asks the log's [`FaultPlan`], if it has one (tests only). Every error
+//! leaves here as a [`StorageError`] that names the path.
 
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
-use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions, ReadResult};
+use glommio::io::{DmaFile, OpenOptions};
 
+use super::buffer::{AlignedBuffer, WriteBuffer, WriteSource};
+use super::bytes::SharedBytes;
+use super::faults::{FaultPlan, WriteFault};
 use crate::error::{Result, StorageError};
 
+/// How a log opens its files: whether O_DIRECT is required and which faults to inject.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FileOptions {
+    /// Refuse a file the kernel opened without O_DIRECT.
+    pub(crate) require_direct_io: bool,
+    /// Faults to inject (tests); `None` in production.
+    pub(crate) faults: Option<Arc<FaultPlan>>,
+}
+
 /// An O_DIRECT file. Cheap to clone (the descriptor is shared); reads may run concurrently with
-/// writes to other positions.
+/// writes to other positions. The descriptor closes when the last clone is dropped or closed,
+/// so a reader holding a clone is never left with a closed descriptor.
 #[derive(Clone)]
 pub(crate) struct SegmentFile {
     file: Rc<DmaFile>,
     path: Rc<PathBuf>,
+    faults: Option<Arc<FaultPlan>>,
+}
+
+/// An error as the OS would return it, marked as injected by a [`FaultPlan`].
+fn injected(raw: i32, what: &str) -> std::io::Error {
+    let error = std::io::Error::from_raw_os_error(raw);
+    std::io::Error::new(error.kind(), format!("{error} (injected: {what})"))
 }
 
 impl SegmentFile {
     /// Creates (or truncates) a file for reading and writing.
-    pub(crate) async fn create(path: &Path, require_direct_io: bool) -> Result<Self> {
+    pub(crate) async fn create(path: &Path, options: &FileOptions) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -29,34 +50,35 @@ impl SegmentFile {
             .dma_open(path)
             .await
             .map_err(|e| StorageError::io(path, e.into()))?;
-        Self::checked(file, path, require_direct_io)
+        Self::checked(file, path, options)
     }
 
     /// Opens an existing file for reading and writing.
-    pub(crate) async fn open(path: &Path, require_direct_io: bool) -> Result<Self> {
+    pub(crate) async fn open(path: &Path, options: &FileOptions) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .dma_open(path)
             .await
             .map_err(|e| StorageError::io(path, e.into()))?;
-        Self::checked(file, path, require_direct_io)
+        Self::checked(file, path, options)
     }
 
     /// glommio retries without O_DIRECT when the filesystem refuses it (tmpfs) and says nothing;
     /// check the descriptor's flags so buffered I/O is never passed off as direct I/O.
-    fn checked(file: DmaFile, path: &Path, require_direct_io: bool) -> Result<Self> {
+    fn checked(file: DmaFile, path: &Path, options: &FileOptions) -> Result<Self> {
         // SAFETY: F_GETFL on a descriptor we own reads its flags and has no other effect.
         let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
         if flags < 0 {
             return Err(StorageError::io(path, std::io::Error::last_os_error()));
         }
-        if require_direct_io && flags & libc::O_DIRECT == 0 {
+        if options.require_direct_io && flags & libc::O_DIRECT == 0 {
             return Err(StorageError::DirectIoUnavailable { path: path.into() });
         }
         Ok(SegmentFile {
             file: Rc::new(file),
             path: Rc::new(path.to_path_buf()),
+            faults: options.faults.clone(),
         })
     }
 
@@ -79,39 +101,68 @@ impl SegmentFile {
         StorageError::io(self.path.as_path(), error.into())
     }
 
+    fn fail_injected(&self, raw: i32, what: &str) -> StorageError {
+        StorageError::io(self.path.as_path(), injected(raw, what))
+    }
+
     /// Allocates an aligned buffer for append chunks, not zeroed: chunk bytes are only ever read
     /// below the fill mark, and a chunk is written whole only once every byte is filled.
-    pub(crate) fn alloc_chunk(&self, size: usize) -> DmaBuffer {
-        self.file.alloc_dma_buffer(size)
+    pub(crate) fn alloc_chunk(&self, size: usize) -> AlignedBuffer {
+        AlignedBuffer::from_dma(self.file.alloc_dma_buffer(size))
     }
 
     /// Allocates a zeroed aligned buffer suitable for this file's O_DIRECT writes.
-    pub(crate) fn alloc(&self, size: usize) -> DmaBuffer {
+    pub(crate) fn alloc(&self, size: usize) -> AlignedBuffer {
         let mut buffer = self.file.alloc_dma_buffer(size);
         buffer.as_bytes_mut().fill(0);
-        buffer
+        AlignedBuffer::from_dma(buffer)
     }
 
-    /// Writes a shared buffer (a full append chunk) at `position`; fails on a short write.
-    pub(crate) async fn write_shared(&self, buffer: Rc<DmaBuffer>, position: u64) -> Result<()> {
+    /// Writes `buffer` at `position` (both page-aligned); fails on a short write.
+    pub(crate) async fn write(&self, buffer: WriteBuffer, position: u64) -> Result<()> {
         let expected = buffer.len();
-        let written = self
-            .file
-            .write_rc_at(buffer, position)
-            .await
-            .map_err(|e| self.fail(e))?;
+        if let Some(plan) = &self.faults {
+            match plan.on_write(expected) {
+                None => {}
+                Some(WriteFault::NoSpace) => {
+                    return Err(self.fail_injected(libc::ENOSPC, "disk full"));
+                }
+                Some(WriteFault::Short { prefix_bytes }) => {
+                    let written = self.write_prefix(&buffer, prefix_bytes, position).await?;
+                    return self.check_written(written, expected, position);
+                }
+                Some(WriteFault::Torn { prefix_bytes }) => {
+                    self.write_prefix(&buffer, prefix_bytes, position).await?;
+                    return Err(self.fail_injected(libc::EIO, "torn write"));
+                }
+            }
+        }
+        let written = match buffer.0 {
+            WriteSource::Shared(buffer) => self.file.write_rc_at(buffer, position).await,
+            WriteSource::Owned(buffer) => self.file.write_at(buffer, position).await,
+        }
+        .map_err(|e| self.fail(e))?;
         self.check_written(written, expected, position)
     }
 
-    /// Writes an owned buffer at `position`; fails on a short write.
-    pub(crate) async fn write_owned(&self, buffer: DmaBuffer, position: u64) -> Result<()> {
-        let expected = buffer.len();
-        let written = self
-            .file
-            .write_at(buffer, position)
+    /// Writes the first `prefix_bytes` of `buffer` for real (the fault path of a cut write).
+    async fn write_prefix(
+        &self,
+        buffer: &WriteBuffer,
+        prefix_bytes: usize,
+        position: u64,
+    ) -> Result<usize> {
+        let prefix_bytes = prefix_bytes.min(buffer.len());
+        if prefix_bytes == 0 {
+            return Ok(0);
+        }
+        let mut copy = self.file.alloc_dma_buffer(prefix_bytes);
+        copy.as_bytes_mut()
+            .copy_from_slice(&buffer.as_bytes()[..prefix_bytes]);
+        self.file
+            .write_at(copy, position)
             .await
-            .map_err(|e| self.fail(e))?;
-        self.check_written(written, expected, position)
+            .map_err(|e| self.fail(e))
     }
 
     fn check_written(&self, written: usize, expected: usize, position: u64) -> Result<()> {
@@ -129,25 +180,41 @@ impl SegmentFile {
         ))
     }
 
+    fn check_read(&self) -> Result<()> {
+        match &self.faults {
+            Some(plan) if plan.on_read(&self.path) => {
+                Err(self.fail_injected(libc::EIO, "read error"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Reads `len` bytes at `position`; both must be page-aligned. Returns fewer bytes at the end
     /// of the file.
-    pub(crate) async fn read_aligned(&self, position: u64, len: usize) -> Result<ReadResult> {
+    pub(crate) async fn read_aligned(&self, position: u64, len: usize) -> Result<SharedBytes> {
+        self.check_read()?;
         self.file
             .read_at_aligned(position, len)
             .await
+            .map(SharedBytes::from_read)
             .map_err(|e| self.fail(e))
     }
 
     /// Reads `len` bytes at any position (glommio aligns internally).
-    pub(crate) async fn read(&self, position: u64, len: usize) -> Result<ReadResult> {
+    pub(crate) async fn read(&self, position: u64, len: usize) -> Result<SharedBytes> {
+        self.check_read()?;
         self.file
             .read_at(position, len)
             .await
+            .map(SharedBytes::from_read)
             .map_err(|e| self.fail(e))
     }
 
     /// Forces written data (and the file size) to the device.
     pub(crate) async fn fdatasync(&self) -> Result<()> {
+        if self.faults.as_ref().is_some_and(|plan| plan.on_fsync()) {
+            return Err(self.fail_injected(libc::EIO, "failed fsync"));
+        }
         self.file.fdatasync().await.map_err(|e| self.fail(e))
     }
 
@@ -158,6 +225,12 @@ impl SegmentFile {
     /// read as zeros, which recovery treats as the end of the log; open and seal cut the file
     /// back to the log end.
     pub(crate) async fn preallocate(&self, size: u64) -> Result<()> {
+        if let Some(plan) = &self.faults {
+            let growth = size.saturating_sub(self.size().await?);
+            if !plan.on_allocate(growth) {
+                return Err(self.fail_injected(libc::ENOSPC, "disk full"));
+            }
+        }
         self.file
             .pre_allocate(size, false)
             .await
@@ -173,112 +246,4 @@ impl SegmentFile {
     pub(crate) async fn size(&self) -> Result<u64> {
         self.file.file_size().await.map_err(|e| self.fail(e))
     }
-}
-
-/// Makes glommio's io_uring polling probe for the device under `dir` see real data.
-///
-/// glommio decides once per block device whether to use its IOPOLL ring by reading the first
-/// block of the first file opened there, and caches the answer. When that file is empty (a
-/// segment just created), the read succeeds without reaching the device, glommio wrongly
-/// concludes that polling works, and every later read fails with EOPNOTSUPP on devices without
-/// poll queues. Opening a one-page file with data first gives the probe a real read.
-pub(crate) async fn prime_device_probe(dir: &Path) -> Result<()> {
-    // A segment with data is the best probe: it needs no new space (a restart after a full
-    // disk must not fail here).
-    let existing = std::fs::read_dir(dir)
-        .map_err(|e| StorageError::io(dir, e))?
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.ends_with(".log"))
-        })
-        .find(|entry| entry.metadata().is_ok_and(|m| m.len() >= 4096))
-        .map(|entry| entry.path());
-    let (path, temporary) = match existing {
-        Some(path) => (path, false),
-        None => {
-            let path = dir.join(".sluice-io-probe");
-            if let Err(error) = std::fs::write(&path, [0u8; 4096]) {
-                // Without space for the probe, go on: the next files opened decide instead.
-                tracing::warn!(dir = %dir.display(), %error, "could not write the io_uring probe file");
-                let _ = std::fs::remove_file(&path);
-                return Ok(());
-            }
-            (path, true)
-        }
-    };
-    let opened = OpenOptions::new().read(true).dma_open(&path).await;
-    if temporary {
-        remove_file(&path)?;
-    }
-    let file = opened.map_err(|e| StorageError::io(&path, e.into()))?;
-    file.close()
-        .await
-        .map_err(|e| StorageError::io(&path, e.into()))
-}
-
-/// Checks, synchronously, that files in `dir` can be opened with O_DIRECT (tmpfs cannot), so a
-/// program can refuse to start on the wrong filesystem instead of failing at the first log.
-pub fn check_direct_io(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // Recent kernels accept O_DIRECT on tmpfs but do no direct I/O there (and glommio drops the
-    // flag on tmpfs): refuse memory filesystems by type first.
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| StorageError::Config(format!("path {} contains a NUL byte", dir.display())))?;
-    // SAFETY: `statfs` writes into the zeroed struct we own and reads the NUL-terminated path.
-    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; both pointers are valid for the duration of the call.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut stats) } != 0 {
-        return Err(StorageError::io(dir, std::io::Error::last_os_error()));
-    }
-    const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    let filesystem = stats.f_type as i64;
-    if filesystem == libc::TMPFS_MAGIC || filesystem == RAMFS_MAGIC {
-        return Err(StorageError::DirectIoUnavailable {
-            path: dir.to_path_buf(),
-        });
-    }
-    let path = dir.join(".sluice-direct-io-check");
-    let opened = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path);
-    let _ = std::fs::remove_file(&path);
-    match opened {
-        Ok(_) => Ok(()),
-        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-            Err(StorageError::DirectIoUnavailable {
-                path: dir.to_path_buf(),
-            })
-        }
-        Err(error) => Err(StorageError::io(&path, error)),
-    }
-}
-
-/// Deletes a file; a file that is already gone is not an error.
-pub(crate) fn remove_file(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StorageError::io(path, e)),
-    }
-}
-
-/// Makes file creations, renames and deletions in `dir` durable.
-pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
-    let directory = Directory::open(dir)
-        .await
-        .map_err(|e| StorageError::io(dir, e.into()))?;
-    directory
-        .sync()
-        .await
-        .map_err(|e| StorageError::io(dir, e.into()))?;
-    directory
-        .close()
-        .await
-        .map_err(|e| StorageError::io(dir, e.into()))
 }
