@@ -34,6 +34,7 @@ pub mod error;
 mod index;
 mod io;
 mod log;
+pub mod metadata;
 mod recovery;
 mod segment;
 
