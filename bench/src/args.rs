@@ -326,8 +326,8 @@ pub enum AcksArg {
 }
 
 impl AcksArg {
-    /// The client setting.
-    pub fn to_client(self) -> client::Acks {
+    /// The client setting (`wire::Acks`, the one acks type).
+    pub fn to_client(self) -> wire::Acks {
         match self {
             AcksArg::Zero => client::Acks::None,
             AcksArg::One => client::Acks::Leader,
@@ -355,6 +355,18 @@ pub enum DurabilityArg {
     Interval,
     /// No fsync (rely on replicas).
     Never,
+}
+
+impl DurabilityArg {
+    /// The topic setting (`wire::Durability`, the one durability type), with `interval_ms`
+    /// for `interval`.
+    pub fn to_durability(self, interval_ms: u32) -> wire::Durability {
+        match self {
+            DurabilityArg::Always => wire::Durability::Always,
+            DurabilityArg::Interval => wire::Durability::interval(interval_ms),
+            DurabilityArg::Never => wire::Durability::Never,
+        }
+    }
 }
 
 /// `--progress`.

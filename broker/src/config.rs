@@ -1,12 +1,14 @@
-//! The broker's validated configuration, built from [`crate::args::ServeArgs`], and the mapping
-//! of topic settings onto the storage engine's [`storage::LogConfig`].
+//! The broker's validated configuration (what [`crate::Node::start`] takes; the `sluice` binary
+//! builds it from its command line), and the mapping of topic settings onto the storage
+//! engine's [`storage::LogConfig`]. The bottom of the broker's layers: it imports no other
+//! module of the crate, so every layer may read it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
-use wire::protocol::{DurabilitySetting, TopicConfig};
+use wire::protocol::TopicConfig;
+use wire::Durability;
 
 /// Everything a broker node runs with; logged at start.
 #[derive(Debug, Clone)]
@@ -38,9 +40,27 @@ pub struct Config {
     /// Applied commit records between two offsets snapshots.
     pub offsets_snapshot_records: u64,
     /// Session timeout bounds and delays of consumer groups.
-    pub group_limits: crate::group::state::GroupLimits,
+    pub group_limits: GroupLimits,
+    /// Payload bytes one shard's inbox admits at once (see [`crate::shard::bus`]).
+    pub shard_inbox_bytes: u32,
+    /// How long binding a listen address that is still in use is retried (a broker restarted
+    /// right after kill -9 waits out the dead process's listeners) before giving up.
+    pub bind_retry: Duration,
     /// Settings new topics get unless the request says otherwise.
     pub topic_defaults: TopicDefaults,
+}
+
+/// Limits and delays the group coordinator applies to every group.
+#[derive(Debug, Clone)]
+pub struct GroupLimits {
+    /// Shortest session timeout a member may ask for.
+    pub min_session_timeout: Duration,
+    /// Longest session timeout a member may ask for.
+    pub max_session_timeout: Duration,
+    /// How long a rebalance of an empty group waits for more members to arrive.
+    pub initial_rebalance_delay: Duration,
+    /// Most members in one group: bounds a group's memory and the leader's JoinGroup answer.
+    pub max_members: usize,
 }
 
 /// Defaults of topic settings.
@@ -51,36 +71,18 @@ pub struct TopicDefaults {
     /// Retention in ms, -1 forever.
     pub retention_ms: i64,
     /// fsync policy.
-    pub durability: DurabilitySetting,
+    pub durability: Durability,
     /// Segment size.
     pub segment_bytes: u64,
     /// Largest batch.
     pub max_batch_bytes: u32,
 }
 
-/// Parses `always`, `never` or `interval` (with the interval in ms).
-pub fn parse_durability(text: &str, interval_ms: u32) -> anyhow::Result<DurabilitySetting> {
-    Ok(match text {
-        "always" => DurabilitySetting::always(),
-        "never" => DurabilitySetting::never(),
-        "interval" => DurabilitySetting::interval(interval_ms.max(1), 4 << 20),
-        other => bail!("unknown durability {other:?}: expected always, interval or never"),
-    })
-}
-
 /// The storage settings of one partition of a topic.
 pub fn log_config(topic: &TopicConfig) -> storage::LogConfig {
-    let durability = match topic.durability.kind {
-        DurabilitySetting::ALWAYS => storage::Durability::Always,
-        DurabilitySetting::NEVER => storage::Durability::Never,
-        _ => storage::Durability::Interval {
-            interval: Duration::from_millis(u64::from(topic.durability.interval_ms.max(1))),
-            bytes: topic.durability.interval_bytes.max(1),
-        },
-    };
     storage::LogConfig {
         segment_bytes_max: topic.segment_bytes,
-        durability,
+        durability: topic.durability,
         retention_time: (topic.retention_ms >= 0)
             .then(|| Duration::from_millis(topic.retention_ms as u64)),
         retention_bytes: (topic.retention_bytes >= 0).then_some(topic.retention_bytes as u64),

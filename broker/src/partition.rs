@@ -1,13 +1,31 @@
-//! A partition replica as its owner shard holds it: the log plus the topic settings that
-//! decide when data is visible and acknowledged. Lives on exactly one shard.
+//! A partition replica as its owner shard holds it: the log, the topic settings, the replica's
+//! [`Role`] and its high watermark. This is the seam where replication plugs in: a follower
+//! role, a high watermark that follows the in-sync replicas, and
+//! [`Partition::wait_acknowledgeable`] — the one point where an appended batch becomes
+//! acknowledgeable, used by local and forwarded produce alike — are all that replication
+//! changes. Lives on exactly one shard.
 
 use std::cell::RefCell;
+use std::time::Instant;
 
 use storage::Log;
-use wire::protocol::{DurabilitySetting, TopicConfig};
+use wire::protocol::{ErrorCode, TopicConfig, WireError};
+use wire::Acks;
 
 /// Bytes read per step while rebuilding producer state at open.
 const REBUILD_READ_BYTES: usize = 4 << 20;
+
+/// What this replica does for its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Takes produce requests, decides the high watermark. A single node is always leader.
+    Leader,
+    /// Copies the leader's log (replication; not yet).
+    Follower {
+        /// The leader's broker id.
+        leader: u32,
+    },
+}
 
 /// One partition owned by this shard.
 pub struct Partition {
@@ -21,6 +39,8 @@ pub struct Partition {
     pub log: Log,
     /// Idempotent producers' recent batches.
     pub producers: RefCell<crate::producer_state::ProducerStates>,
+    /// This replica's role.
+    role: Role,
 }
 
 impl Partition {
@@ -54,17 +74,23 @@ impl Partition {
             config: config.clone(),
             log,
             producers: RefCell::new(producers),
+            role: Role::Leader,
         })
+    }
+
+    /// This replica's role.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// True when acknowledgements and visibility wait for fsync.
     pub fn syncs_before_ack(&self) -> bool {
-        self.config.durability.kind == DurabilitySetting::ALWAYS
+        self.config.durability.syncs_before_ack()
     }
 
     /// Offsets below this may be read by consumers: what an acknowledged producer could have
     /// been told. With `always`, that is what is on disk; otherwise the log end (replication
-    /// will make it the ISR's high watermark).
+    /// will make it the in-sync replicas' common offset).
     pub fn high_watermark(&self) -> u64 {
         if self.syncs_before_ack() {
             self.log.durable_offset()
@@ -79,6 +105,40 @@ impl Partition {
             self.log.wait_for_durable_offset(offset).await
         } else {
             self.log.wait_for_offset(offset).await
+        }
+    }
+
+    /// Waits until a batch appended up to `last_offset` may be acknowledged under `acks`, at
+    /// most until `deadline`: at once for `acks=0`; for `1` and `all`, once the topic's
+    /// durability is met (fsync for `always`). On one node `all` is `1` (the in-sync replicas
+    /// are the leader); replication makes `all` wait for the high watermark here.
+    pub async fn wait_acknowledgeable(
+        &self,
+        last_offset: u64,
+        acks: Acks,
+        deadline: Instant,
+    ) -> Result<(), WireError> {
+        if let Role::Follower { leader } = self.role {
+            return Err(WireError::new(
+                ErrorCode::NotLeader,
+                format!("broker {leader} leads this partition"),
+            ));
+        }
+        if acks == Acks::None || !self.syncs_before_ack() {
+            return Ok(());
+        }
+        let durable = async { Some(self.log.wait_durable(last_offset).await) };
+        let timer = async {
+            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            None
+        };
+        match futures_lite::future::or(durable, timer).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(error)) => Err(crate::error_code::from_storage(&error)),
+            None => Err(WireError::new(
+                ErrorCode::RequestTimedOut,
+                "the batch was not synced in time",
+            )),
         }
     }
 }

@@ -6,16 +6,36 @@
 //! ```text
 //!  topics.meta: "SLT1" | count:u32 | (name: string, config: TopicConfig)* | crc32c:u32
 //! ```
-//! Written to `topics.meta.tmp`, fsynced, renamed over the old file, directory fsynced.
+//! Written with [`storage::metadata::atomic_write`] (temporary file, fsync, rename, directory
+//! fsync), off the shard's event loop.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use wire::protocol::{Decode, Encode, FrameWriter, Reader, TopicConfig};
 
 const MAGIC: &[u8; 4] = b"SLT1";
+
+/// Why the registry file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The file is not one we wrote.
+    #[error("{path} is damaged: {reason}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
 
 /// All topics, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,39 +51,39 @@ impl TopicRegistry {
     }
 
     /// Loads the registry; an absent file is an empty registry.
-    pub fn load(data_dir: &Path) -> anyhow::Result<TopicRegistry> {
+    pub fn load(data_dir: &Path) -> Result<TopicRegistry, RegistryError> {
         let path = Self::path(data_dir);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(TopicRegistry::default())
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(source) => return Err(RegistryError::Io { path, source }),
         };
-        Self::decode(&bytes).with_context(|| format!("{} is damaged", path.display()))
+        Self::decode(&bytes).map_err(|reason| RegistryError::Damaged { path, reason })
     }
 
-    fn decode(bytes: &[u8]) -> anyhow::Result<TopicRegistry> {
+    fn decode(bytes: &[u8]) -> Result<TopicRegistry, String> {
         let Some(body_len) = bytes.len().checked_sub(4) else {
-            bail!("too short")
+            return Err("too short".into());
         };
         let (body, crc) = bytes.split_at(body_len);
         if crc32c::crc32c(body).to_le_bytes() != crc {
-            bail!("checksum mismatch");
+            return Err("checksum mismatch".into());
         }
         if body.get(..4) != Some(MAGIC.as_slice()) {
-            bail!("bad magic");
+            return Err("bad magic".into());
         }
         let mut reader = Reader::new(body, 4);
-        let count = reader.count(2)?;
+        let count = reader.count(2).map_err(|e| e.to_string())?;
         let mut topics = BTreeMap::new();
         for _ in 0..count {
-            let name = String::decode(&mut reader)?;
-            let config = TopicConfig::decode(&mut reader)?;
+            let name = String::decode(&mut reader).map_err(|e| e.to_string())?;
+            let config = TopicConfig::decode(&mut reader).map_err(|e| e.to_string())?;
             topics.insert(name, config);
         }
         if reader.remaining() != 0 {
-            bail!("trailing bytes");
+            return Err("trailing bytes".into());
         }
         Ok(TopicRegistry { topics })
     }
@@ -85,18 +105,19 @@ impl TopicRegistry {
         body
     }
 
-    /// Writes the registry atomically and durably.
-    pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+    /// Writes the registry atomically and durably, off the event loop (on a shard).
+    pub async fn save(&self, data_dir: &Path) -> Result<(), RegistryError> {
         let path = Self::path(data_dir);
-        let tmp = data_dir.join("topics.meta.tmp");
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(&self.encode())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
-        std::fs::File::open(data_dir)?.sync_all()?;
-        Ok(())
+        storage::metadata::atomic_write(&path, self.encode())
+            .await
+            .map_err(|source| RegistryError::Io { path, source })
+    }
+
+    /// [`TopicRegistry::save`] on the calling thread (node start-up, before any shard runs).
+    pub fn save_blocking(&self, data_dir: &Path) -> Result<(), RegistryError> {
+        let path = Self::path(data_dir);
+        storage::metadata::atomic_write_blocking(&path, &self.encode())
+            .map_err(|source| RegistryError::Io { path, source })
     }
 
     /// Directory of one partition's log.
@@ -155,7 +176,7 @@ mod tests {
                     retention_bytes: 1000,
                     segment_bytes: 1 << 20,
                     max_batch_bytes: 1 << 16,
-                    durability: wire::protocol::DurabilitySetting::always(),
+                    durability: wire::Durability::Always,
                 },
             );
         }

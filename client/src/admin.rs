@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use wire::protocol::{
     decode_payload, ApiKey, ConsumerAssignment, CreateTopic, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, DescribedGroup, DurabilitySetting, ErrorCode, ListGroupsRequest,
+    DescribeGroupsResponse, DescribedGroup, Durability, ErrorCode, ListGroupsRequest,
     ListGroupsResponse, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
     OffsetFetchTopic, TopicMetadata, TopicResult, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
@@ -60,7 +60,7 @@ pub struct NewTopic {
     /// Largest batch accepted.
     pub max_batch_bytes: Option<u32>,
     /// fsync policy.
-    pub durability: Option<DurabilitySetting>,
+    pub durability: Option<Durability>,
 }
 
 impl NewTopic {
@@ -97,7 +97,7 @@ impl NewTopic {
     }
 
     /// Sets the durability policy.
-    pub fn with_durability(mut self, durability: DurabilitySetting) -> Self {
+    pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = Some(durability);
         self
     }

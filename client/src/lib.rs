@@ -160,10 +160,11 @@ pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
 pub use records::{ConsumerRecord, Headers, Records, RecordsIter, Tags};
-/// Wire types that appear in this crate's API.
 pub use wire::protocol::{
-    DurabilitySetting, ErrorCode, TopicConfig, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    ErrorCode, TopicConfig, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
+/// Wire types that appear in this crate's API.
+pub use wire::Durability;
 
 #[cfg(test)]
 mod tests {

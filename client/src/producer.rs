@@ -50,30 +50,8 @@ use crate::connection::{decode_body, ConnectionConfig};
 use crate::error::ClientError;
 use crate::partitioner::{partition_for_key, Partitioner};
 
-/// When the broker acknowledges a produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Acks {
-    /// No acknowledgement (`acks = 0`): the broker sends no response; records resolve once
-    /// written to the socket, without an offset. At-most-once.
-    None,
-    /// Once the leader appended the batch (and synced it if the topic's durability is
-    /// `always`).
-    #[default]
-    Leader,
-    /// Once every in-sync replica has the batch.
-    All,
-}
-
-impl Acks {
-    /// The wire value: 0, 1 or -1.
-    pub fn as_i8(self) -> i8 {
-        match self {
-            Acks::None => 0,
-            Acks::Leader => 1,
-            Acks::All => -1,
-        }
-    }
-}
+/// When the broker answers a produce: the one `Acks` type of the project, from `wire`.
+pub use wire::Acks;
 
 /// Settings of a [`Producer`].
 #[derive(Debug, Clone)]
@@ -1117,7 +1095,7 @@ async fn produce(
 ) -> Result<Vec<BatchOutcome>, ClientError> {
     let connection = cluster.connection(endpoint).await?;
     let mut request = ProduceRequest {
-        acks: acks.as_i8(),
+        acks,
         timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
         topics: Vec::new(),
     };

@@ -21,25 +21,9 @@ pub const PREALLOCATE_FIRST_STEP_BYTES: u64 = 64 * 1024;
 /// Largest fallocate step: 64 MiB, the old fixed step (see [`LogConfig::preallocate_bytes`]).
 pub const PREALLOCATE_STEP_MAX_BYTES: u64 = 64 << 20;
 
-/// When an appended batch is forced to the device with `fdatasync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Every append is reported durable only after an fdatasync that covers it; appends that
-    /// arrive while a sync is running share the next one (group commit).
-    Always,
-    /// A sync runs `interval` after the first unsynced append, or as soon as `bytes` unsynced
-    /// bytes have piled up, whichever comes first.
-    Interval {
-        /// Longest time an append stays unsynced.
-        interval: Duration,
-        /// Most unsynced bytes before a sync starts at once.
-        bytes: u64,
-    },
-    /// No sync except when a segment is sealed or the log is closed: the data is written with
-    /// O_DIRECT (it survives a crash of the process, not of the machine); replicas provide the
-    /// durability.
-    Never,
-}
+/// When an appended batch is forced to the device with `fdatasync`: the one policy type of
+/// the project, defined in `wire` (it travels in topic settings).
+pub use wire::Durability;
 
 /// Settings of one partition log.
 #[derive(Debug, Clone)]
@@ -94,7 +78,7 @@ impl Default for LogConfig {
             segment_bytes_max: 1 << 30,
             segment_age_max: Duration::from_secs(7 * 24 * 3600),
             durability: Durability::Interval {
-                interval: Duration::from_millis(10),
+                interval_ms: 10,
                 bytes: 4 << 20,
             },
             retention_time: Some(Duration::from_secs(14 * 24 * 3600)),
@@ -155,8 +139,8 @@ impl LogConfig {
         if self.index_interval_bytes == 0 {
             return fail("index_interval_bytes must be positive".into());
         }
-        if let Durability::Interval { interval, bytes } = self.durability {
-            if interval.is_zero() || bytes == 0 {
+        if let Durability::Interval { interval_ms, bytes } = self.durability {
+            if interval_ms == 0 || bytes == 0 {
                 return fail("durability interval and bytes must be positive".into());
             }
         }

@@ -39,6 +39,7 @@ pub mod error;
 mod index;
 mod io;
 mod log;
+pub use io::metadata;
 mod recovery;
 mod segment;
 

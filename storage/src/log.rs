@@ -1182,7 +1182,9 @@ async fn flusher(weak: Weak<LogInner>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let interval = match inner.config.durability {
-            Durability::Interval { interval, .. } => Some(interval),
+            Durability::Interval { interval_ms, .. } => {
+                Some(Duration::from_millis(u64::from(interval_ms)))
+            }
             _ => None,
         };
         inner

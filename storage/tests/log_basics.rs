@@ -86,7 +86,7 @@ fn durability_policies_report_durable_offsets() {
         Durability::Always,
         Durability::Never,
         Durability::Interval {
-            interval: Duration::from_millis(5),
+            interval_ms: 5,
             bytes: 1 << 20,
         },
     ] {
@@ -126,7 +126,7 @@ fn interval_policy_syncs_on_its_own() {
     let dir = test_dir();
     run(async {
         let config = small_config(Durability::Interval {
-            interval: Duration::from_millis(20),
+            interval_ms: 20,
             bytes: 1 << 30,
         });
         let log = Log::open(dir.path(), config).await.unwrap();

@@ -36,6 +36,7 @@
 pub mod batch;
 pub mod error;
 pub mod limits;
+pub mod policy;
 pub mod protocol;
 
 pub use batch::{
@@ -45,6 +46,7 @@ pub use batch::{
     BATCH_HEADER_SIZE, BATCH_MAGIC, BATCH_VERSION, CRC_START,
 };
 pub use error::{BatchError, ProtocolError};
+pub use policy::{Acks, Durability, ParsePolicyError};
 /// The 16-aligned byte buffer batches are built into, re-exported so
 /// callers need not depend on rkyv directly.
 pub use rkyv::util::AlignedVec;

@@ -392,14 +392,14 @@ fn top_level_error() -> impl Strategy<Value = Option<WireError>> {
     )
 }
 
-fn durability() -> impl Strategy<Value = DurabilitySetting> {
-    (any::<u8>(), any::<u32>(), any::<u64>()).prop_map(|(kind, interval_ms, interval_bytes)| {
-        DurabilitySetting {
-            kind,
-            interval_ms,
-            interval_bytes,
-        }
-    })
+/// Every durability the wire can carry (an interval's fields are at least 1 once decoded).
+fn durability() -> impl Strategy<Value = Durability> {
+    prop_oneof![
+        Just(Durability::Always),
+        Just(Durability::Never),
+        (1u32.., 1u64..)
+            .prop_map(|(interval_ms, bytes)| Durability::Interval { interval_ms, bytes }),
+    ]
 }
 
 fn handshake_request() -> impl Strategy<Value = HandshakeRequest> {
@@ -496,7 +496,7 @@ fn list_offsets_request() -> impl Strategy<Value = ListOffsetsRequest> {
 /// (unaligned) buffer, the way a producer sends them.
 #[derive(Debug, Clone)]
 struct ProduceSpec {
-    acks: i8,
+    acks: Acks,
     timeout_ms: u32,
     topics: Vec<(String, Vec<ProducePartitionSpec>)>,
 }
@@ -544,7 +544,7 @@ fn produce_spec() -> impl Strategy<Value = ProduceSpec> {
         }
     });
     (
-        any::<i8>(),
+        prop_oneof![Just(Acks::None), Just(Acks::Leader), Just(Acks::All)],
         any::<u32>(),
         few((text(), vec(partition, 1..3))),
     )

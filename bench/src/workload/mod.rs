@@ -37,9 +37,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use anyhow::{Context, Result};
 use client::{Admin, ClientError, NewTopic};
 use serde::Serialize;
-use wire::protocol::{DurabilitySetting, ErrorCode};
+use wire::protocol::ErrorCode;
 
-use crate::args::{DurabilityArg, PointSpec, Scenario};
+use crate::args::{PointSpec, Scenario};
 use crate::cpu::{CpuSample, CpuUsage};
 use crate::held::Held;
 use crate::histogram::Percentiles;
@@ -558,16 +558,12 @@ pub fn verdict(result: &PointResult, machine_cores: f64) -> (String, bool) {
 pub async fn create_topic(spec: &PointSpec, target: &Target) -> Result<String> {
     let admin = Admin::new(target.address.clone())?;
     let name = format!("{}-{}", target.topic_prefix, spec.index);
-    let durability = spec.durability.map(|kind| match kind {
-        DurabilityArg::Always => DurabilitySetting::always(),
-        DurabilityArg::Never => DurabilitySetting::never(),
-        DurabilityArg::Interval => {
-            DurabilitySetting::interval(spec.durability_interval_ms, 4 << 20)
-        }
-    });
+    let durability = spec
+        .durability
+        .map(|kind| kind.to_durability(spec.durability_interval_ms));
     let new_topic = || {
         let mut topic = NewTopic::new(&name, spec.partitions);
-        topic.durability = durability.clone();
+        topic.durability = durability;
         // A batch of the point must fit the topic's limit (the broker's default is 8 MiB).
         if spec.batch_bytes > 8 << 20 {
             topic.max_batch_bytes = u32::try_from(spec.batch_bytes).ok();

@@ -33,7 +33,7 @@ use wire::protocol::{
 
 use self::offsets::{CommitEntry, OffsetStore};
 use self::state::{Group, GroupLimits, JoinOutcome, SyncOutcome};
-use crate::router::{shard_for, topic_hash};
+use crate::shard::router::{shard_for, topic_hash};
 use crate::shard::Shard;
 
 /// How often the reaper looks for expired members and overdue join phases.
@@ -51,7 +51,7 @@ pub fn offsets_topic_config(partitions: u32, segment_bytes: u64) -> TopicConfig 
         retention_bytes: -1,
         segment_bytes,
         max_batch_bytes: 1 << 20,
-        durability: wire::protocol::DurabilitySetting::always(),
+        durability: wire::Durability::Always,
     }
 }
 

@@ -19,7 +19,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -104,23 +103,14 @@ fn read_snapshot_file(path: &Path) -> Option<anyhow::Result<Snapshot>> {
     }
 }
 
-/// Writes a snapshot durably: to a temporary file, fsynced; the current snapshot becomes the
-/// previous one; the new one takes its name; the directory is fsynced. A crash at any point
-/// leaves the old current snapshot, or the previous one, readable. Blocking: runs off the shard.
-fn write_snapshot_files(dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Makes the current snapshot the previous one, before a new one is written with
+/// [`storage::metadata::atomic_write`]: a crash at any point leaves the old current snapshot,
+/// or the previous one, readable. Blocking: runs off the shard.
+fn keep_as_previous_snapshot(dir: &Path) -> std::io::Result<()> {
     let path = snapshot_path(dir);
-    let tmp = dir.join("offsets.snapshot.tmp");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
     if path.exists() {
-        std::fs::rename(&path, previous_snapshot_path(dir))
-            .with_context(|| format!("renaming {}", path.display()))?;
+        std::fs::rename(&path, previous_snapshot_path(dir))?;
     }
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
-    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
@@ -559,8 +549,13 @@ impl OffsetStore {
         let dir = log.dir().to_path_buf();
         let target = dir.clone();
         glommio::executor()
-            .spawn_blocking(move || write_snapshot_files(&target, &bytes))
-            .await?;
+            .spawn_blocking(move || keep_as_previous_snapshot(&target))
+            .await
+            .with_context(|| format!("keeping the previous snapshot in {}", dir.display()))?;
+        let path = snapshot_path(&dir);
+        storage::metadata::atomic_write(&path, bytes)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
         let previous = self.snapshot_covered.replace(covered);
         self.records_since_snapshot.set(0);
         let report = log.delete_segments_before(previous).await?;

@@ -25,7 +25,7 @@ use wire::protocol::{
     JoinGroupResponse, ListedGroup, SyncGroupRequest, SyncGroupResponse, WireError,
 };
 
-use crate::bus::{reply_channel, Reply};
+use crate::shard::bus::{reply_channel, Reply};
 
 /// A held JoinGroup's answer.
 pub type JoinReply = Result<JoinGroupResponse, WireError>;
@@ -57,18 +57,7 @@ impl GroupState {
     }
 }
 
-/// Limits and delays the coordinator applies to every group.
-#[derive(Debug, Clone)]
-pub struct GroupLimits {
-    /// Shortest session timeout a member may ask for.
-    pub min_session_timeout: Duration,
-    /// Longest session timeout a member may ask for.
-    pub max_session_timeout: Duration,
-    /// How long a rebalance of an empty group waits for more members to arrive.
-    pub initial_rebalance_delay: Duration,
-    /// Most members in one group: bounds a group's memory and the leader's JoinGroup answer.
-    pub max_members: usize,
-}
+pub use crate::config::GroupLimits;
 
 /// One member.
 #[derive(Debug)]

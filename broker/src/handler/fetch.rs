@@ -16,9 +16,38 @@ use wire::protocol::{
 };
 
 use super::{FetchedRecords, Outgoing};
-use crate::bus::{reply_channel, FetchTarget, FetchedOwned, ShardMessage};
 use crate::error_code;
-use crate::shard::{InFlight, Route, Shard};
+use crate::services::ShardServices;
+use crate::shard::bus::reply_channel;
+use crate::shard::{InFlight, Route};
+
+/// A partition to read, inside a forwarded fetch.
+#[derive(Debug, Clone)]
+pub struct FetchTarget {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// First offset wanted.
+    pub offset: u64,
+    /// Most bytes for this partition.
+    pub max_bytes: u32,
+}
+
+/// One partition's fetch result with owned bytes (what crosses shards).
+#[derive(Debug)]
+pub struct FetchedOwned {
+    /// Partition.
+    pub partition: u32,
+    /// Outcome.
+    pub error: WireError,
+    /// High watermark.
+    pub high_watermark: u64,
+    /// Log start offset.
+    pub log_start_offset: u64,
+    /// Whole batches, concatenated.
+    pub records: Vec<u8>,
+}
 
 /// Longest long poll accepted: bounds how long a request can hold the connection's queue.
 pub const MAX_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -132,7 +161,7 @@ type RemoteGroup = (usize, Vec<(usize, usize)>, Vec<FetchTarget>);
 
 /// Handles a fetch: local partitions here, the others on their owners, all at once.
 pub fn dispatch(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     correlation_id: u32,
     request: FetchRequest,
 ) -> Task<Option<Outgoing>> {
@@ -175,14 +204,21 @@ pub fn dispatch(
         let mut answers = Vec::new();
         for (owner, places, targets) in remote {
             let (reply, answer) = reply_channel();
-            let message = ShardMessage::Fetch {
-                targets,
-                max_wait,
-                min_bytes: request.min_bytes,
-                max_bytes: request.max_bytes,
-                reply,
-            };
-            if shard.bus.send(owner, message).await.is_ok() {
+            let (min_bytes, max_bytes) = (request.min_bytes, request.max_bytes);
+            let forwarded = shard
+                .bus
+                .run_on(owner, 0, move |owner| async move {
+                    let _in_flight = InFlight::new(&owner);
+                    let fetched =
+                        fetch_local(&owner, &targets, max_wait, min_bytes, max_bytes).await;
+                    let owned: Vec<FetchedOwned> = fetched
+                        .into_iter()
+                        .map(FetchedPartition::into_owned)
+                        .collect();
+                    let _ = reply.send(owned);
+                })
+                .await;
+            if forwarded.is_ok() {
                 answers.push((places, answer));
             } else {
                 for (t, p) in places {
@@ -243,7 +279,7 @@ pub fn dispatch(
 
 /// Reads partitions owned by this shard; waits (up to `max_wait`) until `min_bytes` are there.
 pub async fn fetch_local(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     targets: &[FetchTarget],
     max_wait: Duration,
     min_bytes: u32,
@@ -300,7 +336,11 @@ pub async fn fetch_local(
     }
 }
 
-async fn read_one(shard: &Rc<Shard>, target: &FetchTarget, budget: usize) -> FetchedPartition {
+async fn read_one(
+    shard: &Rc<ShardServices>,
+    target: &FetchTarget,
+    budget: usize,
+) -> FetchedPartition {
     let partition = match shard.route(&target.topic, target.partition) {
         Ok(Route::Local(partition)) => partition,
         Ok(Route::Remote(_)) => {

@@ -12,16 +12,17 @@ use wire::protocol::{
 };
 
 use super::{error_frame, response_frame, spawn_frame, Outgoing};
-use crate::bus::{reply_channel, ShardMessage};
 use crate::group::{
     coordinator_shard, offsets_partition_for, validate_group_id, GroupRequest, GroupResponse,
 };
-use crate::router::shard_for;
-use crate::shard::Shard;
+use crate::services::ShardServices;
+use crate::shard::bus::reply_channel;
+use crate::shard::router::shard_for;
+use crate::shard::InFlight;
 
 /// Sends a one-group request to its coordinator and encodes the answer.
 pub fn forward(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     correlation_id: u32,
     request: GroupRequest,
 ) -> Task<Option<Outgoing>> {
@@ -38,7 +39,10 @@ pub fn forward(
 }
 
 /// Runs `request` on the shard coordinating its group.
-async fn route(shard: &Rc<Shard>, request: GroupRequest) -> Result<GroupResponse, WireError> {
+async fn route(
+    shard: &Rc<ShardServices>,
+    request: GroupRequest,
+) -> Result<GroupResponse, WireError> {
     let owner = match request.group_id() {
         Some(group) => {
             validate_group_id(group)?;
@@ -55,7 +59,7 @@ async fn route(shard: &Rc<Shard>, request: GroupRequest) -> Result<GroupResponse
 
 /// Runs `request` on shard `owner`.
 async fn ask(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     owner: usize,
     request: GroupRequest,
 ) -> Result<GroupResponse, WireError> {
@@ -71,7 +75,11 @@ async fn ask(
     let (reply, answer) = reply_channel();
     shard
         .bus
-        .send(owner, ShardMessage::Group { request, reply })
+        .run_on(owner, 0, move |coordinator| async move {
+            let _in_flight = InFlight::new(&coordinator);
+            let answer = coordinator.coordinator.handle(&coordinator, request).await;
+            let _ = reply.send(answer);
+        })
         .await
         .map_err(|_| stopped())?;
     answer.recv_async().await.map_err(|_| stopped())?
@@ -99,7 +107,7 @@ fn encode(correlation_id: u32, response: GroupResponse) -> Vec<u8> {
 
 /// The shard endpoint coordinating a group.
 pub fn find_coordinator(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     correlation_id: u32,
     request: &FindCoordinatorRequest,
 ) -> Vec<u8> {
@@ -136,7 +144,7 @@ pub fn find_coordinator(
 }
 
 /// Every group of every shard.
-pub async fn list_groups(shard: Rc<Shard>, correlation_id: u32) -> Vec<u8> {
+pub async fn list_groups(shard: Rc<ShardServices>, correlation_id: u32) -> Vec<u8> {
     let mut groups = Vec::new();
     for owner in 0..shard.shards() {
         match ask(&shard, owner, GroupRequest::List).await {
@@ -151,7 +159,7 @@ pub async fn list_groups(shard: Rc<Shard>, correlation_id: u32) -> Vec<u8> {
 
 /// Describes each group asked for, each by its coordinator.
 pub async fn describe_groups(
-    shard: Rc<Shard>,
+    shard: Rc<ShardServices>,
     correlation_id: u32,
     request: DescribeGroupsRequest,
 ) -> Vec<u8> {

@@ -10,11 +10,15 @@ use wire::protocol::{
 };
 
 use super::response_frame;
-use crate::router::shard_for;
-use crate::shard::Shard;
+use crate::services::ShardServices;
+use crate::shard::router::shard_for;
 
 /// Answers a handshake with the supported API versions.
-pub fn handshake(shard: &Rc<Shard>, correlation_id: u32, request: &HandshakeRequest) -> Vec<u8> {
+pub fn handshake(
+    shard: &Rc<ShardServices>,
+    correlation_id: u32,
+    request: &HandshakeRequest,
+) -> Vec<u8> {
     tracing::debug!(
         client = request.client_name,
         version = request.client_version,
@@ -35,12 +39,16 @@ pub fn handshake(shard: &Rc<Shard>, correlation_id: u32, request: &HandshakeRequ
     response_frame(correlation_id, &response)
 }
 
-fn cluster_id(shard: &Shard) -> String {
+fn cluster_id(shard: &ShardServices) -> String {
     format!("sluice-single-node-{}", shard.config.broker_id)
 }
 
 /// Brokers, topics, and for every partition the shard endpoint that owns it.
-pub fn metadata(shard: &Rc<Shard>, correlation_id: u32, request: &MetadataRequest) -> Vec<u8> {
+pub fn metadata(
+    shard: &Rc<ShardServices>,
+    correlation_id: u32,
+    request: &MetadataRequest,
+) -> Vec<u8> {
     let registry = shard.registry.borrow().clone();
     let broker_id = shard.config.broker_id;
     let describe = |name: &str| -> TopicMetadata {

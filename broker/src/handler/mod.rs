@@ -1,7 +1,10 @@
-//! Request handlers: one file per API. [`dispatch`] takes a decoded request on the shard whose
-//! connection received it and returns a task that resolves to the response (or to nothing, for
-//! produce with acks=0). Work for partitions owned by another shard crosses the [`crate::bus`];
-//! [`handle_forwarded`] is the owner's side of that.
+//! Request handlers, the API layer: one file per API. [`dispatch`] takes a decoded request on
+//! the shard whose connection received it and returns a task that resolves to the response (or
+//! to nothing, for produce with acks=0). Work for partitions or groups owned by another shard
+//! crosses the [`crate::shard::bus`] as a work item built here: the owner's pump only runs it.
+//!
+//! Above the per-shard services (group coordinator, topic admin, producer ids) and the
+//! partitions' replication seam ([`crate::partition`]); below the network layer.
 
 pub mod fetch;
 pub mod group;
@@ -17,9 +20,10 @@ use wire::protocol::{
     encode_error_response, encode_response, Encode, ErrorCode, Request, RequestHeader, WireError,
 };
 
-use crate::bus::{reply_channel, ShardMessage};
 use crate::group::GroupRequest;
-use crate::shard::{InFlight, Shard};
+use crate::services::ShardServices;
+use crate::shard::bus::reply_channel;
+use crate::shard::InFlight;
 
 /// A response ready to be written.
 pub enum Outgoing {
@@ -52,7 +56,7 @@ pub fn error_frame(correlation_id: u32, error: &WireError) -> Vec<u8> {
     buffer
 }
 
-fn ready(shard: &Rc<Shard>, outgoing: Outgoing) -> Task<Option<Outgoing>> {
+fn ready(shard: &Rc<ShardServices>, outgoing: Outgoing) -> Task<Option<Outgoing>> {
     let in_flight = InFlight::new(shard);
     glommio::spawn_local(async move {
         drop(in_flight);
@@ -63,12 +67,12 @@ fn ready(shard: &Rc<Shard>, outgoing: Outgoing) -> Task<Option<Outgoing>> {
 /// Runs `work` (which encodes the response frame) as the request's task, counted as in flight
 /// until it finishes.
 pub fn spawn_frame<F, Fut>(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     correlation_id: u32,
     work: F,
 ) -> Task<Option<Outgoing>>
 where
-    F: FnOnce(Rc<Shard>, u32) -> Fut + 'static,
+    F: FnOnce(Rc<ShardServices>, u32) -> Fut + 'static,
     Fut: std::future::Future<Output = Vec<u8>> + 'static,
 {
     let shard = shard.clone();
@@ -83,7 +87,7 @@ where
 /// one connection keep their order); everything that waits (durability, long polls, other
 /// shards) happens in the returned task.
 pub async fn dispatch(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     header: RequestHeader,
     request: Request<'_>,
     client_host: &str,
@@ -104,28 +108,32 @@ pub async fn dispatch(
         ),
         Request::CreateTopics(request) => {
             spawn_frame(shard, correlation_id, |shard, correlation_id| async move {
-                let (reply, results) = reply_channel();
-                let message = ShardMessage::CreateTopics { request, reply };
-                admin_reply(&shard, correlation_id, message, results, |topics| {
-                    response_frame(
+                let topics = on_shard_zero(&shard, move |admin| async move {
+                    admin.create_topics(request).await
+                })
+                .await;
+                match topics {
+                    Ok(topics) => response_frame(
                         correlation_id,
                         &wire::protocol::CreateTopicsResponse { topics },
-                    )
-                })
-                .await
+                    ),
+                    Err(error) => error_frame(correlation_id, &error),
+                }
             })
         }
         Request::DeleteTopics(request) => {
             spawn_frame(shard, correlation_id, |shard, correlation_id| async move {
-                let (reply, results) = reply_channel();
-                let message = ShardMessage::DeleteTopics { request, reply };
-                admin_reply(&shard, correlation_id, message, results, |topics| {
-                    response_frame(
+                let topics = on_shard_zero(&shard, move |admin| async move {
+                    admin.delete_topics(request).await
+                })
+                .await;
+                match topics {
+                    Ok(topics) => response_frame(
                         correlation_id,
                         &wire::protocol::DeleteTopicsResponse { topics },
-                    )
-                })
-                .await
+                    ),
+                    Err(error) => error_frame(correlation_id, &error),
+                }
             })
         }
         Request::Produce(request) => produce::dispatch(shard, correlation_id, request).await,
@@ -174,7 +182,7 @@ pub async fn dispatch(
 
 /// Hands out a producer id (allocated on shard 0).
 async fn init_producer_id(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     correlation_id: u32,
     request: wire::protocol::InitProducerIdRequest,
 ) -> Vec<u8> {
@@ -185,27 +193,12 @@ async fn init_producer_id(
         );
         return error_frame(correlation_id, &error);
     }
-    let allocated = if shard.id == 0 {
-        shard.allocate_producer_id()
-    } else {
-        let (reply, answer) = reply_channel();
-        match shard
-            .bus
-            .send(0, ShardMessage::InitProducerId { reply })
-            .await
-        {
-            Ok(()) => answer.recv_async().await.unwrap_or_else(|_| {
-                Err(WireError::new(
-                    ErrorCode::BrokerShuttingDown,
-                    "shard 0 has stopped",
-                ))
-            }),
-            Err(_) => Err(WireError::new(
-                ErrorCode::BrokerShuttingDown,
-                "shard 0 has stopped",
-            )),
-        }
-    };
+    let allocated = on_shard_zero(
+        shard,
+        |zero| async move { zero.allocate_producer_id().await },
+    )
+    .await
+    .and_then(|allocated| allocated);
     match allocated {
         Ok(producer_id) => response_frame(
             correlation_id,
@@ -218,83 +211,26 @@ async fn init_producer_id(
     }
 }
 
-/// Sends an admin request to shard 0 and encodes its answer.
-async fn admin_reply(
-    shard: &Rc<Shard>,
-    correlation_id: u32,
-    message: ShardMessage,
-    results: flume::Receiver<Vec<wire::protocol::TopicResult>>,
-    encode: impl FnOnce(Vec<wire::protocol::TopicResult>) -> Vec<u8>,
-) -> Vec<u8> {
+/// Runs `work` on shard 0 (the controller of this node: topic admin, producer ids), here or
+/// over the bus, and returns its answer.
+async fn on_shard_zero<F, Fut, T>(shard: &Rc<ShardServices>, work: F) -> Result<T, WireError>
+where
+    F: FnOnce(Rc<ShardServices>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let stopped = || WireError::new(ErrorCode::BrokerShuttingDown, "shard 0 has stopped");
     if shard.id == 0 {
-        handle_forwarded(shard, message).await;
-    } else if shard.bus.send(0, message).await.is_err() {
-        return error_frame(
-            correlation_id,
-            &WireError::new(ErrorCode::BrokerShuttingDown, "shard 0 has stopped"),
-        );
+        return Ok(work(shard.clone()).await);
     }
-    match results.recv_async().await {
-        Ok(topics) => encode(topics),
-        Err(_) => error_frame(
-            correlation_id,
-            &WireError::new(ErrorCode::BrokerShuttingDown, "shard 0 has stopped"),
-        ),
-    }
-}
-
-/// The owner shard's side of forwarded work.
-pub async fn handle_forwarded(shard: &Rc<Shard>, message: ShardMessage) {
-    let _in_flight = InFlight::new(shard);
-    match message {
-        ShardMessage::Produce {
-            topic,
-            partition,
-            records,
-            acks,
-            reply,
-        } => {
-            let response = produce::produce_owned(shard, &topic, partition, &records, acks).await;
-            let _ = reply.send(response);
-        }
-        ShardMessage::Fetch {
-            targets,
-            max_wait,
-            min_bytes,
-            max_bytes,
-            reply,
-        } => {
-            let fetched = fetch::fetch_local(shard, &targets, max_wait, min_bytes, max_bytes).await;
-            let owned = fetched
-                .into_iter()
-                .map(|partition| partition.into_owned())
-                .collect();
-            let _ = reply.send(owned);
-        }
-        ShardMessage::ListOffsets {
-            topic,
-            partition,
-            timestamp,
-            reply,
-        } => {
-            let _ = reply.send(offsets::list_local(shard, &topic, partition, timestamp).await);
-        }
-        ShardMessage::CreateTopics { request, reply } => {
-            let _ = reply.send(shard.create_topics(request).await);
-        }
-        ShardMessage::DeleteTopics { request, reply } => {
-            let _ = reply.send(shard.delete_topics(request).await);
-        }
-        ShardMessage::InitProducerId { reply } => {
-            let _ = reply.send(shard.allocate_producer_id());
-        }
-        ShardMessage::Group { request, reply } => {
-            let _ = reply.send(shard.coordinator.handle(shard, request).await);
-        }
-        ShardMessage::TopicsChanged { .. }
-        | ShardMessage::Endpoints { .. }
-        | ShardMessage::Shutdown => {
-            tracing::error!("pump message reached the request handler");
-        }
-    }
+    let (reply, answer) = reply_channel();
+    shard
+        .bus
+        .run_on(0, 0, move |zero| async move {
+            let _in_flight = InFlight::new(&zero);
+            let _ = reply.send(work(zero).await);
+        })
+        .await
+        .map_err(|_| stopped())?;
+    answer.recv_async().await.map_err(|_| stopped())
 }

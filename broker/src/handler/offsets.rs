@@ -10,13 +10,14 @@ use wire::protocol::{
 };
 
 use super::{response_frame, Outgoing};
-use crate::bus::{reply_channel, ShardMessage};
 use crate::error_code;
-use crate::shard::{InFlight, Route, Shard};
+use crate::services::ShardServices;
+use crate::shard::bus::reply_channel;
+use crate::shard::{InFlight, Route};
 
 /// Answers a ListOffsets request.
 pub fn dispatch(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     correlation_id: u32,
     request: ListOffsetsRequest,
 ) -> Task<Option<Outgoing>> {
@@ -31,12 +32,6 @@ pub fn dispatch(
                 let answer = match shard.route(&topic.topic, query.partition) {
                     Ok(Route::Remote(owner)) => {
                         let (reply, answer) = reply_channel();
-                        let message = ShardMessage::ListOffsets {
-                            topic: topic.topic.clone(),
-                            partition: query.partition,
-                            timestamp: query.timestamp,
-                            reply,
-                        };
                         let stopped = || {
                             failed(
                                 query.partition,
@@ -47,7 +42,18 @@ pub fn dispatch(
                                 ),
                             )
                         };
-                        match shard.bus.send(owner, message).await {
+                        let (topic_name, partition, timestamp) =
+                            (topic.topic.clone(), query.partition, query.timestamp);
+                        let forwarded = shard
+                            .bus
+                            .run_on(owner, 0, move |owner| async move {
+                                let _in_flight = InFlight::new(&owner);
+                                let _ = reply.send(
+                                    list_local(&owner, &topic_name, partition, timestamp).await,
+                                );
+                            })
+                            .await;
+                        match forwarded {
                             Ok(()) => answer.recv_async().await.unwrap_or_else(|_| stopped()),
                             Err(_) => stopped(),
                         }
@@ -76,7 +82,7 @@ fn failed(partition: u32, timestamp: i64, error: WireError) -> ListOffsetsPartit
 
 /// The owner's answer for one partition.
 pub async fn list_local(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     topic: &str,
     partition: u32,
     timestamp: i64,

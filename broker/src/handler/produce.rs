@@ -1,10 +1,12 @@
 //! Produce, in two stages (as in Redpanda): stage 1 validates and appends on the owner shard,
 //! in request order; stage 2 waits for what the acks and the topic's durability require
 //! (fsync for `always`) and answers. Stage 2 of one request overlaps stage 1 of the next, so a
-//! pipelining connection gets group commit.
+//! pipelining connection gets group commit. Both stages end in
+//! [`Partition::wait_acknowledgeable`], local or forwarded, bounded by the request's own
+//! timeout (a forwarded produce carries its deadline to the owner shard).
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::Task;
 use wire::batch::{peek_header, BatchView};
@@ -12,21 +14,22 @@ use wire::protocol::{
     ErrorCode, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
     WireError,
 };
-use wire::AlignedVec;
+use wire::{Acks, AlignedVec};
 
 use super::{response_frame, Outgoing};
-use crate::bus::{reply_channel, ShardMessage};
 use crate::error_code;
 use crate::partition::Partition;
 use crate::producer_state::Verdict;
-use crate::shard::{InFlight, Route, Shard};
+use crate::services::ShardServices;
+use crate::shard::bus::reply_channel;
+use crate::shard::{InFlight, Route};
 
 /// What stage 2 still has to do for one partition.
 enum Pending {
     /// Answered already.
     Done(ProducePartitionResponse),
-    /// Appended here; wait until `last_offset` is durable.
-    Durable {
+    /// Appended here; wait until `last_offset` is acknowledgeable.
+    Appended {
         partition: Rc<Partition>,
         base_offset: u64,
         last_offset: u64,
@@ -46,12 +49,13 @@ fn failed(partition: u32, error: WireError) -> ProducePartitionResponse {
 
 /// Stage 1 of a produce request; returns stage 2 as a task.
 pub async fn dispatch(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     correlation_id: u32,
     request: ProduceRequest<'_>,
 ) -> Task<Option<Outgoing>> {
     let in_flight = InFlight::new(shard);
     let acks = request.acks;
+    let deadline = Instant::now() + Duration::from_millis(u64::from(request.timeout_ms.max(1)));
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
@@ -72,24 +76,36 @@ pub async fn dispatch(
                 Err(error) => Pending::Done(failed(data.partition, error)),
                 Ok(Route::Local(partition)) => match append_all(&partition, records).await {
                     Err(error) => Pending::Done(failed(data.partition, error)),
-                    Ok((base_offset, last_offset)) => Pending::Durable {
+                    Ok((base_offset, last_offset)) => Pending::Appended {
                         partition,
                         base_offset,
                         last_offset,
                     },
                 },
                 Ok(Route::Remote(owner)) => {
+                    // The one copy of a forwarded batch: it crosses to the owner's core.
                     let mut copy = AlignedVec::<16>::with_capacity(records.len());
                     copy.extend_from_slice(records);
                     let (reply, answer) = reply_channel();
-                    let message = ShardMessage::Produce {
-                        topic: topic.topic.clone(),
-                        partition: data.partition,
-                        records: copy,
-                        acks,
-                        reply,
-                    };
-                    match shard.bus.send(owner, message).await {
+                    let topic_name = topic.topic.clone();
+                    let partition = data.partition;
+                    let forwarded = shard
+                        .bus
+                        .run_on(owner, copy.len(), move |owner| async move {
+                            let _in_flight = InFlight::new(&owner);
+                            let response = produce_owned(
+                                &owner,
+                                &topic_name,
+                                partition,
+                                &copy,
+                                acks,
+                                deadline,
+                            )
+                            .await;
+                            let _ = reply.send(response);
+                        })
+                        .await;
+                    match forwarded {
                         Ok(()) => Pending::Remote(data.partition, answer),
                         Err(_) => Pending::Done(failed(
                             data.partition,
@@ -105,53 +121,38 @@ pub async fn dispatch(
         }
         topics.push((topic.topic.clone(), partitions));
     }
-    let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
     glommio::spawn_local(async move {
         let _in_flight = in_flight;
         let mut response = ProduceResponse { topics: Vec::new() };
         for (topic, partitions) in topics {
             let mut answers = Vec::with_capacity(partitions.len());
             for pending in partitions {
-                answers.push(complete(pending, acks, timeout).await);
+                answers.push(complete(pending, acks, deadline).await);
             }
             response.topics.push(ProduceTopicResponse {
                 topic,
                 partitions: answers,
             });
         }
-        (acks != 0).then(|| Outgoing::Frame(response_frame(correlation_id, &response)))
+        (acks != Acks::None).then(|| Outgoing::Frame(response_frame(correlation_id, &response)))
     })
 }
 
 /// Stage 2 for one partition.
-async fn complete(pending: Pending, acks: i8, timeout: Duration) -> ProducePartitionResponse {
+async fn complete(pending: Pending, acks: Acks, deadline: Instant) -> ProducePartitionResponse {
     match pending {
         Pending::Done(response) => response,
-        Pending::Durable {
+        Pending::Appended {
             partition,
             base_offset,
             last_offset,
         } => {
             let id = partition.partition;
-            if acks != 0 && partition.syncs_before_ack() {
-                let durable = async { Some(partition.log.wait_durable(last_offset).await) };
-                let timer = async {
-                    glommio::timer::sleep(timeout).await;
-                    None
-                };
-                match futures_lite::future::or(durable, timer).await {
-                    Some(Ok(())) => {}
-                    Some(Err(error)) => return failed(id, error_code::from_storage(&error)),
-                    None => {
-                        return failed(
-                            id,
-                            WireError::new(
-                                ErrorCode::RequestTimedOut,
-                                "the batch was not synced in time",
-                            ),
-                        )
-                    }
-                }
+            if let Err(error) = partition
+                .wait_acknowledgeable(last_offset, acks, deadline)
+                .await
+            {
+                return failed(id, error);
             }
             ProducePartitionResponse {
                 partition: id,
@@ -169,13 +170,14 @@ async fn complete(pending: Pending, acks: i8, timeout: Duration) -> ProduceParti
     }
 }
 
-/// The owner's side of a forwarded produce: both stages.
+/// The owner's side of a forwarded produce: both stages, bounded by the request's deadline.
 pub async fn produce_owned(
-    shard: &Rc<Shard>,
+    shard: &ShardServices,
     topic: &str,
     partition: u32,
     records: &[u8],
-    acks: i8,
+    acks: Acks,
+    deadline: Instant,
 ) -> ProducePartitionResponse {
     let pending = match shard.route(topic, partition) {
         Err(error) => Pending::Done(failed(partition, error)),
@@ -185,14 +187,14 @@ pub async fn produce_owned(
         )),
         Ok(Route::Local(local)) => match append_all(&local, records).await {
             Err(error) => Pending::Done(failed(partition, error)),
-            Ok((base_offset, last_offset)) => Pending::Durable {
+            Ok((base_offset, last_offset)) => Pending::Appended {
                 partition: local,
                 base_offset,
                 last_offset,
             },
         },
     };
-    complete(pending, acks, Duration::from_secs(30)).await
+    complete(pending, acks, deadline).await
 }
 
 /// Validates every batch (deeply: the bytes come from the network), then appends them all.

@@ -21,7 +21,7 @@ use wire::protocol::{
 use wire::{AlignedVec, ProtocolError};
 
 use crate::handler::{dispatch, error_frame, Outgoing};
-use crate::shard::Shard;
+use crate::services::ShardServices;
 
 /// Initial receive buffer of a connection: room for several typical produce frames.
 const RECEIVE_BUFFER_BYTES: usize = 1024 * 1024;
@@ -34,7 +34,7 @@ const RECEIVE_BUFFER_KEEP_BYTES: usize = 8 * 1024 * 1024;
 const IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
 
 /// Serves one connection until the client leaves, idles too long or the shard shuts down.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<ShardServices>, stream: TcpStream) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
     let client_host = peer_addr.map(|a| a.ip().to_string()).unwrap_or_default();
@@ -61,7 +61,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
 /// Reads, frames and dispatches requests; `Err` says why the connection ends.
 async fn read_requests(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     mut stream: TcpStream,
     queue: &local_channel::LocalSender<Task<Option<Outgoing>>>,
     client_host: &str,
@@ -149,7 +149,7 @@ async fn read_requests(
 
 /// Decodes one frame and starts handling it. `None` when not even the header is readable.
 async fn handle_frame(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardServices>,
     frame: &[u8],
     client_host: &str,
 ) -> Option<Task<Option<Outgoing>>> {

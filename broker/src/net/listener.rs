@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use glommio::net::TcpListener;
 
-use crate::shard::Shard;
+use crate::services::ShardServices;
 
 /// Accepts until the shard shuts down; each connection runs as its own task.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, name: &'static str) {
+pub async fn accept_loop(shard: Rc<ShardServices>, listener: TcpListener, name: &'static str) {
     loop {
         let stop_shard = shard.clone();
         let stop = async move {

@@ -1,24 +1,29 @@
-//! A shard: one glommio executor pinned to one core, owning a set of partitions. Everything
-//! about a partition (its log, its waiters) lives on its owner shard, so the data path takes no
-//! lock; other shards reach it only through the [`Bus`]. The shard's message pump
-//! ([`Shard::pump`]) is the single place where bus messages are handled.
+//! The shard layer: one glommio executor pinned to one core, owning a set of partitions and
+//! the per-core resources (the topic registry snapshot, the endpoints, the shutdown and drain
+//! state). Everything about a partition (its log, its waiters) lives on its owner shard, so the
+//! data path takes no lock; other shards reach it only through the [`bus`], whose work items
+//! the shard's message pump ([`pump`]) runs.
+//!
+//! Below the request handlers, the group coordinator and the topic admin: nothing here names
+//! them. The layer above defines the context the bus's work items run against (the per-shard
+//! services, `crate::services`) and what they do.
 
-pub mod admin;
-pub mod producer_ids;
+pub mod bus;
+pub mod router;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wire::protocol::{ShardEndpoint, TopicConfig, WireError};
 
-use crate::bus::{Bus, ShardMessage};
+use self::bus::Inbox;
+use self::router::shard_for;
 use crate::config::Config;
 use crate::error_code;
 use crate::partition::Partition;
-use crate::router::shard_for;
 use crate::topics::TopicRegistry;
 
 /// The partitions a shard owns, by topic then number: looked up with a borrowed topic name,
@@ -89,10 +94,10 @@ pub enum Route {
 pub struct Shard {
     /// Shard number.
     pub id: usize,
+    /// Shards on this node.
+    shards: usize,
     /// Node configuration.
     pub config: Arc<Config>,
-    /// Inboxes of every shard.
-    pub bus: Bus,
     /// The current topic registry snapshot.
     pub registry: RefCell<Arc<TopicRegistry>>,
     /// Partitions owned by this shard.
@@ -101,61 +106,54 @@ pub struct Shard {
     pub endpoints: RefCell<Arc<Vec<ShardEndpoint>>>,
     /// Port of the main listener.
     pub main_port: Cell<u16>,
-    /// Set by Shutdown: stop accepting, drain.
+    /// Set by [`Shard::begin_shutdown`]: stop accepting, drain.
     pub shutting_down: Cell<bool>,
     /// Requests being handled on this shard (drained before exit).
-    pub requests_in_flight: Cell<usize>,
+    requests_in_flight: Rc<Cell<usize>>,
     /// Woken when the shard state changes (shutdown, endpoints, drain progress).
     pub changed: Rc<storage::Signal>,
-    /// Serialises topic creation and deletion (shard 0 only).
-    pub admin_lock: glommio::sync::Semaphore,
-    /// Producer id allocator (shard 0 only).
-    pub producer_ids: RefCell<Option<producer_ids::ProducerIds>>,
-    /// Coordinator of the consumer groups whose offsets partitions this shard owns.
-    pub coordinator: Rc<crate::group::Coordinator>,
 }
 
 impl Shard {
-    /// Creates the shard and opens the logs of every partition it owns.
+    /// Creates the shard and opens the logs of every partition of `registry` it owns.
     pub async fn open(
         id: usize,
+        shards: usize,
         config: Arc<Config>,
-        bus: Bus,
         registry: TopicRegistry,
-    ) -> anyhow::Result<Rc<Shard>> {
-        let coordinator = Rc::new(crate::group::Coordinator::new(
-            id,
-            config.group_limits.clone(),
-            config.offsets_partitions,
-            config.offsets_snapshot_records,
-        ));
+    ) -> Result<Rc<Shard>, storage::StorageError> {
         let shard = Rc::new(Shard {
             id,
+            shards,
             config,
-            bus,
             registry: RefCell::new(Arc::new(TopicRegistry::default())),
             partitions: RefCell::new(OwnedPartitions::default()),
             endpoints: RefCell::new(Arc::new(Vec::new())),
             main_port: Cell::new(0),
             shutting_down: Cell::new(false),
-            requests_in_flight: Cell::new(0),
+            requests_in_flight: Rc::new(Cell::new(0)),
             changed: Rc::new(storage::Signal::default()),
-            admin_lock: glommio::sync::Semaphore::new(1),
-            producer_ids: RefCell::new(None),
-            coordinator,
         });
-        if id == 0 {
-            *shard.producer_ids.borrow_mut() =
-                Some(producer_ids::ProducerIds::load(&shard.config.data_dir)?);
-        }
         shard.apply_registry(Arc::new(registry)).await?;
-        shard.coordinator.load(&shard).await?;
         Ok(shard)
     }
 
     /// Number of shards on this node.
     pub fn shards(&self) -> usize {
-        self.bus.shards()
+        self.shards
+    }
+
+    /// Publishes every shard's endpoint and the main port (once all listeners are bound).
+    pub fn set_endpoints(&self, main_port: u16, endpoints: Arc<Vec<ShardEndpoint>>) {
+        self.main_port.set(main_port);
+        *self.endpoints.borrow_mut() = endpoints;
+        self.changed.notify_all();
+    }
+
+    /// Starts a graceful stop: listeners stop accepting, connections finish, the shard drains.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+        self.changed.notify_all();
     }
 
     /// Settings of a topic, if it exists.
@@ -185,12 +183,14 @@ impl Shard {
     }
 
     /// Makes the owned partitions match `registry`: opens new ones, closes and deletes the
-    /// data of removed ones.
-    pub async fn apply_registry(&self, registry: Arc<TopicRegistry>) -> anyhow::Result<()> {
+    /// data of removed ones. Returns the topics the registry no longer has (the layer above
+    /// forgets what it kept about them, e.g. committed offsets).
+    pub async fn apply_registry(
+        &self,
+        registry: Arc<TopicRegistry>,
+    ) -> Result<HashSet<String>, storage::StorageError> {
         let previous = self.registry.replace(registry.clone());
-        // Topics gone from the registry: their committed offsets go too, on whichever shard
-        // coordinates the groups that committed them.
-        let deleted_topics: std::collections::HashSet<String> = previous
+        let deleted_topics: HashSet<String> = previous
             .topics
             .keys()
             .filter(|topic| !registry.topics.contains_key(*topic))
@@ -205,9 +205,7 @@ impl Shard {
                     continue;
                 }
                 let dir = TopicRegistry::partition_dir(&data_dir, topic, partition);
-                let opened = Partition::open(topic, partition, config, &dir)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
+                let opened = Partition::open(topic, partition, config, &dir).await?;
                 tracing::debug!(
                     shard = self.id,
                     topic,
@@ -250,61 +248,7 @@ impl Shard {
                 "partition deleted"
             );
         }
-        if !deleted_topics.is_empty() {
-            self.coordinator.forget_topics(&deleted_topics).await;
-        }
-        Ok(())
-    }
-
-    /// A new producer id (shard 0 only).
-    pub fn allocate_producer_id(&self) -> Result<i64, WireError> {
-        let mut ids = self.producer_ids.borrow_mut();
-        let Some(ids) = ids.as_mut() else {
-            return Err(WireError::new(
-                wire::protocol::ErrorCode::NotLeader,
-                "producer ids are handed out by shard 0",
-            ));
-        };
-        ids.allocate(&self.config.data_dir).map_err(|e| {
-            WireError::new(
-                wire::protocol::ErrorCode::StorageError,
-                format!("reserving producer ids: {e:#}"),
-            )
-        })
-    }
-
-    /// The message pump: handles every bus message addressed to this shard, until Shutdown.
-    pub async fn pump(self: Rc<Self>, inbox: flume::Receiver<ShardMessage>) {
-        while let Ok(message) = inbox.recv_async().await {
-            match message {
-                ShardMessage::Shutdown => {
-                    self.shutting_down.set(true);
-                    self.changed.notify_all();
-                    return;
-                }
-                ShardMessage::Endpoints {
-                    main_port,
-                    endpoints,
-                } => {
-                    self.main_port.set(main_port);
-                    *self.endpoints.borrow_mut() = endpoints;
-                    self.changed.notify_all();
-                }
-                ShardMessage::TopicsChanged { registry, reply } => {
-                    if let Err(error) = self.apply_registry(registry).await {
-                        tracing::error!(shard = self.id, %error, "applying topic changes failed");
-                    }
-                    let _ = reply.send(());
-                }
-                other => {
-                    let shard = self.clone();
-                    glommio::spawn_local(async move {
-                        crate::handler::handle_forwarded(&shard, other).await
-                    })
-                    .detach();
-                }
-            }
-        }
+        Ok(deleted_topics)
     }
 
     /// Runs retention on every owned partition every `retention_check`.
@@ -338,14 +282,16 @@ impl Shard {
         }
     }
 
-    /// Waits until requests in flight drain (bounded by `limit`), then closes every log.
-    pub async fn drain_and_close(&self, limit: Duration) {
-        self.coordinator.release_waiters();
+    /// Waits until the requests in flight are done, at most `limit`.
+    pub async fn wait_drained(&self, limit: Duration) {
         let deadline = std::time::Instant::now() + limit;
         while self.requests_in_flight.get() > 0 && std::time::Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
+            glommio::timer::sleep(DRAIN_POLL_PERIOD).await;
         }
-        self.coordinator.snapshot_all().await;
+    }
+
+    /// Closes every owned log (flushes the ones still referenced elsewhere).
+    pub async fn close_logs(&self) {
         let partitions = self.partitions.borrow_mut().drain();
         for partition in partitions {
             match Rc::try_unwrap(partition) {
@@ -364,28 +310,39 @@ impl Shard {
     }
 }
 
+/// How often a draining shard looks at its in-flight count: requests do not signal their end,
+/// and a drain happens once per process, so a 5 ms poll costs nothing and delays exit by 5 ms.
+const DRAIN_POLL_PERIOD: Duration = Duration::from_millis(5);
+
+/// The message pump: runs every work item sent to this shard, each as its own task, against
+/// the shard's context (what the layer above made of the shard). Ends when every sender is
+/// gone; the shard's executor ending stops it too.
+pub async fn pump<C: 'static>(context: Rc<C>, inbox: Inbox<C>) {
+    while let Ok(envelope) = inbox.recv_async().await {
+        let work = envelope.open();
+        glommio::spawn_local(work(context.clone())).detach();
+    }
+}
+
 /// Counts a request as in flight for its lifetime (drained at shutdown).
 pub struct InFlight {
-    shard: Rc<Shard>,
+    requests_in_flight: Rc<Cell<usize>>,
 }
 
 impl InFlight {
     /// Starts counting.
-    pub fn new(shard: &Rc<Shard>) -> InFlight {
-        shard
-            .requests_in_flight
-            .set(shard.requests_in_flight.get() + 1);
+    pub fn new(shard: &Shard) -> InFlight {
+        let count = shard.requests_in_flight.clone();
+        count.set(count.get() + 1);
         InFlight {
-            shard: shard.clone(),
+            requests_in_flight: count,
         }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let shard = &self.shard;
-        shard
-            .requests_in_flight
-            .set(shard.requests_in_flight.get().saturating_sub(1));
+        let count = &self.requests_in_flight;
+        count.set(count.get().saturating_sub(1));
     }
 }

@@ -16,6 +16,7 @@ mod chunk;
 mod dir;
 mod faults;
 mod file;
+pub mod metadata;
 mod signal;
 
 pub(crate) use buffer::{AlignedBuffer, WriteBuffer};

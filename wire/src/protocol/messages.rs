@@ -3,6 +3,7 @@
 
 use super::codec::{message, Records};
 use super::error_code::WireError;
+pub use crate::policy::{Acks, Durability};
 
 message! {
     /// First request on a connection: who the client is. The answer lists what the broker
@@ -75,61 +76,6 @@ message! {
 }
 
 message! {
-    /// How a topic's partitions are synced to disk (see `storage::Durability`).
-    pub struct DurabilitySetting {
-        /// 0 = never (rely on replicas), 1 = interval, 2 = always (fsync before ack).
-        pub kind: u8,
-        /// For `interval`: longest time unsynced, in ms.
-        pub interval_ms: u32,
-        /// For `interval`: most unsynced bytes.
-        pub interval_bytes: u64,
-    }
-}
-
-impl DurabilitySetting {
-    /// `kind` value of `never`.
-    pub const NEVER: u8 = 0;
-    /// `kind` value of `interval`.
-    pub const INTERVAL: u8 = 1;
-    /// `kind` value of `always`.
-    pub const ALWAYS: u8 = 2;
-
-    /// fsync before every acknowledgement (group commit).
-    pub fn always() -> Self {
-        DurabilitySetting {
-            kind: Self::ALWAYS,
-            ..Default::default()
-        }
-    }
-
-    /// No fsync but at segment rolls and shutdown.
-    pub fn never() -> Self {
-        DurabilitySetting {
-            kind: Self::NEVER,
-            ..Default::default()
-        }
-    }
-
-    /// fsync every `interval_ms` or `interval_bytes`, whichever first.
-    pub fn interval(interval_ms: u32, interval_bytes: u64) -> Self {
-        DurabilitySetting {
-            kind: Self::INTERVAL,
-            interval_ms,
-            interval_bytes,
-        }
-    }
-
-    /// `always`, `never` or `interval(<ms>ms)` for people.
-    pub fn describe(&self) -> String {
-        match self.kind {
-            Self::ALWAYS => "always".into(),
-            Self::NEVER => "never".into(),
-            _ => format!("interval({}ms,{}B)", self.interval_ms, self.interval_bytes),
-        }
-    }
-}
-
-message! {
     /// The settings of a topic.
     pub struct TopicConfig {
         /// Number of partitions.
@@ -145,7 +91,7 @@ message! {
         /// Largest batch accepted.
         pub max_batch_bytes: u32,
         /// fsync policy.
-        pub durability: DurabilitySetting,
+        pub durability: Durability,
     }
 }
 
@@ -215,7 +161,7 @@ message! {
         /// Largest batch.
         pub max_batch_bytes: Option<u32>,
         /// fsync policy.
-        pub durability: Option<DurabilitySetting>,
+        pub durability: Option<Durability>,
     }
 }
 
@@ -290,7 +236,7 @@ message! {
     pub struct ProduceRequest<'a> {
         /// 0: no answer; 1: answer once appended by the leader (and synced if the topic's
         /// durability is `always`); -1 (all): once every in-sync replica has it.
-        pub acks: i8,
+        pub acks: Acks,
         /// How long the broker may take before answering `RequestTimedOut`.
         pub timeout_ms: u32,
         /// Per-topic data.

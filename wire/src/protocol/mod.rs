@@ -255,7 +255,7 @@ mod tests {
         builder.push(1, Some(b"k"), b"value", &[], None);
         let batch = builder.build().unwrap();
         let request = ProduceRequest {
-            acks: -1,
+            acks: crate::Acks::All,
             timeout_ms: 500,
             topics: vec![ProduceTopic {
                 topic: "odd-name".into(),

@@ -1,19 +1,18 @@
-//! `sluice`: the broker (`sluice serve`) and the command line that talks to one.
+//! `sluice`: the one binary of the project, a thin layer over three libraries. `sluice serve`
+//! turns its flags into a [`broker::Config`] and runs [`broker::Node`] until SIGINT/SIGTERM;
+//! the client commands (`topic`, `produce`, `consume`, `group`) run the `client` library on a
+//! tokio runtime; `sluice bench` is the `bench` harness. The broker library knows nothing of
+//! this crate (nor of the client or the bench).
+//!
+//! ```text
+//!  sluice (bin) ──> broker (lib) ──> storage ──> wire
+//!       │                       └──────────────> wire
+//!       ├───────> client ──> wire
+//!       └───────> bench ──> client
+//! ```
 
 mod args;
-mod bus;
 mod cli;
-mod config;
-mod error_code;
-mod group;
-mod handler;
-mod net;
-mod partition;
-mod producer_state;
-mod router;
-mod runtime;
-mod shard;
-mod topics;
 
 use std::process::ExitCode;
 
@@ -83,10 +82,41 @@ fn serve(args: args::ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime::run(config) {
+    // Before anything can report readiness: a SIGTERM right after the readiness line must find
+    // the handler installed, not the default action.
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("error: installing signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shards = config.shards;
+    let node = match broker::Node::start(config) {
+        Ok(node) => node,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("sluice listening on {} ({shards} shards)", node.main_addr());
+    let trigger = node.trigger();
+    let signal_handle = signals.handle();
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            tracing::info!(signal, "stopping");
+            trigger.shutdown();
+        }
+    });
+    let result = node.wait();
+    signal_handle.close();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

@@ -227,7 +227,7 @@ fn bad_commits_are_refused() {
     builder.push(1, Some(b"k"), b"v", &[], None);
     let batch = builder.build().unwrap();
     let request = wire::protocol::ProduceRequest {
-        acks: 1,
+        acks: wire::Acks::Leader,
         timeout_ms: 1000,
         topics: vec![wire::protocol::ProduceTopic {
             topic: CONSUMER_OFFSETS_TOPIC.into(),

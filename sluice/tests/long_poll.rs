@@ -32,7 +32,7 @@ fn long_poll_is_woken_by_a_produce() {
         builder.push(1, None, b"wake up", &[], None);
         let batch = builder.build().unwrap();
         let request = ProduceRequest {
-            acks: 1,
+            acks: wire::Acks::Leader,
             timeout_ms: 5000,
             topics: vec![ProduceTopic {
                 topic: "lp".into(),

@@ -7,7 +7,7 @@ mod common;
 
 use common::{Broker, Conn};
 use wire::protocol::{
-    decode_response, ApiKey, DurabilitySetting, ErrorCode, FetchResponse, InitProducerIdRequest,
+    decode_response, ApiKey, Durability, ErrorCode, FetchResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse,
     ListOffsetsTopic, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
     ProduceTopic, Records, LATEST_TIMESTAMP,
@@ -24,7 +24,7 @@ fn batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> wire::
 
 fn produce_request(records: &[u8]) -> ProduceRequest<'_> {
     ProduceRequest {
-        acks: -1,
+        acks: wire::Acks::All,
         timeout_ms: 5000,
         topics: vec![ProduceTopic {
             topic: "idem".into(),
@@ -84,7 +84,7 @@ fn retries_after_a_lost_acknowledgement_write_nothing_twice() {
     let dir = common::data_dir();
     let mut broker = Broker::start_in(dir.path(), &[]);
     let mut admin = Conn::connect(broker.addr);
-    admin.create_topic("idem", 1, Some(DurabilitySetting::always()));
+    admin.create_topic("idem", 1, Some(Durability::Always));
     let ids: InitProducerIdResponse = admin
         .call(
             ApiKey::InitProducerId,

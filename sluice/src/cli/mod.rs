@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(args.partitions, 4);
         assert_eq!(args.broker.broker, "10.0.0.1:9000");
         let topic = args.to_new_topic().unwrap();
-        assert_eq!(topic.durability.unwrap().interval_ms, 20);
+        assert_eq!(topic.durability, Some(wire::Durability::interval(20)));
 
         assert!(parse(&["topic", "list"]).is_ok());
         assert!(parse(&["topic", "delete", "x"]).is_ok());

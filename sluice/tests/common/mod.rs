@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use wire::protocol::{
     decode_response, encode_request, ApiKey, CreateTopic, CreateTopicsRequest,
-    CreateTopicsResponse, Decode, DurabilitySetting, Encode, FetchPartition, FetchRequest,
-    FetchTopic, WireError,
+    CreateTopicsResponse, Decode, Durability, Encode, FetchPartition, FetchRequest, FetchTopic,
+    WireError,
 };
 use wire::AlignedVec;
 
@@ -169,12 +169,7 @@ impl Conn {
     }
 
     /// Creates a topic and asserts success.
-    pub fn create_topic(
-        &mut self,
-        name: &str,
-        partitions: u32,
-        durability: Option<DurabilitySetting>,
-    ) {
+    pub fn create_topic(&mut self, name: &str, partitions: u32, durability: Option<Durability>) {
         let request = CreateTopicsRequest {
             topics: vec![CreateTopic {
                 name: name.into(),

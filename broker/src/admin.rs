@@ -1,6 +1,7 @@
-//! Topic creation and deletion, run on shard 0 (the controller of this node): validate, update
-//! and persist the registry, then have every shard open or drop its partitions before answering.
-//! The Raft controller will take this role when the cluster lands; the flow stays the same.
+//! Topic creation and deletion, a service of shard 0 (the controller of this node): validate,
+//! update and persist the registry, then have every shard open or drop its partitions (a work
+//! item on each shard's bus) before answering. The Raft controller will take this role when the
+//! cluster lands; the flow stays the same.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -10,14 +11,14 @@ use wire::protocol::{
     WireError,
 };
 
-use super::Shard;
-use crate::bus::{reply_channel, ShardMessage};
+use crate::services::ShardServices;
+use crate::shard::bus::reply_channel;
 use crate::topics::{is_internal_topic, validate_topic_name, TopicRegistry};
 
 /// Most partitions per topic: bounds the files and memory one request can create.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
 
-impl Shard {
+impl ShardServices {
     /// Creates topics (shard 0 only).
     pub async fn create_topics(self: &Rc<Self>, request: CreateTopicsRequest) -> Vec<TopicResult> {
         let Ok(_permit) = self.admin_lock.acquire_permit(1).await else {
@@ -93,15 +94,18 @@ impl Shard {
             for result in results.iter_mut().filter(|r| r.error.is_ok()) {
                 result.error = WireError::new(
                     ErrorCode::StorageError,
-                    format!("saving topics failed: {error:#}"),
+                    format!("saving topics failed: {error}"),
                 );
             }
         }
     }
 
     /// Persists `registry`, then has every shard (this one included) apply it.
-    async fn publish(self: &Rc<Self>, registry: TopicRegistry) -> anyhow::Result<()> {
-        registry.save(&self.config.data_dir)?;
+    async fn publish(self: &Rc<Self>, registry: TopicRegistry) -> Result<(), String> {
+        registry
+            .save(&self.config.data_dir)
+            .await
+            .map_err(|e| e.to_string())?;
         let registry = Arc::new(registry);
         let mut acks = Vec::new();
         for shard in 0..self.shards() {
@@ -109,20 +113,25 @@ impl Shard {
                 continue;
             }
             let (reply, ack) = reply_channel();
+            let registry = registry.clone();
             self.bus
-                .send(
-                    shard,
-                    ShardMessage::TopicsChanged {
-                        registry: registry.clone(),
-                        reply,
-                    },
-                )
-                .await?;
+                .run_on(shard, 0, move |services| async move {
+                    if let Err(error) = services.apply_registry(registry).await {
+                        tracing::error!(shard = services.id, %error, "applying topic changes failed");
+                    }
+                    let _ = reply.send(());
+                })
+                .await
+                .map_err(|e| e.to_string())?;
             acks.push(ack);
         }
-        self.apply_registry(registry).await?;
+        self.apply_registry(registry)
+            .await
+            .map_err(|e| e.to_string())?;
         for ack in acks {
-            ack.recv_async().await?;
+            ack.recv_async()
+                .await
+                .map_err(|_| "a shard stopped while applying topic changes".to_string())?;
         }
         Ok(())
     }
@@ -170,17 +179,8 @@ impl Shard {
             retention_bytes: topic.retention_bytes.unwrap_or(-1),
             segment_bytes: topic.segment_bytes.unwrap_or(defaults.segment_bytes),
             max_batch_bytes: topic.max_batch_bytes.unwrap_or(defaults.max_batch_bytes),
-            durability: topic
-                .durability
-                .clone()
-                .unwrap_or_else(|| defaults.durability.clone()),
+            durability: topic.durability.unwrap_or(defaults.durability),
         };
-        if config.durability.kind > wire::protocol::DurabilitySetting::ALWAYS {
-            return Err(invalid(format!(
-                "unknown durability kind {}",
-                config.durability.kind
-            )));
-        }
         crate::config::log_config(&config)
             .validate()
             .map_err(|e| invalid(e.to_string()))?;

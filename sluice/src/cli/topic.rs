@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
-use client::{Admin, DurabilitySetting, NewTopic, TopicDescription};
+use clap::{Args, Subcommand};
+use client::{Admin, Durability, NewTopic, TopicDescription};
 
 use super::BrokerArg;
 
@@ -31,17 +31,6 @@ pub struct TopicNameArgs {
     pub broker: BrokerArg,
 }
 
-/// fsync policy names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DurabilityKind {
-    /// fsync before every acknowledgement.
-    Always,
-    /// fsync every `--durability-interval-ms`.
-    Interval,
-    /// Never fsync (rely on replicas).
-    Never,
-}
-
 /// `sluice topic create`.
 #[derive(Debug, Args)]
 pub struct TopicCreateArgs {
@@ -59,9 +48,9 @@ pub struct TopicCreateArgs {
     /// Keep at most this many bytes per partition; -1 for no limit. Default: the broker's.
     #[arg(long, allow_negative_numbers = true)]
     pub retention_bytes: Option<i64>,
-    /// fsync policy. Default: the broker's.
-    #[arg(long, value_enum)]
-    pub durability: Option<DurabilityKind>,
+    /// fsync policy: always, interval or never. Default: the broker's.
+    #[arg(long)]
+    pub durability: Option<Durability>,
     /// Longest time unsynced with `interval` durability (implies it). Default 10 ms.
     #[arg(long)]
     pub durability_interval_ms: Option<u32>,
@@ -69,11 +58,6 @@ pub struct TopicCreateArgs {
     #[allow(missing_docs)]
     pub broker: BrokerArg,
 }
-
-/// Byte limit of `interval` durability, as the broker's own default.
-const INTERVAL_BYTES: u64 = 4 << 20;
-/// Interval of `interval` durability when none is given, as the broker's own default.
-const INTERVAL_MS_DEFAULT: u32 = 10;
 
 impl TopicCreateArgs {
     /// The checked topic settings.
@@ -86,18 +70,17 @@ impl TopicCreateArgs {
         }
         let durability = match (self.durability, self.durability_interval_ms) {
             (None, None) => None,
-            (Some(DurabilityKind::Interval) | None, ms) => {
-                let ms = ms.unwrap_or(INTERVAL_MS_DEFAULT);
+            (Some(Durability::Interval { .. }) | None, ms) => {
+                let ms = ms.unwrap_or(Durability::INTERVAL_MS_DEFAULT);
                 if ms == 0 {
                     bail!("--durability-interval-ms must be at least 1");
                 }
-                Some(DurabilitySetting::interval(ms, INTERVAL_BYTES))
+                Some(Durability::interval(ms))
             }
             (Some(_), Some(_)) => {
                 bail!("--durability-interval-ms only applies to --durability interval")
             }
-            (Some(DurabilityKind::Always), None) => Some(DurabilitySetting::always()),
-            (Some(DurabilityKind::Never), None) => Some(DurabilitySetting::never()),
+            (Some(other), None) => Some(other),
         };
         Ok(NewTopic {
             retention_ms: self.retention_ms,
@@ -179,7 +162,7 @@ fn render_description(description: &TopicDescription) -> String {
     );
     let _ = writeln!(out, "segment bytes:      {}", config.segment_bytes);
     let _ = writeln!(out, "max batch bytes:    {}", config.max_batch_bytes);
-    let _ = writeln!(out, "durability:         {}", config.durability.describe());
+    let _ = writeln!(out, "durability:         {}", config.durability);
     let _ = writeln!(
         out,
         "{:<10} {:<8} {:<6} {:<12} {:<12}",
@@ -205,7 +188,7 @@ mod tests {
     use super::*;
     use client::{PartitionDescription, TopicConfig, TopicMetadata};
 
-    fn create(durability: Option<DurabilityKind>, ms: Option<u32>) -> TopicCreateArgs {
+    fn create(durability: Option<Durability>, ms: Option<u32>) -> TopicCreateArgs {
         TopicCreateArgs {
             name: "t".into(),
             partitions: 2,
@@ -224,19 +207,16 @@ mod tests {
     #[test]
     fn durability_flags() {
         assert_eq!(create(None, None).to_new_topic().unwrap().durability, None);
-        let always = create(Some(DurabilityKind::Always), None)
+        let always = create(Some(Durability::Always), None)
             .to_new_topic()
             .unwrap();
-        assert_eq!(always.durability, Some(DurabilitySetting::always()));
+        assert_eq!(always.durability, Some(Durability::Always));
         let implied = create(None, Some(50)).to_new_topic().unwrap();
-        assert_eq!(
-            implied.durability,
-            Some(DurabilitySetting::interval(50, INTERVAL_BYTES))
-        );
-        assert!(create(Some(DurabilityKind::Never), Some(5))
+        assert_eq!(implied.durability, Some(Durability::interval(50)));
+        assert!(create(Some(Durability::Never), Some(5))
             .to_new_topic()
             .is_err());
-        assert!(create(Some(DurabilityKind::Interval), Some(0))
+        assert!(create(Some(Durability::interval(10)), Some(0))
             .to_new_topic()
             .is_err());
         let mut zero = create(None, None);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Broker, Conn};
 use wire::protocol::{
-    decode_response, ApiKey, DurabilitySetting, FetchResponse, MetadataRequest, MetadataResponse,
+    decode_response, ApiKey, Durability, FetchResponse, MetadataRequest, MetadataResponse,
     ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
 };
 use wire::{BatchBuilder, BatchIter, BatchView};
@@ -24,7 +24,7 @@ fn produce(conn: &mut Conn, topic: &str, partition: u32, values: &[String]) -> O
     }
     let batch = builder.build().unwrap();
     let request = ProduceRequest {
-        acks: -1,
+        acks: wire::Acks::All,
         timeout_ms: 10_000,
         topics: vec![ProduceTopic {
             topic: topic.into(),
@@ -119,7 +119,7 @@ fn kill_9_loses_no_acknowledged_message() {
     let dir = common::data_dir();
     let mut broker = Broker::start_in(dir.path(), &[]);
     let mut conn = Conn::connect(broker.addr);
-    conn.create_topic("durable", 2, Some(DurabilitySetting::always()));
+    conn.create_topic("durable", 2, Some(Durability::Always));
     let acknowledged: Arc<Mutex<Vec<Vec<String>>>> =
         Arc::new(Mutex::new(vec![Vec::new(), Vec::new()]));
     let stop = Arc::new(AtomicBool::new(false));

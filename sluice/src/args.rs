@@ -1,6 +1,6 @@
 //! Command-line arguments of `sluice serve` (clap), their environment variables and the optional
-//! config file. [`ServeArgs::into_config`] turns them into a validated [`Config`]; nothing else in
-//! the broker sees clap.
+//! config file. [`ServeArgs::into_config`] turns them into a validated [`broker::Config`]; the
+//! broker library never sees clap.
 //!
 //! Precedence, highest first: command-line flag, environment variable, config file, default.
 
@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::config::{Config, TopicDefaults};
+use broker::{Config, GroupLimits, TopicDefaults};
+use wire::Durability;
 
 /// `sluice serve`: run a broker node.
 #[derive(Debug, Clone, Args)]
@@ -20,8 +21,8 @@ pub struct ServeArgs {
     /// Where partition logs and metadata live. Must be on a real disk (O_DIRECT), not tmpfs.
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Main listener (every shard accepts here, SO_REUSEPORT). Port 0 picks a free port; the
-    /// chosen address is printed on stdout as `sluice listening on HOST:PORT`.
+    /// Main listener (bound once by this process, every shard accepts on it). Port 0 picks a
+    /// free port; the chosen address is printed on stdout as `sluice listening on HOST:PORT`.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
     pub listen: SocketAddr,
     /// Number of shards (one glommio executor pinned per core). 0 = one per available core.
@@ -56,7 +57,7 @@ pub struct ServeArgs {
     pub default_retention_ms: i64,
     /// Default durability of new topics: always, interval or never.
     #[arg(long, env = "SLUICE_DEFAULT_DURABILITY", default_value = "interval")]
-    pub default_durability: String,
+    pub default_durability: Durability,
     /// Sync interval (ms) of `interval` durability.
     #[arg(long, env = "SLUICE_DURABILITY_INTERVAL_MS", default_value_t = 10)]
     pub durability_interval_ms: u32,
@@ -110,6 +111,15 @@ pub struct ServeArgs {
         default_value_t = 300
     )]
     pub group_initial_rebalance_delay_ms: u64,
+    /// Payload bytes one shard's inbox holds at once; senders wait beyond it (back-pressure).
+    /// Default 64 MiB: one maximum-size frame forwarded whole.
+    #[arg(long, env = "SLUICE_SHARD_INBOX_BYTES", default_value_t = broker::shard::bus::SHARD_INBOX_BYTES_DEFAULT)]
+    pub shard_inbox_bytes: u32,
+    /// How long to retry binding a listen address that is still in use (ms): a broker
+    /// restarted right after kill -9 waits out the dead process's listeners, then gives up
+    /// with "address in use".
+    #[arg(long, env = "SLUICE_BIND_RETRY_MS", default_value_t = 5_000)]
+    pub bind_retry_ms: u64,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when unset.
     #[arg(long, env = "SLUICE_LOG")]
     pub log: Option<String>,
@@ -163,8 +173,10 @@ impl ServeArgs {
                 wire::protocol::FRAME_SIZE_MAX
             );
         }
-        let durability =
-            crate::config::parse_durability(&self.default_durability, self.durability_interval_ms)?;
+        let durability = match self.default_durability {
+            Durability::Interval { .. } => Durability::interval(self.durability_interval_ms),
+            other => other,
+        };
         if self.default_partitions == 0 {
             bail!("--default-partitions must be at least 1");
         }
@@ -201,7 +213,7 @@ impl ServeArgs {
             offsets_partitions: self.offsets_partitions,
             offsets_segment_bytes: self.offsets_segment_bytes.max(64 * 1024),
             offsets_snapshot_records: self.offsets_snapshot_records.max(1),
-            group_limits: crate::group::state::GroupLimits {
+            group_limits: GroupLimits {
                 min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
                 max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
                 initial_rebalance_delay: Duration::from_millis(
@@ -209,6 +221,8 @@ impl ServeArgs {
                 ),
                 max_members: self.group_max_size.max(1),
             },
+            shard_inbox_bytes: self.shard_inbox_bytes.max(1),
+            bind_retry: Duration::from_millis(self.bind_retry_ms),
             topic_defaults: TopicDefaults {
                 partitions: self.default_partitions,
                 retention_ms: self.default_retention_ms,

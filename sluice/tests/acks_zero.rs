@@ -91,7 +91,7 @@ fn no_response_frame_for_acks_zero() {
     conn.send(
         ApiKey::Produce,
         &ProduceRequest {
-            acks: 0,
+            acks: wire::Acks::None,
             timeout_ms: 5000,
             topics: vec![ProduceTopic {
                 topic: "silent".into(),

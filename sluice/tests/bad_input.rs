@@ -29,7 +29,7 @@ fn produce(
     records: &[u8],
 ) -> wire::protocol::ProducePartitionResponse {
     let request = ProduceRequest {
-        acks: 1,
+        acks: wire::Acks::Leader,
         timeout_ms: 5000,
         topics: vec![ProduceTopic {
             topic: topic.into(),

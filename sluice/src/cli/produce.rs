@@ -22,7 +22,7 @@ pub struct ProduceArgs {
     #[arg(long)]
     pub key_separator: Option<String>,
     /// Acknowledgement: 0 (none), 1 (leader) or all.
-    #[arg(long, default_value = "1", value_parser = parse_acks)]
+    #[arg(long, default_value = "1")]
     pub acks: Acks,
     /// Send every message to this partition (default: by key, else spread).
     #[arg(long)]
@@ -30,15 +30,6 @@ pub struct ProduceArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub broker: BrokerArg,
-}
-
-fn parse_acks(text: &str) -> Result<Acks, String> {
-    match text {
-        "0" => Ok(Acks::None),
-        "1" => Ok(Acks::Leader),
-        "all" | "-1" => Ok(Acks::All),
-        other => Err(format!("{other:?} is not one of 0, 1, all")),
-    }
 }
 
 /// Most acknowledgements awaited at once before reading more input; the producer's own buffer
@@ -151,8 +142,8 @@ mod tests {
         assert_eq!(keyless.key, None);
         assert_eq!(keyless.value, b"no separator");
         assert_eq!(record_for(&args(None), "a:b").value, b"a:b");
-        assert!(matches!(parse_acks("all"), Ok(Acks::All)));
-        assert!(matches!(parse_acks("0"), Ok(Acks::None)));
-        assert!(parse_acks("2").is_err());
+        assert!(matches!("all".parse::<Acks>(), Ok(Acks::All)));
+        assert!(matches!("0".parse::<Acks>(), Ok(Acks::None)));
+        assert!("2".parse::<Acks>().is_err());
     }
 }

@@ -29,7 +29,7 @@ fn large_fetch_to_a_slow_reader_arrives_whole() {
         }
         let batch = builder.build().unwrap();
         let request = ProduceRequest {
-            acks: 1,
+            acks: wire::Acks::Leader,
             timeout_ms: 5000,
             topics: vec![ProduceTopic {
                 topic: "big".into(),

@@ -1,0 +1,575 @@
+//! A node: the top of the broker's layers. [`Node::start`] locks the data directory, binds the
+//! listeners, starts one glommio executor per shard (pinned to a core), waits until every shard
+//! has opened its partitions and services, then starts listening and hands every shard the
+//! endpoint list; it returns a [`NodeHandle`] once the node serves. [`NodeHandle::shutdown`]
+//! has every shard stop accepting, drain and close its logs; [`NodeHandle::wait`] joins them.
+//!
+//! Process safety: the data directory belongs to one process (an exclusive `flock` on
+//! `<data-dir>/.lock`, which holds the owner's pid), and so does every listen address: each is
+//! bound once, here, without SO_REUSEPORT, and every shard accepts on a duplicate of that one
+//! socket. After a kill -9 the dead process's listeners can outlive it for a moment (io_uring
+//! tears down asynchronously), so a bind that finds its address in use is retried until
+//! [`Config::bind_retry`] is over. `listen()` is called only once every shard is ready, so the
+//! first client that connects is served.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use wire::protocol::{ShardEndpoint, CONSUMER_OFFSETS_TOPIC};
+
+use crate::config::Config;
+use crate::services::{ServiceBus, ShardServices};
+use crate::shard::bus::{Bus, Inbox};
+use crate::shard::Shard;
+use crate::topics::{RegistryError, TopicRegistry};
+
+/// Longest wait for requests in flight at shutdown before the logs are closed anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections the kernel queues per listener before a shard accepts them: 1024 covers a burst
+/// of every client of a bench run reconnecting at once, at ~1 KiB of kernel memory each.
+const LISTEN_BACKLOG: i32 = 1024;
+/// Pause between two bind attempts while an address is still held (by a process that just
+/// died): short next to the default 5 s deadline, long enough not to spin.
+const BIND_RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Name of the lock file in the data directory.
+const LOCK_FILE: &str = ".lock";
+
+/// Why a node could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory cannot be created or used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// Another process holds the data directory.
+    #[error("data directory {} is in use by pid {pid}", path.display())]
+    DataDirInUse {
+        /// The directory.
+        path: PathBuf,
+        /// The holder's pid, as written in its lock file (0 if unreadable).
+        pid: u32,
+    },
+    /// Another process holds a listen address.
+    #[error("address in use: {addr} (another broker listens there)")]
+    AddressInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// A listener could not be set up.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The storage engine failed (direct I/O check, opening a log).
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// The topic registry cannot be read or written.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A shard's services (producer ids, committed offsets) cannot open.
+    #[error(transparent)]
+    Services(#[from] crate::services::ServicesError),
+    /// A shard's executor could not be started.
+    #[error("starting shard {shard}: {message}")]
+    Spawn {
+        /// The shard.
+        shard: usize,
+        /// glommio's reason.
+        message: String,
+    },
+    /// A shard failed.
+    #[error("shard {shard}: {source}")]
+    Shard {
+        /// The shard.
+        shard: usize,
+        /// Its error.
+        source: Box<NodeError>,
+    },
+    /// A shard stopped (or its thread died) without saying why.
+    #[error("shard {shard} stopped unexpectedly{detail}")]
+    ShardStopped {
+        /// The shard.
+        shard: usize,
+        /// What is known (a panic message), with a leading ": ".
+        detail: String,
+    },
+}
+
+/// Entry point of the library: starts nodes.
+pub struct Node;
+
+impl Node {
+    /// Starts a node and returns once it serves: every shard has opened its partitions and
+    /// services, and the listeners accept.
+    pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let lock = DataDirLock::acquire(&config.data_dir)?;
+        storage::check_direct_io(&config.data_dir)?;
+        let mut config = config;
+        let registry = load_registry(&mut config)?;
+        tracing::info!(?config, topics = registry.topics.len(), "starting");
+        let deadline = Instant::now() + config.bind_retry;
+        let main_socket = bind(config.listen, deadline)?;
+        let main_addr = local_addr(&main_socket, config.listen)?;
+        let mut shard_sockets = Vec::with_capacity(config.shards);
+        for shard in 0..config.shards {
+            let port = if config.shard_port_base == 0 {
+                0
+            } else {
+                config.shard_port_base.saturating_add(shard as u16)
+            };
+            let addr = SocketAddr::new(config.listen.ip(), port);
+            shard_sockets.push(bind(addr, deadline)?);
+        }
+        let config = Arc::new(config);
+        let (bus, inboxes) = Bus::new(config.shards, config.shard_inbox_bytes);
+        let mut node = NodeHandle {
+            main_addr,
+            endpoints: Arc::new(Vec::new()),
+            bus: bus.clone(),
+            executors: Vec::new(),
+            _lock: lock,
+        };
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, NodeError>>();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for (id, inbox) in inboxes.into_iter().enumerate() {
+            let sockets = (
+                duplicate(&main_socket, main_addr)?,
+                duplicate(&shard_sockets[id], main_addr)?,
+            );
+            let start = ShardStart {
+                id,
+                config: config.clone(),
+                bus: bus.clone(),
+                inbox,
+                registry: registry.clone(),
+                sockets,
+            };
+            let ready = ready_tx.clone();
+            let spawned = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+                .name(&format!("sluice-shard-{id}"))
+                .spawn(move || async move {
+                    match open_shard(start).await {
+                        Ok(opened) => {
+                            if ready.send(Ok(id)).is_err() {
+                                return Ok(());
+                            }
+                            drop(ready);
+                            serve_shard(opened).await
+                        }
+                        Err(error) => {
+                            // Reported through the start-up channel; the node stops.
+                            let _ = ready.send(Err(NodeError::Shard {
+                                shard: id,
+                                source: Box::new(error),
+                            }));
+                            Ok(())
+                        }
+                    }
+                });
+            match spawned {
+                Ok(executor) => node.executors.push(executor),
+                Err(error) => {
+                    return Err(node.abort(NodeError::Spawn {
+                        shard: id,
+                        message: error.to_string(),
+                    }))
+                }
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..config.shards {
+            match ready_rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(node.abort(error)),
+                Err(_) => {
+                    return Err(node.abort(NodeError::ShardStopped {
+                        shard: 0,
+                        detail: String::from(": during start-up"),
+                    }))
+                }
+            }
+        }
+        // Every shard is ready: from here on a client that connects is served.
+        listen(&main_socket, main_addr)?;
+        let mut endpoints = Vec::with_capacity(config.shards);
+        for (shard, socket) in shard_sockets.iter().enumerate() {
+            let addr = local_addr(socket, config.listen)?;
+            listen(socket, addr)?;
+            endpoints.push(ShardEndpoint {
+                shard: shard as u16,
+                host: config.advertised_host.clone(),
+                port: config
+                    .advertised_shard_port_base
+                    .map_or(addr.port(), |base| base.saturating_add(shard as u16)),
+            });
+        }
+        node.endpoints = Arc::new(endpoints);
+        for shard in 0..config.shards {
+            let endpoints = node.endpoints.clone();
+            let main_port = main_addr.port();
+            let sent = bus.run_on_blocking(shard, 0, move |services| async move {
+                services.set_endpoints(main_port, endpoints);
+            });
+            if sent.is_err() {
+                return Err(node.abort(NodeError::ShardStopped {
+                    shard,
+                    detail: String::from(": during start-up"),
+                }));
+            }
+        }
+        // The shards hold duplicates of the listening sockets; these originals can go.
+        drop(main_socket);
+        drop(shard_sockets);
+        tracing::info!(%main_addr, shards = config.shards, "ready");
+        Ok(node)
+    }
+}
+
+/// A running node.
+pub struct NodeHandle {
+    main_addr: SocketAddr,
+    endpoints: Arc<Vec<ShardEndpoint>>,
+    bus: ServiceBus,
+    executors: Vec<ExecutorJoinHandle<Result<(), NodeError>>>,
+    _lock: DataDirLock,
+}
+
+/// Begins a node's graceful stop from anywhere (a signal-handling thread); cheap to clone.
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    bus: ServiceBus,
+}
+
+impl ShutdownTrigger {
+    /// Has every shard stop accepting, drain and close its logs. Idempotent.
+    pub fn shutdown(&self) {
+        for shard in 0..self.bus.shards() {
+            let _ =
+                self.bus.run_on_blocking(
+                    shard,
+                    0,
+                    |services| async move { services.begin_shutdown() },
+                );
+        }
+    }
+}
+
+impl NodeHandle {
+    /// The main listener's address (the port chosen, when the configuration said 0).
+    pub fn main_addr(&self) -> SocketAddr {
+        self.main_addr
+    }
+
+    /// Every shard's advertised endpoint.
+    pub fn endpoints(&self) -> &[ShardEndpoint] {
+        &self.endpoints
+    }
+
+    /// Begins a graceful stop (see [`ShutdownTrigger::shutdown`]); [`NodeHandle::wait`] then
+    /// returns once every shard is done.
+    pub fn shutdown(&self) {
+        self.trigger().shutdown();
+    }
+
+    /// A handle that can begin the stop from another thread while this one waits.
+    pub fn trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger {
+            bus: self.bus.clone(),
+        }
+    }
+
+    /// Waits until every shard has stopped; the first shard error, if any.
+    pub fn wait(self) -> Result<(), NodeError> {
+        let result = join(self.executors);
+        tracing::info!("stopped");
+        result
+    }
+
+    /// Stops the shards started so far and returns `error` (a failed start).
+    fn abort(self, error: NodeError) -> NodeError {
+        self.shutdown();
+        let _ = join(self.executors);
+        error
+    }
+}
+
+fn join(executors: Vec<ExecutorJoinHandle<Result<(), NodeError>>>) -> Result<(), NodeError> {
+    let mut first_error = None;
+    for (shard, executor) in executors.into_iter().enumerate() {
+        let result = match executor.join() {
+            Ok(result) => result.map_err(|error| NodeError::Shard {
+                shard,
+                source: Box::new(error),
+            }),
+            Err(error) => Err(NodeError::ShardStopped {
+                shard,
+                detail: format!(": {error:?}"),
+            }),
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "shard failed");
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Loads the topic registry, creating `__consumer_offsets` on first start (or adopting the
+/// partition count it was created with).
+fn load_registry(config: &mut Config) -> Result<TopicRegistry, NodeError> {
+    let mut registry = TopicRegistry::load(&config.data_dir)?;
+    match registry.topics.get(CONSUMER_OFFSETS_TOPIC) {
+        Some(existing) => config.offsets_partitions = existing.partitions,
+        None => {
+            registry.topics.insert(
+                CONSUMER_OFFSETS_TOPIC.to_owned(),
+                crate::group::offsets_topic_config(
+                    config.offsets_partitions,
+                    config.offsets_segment_bytes,
+                ),
+            );
+            registry.save_blocking(&config.data_dir)?;
+        }
+    }
+    Ok(registry)
+}
+
+/// What a shard's executor starts with.
+struct ShardStart {
+    id: usize,
+    config: Arc<Config>,
+    bus: ServiceBus,
+    inbox: Inbox<ShardServices>,
+    registry: TopicRegistry,
+    /// Duplicates of the (bound, not yet listening) main and shard sockets.
+    sockets: (Socket, Socket),
+}
+
+/// A shard with its partitions and services open, its pump running, not yet accepting.
+struct OpenedShard {
+    services: std::rc::Rc<ShardServices>,
+    main_listener: TcpListener,
+    shard_listener: TcpListener,
+}
+
+/// Opens one shard: its partitions, its services, its listeners (not yet listening), its pump.
+async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
+    let ShardStart {
+        id,
+        config,
+        bus,
+        inbox,
+        registry,
+        sockets: (main_socket, shard_socket),
+    } = start;
+    let shards = bus.shards();
+    let shard = Shard::open(id, shards, config, registry).await?;
+    let services = ShardServices::open(shard, bus).await?;
+    // SAFETY: each descriptor is a fresh duplicate (`try_clone`) of a bound TCP socket that
+    // nothing else owns; the glommio listener takes ownership and closes it. The accept loops
+    // only run once the node has called listen() on the shared socket (`set_endpoints`).
+    let main_listener = unsafe { TcpListener::from_raw_fd(main_socket.into_raw_fd()) };
+    // SAFETY: as above.
+    let shard_listener = unsafe { TcpListener::from_raw_fd(shard_socket.into_raw_fd()) };
+    glommio::spawn_local(crate::shard::pump(services.clone(), inbox)).detach();
+    Ok(OpenedShard {
+        services,
+        main_listener,
+        shard_listener,
+    })
+}
+
+/// The life of one open shard: accept once the node listens, until shutdown; then drain.
+async fn serve_shard(opened: OpenedShard) -> Result<(), NodeError> {
+    let OpenedShard {
+        services,
+        main_listener,
+        shard_listener,
+    } = opened;
+    let waiting = services.clone();
+    services
+        .changed
+        .wait_until(|| waiting.main_port.get() != 0 || waiting.shutting_down.get())
+        .await;
+    if !services.shutting_down.get() {
+        let main_accept = glommio::spawn_local(crate::net::listener::accept_loop(
+            services.clone(),
+            main_listener,
+            "main",
+        ));
+        let shard_accept = glommio::spawn_local(crate::net::listener::accept_loop(
+            services.clone(),
+            shard_listener,
+            "shard",
+        ));
+        glommio::spawn_local(services.shard.clone().retention_loop()).detach();
+        glommio::spawn_local(
+            services
+                .coordinator
+                .clone()
+                .reap_loop(services.shard.clone()),
+        )
+        .detach();
+        let waiting = services.clone();
+        services
+            .changed
+            .wait_until(|| waiting.shutting_down.get())
+            .await;
+        main_accept.await;
+        shard_accept.await;
+    }
+    services.drain_and_close(DRAIN_TIMEOUT).await;
+    tracing::debug!(shard = services.id, "shard stopped");
+    Ok(())
+}
+
+/// Binds `addr` without SO_REUSEPORT (the address belongs to this process alone), retrying
+/// while it is in use until `deadline`; does not listen yet.
+fn bind(addr: SocketAddr, deadline: Instant) -> Result<Socket, NodeError> {
+    let bind_error = |source| NodeError::Bind { addr, source };
+    loop {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(bind_error)?;
+        // SO_REUSEADDR only lets us bind over connections in TIME_WAIT, never over a listener.
+        socket.set_reuse_address(true).map_err(bind_error)?;
+        // Non-blocking for good: glommio's accept toggles the flag around a first try, and the
+        // shards share this file description.
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        match socket.bind(&SockAddr::from(addr)) {
+            Ok(()) => return Ok(socket),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                if Instant::now() >= deadline {
+                    return Err(NodeError::AddressInUse { addr });
+                }
+                tracing::debug!(%addr, "address in use; retrying");
+                std::thread::sleep(BIND_RETRY_PAUSE);
+            }
+            Err(error) => return Err(bind_error(error)),
+        }
+    }
+}
+
+fn listen(socket: &Socket, addr: SocketAddr) -> Result<(), NodeError> {
+    socket
+        .listen(LISTEN_BACKLOG)
+        .map_err(|source| NodeError::Bind { addr, source })
+}
+
+fn duplicate(socket: &Socket, addr: SocketAddr) -> Result<Socket, NodeError> {
+    socket
+        .try_clone()
+        .map_err(|source| NodeError::Bind { addr, source })
+}
+
+fn local_addr(socket: &Socket, configured: SocketAddr) -> Result<SocketAddr, NodeError> {
+    socket
+        .local_addr()
+        .and_then(|addr| {
+            addr.as_socket()
+                .ok_or_else(|| std::io::Error::other("not an IP socket"))
+        })
+        .map_err(|source| NodeError::Bind {
+            addr: configured,
+            source,
+        })
+}
+
+/// The exclusive lock on a data directory, held for the node's life (the kernel releases it
+/// when the process dies, however it dies).
+struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    fn acquire(dir: &Path) -> Result<DataDirLock, NodeError> {
+        let path = dir.join(LOCK_FILE);
+        let io_error = |source| NodeError::DataDir {
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_error)?;
+        // SAFETY: `file` is an open descriptor for the whole call; flock has no memory effects.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if locked != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(io_error(error));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(NodeError::DataDirInUse {
+                path: dir.to_path_buf(),
+                pid: text.trim().parse().unwrap_or(0),
+            });
+        }
+        file.set_len(0).map_err(io_error)?;
+        file.rewind().map_err(io_error)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_error)?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A second lock on the same directory fails and names the holder's pid; dropping the
+    /// first releases it.
+    #[test]
+    fn data_dir_lock_is_exclusive() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let held = DataDirLock::acquire(dir.path()).unwrap();
+        match DataDirLock::acquire(dir.path()) {
+            Err(NodeError::DataDirInUse { pid, .. }) => assert_eq!(pid, std::process::id()),
+            other => panic!("expected DataDirInUse, got {:?}", other.err()),
+        }
+        drop(held);
+        DataDirLock::acquire(dir.path()).unwrap();
+    }
+
+    /// An address bound by one socket (without SO_REUSEPORT) cannot be bound again: the
+    /// second bind gives up at its deadline with AddressInUse.
+    #[test]
+    fn address_belongs_to_one_socket() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), Instant::now()).unwrap();
+        let addr = local_addr(&first, "127.0.0.1:0".parse().unwrap()).unwrap();
+        listen(&first, addr).unwrap();
+        let started = Instant::now();
+        match bind(addr, Instant::now() + Duration::from_millis(100)) {
+            Err(NodeError::AddressInUse { addr: refused }) => assert_eq!(refused, addr),
+            other => panic!("expected AddressInUse, got {:?}", other.err()),
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "it retried until the deadline"
+        );
+    }
+}
