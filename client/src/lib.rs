@@ -137,6 +137,8 @@
 mod accumulator;
 pub mod admin;
 pub mod assignor;
+#[doc(hidden)]
+pub mod bench_support;
 mod cluster;
 pub mod connection;
 pub mod consumer;

@@ -1,0 +1,79 @@
+//! Entry points for the client's micro-benchmarks (`client/benches/`), which cannot reach the
+//! crate-private accumulator otherwise. Not part of the public API: hidden from the docs and
+//! free to change with the benchmarks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use wire::limits::BATCH_SIZE_MAX;
+
+use crate::accumulator::{record_size_upper_bound, Accumulator, AccumulatorConfig, RecordData};
+
+/// The producer's per-record and per-batch work without a broker: size check, timestamp,
+/// completion handle, append into the partition's batch, cut, drain, complete.
+#[derive(Debug)]
+pub struct AccumulatorBench {
+    accumulator: Accumulator,
+    topic: Arc<str>,
+    next_seq: u64,
+}
+
+impl AccumulatorBench {
+    /// A one-partition accumulator cutting batches at `batch_size_bytes`.
+    pub fn new(batch_size_bytes: usize) -> Self {
+        AccumulatorBench {
+            accumulator: Accumulator::new(AccumulatorConfig {
+                batch_size_bytes,
+                linger: Duration::from_secs(3600),
+                max_in_flight: 1,
+            }),
+            topic: Arc::from("bench"),
+            next_seq: 0,
+        }
+    }
+
+    /// Appends `values` (with `key`) as records of one batch, cuts, drains and completes it the
+    /// way the sender task does after an acknowledgement. Returns the built batch's length.
+    pub fn produce_batch(&mut self, key: Option<&[u8]>, values: &[&[u8]]) -> usize {
+        let now = Instant::now();
+        let mut receivers = Vec::with_capacity(values.len());
+        for value in values {
+            let reserved_bytes = record_size_upper_bound(key, value, &[], &[]);
+            let (reply, receiver) = oneshot::channel();
+            receivers.push(receiver);
+            let record = RecordData {
+                timestamp_ms: crate::producer::now_ms(),
+                key,
+                value,
+                headers: &[],
+                tags: &[],
+            };
+            self.accumulator.append(
+                &self.topic,
+                0,
+                record,
+                reply,
+                reserved_bytes,
+                self.next_seq,
+                BATCH_SIZE_MAX,
+                now,
+            );
+            self.next_seq += 1;
+        }
+        self.accumulator.flushing = true;
+        let mut built_bytes = 0;
+        for batch in self.accumulator.drain(now) {
+            built_bytes += batch.bytes.len();
+            self.accumulator.returned(&self.topic, 0);
+            self.accumulator.finished(&batch);
+            batch.complete(Some(0));
+        }
+        self.accumulator.flushing = false;
+        for mut receiver in receivers {
+            let _ = receiver.try_recv();
+        }
+        built_bytes
+    }
+}
