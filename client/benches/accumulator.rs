@@ -1,6 +1,7 @@
 //! Producer hot-path micro-benchmark: CPU per record of building batches through the
-//! producer's accumulator (size check, timestamp, completion, append into the batch, cut,
-//! drain, complete), without a broker or a socket.
+//! producer's accumulator, without a broker or a socket, on its two paths: `send` (size check,
+//! timestamp, one completion per record, append into the batch, cut, drain, complete) and
+//! `send_batch` (encode in the caller, queue, drain, one completion, buffer recycled).
 //!
 //! ```text
 //! cargo bench -p sluice-client --bench accumulator     # 1000 x 1 KiB records per batch
@@ -40,24 +41,30 @@ fn main() {
     let values: Vec<&[u8]> = values_storage.iter().map(Vec::as_slice).collect();
     let key = b"key-0001";
     let mut bench = AccumulatorBench::new(BATCH_SIZE_BYTES);
-    let mut built_bytes = 0;
-    for _ in 0..warmup {
-        built_bytes = bench.produce_batch(Some(key), &values);
+    let paths: [(&str, fn(&mut AccumulatorBench, Option<&[u8]>, &[&[u8]]) -> usize); 2] = [
+        ("send", AccumulatorBench::send_records),
+        ("send_batch", AccumulatorBench::send_batch),
+    ];
+    for (name, produce) in paths {
+        let mut built_bytes = 0;
+        for _ in 0..warmup {
+            built_bytes = produce(&mut bench, Some(key), &values);
+        }
+        assert!(
+            built_bytes >= records * value_bytes,
+            "{name}: a batch of {records} records of {value_bytes} B came out as {built_bytes} B"
+        );
+        let started = Instant::now();
+        for _ in 0..measured {
+            black_box(produce(&mut bench, Some(key), black_box(&values)));
+        }
+        let elapsed = started.elapsed();
+        let total_records = (records * measured) as f64;
+        let ns_per_record = elapsed.as_nanos() as f64 / total_records;
+        let value_mb_per_s = total_records * value_bytes as f64 / elapsed.as_secs_f64() / 1e6;
+        println!(
+            "{name}: {records} x {value_bytes} B records per batch, {measured} batches: \
+             {ns_per_record:.1} ns/record, {value_mb_per_s:.0} MB/s of values"
+        );
     }
-    assert!(
-        built_bytes >= records * value_bytes,
-        "a batch of {records} records of {value_bytes} B came out as {built_bytes} B"
-    );
-    let started = Instant::now();
-    for _ in 0..measured {
-        black_box(bench.produce_batch(Some(key), black_box(&values)));
-    }
-    let elapsed = started.elapsed();
-    let total_records = (records * measured) as f64;
-    let ns_per_record = elapsed.as_nanos() as f64 / total_records;
-    let value_mb_per_s = total_records * value_bytes as f64 / elapsed.as_secs_f64() / 1e6;
-    println!(
-        "accumulator: {records} x {value_bytes} B records per batch, {measured} batches: \
-         {ns_per_record:.1} ns/record, {value_mb_per_s:.0} MB/s of values"
-    );
 }

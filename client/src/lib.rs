@@ -137,6 +137,7 @@
 mod accumulator;
 pub mod admin;
 pub mod assignor;
+pub mod batch_send;
 #[doc(hidden)]
 pub mod bench_support;
 mod cluster;
@@ -158,6 +159,7 @@ pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, Offset};
 pub use error::ClientError;
 pub use group::{Delivery, GroupConfig, GroupMetadata, RebalanceEvent};
+pub use batch_send::{BatchDelivery, BatchMetadata, BatchRecord};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

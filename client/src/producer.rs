@@ -45,6 +45,7 @@ use crate::accumulator::{
     empty_batch_size, record_size_upper_bound, Accumulator, AccumulatorConfig, ProducerBatch,
     RecordData, Reply,
 };
+use crate::batch_send::{BatchDelivery, BatchMetadata, BatchPool, BatchRecord, BatchReply};
 use crate::cluster::{Cluster, ClusterMetadata, TopicRoute};
 use crate::connection::{decode_body, ConnectionConfig};
 use crate::error::ClientError;
@@ -180,7 +181,8 @@ pub struct ProducerRecord {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Tags the broker may filter on without reading values.
     pub tags: Vec<String>,
-    /// Milliseconds since the epoch; `None`: the time of `send`.
+    /// Milliseconds since the epoch; `None`: the time the producer's sender task takes the
+    /// record (one clock read per round of records, microseconds after `send`).
     pub timestamp_ms: Option<i64>,
 }
 
@@ -259,12 +261,26 @@ enum Command {
         reserved_bytes: usize,
         reply: Reply,
     },
+    /// A batch built by `send_batch`.
+    Batch(BuiltBatch),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
 
+/// A batch built by the caller of `send_batch`, on its way to the sender task.
+struct BuiltBatch {
+    topic: String,
+    partition: u32,
+    bytes: wire::AlignedVec<16>,
+    record_count: u32,
+    reserved_bytes: usize,
+    reply: BatchReply,
+}
+
 /// State shared by every clone of a producer.
 struct Shared {
+    /// Builders and buffers of `send_batch` batches.
+    pool: Arc<BatchPool>,
     commands: mpsc::UnboundedSender<Command>,
     /// One permit per buffered byte; `send` waits for permits, the sender task gives them back
     /// when records complete.
@@ -324,10 +340,12 @@ impl Producer {
         let buffer = Arc::new(Semaphore::new(config.max_buffered_bytes));
         let max_record_bytes = config.max_buffered_bytes.min(BATCH_SIZE_MAX);
         debug!(?config, "producer starting");
-        let task = SenderTask::new(config, cluster, receiver, buffer.clone());
+        let pool = Arc::new(BatchPool::default());
+        let task = SenderTask::new(config, cluster, receiver, buffer.clone(), pool.clone());
         runtime.spawn(task.run());
         Ok(Producer {
             shared: Arc::new(Shared {
+                pool,
                 commands,
                 buffer,
                 waiting: AtomicUsize::new(0),
@@ -380,7 +398,7 @@ impl Producer {
     #[allow(clippy::type_complexity)]
     fn try_enqueue(
         &self,
-        mut record: ProducerRecord,
+        record: ProducerRecord,
     ) -> Result<Result<DeliveryFuture, (ProducerRecord, usize, WaitingGuard)>, ClientError> {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
@@ -399,9 +417,6 @@ impl Producer {
                 max_bytes: shared.max_record_bytes,
             });
         }
-        if record.timestamp_ms.is_none() {
-            record.timestamp_ms = Some(now_ms());
-        }
         if shared.waiting.load(Ordering::Acquire) == 0 {
             // Bounded by max_record_bytes <= u32::MAX, so the cast is exact.
             if let Ok(permit) = shared.buffer.try_acquire_many(size_bytes as u32) {
@@ -411,6 +426,71 @@ impl Producer {
         }
         shared.waiting.fetch_add(1, Ordering::AcqRel);
         Ok(Err((record, size_bytes, WaitingGuard(shared.clone()))))
+    }
+
+    /// Sends `records` to `topic`/`partition` as one record batch and waits for its
+    /// acknowledgement: [`Producer::enqueue_batch`], then the delivery.
+    pub fn send_batch<'a>(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: impl IntoIterator<Item = BatchRecord<'a>>,
+    ) -> impl Future<Output = Result<BatchMetadata, ClientError>> + Send + 'static {
+        let enqueued = self.enqueue_batch(topic, partition, records);
+        async move { enqueued.await?.await }
+    }
+
+    /// Encodes `records` into one record batch for `topic`/`partition` now, in the calling
+    /// task (each key and value is copied once, from the caller's bytes into the batch; one
+    /// clock read stamps the records without a timestamp), then returns a future that
+    /// enqueues the batch, waiting for buffer room like [`Producer::enqueue`], and gives the
+    /// [`BatchDelivery`] of its acknowledgement. The records borrow nothing once this returns.
+    ///
+    /// The batch is sent as it is (not merged with other records), after the records `send`
+    /// enqueued before it for the same partition. Its records get consecutive offsets
+    /// ([`BatchMetadata::offset`]). Errors: [`ClientError::Batch`] for no records or more
+    /// than the wire allows, [`ClientError::RecordTooLarge`] for a batch larger than
+    /// `max_buffered_bytes`, the wire's or the topic's batch limit,
+    /// [`ClientError::UnknownPartition`] / [`ClientError::UnknownTopic`].
+    pub fn enqueue_batch<'a>(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: impl IntoIterator<Item = BatchRecord<'a>>,
+    ) -> impl Future<Output = Result<BatchDelivery, ClientError>> + Send + 'static {
+        let shared = self.shared.clone();
+        let built = if shared.closed.load(Ordering::Acquire) {
+            Err(ClientError::Closed)
+        } else {
+            shared.pool.build(records, now_ms())
+        };
+        let topic = topic.to_owned();
+        async move {
+            let (bytes, record_count) = built?;
+            let reserved_bytes = bytes.len();
+            if reserved_bytes > shared.max_record_bytes {
+                shared.pool.give_back(bytes);
+                return Err(ClientError::RecordTooLarge {
+                    size_bytes: reserved_bytes,
+                    max_bytes: shared.max_record_bytes,
+                });
+            }
+            reserve(&shared, reserved_bytes).await?;
+            let (reply, receiver) = oneshot::channel();
+            let command = Command::Batch(BuiltBatch {
+                topic,
+                partition,
+                bytes,
+                record_count,
+                reserved_bytes,
+                reply,
+            });
+            if shared.commands.send(command).is_err() {
+                shared.buffer.add_permits(reserved_bytes);
+                return Err(ClientError::Closed);
+            }
+            Ok(BatchDelivery { receiver })
+        }
     }
 
     /// Waits until every record enqueued before this call is acknowledged or has failed (the
@@ -458,6 +538,32 @@ fn push(
     Ok(DeliveryFuture { receiver })
 }
 
+/// Reserves `size_bytes` of the producer buffer, waiting in line behind earlier waiting calls
+/// when it is full.
+async fn reserve(shared: &Arc<Shared>, size_bytes: usize) -> Result<(), ClientError> {
+    // Bounded by max_record_bytes <= u32::MAX, so the cast is exact.
+    if shared.waiting.load(Ordering::Acquire) == 0 {
+        if let Ok(permit) = shared.buffer.try_acquire_many(size_bytes as u32) {
+            permit.forget();
+            return Ok(());
+        }
+    }
+    shared.waiting.fetch_add(1, Ordering::AcqRel);
+    let guard = WaitingGuard(shared.clone());
+    let permit = shared
+        .buffer
+        .acquire_many(size_bytes as u32)
+        .await
+        .map_err(|_| ClientError::Closed)?;
+    permit.forget();
+    drop(guard);
+    if shared.closed.load(Ordering::Acquire) {
+        shared.buffer.add_permits(size_bytes);
+        return Err(ClientError::Closed);
+    }
+    Ok(())
+}
+
 async fn enqueue_waiting(
     shared: &Arc<Shared>,
     record: ProducerRecord,
@@ -503,12 +609,45 @@ enum ProducerIdState {
     Failed(ClientError),
 }
 
-/// A record waiting for its topic's metadata.
+/// What waits for its topic's metadata.
+enum ParkedItem {
+    /// A record of `send`.
+    Record {
+        record: ProducerRecord,
+        reply: Reply,
+    },
+    /// A batch of `send_batch`.
+    Batch(BuiltBatch),
+}
+
+/// A record or batch waiting for its topic's metadata.
 struct Parked {
-    record: ProducerRecord,
+    item: ParkedItem,
     reserved_bytes: usize,
-    reply: Reply,
     seq: u64,
+}
+
+impl Parked {
+    fn topic(&self) -> &str {
+        match &self.item {
+            ParkedItem::Record { record, .. } => &record.topic,
+            ParkedItem::Batch(batch) => &batch.topic,
+        }
+    }
+
+    /// Fails it with `error`; returns the batch buffer to give back, if any.
+    fn fail(self, error: ClientError) -> Option<wire::AlignedVec<16>> {
+        match self.item {
+            ParkedItem::Record { reply, .. } => {
+                let _ = reply.send(Err(error));
+                None
+            }
+            ParkedItem::Batch(batch) => {
+                let _ = batch.reply.send(Err(error));
+                Some(batch.bytes)
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -542,7 +681,14 @@ struct SenderTask {
     accumulator: Accumulator,
     partitioner: Partitioner,
     buffer: Arc<Semaphore>,
+    /// Where completed `send_batch` buffers go back.
+    pool: Arc<BatchPool>,
     parked: HashMap<String, ParkedTopic>,
+    /// The route of the topic of the previous record, valid for the current round of
+    /// commands: a run of records to one topic looks its route up once.
+    round_route: Option<Arc<TopicRoute>>,
+    /// Wall-clock time read once per round of commands, for records without a timestamp.
+    round_now_ms: i64,
     metadata: MetadataState,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     close_waiters: Vec<oneshot::Sender<()>>,
@@ -561,6 +707,7 @@ impl SenderTask {
         cluster: Arc<Cluster>,
         commands: mpsc::UnboundedReceiver<Command>,
         buffer: Arc<Semaphore>,
+        pool: Arc<BatchPool>,
     ) -> Self {
         let (events_sender, events) = mpsc::unbounded_channel();
         let config_idempotent = config.enable_idempotence;
@@ -578,7 +725,10 @@ impl SenderTask {
             accumulator,
             partitioner: Partitioner::default(),
             buffer,
+            pool,
             parked: HashMap::new(),
+            round_route: None,
+            round_now_ms: 0,
             metadata: MetadataState::default(),
             flush_waiters: Vec::new(),
             close_waiters: Vec::new(),
@@ -611,6 +761,8 @@ impl SenderTask {
                 Some(event) = self.events.recv() => self.on_event(event),
                 command = self.commands.recv(), if self.input_open => match command {
                     Some(command) => {
+                        self.round_route = None;
+                        self.round_now_ms = now_ms();
                         self.on_command(command);
                         for _ in 1..COMMANDS_PER_ROUND_MAX {
                             match self.commands.try_recv() {
@@ -664,34 +816,18 @@ impl SenderTask {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Record {
-                record,
+                mut record,
                 reserved_bytes,
                 reply,
             } => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let parked = Parked {
-                    record,
-                    reserved_bytes,
-                    reply,
-                    seq,
-                };
-                // Records behind parked ones of the same topic park too, to keep their order.
-                if let Some(topic) = self.parked.get_mut(&parked.record.topic) {
-                    topic.records.push_back(parked);
-                    return;
+                if record.timestamp_ms.is_none() {
+                    record.timestamp_ms = Some(self.round_now_ms);
                 }
-                match self.cluster.cached_route(&parked.record.topic) {
-                    Some(route) => self.place(parked, &route, Instant::now()),
-                    None => {
-                        self.metadata.wanted = true;
-                        self.parked
-                            .entry(parked.record.topic.clone())
-                            .or_default()
-                            .records
-                            .push_back(parked);
-                    }
-                }
+                self.admit(ParkedItem::Record { record, reply }, reserved_bytes);
+            }
+            Command::Batch(batch) => {
+                let reserved_bytes = batch.reserved_bytes;
+                self.admit(ParkedItem::Batch(batch), reserved_bytes);
             }
             Command::Flush(done) => {
                 self.flush_waiters.push((self.next_seq, done));
@@ -705,14 +841,62 @@ impl SenderTask {
         }
     }
 
-    /// Picks the partition of a record whose topic is known and appends it.
+    /// Numbers a record or batch and places it, or parks it until its topic is known.
+    fn admit(&mut self, item: ParkedItem, reserved_bytes: usize) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let parked = Parked {
+            item,
+            reserved_bytes,
+            seq,
+        };
+        // Records behind parked ones of the same topic park too, to keep their order.
+        if !self.parked.is_empty() {
+            if let Some(topic) = self.parked.get_mut(parked.topic()) {
+                topic.records.push_back(parked);
+                return;
+            }
+        }
+        let route = match self.round_route.take() {
+            Some(route) if *route.name == *parked.topic() => Some(route),
+            _ => self.cluster.cached_route(parked.topic()),
+        };
+        match route {
+            Some(route) => {
+                self.place(parked, &route, Instant::now());
+                self.round_route = Some(route);
+            }
+            None => {
+                self.metadata.wanted = true;
+                self.parked
+                    .entry(parked.topic().to_owned())
+                    .or_default()
+                    .records
+                    .push_back(parked);
+            }
+        }
+    }
+
+    /// Gives a finished batch's buffer back to where it was built.
+    fn recycle(&mut self, topic: &Arc<str>, partition: u32, prebuilt: bool, bytes: wire::AlignedVec<16>) {
+        if prebuilt {
+            self.pool.give_back(bytes);
+        } else {
+            self.accumulator.recycle(topic, partition, bytes);
+        }
+    }
+
+    /// Appends a record (picking its partition) or queues a batch, once its topic is known.
     fn place(&mut self, parked: Parked, route: &TopicRoute, now: Instant) {
         let Parked {
-            record,
+            item,
             reserved_bytes,
-            reply,
             seq,
         } = parked;
+        let (record, reply) = match item {
+            ParkedItem::Record { record, reply } => (record, reply),
+            ParkedItem::Batch(batch) => return self.place_batch(batch, seq, route),
+        };
         let partitions = route.partition_count();
         let fail = |this: &mut Self, reply: Reply, error: ClientError| {
             let _ = reply.send(Err(error));
@@ -737,10 +921,7 @@ impl SenderTask {
             (None, Some(key)) => partition_for_key(key, partitions),
             (None, None) => self.partitioner.keyless(&route.name, partitions),
         };
-        let topic_limit = match route.config.max_batch_bytes {
-            0 => BATCH_SIZE_MAX,
-            limit => (limit as usize).min(BATCH_SIZE_MAX),
-        };
+        let topic_limit = topic_batch_limit(route);
         if reserved_bytes > topic_limit {
             let error = ClientError::RecordTooLarge {
                 size_bytes: reserved_bytes,
@@ -771,6 +952,45 @@ impl SenderTask {
         }
     }
 
+    /// Queues a `send_batch` batch whose topic is known, or fails it.
+    fn place_batch(&mut self, batch: BuiltBatch, seq: u64, route: &TopicRoute) {
+        let partitions = route.partition_count();
+        let topic_limit = topic_batch_limit(route);
+        let error = if partitions == 0 {
+            Some(ClientError::UnknownTopic {
+                topic: batch.topic.clone(),
+            })
+        } else if batch.partition >= partitions {
+            Some(ClientError::UnknownPartition {
+                topic: batch.topic.clone(),
+                partition: batch.partition,
+                partitions,
+            })
+        } else if batch.bytes.len() > topic_limit {
+            Some(ClientError::RecordTooLarge {
+                size_bytes: batch.bytes.len(),
+                max_bytes: topic_limit,
+            })
+        } else {
+            None
+        };
+        if let Some(error) = error {
+            let _ = batch.reply.send(Err(error));
+            self.release(batch.reserved_bytes);
+            self.pool.give_back(batch.bytes);
+            return;
+        }
+        self.accumulator.append_built(
+            &route.name,
+            batch.partition,
+            batch.bytes,
+            batch.reply,
+            batch.record_count,
+            batch.reserved_bytes,
+            seq,
+        );
+    }
+
     fn maybe_refresh_metadata(&mut self, now: Instant) {
         let state = &mut self.metadata;
         if !state.wanted || state.in_flight || state.not_before.is_some_and(|at| at > now) {
@@ -799,7 +1019,10 @@ impl SenderTask {
                         Ok(base_offset) => {
                             self.accumulator.finished(&batch);
                             self.release(batch.reserved_bytes);
-                            batch.complete(base_offset);
+                            let (topic, partition) = (batch.topic.clone(), batch.partition);
+                            let prebuilt = batch.prebuilt();
+                            let bytes = batch.complete(base_offset);
+                            self.recycle(&topic, partition, prebuilt, bytes);
                         }
                         Err(error) => self.on_batch_error(batch, error, now),
                     }
@@ -888,8 +1111,10 @@ impl SenderTask {
             };
             if let Some(topic) = self.parked.remove(&name) {
                 for parked in topic.records {
-                    let _ = parked.reply.send(Err(error.clone()));
                     self.release(parked.reserved_bytes);
+                    if let Some(bytes) = parked.fail(error.clone()) {
+                        self.pool.give_back(bytes);
+                    }
                 }
             }
         }
@@ -916,7 +1141,7 @@ impl SenderTask {
         warn!(
             topic = %batch.topic,
             partition = batch.partition,
-            records = batch.replies.len(),
+            records = batch.record_count(),
             attempts = batch.attempts,
             %error,
             "batch failed"
@@ -928,7 +1153,10 @@ impl SenderTask {
     fn fail_batch(&mut self, batch: ProducerBatch, error: &ClientError) {
         self.accumulator.finished(&batch);
         self.release(batch.reserved_bytes);
-        batch.fail(error);
+        let (topic, partition) = (batch.topic.clone(), batch.partition);
+        let prebuilt = batch.prebuilt();
+        let bytes = batch.fail(error);
+        self.recycle(&topic, partition, prebuilt, bytes);
     }
 
     /// Asks for a producer id once (idempotent producer), retrying retriable failures.
@@ -1095,6 +1323,14 @@ impl SenderTask {
                 self.flush_waiters.push((target, done));
             }
         }
+    }
+}
+
+/// The largest batch `route`'s topic accepts.
+fn topic_batch_limit(route: &TopicRoute) -> usize {
+    match route.config.max_batch_bytes {
+        0 => BATCH_SIZE_MAX,
+        limit => (limit as usize).min(BATCH_SIZE_MAX),
     }
 }
 

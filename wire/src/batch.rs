@@ -937,6 +937,41 @@ impl BatchBuilder {
         self.estimated_size = self.estimated_size.saturating_add(high);
         self.min_timestamp_ms = self.min_timestamp_ms.min(timestamp_ms);
         self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
+        if headers.len() == 0 && tags.is_none() {
+            // Common case without rkyv's serializer machinery: the same bytes rkyv writes
+            // for two byte vectors (copied as they are, alignment 1) and an empty header
+            // vector (padding to its alignment, then nothing).
+            let key = key.map(|key| {
+                let position = self.buffer.len();
+                self.buffer.extend_from_slice(key);
+                WrittenSlice {
+                    position,
+                    len: key.len(),
+                }
+            });
+            let position = self.buffer.len();
+            self.buffer.extend_from_slice(value);
+            let value = WrittenSlice {
+                position,
+                len: value.len(),
+            };
+            let headers_position = self
+                .buffer
+                .len()
+                .next_multiple_of(core::mem::align_of::<ArchivedRecordHeader>());
+            self.buffer.resize(headers_position, 0);
+            self.records.push(PendingRecord {
+                timestamp_ms,
+                key,
+                value,
+                headers: WrittenSlice {
+                    position: headers_position,
+                    len: 0,
+                },
+                tags: None,
+            });
+            return self;
+        }
         let before = self.buffer.len();
         let written = with_arena(|arena| {
             let mut serializer = Serializer::new(
@@ -1043,15 +1078,21 @@ impl BatchBuilder {
 
     /// Gives back the buffer of a batch returned by
     /// [`BatchBuilder::finish`] that is no longer needed, so a later batch
-    /// reuses its allocation. The builder keeps at most one spare (the
-    /// larger).
+    /// reuses its allocation: at once if no record was pushed yet and it is
+    /// larger than the current buffer, else after the next `finish`. The
+    /// builder keeps at most one spare (the larger).
     pub fn recycle(&mut self, mut buffer: AlignedVec<16>) {
+        buffer.clear();
+        if self.records.is_empty() && self.buffer.capacity() < buffer.capacity() {
+            buffer.extend_from_slice(&[0u8; BATCH_HEADER_SIZE]);
+            buffer = core::mem::replace(&mut self.buffer, buffer);
+            buffer.clear();
+        }
         if self
             .spare
             .as_ref()
             .is_none_or(|spare| spare.capacity() < buffer.capacity())
         {
-            buffer.clear();
             self.spare = Some(buffer);
         }
     }
