@@ -6,9 +6,10 @@
 //!
 //! ```text
 //!  Producer::send ──(buffer permits: back-pressure)──▶ command channel ──▶ sender task
-//!                                                                           │ partition, append
-//!   record futures ◀── RecordMetadata / error ◀── produce tasks ◀── drain ◀─┘ (accumulator)
-//!                                                 (one per endpoint)   retries with backoff
+//!  Producer::send_batch (encoded in the caller, crate::batch_send) ──┘      │ partition, append
+//!   record futures ◀── RecordMetadata / error ◀── produce requests ◀── drain ◀─┘ (accumulator)
+//!   batch futures  ◀── BatchMetadata / error      (one per endpoint and round, polled by the
+//!                                                  sender task itself)  retries with backoff
 //! ```
 //!
 //! Delivery: `acks = 0` resolves records once their batch is written to the socket (no offset);
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -588,6 +590,9 @@ async fn enqueue_waiting(
 /// Outcome of one batch of a produce request: its base offset (`None` with acks = 0).
 type BatchOutcome = Result<Option<u64>, ClientError>;
 
+/// A produce request in flight: resolves to each of its batches with its outcome.
+type ProduceFuture = Pin<Box<dyn Future<Output = Vec<(ProducerBatch, BatchOutcome)>> + Send>>;
+
 /// What produce and metadata tasks report back to the sender task.
 enum Event {
     Produced(Vec<(ProducerBatch, BatchOutcome)>),
@@ -692,6 +697,8 @@ struct SenderTask {
     metadata: MetadataState,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     close_waiters: Vec<oneshot::Sender<()>>,
+    /// Produce requests in flight, polled by this task.
+    requests: FuturesUnordered<ProduceFuture>,
     /// Per endpoint, fires once the latest produce request dispatched to it is written.
     last_written: HashMap<Arc<str>, oneshot::Receiver<()>>,
     next_seq: u64,
@@ -732,6 +739,7 @@ impl SenderTask {
             metadata: MetadataState::default(),
             flush_waiters: Vec::new(),
             close_waiters: Vec::new(),
+            requests: FuturesUnordered::new(),
             last_written: HashMap::new(),
             next_seq: 0,
             input_open: true,
@@ -758,6 +766,9 @@ impl SenderTask {
             let deadline = self.next_deadline();
             tokio::select! {
                 biased;
+                Some(results) = self.requests.next(), if !self.requests.is_empty() => {
+                    self.on_event(Event::Produced(results));
+                }
                 Some(event) = self.events.recv() => self.on_event(event),
                 command = self.commands.recv(), if self.input_open => match command {
                     Some(command) => {
@@ -1275,28 +1286,28 @@ impl SenderTask {
         }
         for (endpoint, batches) in groups {
             let cluster = self.cluster.clone();
-            let events = self.events_sender.clone();
             let acks = self.config.acks;
             let timeout = self.config.request_timeout;
-            // Each request runs in its own task, but the requests to one endpoint are written
-            // in dispatch order: each waits until the previous one is on the socket (or has
-            // failed), so the broker appends a partition's batches in the order they were cut.
+            // Each request is its own future, polled by this task (no task spawned, no channel
+            // hop: the connection's reader wakes this task directly), but the requests to one
+            // endpoint are written in dispatch order: each waits until the previous one is on
+            // the socket (or has failed), so the broker appends a partition's batches in the
+            // order they were cut.
             let (written, written_signal) = oneshot::channel();
             let previous = self.last_written.insert(endpoint.clone(), written_signal);
-            tokio::spawn(async move {
+            self.requests.push(Box::pin(async move {
                 if let Some(previous) = previous {
                     let _ = previous.await;
                 }
                 let outcomes = produce(&cluster, &endpoint, acks, timeout, &batches, written).await;
-                let results = match outcomes {
+                match outcomes {
                     Ok(outcomes) => batches.into_iter().zip(outcomes).collect(),
                     Err(error) => batches
                         .into_iter()
                         .map(|batch| (batch, Err(error.clone())))
                         .collect(),
-                };
-                let _ = events.send(Event::Produced(results));
-            });
+                }
+            }));
         }
     }
 
