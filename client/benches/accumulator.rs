@@ -28,10 +28,18 @@ const MEASURED_BATCHES: usize = 1000;
 /// Batches run before measuring, so buffers are allocated and caches warm.
 const WARMUP_BATCHES: usize = 50;
 
+/// One producer path of the bench: builds a batch of the values, returns its length.
+type ProducePath = fn(&mut AccumulatorBench, Option<&[u8]>, &[&[u8]]) -> usize;
+
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     let (records, value_bytes, warmup, measured) = if full {
-        (RECORDS_PER_BATCH, VALUE_BYTES, WARMUP_BATCHES, MEASURED_BATCHES)
+        (
+            RECORDS_PER_BATCH,
+            VALUE_BYTES,
+            WARMUP_BATCHES,
+            MEASURED_BATCHES,
+        )
     } else {
         (10, 100, 1, 3)
     };
@@ -41,7 +49,7 @@ fn main() {
     let values: Vec<&[u8]> = values_storage.iter().map(Vec::as_slice).collect();
     let key = b"key-0001";
     let mut bench = AccumulatorBench::new(BATCH_SIZE_BYTES);
-    let paths: [(&str, fn(&mut AccumulatorBench, Option<&[u8]>, &[&[u8]]) -> usize); 2] = [
+    let paths: [(&str, ProducePath); 2] = [
         ("send", AccumulatorBench::send_records),
         ("send_batch", AccumulatorBench::send_batch),
     ];

@@ -294,10 +294,7 @@ impl Accumulator {
             }
         }
         let next = self.queues.len();
-        let index = *self
-            .index
-            .entry((topic.clone(), partition))
-            .or_insert(next);
+        let index = *self.index.entry((topic.clone(), partition)).or_insert(next);
         if index == next {
             self.queues.push(PartitionQueue::default());
         }

@@ -271,9 +271,12 @@ mod tests {
         Ok(())
     }
 
+    /// Byte ranges `(start, end)` of a record's key (if any) and value in a shared buffer.
+    type Spans = (Option<(usize, usize)>, (usize, usize));
+
     /// The `send_batch` records borrowed from one shared allocation (what `&bytes[..]` of a
     /// `bytes::Bytes` gives): every key and value is a slice of `arena`.
-    fn slices_of_one_buffer(records: &[Owned]) -> (Vec<u8>, Vec<(Option<(usize, usize)>, (usize, usize))>) {
+    fn slices_of_one_buffer(records: &[Owned]) -> (Vec<u8>, Vec<Spans>) {
         let mut arena = Vec::new();
         let mut spans = Vec::new();
         for record in records {

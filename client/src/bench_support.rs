@@ -48,8 +48,7 @@ impl AccumulatorBench {
             value,
             ..BatchRecord::default()
         });
-        let Ok((bytes, record_count)) = self.pool.build(records, crate::producer::now_ms())
-        else {
+        let Ok((bytes, record_count)) = self.pool.build(records, crate::producer::now_ms()) else {
             return 0;
         };
         let (reply, mut receiver) = oneshot::channel();

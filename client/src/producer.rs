@@ -889,7 +889,13 @@ impl SenderTask {
     }
 
     /// Gives a finished batch's buffer back to where it was built.
-    fn recycle(&mut self, topic: &Arc<str>, partition: u32, prebuilt: bool, bytes: wire::AlignedVec<16>) {
+    fn recycle(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        prebuilt: bool,
+        bytes: wire::AlignedVec<16>,
+    ) {
         if prebuilt {
             self.pool.give_back(bytes);
         } else {

@@ -123,7 +123,11 @@ async fn batches_and_records_land_in_order_and_read_back_identical() {
                     .with_header("h", vec![i as u8; i])
                     .with_tag("single")
                     .with_timestamp_ms(timestamp_ms);
-                singles.push((partition, sent.len(), producer.enqueue(record).await.unwrap()));
+                singles.push((
+                    partition,
+                    sent.len(),
+                    producer.enqueue(record).await.unwrap(),
+                ));
                 sent.push(Expected {
                     key: Some(format!("k{i}").into_bytes()),
                     value,
@@ -207,7 +211,11 @@ async fn batches_and_records_land_in_order_and_read_back_identical() {
         let records = consumer.poll(Duration::from_secs(1)).await.unwrap();
         for record in &records {
             let next = next_offset.entry(record.partition).or_insert(0);
-            assert_eq!(record.offset, *next, "partition {} skipped or reordered", record.partition);
+            assert_eq!(
+                record.offset, *next,
+                "partition {} skipped or reordered",
+                record.partition
+            );
             *next += 1;
             let want = &expected[record.partition as usize][record.offset as usize];
             let got = Expected {
@@ -221,11 +229,19 @@ async fn batches_and_records_land_in_order_and_read_back_identical() {
                 tags: record.tags.iter().map(str::to_owned).collect(),
                 timestamp_ms: record.timestamp_ms,
             };
-            assert_eq!(&got, want, "partition {} offset {}", record.partition, record.offset);
+            assert_eq!(
+                &got, want,
+                "partition {} offset {}",
+                record.partition, record.offset
+            );
             received += 1;
         }
     }
     assert_eq!(received, total);
     let extra = consumer.poll(Duration::from_millis(300)).await.unwrap();
-    assert!(extra.is_empty(), "{} records after the last one", extra.len());
+    assert!(
+        extra.is_empty(),
+        "{} records after the last one",
+        extra.len()
+    );
 }
