@@ -1,7 +1,8 @@
 //! Producer hot-path micro-benchmark: CPU per record of building batches through the
 //! producer's accumulator, without a broker or a socket, on its two paths: `send` (size check,
 //! timestamp, one completion per record, append into the batch, cut, drain, complete) and
-//! `send_batch` (encode in the caller, queue, drain, one completion, buffer recycled).
+//! `send_batch` (encode in the caller, queue, drain, one completion, buffer recycled); and the
+//! consumer's side: validating a fetched frame's batches and handing its records out as views.
 //!
 //! ```text
 //! cargo bench -p sluice-client --bench accumulator     # 1000 x 1 KiB records per batch
@@ -14,7 +15,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use client::bench_support::AccumulatorBench;
+use client::bench_support::{AccumulatorBench, ConsumeBench};
 
 /// Records per batch in the full run (issue 11's "batch 1000").
 const RECORDS_PER_BATCH: usize = 1000;
@@ -75,4 +76,23 @@ fn main() {
              {ns_per_record:.1} ns/record, {value_mb_per_s:.0} MB/s of values"
         );
     }
+
+    // The consumer's side: the same batches, validated and handed out as views.
+    let batches_per_frame = if full { 4 } else { 1 };
+    let mut consume = ConsumeBench::new(batches_per_frame, records, value_bytes);
+    let per_frame = batches_per_frame * records;
+    for _ in 0..warmup {
+        assert_eq!(consume.consume(), per_frame, "consume: records lost");
+    }
+    let started = Instant::now();
+    for _ in 0..measured {
+        black_box(consume.consume());
+    }
+    let elapsed = started.elapsed();
+    let total_records = (per_frame * measured) as f64;
+    let ns_per_record = elapsed.as_nanos() as f64 / total_records;
+    println!(
+        "consume: {batches_per_frame} x {records} x {value_bytes} B records per fetch, \
+         {measured} fetches: {ns_per_record:.1} ns/record"
+    );
 }

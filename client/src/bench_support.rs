@@ -11,6 +11,7 @@ use wire::limits::BATCH_SIZE_MAX;
 
 use crate::accumulator::{record_size_upper_bound, Accumulator, AccumulatorConfig, RecordData};
 use crate::batch_send::{BatchPool, BatchRecord};
+use crate::records::Records;
 
 /// The producer's per-record and per-batch work without a broker or a socket: for `send`
 /// (size check, timestamp, completion handle, append into the partition's batch, cut, drain,
@@ -119,5 +120,66 @@ impl AccumulatorBench {
             let _ = receiver.try_recv();
         }
         built_bytes
+    }
+}
+
+/// The consumer's per-record work on a fetched frame, without a broker or a socket: walk and
+/// validate the batches (CRC, rkyv structure check), then hand every record out as a view.
+#[derive(Debug)]
+pub struct ConsumeBench {
+    frame: Option<wire::AlignedVec<16>>,
+    topic: Arc<str>,
+}
+
+impl ConsumeBench {
+    /// A frame of `batches` batches of `records_per_batch` records with `value_bytes` values
+    /// and an 8-byte key, as a fetch response carries them back to back.
+    pub fn new(batches: usize, records_per_batch: usize, value_bytes: usize) -> Self {
+        let value = vec![7u8; value_bytes];
+        let mut frame = wire::AlignedVec::<16>::new();
+        let mut builder = wire::BatchBuilder::new();
+        for batch_index in 0..batches {
+            for index in 0..records_per_batch {
+                builder.push(
+                    1_700_000_000_000 + index as i64,
+                    Some(b"key-0001"),
+                    &value,
+                    &[],
+                    None,
+                );
+            }
+            if let Ok(mut batch) = builder.finish() {
+                // The broker stamps consecutive base offsets.
+                let base_offset = (batch_index * records_per_batch) as u64;
+                if wire::stamp_base_offset(&mut batch, base_offset).is_ok() {
+                    frame.extend_from_slice(&batch);
+                }
+            }
+        }
+        ConsumeBench {
+            frame: Some(frame),
+            topic: Arc::from("bench"),
+        }
+    }
+
+    /// Validates the frame's batches into a `Records` and reads every record's key and
+    /// value length. Returns the number of records read.
+    pub fn consume(&mut self) -> usize {
+        let Some(frame) = self.frame.take() else {
+            return 0;
+        };
+        let length = frame.len();
+        let mut records = Records::new();
+        let index = records.add_frame(frame);
+        let _ = records.add_partition(index, 0..length, &self.topic, 0, 0);
+        let mut count = 0;
+        let mut value_bytes = 0;
+        for record in &records {
+            value_bytes += record.value.len() + record.key.map_or(0, <[u8]>::len);
+            count += 1;
+        }
+        std::hint::black_box(value_bytes);
+        self.frame = records.into_frames().pop();
+        count
     }
 }
