@@ -12,6 +12,13 @@
 //! * a record that would take the open batch past `batch_size_bytes` (estimated with the
 //!   builder's upper bound, so the built batch never exceeds it) first cuts the open batch; a
 //!   batch whose estimate reaches `batch_size_bytes` is cut at once;
+//! * except while the partition's window is full (`max_in_flight` batches in flight or ready):
+//!   then no cut batch could leave anyway, so the open batch keeps growing, up to
+//!   [`BLOCKED_BATCH_BYTES_MAX`] (or the topic's limit), and leaves whole when a slot frees.
+//!   The bytes in flight thus follow the acknowledgement latency: with an fsync before every
+//!   acknowledgement, each request carries what arrived during the previous ones, instead of
+//!   `max_in_flight` fixed-size batches capping the pipeline while the producer waits for
+//!   buffer room;
 //! * with `linger > 0`, an open batch is cut once it is `linger` old and the partition has a
 //!   free in-flight slot (until then it keeps growing);
 //! * with `linger == 0`, an open batch is cut as soon as nothing is in flight for its
@@ -35,6 +42,13 @@ use crate::producer::RecordMetadata;
 
 /// Where a record's outcome is delivered.
 pub(crate) type Reply = oneshot::Sender<Result<RecordMetadata, ClientError>>;
+
+/// Largest open batch while its partition's window is full (see the module doc), unless
+/// `batch_size_bytes` is larger. 4 MiB is about 4 ms of writing at 1 GB/s, the order of one
+/// fsync on the disks this runs on, so one such batch keeps a synced partition's disk busy for
+/// one acknowledgement's latency; four of them fit in a quarter of `FRAME_SIZE_MAX` (64 MiB),
+/// and the producer buffer (`max_buffered_bytes`) bounds the memory they hold anyway.
+pub(crate) const BLOCKED_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Upper bound on the alignment padding rkyv inserts after one out-of-line object; mirrors
 /// the slack of `BatchBuilder::estimated_size`.
@@ -331,12 +345,18 @@ impl Accumulator {
         batch_limit_bytes: usize,
         now: Instant,
     ) -> bool {
-        let limit = self.config.batch_size_bytes.min(batch_limit_bytes);
         let size = record_size_upper_bound(record.key, record.value, record.headers, record.tags);
         let mut cut = false;
         let index = self.queue_index(topic, partition);
         let ledger = &mut self.ledger;
         let queue = &mut self.queues[index];
+        let window_full = queue.in_flight + queue.ready.len() >= self.config.max_in_flight;
+        let limit = if window_full {
+            self.config.batch_size_bytes.max(BLOCKED_BATCH_BYTES_MAX)
+        } else {
+            self.config.batch_size_bytes
+        }
+        .min(batch_limit_bytes);
         if let Some(open) = &queue.open {
             let span_ms = i128::from(open.max_timestamp_ms.max(record.timestamp_ms))
                 - i128::from(open.min_timestamp_ms.min(record.timestamp_ms));
@@ -423,15 +443,17 @@ impl Accumulator {
             }
             queue.retry_at = None;
             if let Some(open) = &queue.open {
-                let due = if flushing {
-                    queue.in_flight < config.max_in_flight && queue.ready.is_empty()
-                } else if config.linger.is_zero() {
-                    queue.in_flight == 0 && queue.ready.is_empty()
-                } else {
-                    now >= open.created + config.linger
-                        && queue.in_flight < config.max_in_flight
-                        && queue.ready.is_empty()
-                };
+                let slot_free = queue.in_flight < config.max_in_flight && queue.ready.is_empty();
+                // Grown past the batch size while the window was full: goes at the next slot.
+                let full = queue.builder.estimated_size() >= config.batch_size_bytes;
+                let due = slot_free
+                    && (flushing
+                        || full
+                        || if config.linger.is_zero() {
+                            queue.in_flight == 0
+                        } else {
+                            now >= open.created + config.linger
+                        });
                 if due {
                     cut_open(&mut self.ledger, topic, *partition, queue);
                 }
@@ -575,8 +597,9 @@ mod tests {
             let (cut, _) = append(&mut acc, &topic, &value, seq, now);
             cuts += usize::from(cut);
         }
-        assert!(cuts >= 5, "{cuts}");
-        // Linger not over: only the cut batches are ready, two of them (max in flight).
+        // Two batches fill the window (max in flight 2); the rest grows in the open batch.
+        assert_eq!(cuts, 2);
+        // Linger not over: only the cut batches are ready.
         let batches = acc.drain(now);
         assert_eq!(batches.len(), 2);
         for batch in &batches {
@@ -587,11 +610,18 @@ mod tests {
         }
         assert_eq!(batches[0].min_seq, 0);
         assert!(acc.drain(now).is_empty());
-        // Completing one frees a slot for the next.
+        // Completing one frees a slot for the next: the grown batch, whole, though its linger
+        // is not over.
+        let sent_before: usize = batches.iter().map(ProducerBatch::record_count).sum();
         let first = batches.into_iter().next().unwrap();
         acc.returned(&topic, 0);
         acc.finished(&first);
-        assert_eq!(acc.drain(now).len(), 1);
+        let grown = acc.drain(now);
+        assert_eq!(grown.len(), 1);
+        assert_eq!(grown[0].record_count(), 100 - sent_before);
+        assert!(grown[0].bytes.len() > batch_size);
+        assert!(grown[0].bytes.len() <= BLOCKED_BATCH_BYTES_MAX);
+        BatchView::validate_deep(&grown[0].bytes, BATCH_SIZE_MAX).unwrap();
         // A record larger than the batch size gets a batch of its own.
         let mut acc = accumulator(256, 60_000);
         let (cut, _) = append(&mut acc, &topic, &[1u8; 1000], 0, now);

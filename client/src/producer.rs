@@ -87,12 +87,17 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// A partition's batch is cut when it reaches this size (a larger single record gets a
     /// batch of its own, up to the topic's and the wire's batch limit). Default 256 KiB.
+    /// While the partition's window is full (`max_in_flight_per_partition` batches in flight
+    /// or waiting), the open batch grows past this, up to 4 MiB (or the topic's limit), and
+    /// leaves whole at the next free slot: the bytes in flight follow the acknowledgement
+    /// latency (an fsync per acknowledgement) rather than a fixed number of batches.
     pub batch_size_bytes: usize,
     /// How long a batch waits for more records before it is sent. Default 5 ms.
     /// `Duration::ZERO`: send as soon as the partition has nothing in flight (records arriving
     /// meanwhile are batched behind the request in flight).
     pub linger: Duration,
-    /// Most produce requests in flight per partition. Default 5.
+    /// Most batches in flight per partition. Default 5; keep it at most 5 with
+    /// `enable_idempotence` (the broker recognises a retry among a partition's last 5 batches).
     pub max_in_flight_per_partition: usize,
     /// Retries of a batch after a retriable error. Default 5.
     pub retries: u32,
@@ -670,6 +675,33 @@ struct MetadataState {
     /// No refresh before this (backoff after a failed or useless refresh).
     not_before: Option<Instant>,
     failures: u32,
+}
+
+/// Most batch bytes in one produce request: half the wire's frame limit (`FRAME_SIZE_MAX`,
+/// 64 MiB), leaving ample room for the request's own fields. A single batch (at most
+/// `BATCH_SIZE_MAX`, 16 MiB) always fits; more batches for one endpoint go in further
+/// requests, written right behind.
+const REQUEST_BATCH_BYTES_MAX: usize = wire::protocol::FRAME_SIZE_MAX / 2;
+
+/// Splits `batches` (in order) into runs of at most `max_bytes` of batch bytes each (a batch
+/// larger than that alone in its run).
+fn split_by_bytes(batches: Vec<ProducerBatch>, max_bytes: usize) -> Vec<Vec<ProducerBatch>> {
+    let mut runs: Vec<Vec<ProducerBatch>> = Vec::new();
+    let mut run_bytes = 0;
+    for batch in batches {
+        let bytes = batch.bytes.len();
+        match runs.last_mut() {
+            Some(run) if run_bytes + bytes <= max_bytes => {
+                run_bytes += bytes;
+                run.push(batch);
+            }
+            _ => {
+                run_bytes = bytes;
+                runs.push(vec![batch]);
+            }
+        }
+    }
+    runs
 }
 
 /// Most commands handled in one round before the sender task drains and sends, so a flood of
@@ -1291,30 +1323,37 @@ impl SenderTask {
             }
         }
         for (endpoint, batches) in groups {
-            let cluster = self.cluster.clone();
-            let acks = self.config.acks;
-            let timeout = self.config.request_timeout;
-            // Each request is its own future, polled by this task (no task spawned, no channel
-            // hop: the connection's reader wakes this task directly), but the requests to one
-            // endpoint are written in dispatch order: each waits until the previous one is on
-            // the socket (or has failed), so the broker appends a partition's batches in the
-            // order they were cut.
-            let (written, written_signal) = oneshot::channel();
-            let previous = self.last_written.insert(endpoint.clone(), written_signal);
-            self.requests.push(Box::pin(async move {
-                if let Some(previous) = previous {
-                    let _ = previous.await;
-                }
-                let outcomes = produce(&cluster, &endpoint, acks, timeout, &batches, written).await;
-                match outcomes {
-                    Ok(outcomes) => batches.into_iter().zip(outcomes).collect(),
-                    Err(error) => batches
-                        .into_iter()
-                        .map(|batch| (batch, Err(error.clone())))
-                        .collect(),
-                }
-            }));
+            for batches in split_by_bytes(batches, REQUEST_BATCH_BYTES_MAX) {
+                self.send_request(endpoint.clone(), batches);
+            }
         }
+    }
+
+    /// Starts one produce request carrying `batches` to `endpoint`.
+    fn send_request(&mut self, endpoint: Arc<str>, batches: Vec<ProducerBatch>) {
+        let cluster = self.cluster.clone();
+        let acks = self.config.acks;
+        let timeout = self.config.request_timeout;
+        // Each request is its own future, polled by this task (no task spawned, no channel
+        // hop: the connection's reader wakes this task directly), but the requests to one
+        // endpoint are written in dispatch order: each waits until the previous one is on
+        // the socket (or has failed), so the broker appends a partition's batches in the
+        // order they were cut.
+        let (written, written_signal) = oneshot::channel();
+        let previous = self.last_written.insert(endpoint.clone(), written_signal);
+        self.requests.push(Box::pin(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let outcomes = produce(&cluster, &endpoint, acks, timeout, &batches, written).await;
+            match outcomes {
+                Ok(outcomes) => batches.into_iter().zip(outcomes).collect(),
+                Err(error) => batches
+                    .into_iter()
+                    .map(|batch| (batch, Err(error.clone())))
+                    .collect(),
+            }
+        }));
     }
 
     fn check_flush_waiters(&mut self) {
@@ -1502,6 +1541,41 @@ mod tests {
         producer.close().await.unwrap();
         let after = producer.send(ProducerRecord::new("t", b"v".to_vec())).await;
         assert!(matches!(after, Err(ClientError::Closed)));
+    }
+
+    /// Requests are split so no frame exceeds the wire limit: runs keep order, stay under
+    /// the byte bound, and an oversized batch travels alone.
+    #[test]
+    fn split_by_bytes_keeps_order_and_bound() {
+        let batch = |len: usize, seq: u64| {
+            let mut bytes = wire::AlignedVec::<16>::new();
+            bytes.resize(len, 0);
+            ProducerBatch {
+                topic: Arc::from("t"),
+                partition: 0,
+                bytes,
+                completion: crate::accumulator::Completion::Records(Vec::new()),
+                reserved_bytes: 0,
+                min_seq: seq,
+                attempts: 0,
+            }
+        };
+        let lens = [40, 50, 20, 200, 10, 10, 90];
+        let batches = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| batch(len, i as u64))
+            .collect();
+        let runs = split_by_bytes(batches, 100);
+        let shape: Vec<Vec<u64>> = runs
+            .iter()
+            .map(|run| run.iter().map(|b| b.min_seq).collect())
+            .collect();
+        assert_eq!(
+            shape,
+            vec![vec![0, 1], vec![2], vec![3], vec![4, 5], vec![6]]
+        );
+        assert!(split_by_bytes(Vec::new(), 100).is_empty());
     }
 
     /// A record that can never fit is refused at once.
