@@ -482,7 +482,7 @@ impl Producer {
                     max_bytes: shared.max_record_bytes,
                 });
             }
-            reserve(&shared, reserved_bytes).await?;
+            let waiting = reserve(&shared, reserved_bytes).await?;
             let (reply, receiver) = oneshot::channel();
             let command = Command::Batch(BuiltBatch {
                 topic,
@@ -492,7 +492,9 @@ impl Producer {
                 reserved_bytes,
                 reply,
             });
-            if shared.commands.send(command).is_err() {
+            let sent = shared.commands.send(command);
+            drop(waiting);
+            if sent.is_err() {
                 shared.buffer.add_permits(reserved_bytes);
                 return Err(ClientError::Closed);
             }
@@ -546,24 +548,33 @@ fn push(
 }
 
 /// Reserves `size_bytes` of the producer buffer, waiting in line behind earlier waiting calls
-/// when it is full.
-async fn reserve(shared: &Arc<Shared>, size_bytes: usize) -> Result<(), ClientError> {
+/// when it is full. The returned registration in the line (if it had to wait) is to be dropped
+/// once the command is sent, so later calls cannot overtake it.
+async fn reserve(
+    shared: &Arc<Shared>,
+    size_bytes: usize,
+) -> Result<Option<WaitingGuard>, ClientError> {
     // Bounded by max_record_bytes <= u32::MAX, so the cast is exact.
     if shared.waiting.load(Ordering::Acquire) == 0 {
         if let Ok(permit) = shared.buffer.try_acquire_many(size_bytes as u32) {
             permit.forget();
-            return Ok(());
+            return Ok(None);
         }
     }
     shared.waiting.fetch_add(1, Ordering::AcqRel);
     let guard = WaitingGuard(shared.clone());
+    wait_for_room(shared, size_bytes).await?;
+    Ok(Some(guard))
+}
+
+/// Waits for `size_bytes` of the producer buffer (the caller is registered in the line).
+async fn wait_for_room(shared: &Shared, size_bytes: usize) -> Result<(), ClientError> {
     let permit = shared
         .buffer
         .acquire_many(size_bytes as u32)
         .await
         .map_err(|_| ClientError::Closed)?;
     permit.forget();
-    drop(guard);
     if shared.closed.load(Ordering::Acquire) {
         shared.buffer.add_permits(size_bytes);
         return Err(ClientError::Closed);
@@ -577,16 +588,7 @@ async fn enqueue_waiting(
     reserved_bytes: usize,
     guard: WaitingGuard,
 ) -> Result<DeliveryFuture, ClientError> {
-    let permit = shared
-        .buffer
-        .acquire_many(reserved_bytes as u32)
-        .await
-        .map_err(|_| ClientError::Closed)?;
-    permit.forget();
-    if shared.closed.load(Ordering::Acquire) {
-        shared.buffer.add_permits(reserved_bytes);
-        return Err(ClientError::Closed);
-    }
+    wait_for_room(shared, reserved_bytes).await?;
     let delivery = push(shared, record, reserved_bytes);
     drop(guard);
     delivery

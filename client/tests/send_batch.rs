@@ -245,3 +245,62 @@ async fn batches_and_records_land_in_order_and_read_back_identical() {
         extra.len()
     );
 }
+
+/// With a producer buffer of about three batches, `enqueue_batch` waits for room; every batch
+/// still lands, in call order, at consecutive offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_batch_waits_for_buffer_room_and_keeps_order() {
+    const BATCHES: u64 = 40;
+    const RECORDS: u64 = 20;
+    const VALUE_BYTES: usize = 1000;
+    let broker = Broker::start();
+    let admin = Admin::new(&broker.addr).unwrap();
+    admin.create_topic(NewTopic::new("small", 1)).await.unwrap();
+    let producer = Producer::new(ProducerConfig {
+        // About three batches of 20 x 1 KB.
+        max_buffered_bytes: 64 * 1024,
+        ..ProducerConfig::new(&broker.addr)
+    })
+    .unwrap();
+    let mut deliveries = Vec::new();
+    for batch in 0..BATCHES {
+        let values: Vec<Vec<u8>> = (0..RECORDS)
+            .map(|i| {
+                let mut value = format!("{batch}/{i}").into_bytes();
+                value.resize(VALUE_BYTES, b'.');
+                value
+            })
+            .collect();
+        let records = values.iter().map(|value| BatchRecord::new(value));
+        deliveries.push(producer.enqueue_batch("small", 0, records).await.unwrap());
+    }
+    for (batch, delivery) in deliveries.into_iter().enumerate() {
+        let metadata = delivery.await.unwrap();
+        assert_eq!(metadata.base_offset, Some(batch as u64 * RECORDS));
+    }
+    producer.close().await.unwrap();
+
+    let mut consumer = Consumer::new(ConsumerConfig {
+        fetch_max_wait: Duration::from_millis(50),
+        ..ConsumerConfig::new(&broker.addr)
+    })
+    .unwrap();
+    let partitions = consumer.topic_partitions("small").await.unwrap();
+    consumer.assign(&partitions);
+    consumer.seek(&partitions[0], Offset::Earliest).unwrap();
+    let total = BATCHES * RECORDS;
+    let mut next = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while next < total {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{next} of {total} records read"
+        );
+        for record in &consumer.poll(Duration::from_secs(1)).await.unwrap() {
+            assert_eq!(record.offset, next);
+            let prefix = format!("{}/{}.", next / RECORDS, next % RECORDS);
+            assert!(record.value.starts_with(prefix.as_bytes()), "offset {next}");
+            next += 1;
+        }
+    }
+}
