@@ -10,8 +10,8 @@
 //!  completed batch buffers go back to the pool, so steady state allocates nothing per record
 //! ```
 //!
-//! Owned by [`crate::producer`]: its `Producer` builds with [`BatchPool::build`], its sender
-//! task gives buffers back with [`BatchPool::give_back`].
+//! Owned by [`crate::producer`]: its `Producer` builds with `BatchPool::build`, its sender
+//! task gives buffers back with `BatchPool::give_back`.
 
 use std::future::Future;
 use std::pin::Pin;
