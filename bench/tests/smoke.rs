@@ -11,7 +11,7 @@
 //! The `sluice` binary belongs to another package (`sluice-broker`), so `CARGO_BIN_EXE_sluice`
 //! is not available here; the test uses `<workspace>/target/debug/sluice`, which `cargo test
 //! --workspace` builds before running any test. Alone, build it first with `cargo build -p
-//! sluice-broker --bin sluice`; the test fails with that advice if it is missing.
+//! sluice --bin sluice`; the test fails with that advice if it is missing.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ fn sluice_binary() -> PathBuf {
     let binary = target.join("debug/sluice");
     assert!(
         binary.is_file(),
-        "{} is missing: build it with `cargo build -p sluice-broker --bin sluice` (cargo test \
+        "{} is missing: build it with `cargo build -p sluice --bin sluice` (cargo test \
          --workspace does so by itself)",
         binary.display()
     );

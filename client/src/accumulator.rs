@@ -12,6 +12,13 @@
 //! * a record that would take the open batch past `batch_size_bytes` (estimated with the
 //!   builder's upper bound, so the built batch never exceeds it) first cuts the open batch; a
 //!   batch whose estimate reaches `batch_size_bytes` is cut at once;
+//! * except while the partition's window is full (`max_in_flight` batches in flight or ready):
+//!   then no cut batch could leave anyway, so the open batch keeps growing, up to
+//!   [`BLOCKED_BATCH_BYTES_MAX`] (or the topic's limit), and leaves whole when a slot frees.
+//!   The bytes in flight thus follow the acknowledgement latency: with an fsync before every
+//!   acknowledgement, each request carries what arrived during the previous ones, instead of
+//!   `max_in_flight` fixed-size batches capping the pipeline while the producer waits for
+//!   buffer room;
 //! * with `linger > 0`, an open batch is cut once it is `linger` old and the partition has a
 //!   free in-flight slot (until then it keeps growing);
 //! * with `linger == 0`, an open batch is cut as soon as nothing is in flight for its
@@ -29,11 +36,19 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use wire::{AlignedVec, ArchivedRecord, ArchivedRecordHeader, BatchBuilder};
 
+use crate::batch_send::{BatchMetadata, BatchReply};
 use crate::error::ClientError;
 use crate::producer::RecordMetadata;
 
 /// Where a record's outcome is delivered.
 pub(crate) type Reply = oneshot::Sender<Result<RecordMetadata, ClientError>>;
+
+/// Largest open batch while its partition's window is full (see the module doc), unless
+/// `batch_size_bytes` is larger. 4 MiB is about 4 ms of writing at 1 GB/s, the order of one
+/// fsync on the disks this runs on, so one such batch keeps a synced partition's disk busy for
+/// one acknowledgement's latency; four of them fit in a quarter of `FRAME_SIZE_MAX` (64 MiB),
+/// and the producer buffer (`max_buffered_bytes`) bounds the memory they hold anyway.
+pub(crate) const BLOCKED_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Upper bound on the alignment padding rkyv inserts after one out-of-line object; mirrors
 /// the slack of `BatchBuilder::estimated_size`.
@@ -107,8 +122,8 @@ pub(crate) struct ProducerBatch {
     pub partition: u32,
     /// The encoded batch, 16-aligned.
     pub bytes: AlignedVec<16>,
-    /// One reply per record, in record order.
-    pub replies: Vec<Reply>,
+    /// Who learns the outcome.
+    pub completion: Completion,
     /// Producer-buffer bytes held by these records, released when the batch completes.
     pub reserved_bytes: usize,
     /// Sequence number of the batch's first record (for `flush`).
@@ -117,25 +132,77 @@ pub(crate) struct ProducerBatch {
     pub attempts: u32,
 }
 
+/// Who learns a batch's outcome.
+#[derive(Debug)]
+pub(crate) enum Completion {
+    /// A batch built here from `send` records: one reply per record, in record order.
+    Records(Vec<Reply>),
+    /// A batch built by the caller of `send_batch`: one reply for the whole batch.
+    Batch {
+        /// The caller's `BatchDelivery`.
+        reply: BatchReply,
+        /// Records in the batch.
+        record_count: u32,
+    },
+}
+
 impl ProducerBatch {
-    /// Resolves every record: offsets `base_offset + index`, or `None` for `acks = 0`.
-    pub fn complete(self, base_offset: Option<u64>) {
-        for (index, reply) in self.replies.into_iter().enumerate() {
-            let metadata = RecordMetadata {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset: base_offset.map(|base| base + index as u64),
-            };
-            // The caller may have dropped its future; that only means nobody is listening.
-            let _ = reply.send(Ok(metadata));
+    /// Records in the batch.
+    pub fn record_count(&self) -> usize {
+        match &self.completion {
+            Completion::Records(replies) => replies.len(),
+            Completion::Batch { record_count, .. } => *record_count as usize,
         }
     }
 
-    /// Fails every record with `error`.
-    pub fn fail(self, error: &ClientError) {
-        for reply in self.replies {
-            let _ = reply.send(Err(error.clone()));
+    /// Whether the caller of `send_batch` built it (its buffer goes back to that pool).
+    pub fn prebuilt(&self) -> bool {
+        matches!(self.completion, Completion::Batch { .. })
+    }
+
+    /// Resolves every record: offsets `base_offset + index`, or `None` for `acks = 0`.
+    /// Returns the batch's buffer, for reuse.
+    pub fn complete(self, base_offset: Option<u64>) -> AlignedVec<16> {
+        // The caller may have dropped its future; that only means nobody is listening.
+        match self.completion {
+            Completion::Records(replies) => {
+                for (index, reply) in replies.into_iter().enumerate() {
+                    let metadata = RecordMetadata {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        offset: base_offset.map(|base| base + index as u64),
+                    };
+                    let _ = reply.send(Ok(metadata));
+                }
+            }
+            Completion::Batch {
+                reply,
+                record_count,
+            } => {
+                let _ = reply.send(Ok(BatchMetadata {
+                    topic: self.topic,
+                    partition: self.partition,
+                    base_offset,
+                    record_count,
+                }));
+            }
         }
+        self.bytes
+    }
+
+    /// Fails every record with `error`. Returns the batch's buffer, for reuse.
+    pub fn fail(self, error: &ClientError) -> AlignedVec<16> {
+        match self.completion {
+            Completion::Records(replies) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            Completion::Batch { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        self.bytes
     }
 }
 
@@ -152,7 +219,9 @@ struct OpenBatch {
 
 #[derive(Debug, Default)]
 struct PartitionQueue {
-    /// Reused across batches so its record vector keeps its capacity.
+    /// Reused across batches: it keeps its record table's capacity, and the buffers of
+    /// completed batches come back to it ([`Accumulator::recycle`]), so a partition in steady
+    /// state allocates nothing per batch or per record.
     builder: BatchBuilder,
     open: Option<OpenBatch>,
     ready: VecDeque<ProducerBatch>,
@@ -190,7 +259,14 @@ impl Ledger {
 #[derive(Debug)]
 pub(crate) struct Accumulator {
     config: AccumulatorConfig,
-    queues: HashMap<(Arc<str>, u32), PartitionQueue>,
+    /// Every partition's queue, never removed (a producer writes to a bounded set of
+    /// partitions), so a queue's index stays valid.
+    queues: Vec<PartitionQueue>,
+    /// Queue index of each partition, with the topic and partition of each queue.
+    index: HashMap<(Arc<str>, u32), usize>,
+    /// The queue `append` used last: consecutive records of one partition (the common case)
+    /// find it with a pointer comparison instead of hashing the topic name.
+    last_queue: Option<(Arc<str>, u32, usize)>,
     ledger: Ledger,
     /// Cut every open batch as soon as it can be sent (a flush is waiting).
     pub flushing: bool,
@@ -201,7 +277,9 @@ impl Accumulator {
     pub fn new(config: AccumulatorConfig) -> Self {
         Accumulator {
             config,
-            queues: HashMap::new(),
+            queues: Vec::new(),
+            index: HashMap::new(),
+            last_queue: None,
             ledger: Ledger::default(),
             flushing: false,
         }
@@ -222,6 +300,36 @@ impl Accumulator {
         std::mem::take(&mut self.ledger.released_bytes)
     }
 
+    /// Index of `topic`/`partition`'s queue, created if needed.
+    fn queue_index(&mut self, topic: &Arc<str>, partition: u32) -> usize {
+        if let Some((last_topic, last_partition, index)) = &self.last_queue {
+            if *last_partition == partition && Arc::ptr_eq(last_topic, topic) {
+                return *index;
+            }
+        }
+        let next = self.queues.len();
+        let index = *self.index.entry((topic.clone(), partition)).or_insert(next);
+        if index == next {
+            self.queues.push(PartitionQueue::default());
+        }
+        self.last_queue = Some((topic.clone(), partition, index));
+        index
+    }
+
+    /// The queue of `topic`/`partition`, if it exists.
+    fn queue_mut(&mut self, topic: &Arc<str>, partition: u32) -> Option<&mut PartitionQueue> {
+        let index = *self.index.get(&(topic.clone(), partition))?;
+        self.queues.get_mut(index)
+    }
+
+    /// Gives the buffer of a completed batch back to its partition's builder, for a later
+    /// batch.
+    pub fn recycle(&mut self, topic: &Arc<str>, partition: u32, bytes: AlignedVec<16>) {
+        if let Some(queue) = self.queue_mut(topic, partition) {
+            queue.builder.recycle(bytes);
+        }
+    }
+
     /// Appends a record to `topic`/`partition`'s open batch. `batch_limit_bytes` is the
     /// largest batch the topic accepts (the caller has checked that the record alone fits).
     /// Returns true when a batch of this partition was cut (size reached).
@@ -237,11 +345,18 @@ impl Accumulator {
         batch_limit_bytes: usize,
         now: Instant,
     ) -> bool {
-        let limit = self.config.batch_size_bytes.min(batch_limit_bytes);
         let size = record_size_upper_bound(record.key, record.value, record.headers, record.tags);
         let mut cut = false;
+        let index = self.queue_index(topic, partition);
         let ledger = &mut self.ledger;
-        let queue = self.queues.entry((topic.clone(), partition)).or_default();
+        let queue = &mut self.queues[index];
+        let window_full = queue.in_flight + queue.ready.len() >= self.config.max_in_flight;
+        let limit = if window_full {
+            self.config.batch_size_bytes.max(BLOCKED_BATCH_BYTES_MAX)
+        } else {
+            self.config.batch_size_bytes
+        }
+        .min(batch_limit_bytes);
         if let Some(open) = &queue.open {
             let span_ms = i128::from(open.max_timestamp_ms.max(record.timestamp_ms))
                 - i128::from(open.min_timestamp_ms.min(record.timestamp_ms));
@@ -261,18 +376,15 @@ impl Accumulator {
                 max_timestamp_ms: record.timestamp_ms,
             });
         }
-        let headers: Vec<(&str, &[u8])> = record
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_slice()))
-            .collect();
-        let tags: Vec<&str> = record.tags.iter().map(String::as_str).collect();
-        queue.builder.push(
+        queue.builder.push_parts(
             record.timestamp_ms,
             record.key,
             record.value,
-            &headers,
-            (!tags.is_empty()).then_some(&tags[..]),
+            record
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_slice())),
+            (!record.tags.is_empty()).then(|| record.tags.iter().map(String::as_str)),
         );
         if let Some(open) = &mut queue.open {
             open.replies.push(reply);
@@ -287,27 +399,61 @@ impl Accumulator {
         cut
     }
 
+    /// Queues a batch the caller of `send_batch` built, behind the partition's open batch
+    /// (cut first, so the partition's records stay in call order).
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_built(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        bytes: AlignedVec<16>,
+        reply: BatchReply,
+        record_count: u32,
+        reserved_bytes: usize,
+        seq: u64,
+    ) {
+        let index = self.queue_index(topic, partition);
+        let queue = &mut self.queues[index];
+        cut_open(&mut self.ledger, topic, partition, queue);
+        self.ledger.track(seq);
+        queue.ready.push_back(ProducerBatch {
+            topic: topic.clone(),
+            partition,
+            bytes,
+            completion: Completion::Batch {
+                reply,
+                record_count,
+            },
+            reserved_bytes,
+            min_seq: seq,
+            attempts: 0,
+        });
+    }
+
     /// Cuts the batches that are due and takes every batch that may be sent now, marking them
     /// in flight.
     pub fn drain(&mut self, now: Instant) -> Vec<ProducerBatch> {
         let mut out = Vec::new();
         let config = self.config;
         let flushing = self.flushing;
-        for ((topic, partition), queue) in &mut self.queues {
+        for ((topic, partition), &index) in &self.index {
+            let queue = &mut self.queues[index];
             if queue.retry_at.is_some_and(|at| at > now) {
                 continue;
             }
             queue.retry_at = None;
             if let Some(open) = &queue.open {
-                let due = if flushing {
-                    queue.in_flight < config.max_in_flight && queue.ready.is_empty()
-                } else if config.linger.is_zero() {
-                    queue.in_flight == 0 && queue.ready.is_empty()
-                } else {
-                    now >= open.created + config.linger
-                        && queue.in_flight < config.max_in_flight
-                        && queue.ready.is_empty()
-                };
+                let slot_free = queue.in_flight < config.max_in_flight && queue.ready.is_empty();
+                // Grown past the batch size while the window was full: goes at the next slot.
+                let full = queue.builder.estimated_size() >= config.batch_size_bytes;
+                let due = slot_free
+                    && (flushing
+                        || full
+                        || if config.linger.is_zero() {
+                            queue.in_flight == 0
+                        } else {
+                            now >= open.created + config.linger
+                        });
                 if due {
                     cut_open(&mut self.ledger, topic, *partition, queue);
                 }
@@ -328,7 +474,7 @@ impl Accumulator {
     pub fn next_deadline(&self) -> Option<Instant> {
         let config = self.config;
         self.queues
-            .values()
+            .iter()
             .filter_map(|queue| {
                 if let Some(at) = queue.retry_at {
                     let has_work = queue.open.is_some() || !queue.ready.is_empty();
@@ -343,7 +489,7 @@ impl Accumulator {
 
     /// A drained batch came back: its partition has one more free in-flight slot.
     pub fn returned(&mut self, topic: &Arc<str>, partition: u32) {
-        if let Some(queue) = self.queues.get_mut(&(topic.clone(), partition)) {
+        if let Some(queue) = self.queue_mut(topic, partition) {
             queue.in_flight = queue.in_flight.saturating_sub(1);
         }
     }
@@ -355,10 +501,8 @@ impl Accumulator {
 
     /// Puts a batch back at the front of its queue, to be sent again at `retry_at`.
     pub fn retry(&mut self, batch: ProducerBatch, retry_at: Instant) {
-        let queue = self
-            .queues
-            .entry((batch.topic.clone(), batch.partition))
-            .or_default();
+        let index = self.queue_index(&batch.topic, batch.partition);
+        let queue = &mut self.queues[index];
         queue.retry_at = Some(queue.retry_at.map_or(retry_at, |at| at.max(retry_at)));
         queue.ready.push_front(batch);
     }
@@ -370,19 +514,18 @@ fn cut_open(ledger: &mut Ledger, topic: &Arc<str>, partition: u32, queue: &mut P
     let Some(open) = queue.open.take() else {
         return;
     };
-    let built = queue.builder.build();
-    queue.builder.clear();
-    match built {
+    match queue.builder.finish() {
         Ok(bytes) => queue.ready.push_back(ProducerBatch {
             topic: topic.clone(),
             partition,
             bytes,
-            replies: open.replies,
+            completion: Completion::Records(open.replies),
             reserved_bytes: open.reserved_bytes,
             min_seq: open.min_seq,
             attempts: 0,
         }),
         Err(e) => {
+            queue.builder.clear();
             let error = ClientError::Batch(e);
             for reply in open.replies {
                 let _ = reply.send(Err(error.clone()));
@@ -454,23 +597,31 @@ mod tests {
             let (cut, _) = append(&mut acc, &topic, &value, seq, now);
             cuts += usize::from(cut);
         }
-        assert!(cuts >= 5, "{cuts}");
-        // Linger not over: only the cut batches are ready, two of them (max in flight).
+        // Two batches fill the window (max in flight 2); the rest grows in the open batch.
+        assert_eq!(cuts, 2);
+        // Linger not over: only the cut batches are ready.
         let batches = acc.drain(now);
         assert_eq!(batches.len(), 2);
         for batch in &batches {
             assert!(batch.bytes.len() <= batch_size);
             let view = BatchView::validate_deep(&batch.bytes, BATCH_SIZE_MAX).unwrap();
-            assert_eq!(view.record_count() as usize, batch.replies.len());
+            assert_eq!(view.record_count() as usize, batch.record_count());
             assert_eq!(view.records().unwrap()[0].value_bytes(), &value[..]);
         }
         assert_eq!(batches[0].min_seq, 0);
         assert!(acc.drain(now).is_empty());
-        // Completing one frees a slot for the next.
+        // Completing one frees a slot for the next: the grown batch, whole, though its linger
+        // is not over.
+        let sent_before: usize = batches.iter().map(ProducerBatch::record_count).sum();
         let first = batches.into_iter().next().unwrap();
         acc.returned(&topic, 0);
         acc.finished(&first);
-        assert_eq!(acc.drain(now).len(), 1);
+        let grown = acc.drain(now);
+        assert_eq!(grown.len(), 1);
+        assert_eq!(grown[0].record_count(), 100 - sent_before);
+        assert!(grown[0].bytes.len() > batch_size);
+        assert!(grown[0].bytes.len() <= BLOCKED_BATCH_BYTES_MAX);
+        BatchView::validate_deep(&grown[0].bytes, BATCH_SIZE_MAX).unwrap();
         // A record larger than the batch size gets a batch of its own.
         let mut acc = accumulator(256, 60_000);
         let (cut, _) = append(&mut acc, &topic, &[1u8; 1000], 0, now);
@@ -491,13 +642,13 @@ mod tests {
         assert_eq!(acc.next_deadline(), Some(now + Duration::from_millis(5)));
         let batches = acc.drain(now + Duration::from_millis(5));
         assert_eq!(batches.len(), 1);
-        assert_eq!(batches[0].replies.len(), 2);
+        assert_eq!(batches[0].record_count(), 2);
         assert_eq!(acc.next_deadline(), None);
         // Completion resolves records with consecutive offsets.
         let batch = batches.into_iter().next().unwrap();
         acc.returned(&topic, 0);
         acc.finished(&batch);
-        batch.complete(Some(40));
+        let _buffer = batch.complete(Some(40));
         let metadata = receiver.try_recv().unwrap().unwrap();
         assert_eq!((metadata.partition, metadata.offset), (0, Some(40)));
         assert!(acc.is_idle());
@@ -522,7 +673,7 @@ mod tests {
         assert_eq!(acc.min_incomplete(), Some(1));
         let second = acc.drain(now);
         assert_eq!(second.len(), 1);
-        assert_eq!(second[0].replies.len(), 2);
+        assert_eq!(second[0].record_count(), 2);
     }
 
     /// Flush cuts open batches at once; a retried batch waits for its backoff, at the front.

@@ -284,7 +284,11 @@ impl Cluster {
     pub async fn connection(&self, addr: &str) -> Result<Connection, ClientError> {
         let slot = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            pool.entry(addr.to_owned()).or_default().clone()
+            // Looked up first so the usual case (a pooled endpoint) allocates nothing.
+            match pool.get(addr) {
+                Some(slot) => slot.clone(),
+                None => pool.entry(addr.to_owned()).or_default().clone(),
+            }
         };
         let mut slot = slot.lock().await;
         if let Some(connection) = &slot.connection {

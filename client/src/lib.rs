@@ -56,6 +56,21 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Records already grouped for one partition go faster through [`Producer::send_batch`]: they
+//! borrow their bytes, the calling task encodes them into one record batch (one copy each), and
+//! the batch is acknowledged once, its records at consecutive offsets.
+//!
+//! ```no_run
+//! use client::{BatchRecord, Producer, ProducerConfig};
+//!
+//! # async fn example(values: Vec<Vec<u8>>) -> Result<(), client::ClientError> {
+//! let producer = Producer::new(ProducerConfig::new("127.0.0.1:9092"))?;
+//! let records = values.iter().map(|value| BatchRecord::new(value).with_key(b"user-1"));
+//! let metadata = producer.send_batch("orders", 0, records).await?;
+//! println!("{} records from offset {:?}", metadata.record_count, metadata.base_offset);
+//! # Ok(()) }
+//! ```
+//!
 //! # Consume
 //!
 //! A [`Consumer`] reads the partitions it is assigned, from the position set with
@@ -130,6 +145,7 @@
 //!
 //! [`connection`] (one pipelined TCP connection), `cluster` (metadata cache, routing to shard
 //! endpoints, connection pool), [`partitioner`], `accumulator` (batching), [`producer`],
+//! [`batch_send`] (batches built by the caller of `send_batch`),
 //! [`records`] (zero-copy views), [`consumer`], [`group`] (consumer-group membership and
 //! commits behind [`Consumer::subscribe`]), [`assignor`] (range, round-robin,
 //! cooperative-sticky), [`admin`], [`error`].
@@ -137,6 +153,9 @@
 mod accumulator;
 pub mod admin;
 pub mod assignor;
+pub mod batch_send;
+#[doc(hidden)]
+pub mod bench_support;
 mod cluster;
 pub mod connection;
 pub mod consumer;
@@ -151,6 +170,7 @@ pub use admin::{
     MemberDescription, NewTopic, PartitionDescription, PartitionLag, TopicDescription,
 };
 pub use assignor::{Assignment, AssignorKind, MemberSubscription};
+pub use batch_send::{BatchDelivery, BatchMetadata, BatchRecord};
 pub use cluster::TopicPartition;
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, Offset};

@@ -59,7 +59,13 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 /// Sticky partition choice for keyless records, per topic.
 #[derive(Debug)]
 pub(crate) struct Partitioner {
-    sticky: HashMap<Arc<str>, u32>,
+    /// Each topic's current sticky partition.
+    sticky: Vec<(Arc<str>, u32)>,
+    /// Where each topic is in `sticky`.
+    index: HashMap<Arc<str>, usize>,
+    /// The entry `keyless` used last: a run of records to one topic finds it by pointer
+    /// comparison, without hashing the topic name per record.
+    last: Option<usize>,
     /// Seeds each topic's first sticky partition, so that many producers started together do
     /// not all begin on partition 0.
     seed: RandomState,
@@ -68,7 +74,9 @@ pub(crate) struct Partitioner {
 impl Default for Partitioner {
     fn default() -> Self {
         Partitioner {
-            sticky: HashMap::new(),
+            sticky: Vec::new(),
+            index: HashMap::new(),
+            last: None,
             seed: RandomState::new(),
         }
     }
@@ -78,11 +86,24 @@ impl Partitioner {
     /// The partition for a keyless record of `topic` with `partitions` partitions.
     pub fn keyless(&mut self, topic: &Arc<str>, partitions: u32) -> u32 {
         let partitions = partitions.max(1);
-        let seed = &self.seed;
-        let current = self
-            .sticky
-            .entry(topic.clone())
-            .or_insert_with(|| (seed.hash_one(&**topic) % u64::from(partitions)) as u32);
+        let entry = match self.last {
+            Some(entry) if Arc::ptr_eq(&self.sticky[entry].0, topic) => entry,
+            _ => {
+                let next = self.sticky.len();
+                let entry = *self.index.entry(topic.clone()).or_insert(next);
+                if entry == next {
+                    let first = (self.seed.hash_one(&**topic) % u64::from(partitions)) as u32;
+                    self.sticky.push((topic.clone(), first));
+                } else {
+                    // Same name, maybe another allocation (a newer metadata snapshot): keep
+                    // the caller's, so the next records take the pointer comparison.
+                    self.sticky[entry].0 = topic.clone();
+                }
+                self.last = Some(entry);
+                entry
+            }
+        };
+        let current = &mut self.sticky[entry].1;
         if *current >= partitions {
             // The topic shrank in the metadata (or was recreated); start over.
             *current %= partitions;
@@ -90,10 +111,11 @@ impl Partitioner {
         *current
     }
 
-    /// Tells the partitioner a batch of `topic`/`partition` was cut: if it was the sticky
-    /// partition, keyless records move on to the next partition.
+    /// A batch of `topic`/`partition` was cut: if keyless records of the topic were sticking
+    /// to that partition, they move on to the next one.
     pub fn batch_cut(&mut self, topic: &str, partition: u32, partitions: u32) {
-        if let Some(current) = self.sticky.get_mut(topic) {
+        if let Some(&entry) = self.index.get(topic) {
+            let current = &mut self.sticky[entry].1;
             if *current == partition {
                 *current = (partition + 1) % partitions.max(1);
             }

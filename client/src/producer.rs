@@ -6,9 +6,10 @@
 //!
 //! ```text
 //!  Producer::send ──(buffer permits: back-pressure)──▶ command channel ──▶ sender task
-//!                                                                           │ partition, append
-//!   record futures ◀── RecordMetadata / error ◀── produce tasks ◀── drain ◀─┘ (accumulator)
-//!                                                 (one per endpoint)   retries with backoff
+//!  Producer::send_batch (encoded in the caller, crate::batch_send) ──┘      │ partition, append
+//!   record futures ◀── RecordMetadata / error ◀── produce requests ◀── drain ◀─┘ (accumulator)
+//!   batch futures  ◀── BatchMetadata / error      (one per endpoint and round, polled by the
+//!                                                  sender task itself)  retries with backoff
 //! ```
 //!
 //! Delivery: `acks = 0` resolves records once their batch is written to the socket (no offset);
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -45,6 +47,7 @@ use crate::accumulator::{
     empty_batch_size, record_size_upper_bound, Accumulator, AccumulatorConfig, ProducerBatch,
     RecordData, Reply,
 };
+use crate::batch_send::{BatchDelivery, BatchMetadata, BatchPool, BatchRecord, BatchReply};
 use crate::cluster::{Cluster, ClusterMetadata, TopicRoute};
 use crate::connection::{decode_body, ConnectionConfig};
 use crate::error::ClientError;
@@ -62,12 +65,17 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// A partition's batch is cut when it reaches this size (a larger single record gets a
     /// batch of its own, up to the topic's and the wire's batch limit). Default 256 KiB.
+    /// While the partition's window is full (`max_in_flight_per_partition` batches in flight
+    /// or waiting), the open batch grows past this, up to 4 MiB (or the topic's limit), and
+    /// leaves whole at the next free slot: the bytes in flight follow the acknowledgement
+    /// latency (an fsync per acknowledgement) rather than a fixed number of batches.
     pub batch_size_bytes: usize,
     /// How long a batch waits for more records before it is sent. Default 5 ms.
     /// `Duration::ZERO`: send as soon as the partition has nothing in flight (records arriving
     /// meanwhile are batched behind the request in flight).
     pub linger: Duration,
-    /// Most produce requests in flight per partition. Default 5.
+    /// Most batches in flight per partition. Default 5; keep it at most 5 with
+    /// `enable_idempotence` (the broker recognises a retry among a partition's last 5 batches).
     pub max_in_flight_per_partition: usize,
     /// Retries of a batch after a retriable error. Default 5.
     pub retries: u32,
@@ -158,7 +166,8 @@ pub struct ProducerRecord {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Tags the broker may filter on without reading values.
     pub tags: Vec<String>,
-    /// Milliseconds since the epoch; `None`: the time of `send`.
+    /// Milliseconds since the epoch; `None`: the time the producer's sender task takes the
+    /// record (one clock read per round of records, microseconds after `send`).
     pub timestamp_ms: Option<i64>,
 }
 
@@ -237,12 +246,26 @@ enum Command {
         reserved_bytes: usize,
         reply: Reply,
     },
+    /// A batch built by `send_batch`.
+    Batch(BuiltBatch),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
 
+/// A batch built by the caller of `send_batch`, on its way to the sender task.
+struct BuiltBatch {
+    topic: String,
+    partition: u32,
+    bytes: wire::AlignedVec<16>,
+    record_count: u32,
+    reserved_bytes: usize,
+    reply: BatchReply,
+}
+
 /// State shared by every clone of a producer.
 struct Shared {
+    /// Builders and buffers of `send_batch` batches.
+    pool: Arc<BatchPool>,
     commands: mpsc::UnboundedSender<Command>,
     /// One permit per buffered byte; `send` waits for permits, the sender task gives them back
     /// when records complete.
@@ -278,7 +301,7 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -302,10 +325,12 @@ impl Producer {
         let buffer = Arc::new(Semaphore::new(config.max_buffered_bytes));
         let max_record_bytes = config.max_buffered_bytes.min(BATCH_SIZE_MAX);
         debug!(?config, "producer starting");
-        let task = SenderTask::new(config, cluster, receiver, buffer.clone());
+        let pool = Arc::new(BatchPool::default());
+        let task = SenderTask::new(config, cluster, receiver, buffer.clone(), pool.clone());
         runtime.spawn(task.run());
         Ok(Producer {
             shared: Arc::new(Shared {
+                pool,
                 commands,
                 buffer,
                 waiting: AtomicUsize::new(0),
@@ -358,7 +383,7 @@ impl Producer {
     #[allow(clippy::type_complexity)]
     fn try_enqueue(
         &self,
-        mut record: ProducerRecord,
+        record: ProducerRecord,
     ) -> Result<Result<DeliveryFuture, (ProducerRecord, usize, WaitingGuard)>, ClientError> {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
@@ -377,9 +402,6 @@ impl Producer {
                 max_bytes: shared.max_record_bytes,
             });
         }
-        if record.timestamp_ms.is_none() {
-            record.timestamp_ms = Some(now_ms());
-        }
         if shared.waiting.load(Ordering::Acquire) == 0 {
             // Bounded by max_record_bytes <= u32::MAX, so the cast is exact.
             if let Ok(permit) = shared.buffer.try_acquire_many(size_bytes as u32) {
@@ -389,6 +411,73 @@ impl Producer {
         }
         shared.waiting.fetch_add(1, Ordering::AcqRel);
         Ok(Err((record, size_bytes, WaitingGuard(shared.clone()))))
+    }
+
+    /// Sends `records` to `topic`/`partition` as one record batch and waits for its
+    /// acknowledgement: [`Producer::enqueue_batch`], then the delivery.
+    pub fn send_batch<'a>(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: impl IntoIterator<Item = BatchRecord<'a>>,
+    ) -> impl Future<Output = Result<BatchMetadata, ClientError>> + Send + 'static {
+        let enqueued = self.enqueue_batch(topic, partition, records);
+        async move { enqueued.await?.await }
+    }
+
+    /// Encodes `records` into one record batch for `topic`/`partition` now, in the calling
+    /// task (each key and value is copied once, from the caller's bytes into the batch; one
+    /// clock read stamps the records without a timestamp), then returns a future that
+    /// enqueues the batch, waiting for buffer room like [`Producer::enqueue`], and gives the
+    /// [`BatchDelivery`] of its acknowledgement. The records borrow nothing once this returns.
+    ///
+    /// The batch is sent as it is (not merged with other records), after the records `send`
+    /// enqueued before it for the same partition. Its records get consecutive offsets
+    /// ([`BatchMetadata::offset`]). Errors: [`ClientError::Batch`] for no records or more
+    /// than the wire allows, [`ClientError::RecordTooLarge`] for a batch larger than
+    /// `max_buffered_bytes`, the wire's or the topic's batch limit,
+    /// [`ClientError::UnknownPartition`] / [`ClientError::UnknownTopic`].
+    pub fn enqueue_batch<'a>(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: impl IntoIterator<Item = BatchRecord<'a>>,
+    ) -> impl Future<Output = Result<BatchDelivery, ClientError>> + Send + 'static {
+        let shared = self.shared.clone();
+        let built = if shared.closed.load(Ordering::Acquire) {
+            Err(ClientError::Closed)
+        } else {
+            shared.pool.build(records, now_ms())
+        };
+        let topic = topic.to_owned();
+        async move {
+            let (bytes, record_count) = built?;
+            let reserved_bytes = bytes.len();
+            if reserved_bytes > shared.max_record_bytes {
+                shared.pool.give_back(bytes);
+                return Err(ClientError::RecordTooLarge {
+                    size_bytes: reserved_bytes,
+                    max_bytes: shared.max_record_bytes,
+                });
+            }
+            let waiting = reserve(&shared, reserved_bytes).await?;
+            let (reply, receiver) = oneshot::channel();
+            let command = Command::Batch(BuiltBatch {
+                topic,
+                partition,
+                bytes,
+                record_count,
+                reserved_bytes,
+                reply,
+            });
+            let sent = shared.commands.send(command);
+            drop(waiting);
+            if sent.is_err() {
+                shared.buffer.add_permits(reserved_bytes);
+                return Err(ClientError::Closed);
+            }
+            Ok(BatchDelivery { receiver })
+        }
     }
 
     /// Waits until every record enqueued before this call is acknowledged or has failed (the
@@ -436,22 +525,48 @@ fn push(
     Ok(DeliveryFuture { receiver })
 }
 
+/// Reserves `size_bytes` of the producer buffer, waiting in line behind earlier waiting calls
+/// when it is full. The returned registration in the line (if it had to wait) is to be dropped
+/// once the command is sent, so later calls cannot overtake it.
+async fn reserve(
+    shared: &Arc<Shared>,
+    size_bytes: usize,
+) -> Result<Option<WaitingGuard>, ClientError> {
+    // Bounded by max_record_bytes <= u32::MAX, so the cast is exact.
+    if shared.waiting.load(Ordering::Acquire) == 0 {
+        if let Ok(permit) = shared.buffer.try_acquire_many(size_bytes as u32) {
+            permit.forget();
+            return Ok(None);
+        }
+    }
+    shared.waiting.fetch_add(1, Ordering::AcqRel);
+    let guard = WaitingGuard(shared.clone());
+    wait_for_room(shared, size_bytes).await?;
+    Ok(Some(guard))
+}
+
+/// Waits for `size_bytes` of the producer buffer (the caller is registered in the line).
+async fn wait_for_room(shared: &Shared, size_bytes: usize) -> Result<(), ClientError> {
+    let permit = shared
+        .buffer
+        .acquire_many(size_bytes as u32)
+        .await
+        .map_err(|_| ClientError::Closed)?;
+    permit.forget();
+    if shared.closed.load(Ordering::Acquire) {
+        shared.buffer.add_permits(size_bytes);
+        return Err(ClientError::Closed);
+    }
+    Ok(())
+}
+
 async fn enqueue_waiting(
     shared: &Arc<Shared>,
     record: ProducerRecord,
     reserved_bytes: usize,
     guard: WaitingGuard,
 ) -> Result<DeliveryFuture, ClientError> {
-    let permit = shared
-        .buffer
-        .acquire_many(reserved_bytes as u32)
-        .await
-        .map_err(|_| ClientError::Closed)?;
-    permit.forget();
-    if shared.closed.load(Ordering::Acquire) {
-        shared.buffer.add_permits(reserved_bytes);
-        return Err(ClientError::Closed);
-    }
+    wait_for_room(shared, reserved_bytes).await?;
     let delivery = push(shared, record, reserved_bytes);
     drop(guard);
     delivery
@@ -459,6 +574,9 @@ async fn enqueue_waiting(
 
 /// Outcome of one batch of a produce request: its base offset (`None` with acks = 0).
 type BatchOutcome = Result<Option<u64>, ClientError>;
+
+/// A produce request in flight: resolves to each of its batches with its outcome.
+type ProduceFuture = Pin<Box<dyn Future<Output = Vec<(ProducerBatch, BatchOutcome)>> + Send>>;
 
 /// What produce and metadata tasks report back to the sender task.
 enum Event {
@@ -481,12 +599,45 @@ enum ProducerIdState {
     Failed(ClientError),
 }
 
-/// A record waiting for its topic's metadata.
+/// What waits for its topic's metadata.
+enum ParkedItem {
+    /// A record of `send`.
+    Record {
+        record: ProducerRecord,
+        reply: Reply,
+    },
+    /// A batch of `send_batch`.
+    Batch(BuiltBatch),
+}
+
+/// A record or batch waiting for its topic's metadata.
 struct Parked {
-    record: ProducerRecord,
+    item: ParkedItem,
     reserved_bytes: usize,
-    reply: Reply,
     seq: u64,
+}
+
+impl Parked {
+    fn topic(&self) -> &str {
+        match &self.item {
+            ParkedItem::Record { record, .. } => &record.topic,
+            ParkedItem::Batch(batch) => &batch.topic,
+        }
+    }
+
+    /// Fails it with `error`; returns the batch buffer to give back, if any.
+    fn fail(self, error: ClientError) -> Option<wire::AlignedVec<16>> {
+        match self.item {
+            ParkedItem::Record { reply, .. } => {
+                let _ = reply.send(Err(error));
+                None
+            }
+            ParkedItem::Batch(batch) => {
+                let _ = batch.reply.send(Err(error));
+                Some(batch.bytes)
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -506,6 +657,33 @@ struct MetadataState {
     failures: u32,
 }
 
+/// Most batch bytes in one produce request: half the wire's frame limit (`FRAME_SIZE_MAX`,
+/// 64 MiB), leaving ample room for the request's own fields. A single batch (at most
+/// `BATCH_SIZE_MAX`, 16 MiB) always fits; more batches for one endpoint go in further
+/// requests, written right behind.
+const REQUEST_BATCH_BYTES_MAX: usize = wire::protocol::FRAME_SIZE_MAX / 2;
+
+/// Splits `batches` (in order) into runs of at most `max_bytes` of batch bytes each (a batch
+/// larger than that alone in its run).
+fn split_by_bytes(batches: Vec<ProducerBatch>, max_bytes: usize) -> Vec<Vec<ProducerBatch>> {
+    let mut runs: Vec<Vec<ProducerBatch>> = Vec::new();
+    let mut run_bytes = 0;
+    for batch in batches {
+        let bytes = batch.bytes.len();
+        match runs.last_mut() {
+            Some(run) if run_bytes + bytes <= max_bytes => {
+                run_bytes += bytes;
+                run.push(batch);
+            }
+            _ => {
+                run_bytes = bytes;
+                runs.push(vec![batch]);
+            }
+        }
+    }
+    runs
+}
+
 /// Most commands handled in one round before the sender task drains and sends, so a flood of
 /// records cannot delay sending (and thus acknowledgements) indefinitely.
 const COMMANDS_PER_ROUND_MAX: usize = 4096;
@@ -520,10 +698,19 @@ struct SenderTask {
     accumulator: Accumulator,
     partitioner: Partitioner,
     buffer: Arc<Semaphore>,
+    /// Where completed `send_batch` buffers go back.
+    pool: Arc<BatchPool>,
     parked: HashMap<String, ParkedTopic>,
+    /// The route of the topic of the previous record, valid for the current round of
+    /// commands: a run of records to one topic looks its route up once.
+    round_route: Option<Arc<TopicRoute>>,
+    /// Wall-clock time read once per round of commands, for records without a timestamp.
+    round_now_ms: i64,
     metadata: MetadataState,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     close_waiters: Vec<oneshot::Sender<()>>,
+    /// Produce requests in flight, polled by this task.
+    requests: FuturesUnordered<ProduceFuture>,
     /// Per endpoint, fires once the latest produce request dispatched to it is written.
     last_written: HashMap<Arc<str>, oneshot::Receiver<()>>,
     next_seq: u64,
@@ -539,6 +726,7 @@ impl SenderTask {
         cluster: Arc<Cluster>,
         commands: mpsc::UnboundedReceiver<Command>,
         buffer: Arc<Semaphore>,
+        pool: Arc<BatchPool>,
     ) -> Self {
         let (events_sender, events) = mpsc::unbounded_channel();
         let config_idempotent = config.enable_idempotence;
@@ -556,10 +744,14 @@ impl SenderTask {
             accumulator,
             partitioner: Partitioner::default(),
             buffer,
+            pool,
             parked: HashMap::new(),
+            round_route: None,
+            round_now_ms: 0,
             metadata: MetadataState::default(),
             flush_waiters: Vec::new(),
             close_waiters: Vec::new(),
+            requests: FuturesUnordered::new(),
             last_written: HashMap::new(),
             next_seq: 0,
             input_open: true,
@@ -586,9 +778,14 @@ impl SenderTask {
             let deadline = self.next_deadline();
             tokio::select! {
                 biased;
+                Some(results) = self.requests.next(), if !self.requests.is_empty() => {
+                    self.on_event(Event::Produced(results));
+                }
                 Some(event) = self.events.recv() => self.on_event(event),
                 command = self.commands.recv(), if self.input_open => match command {
                     Some(command) => {
+                        self.round_route = None;
+                        self.round_now_ms = now_ms();
                         self.on_command(command);
                         for _ in 1..COMMANDS_PER_ROUND_MAX {
                             match self.commands.try_recv() {
@@ -642,34 +839,18 @@ impl SenderTask {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Record {
-                record,
+                mut record,
                 reserved_bytes,
                 reply,
             } => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let parked = Parked {
-                    record,
-                    reserved_bytes,
-                    reply,
-                    seq,
-                };
-                // Records behind parked ones of the same topic park too, to keep their order.
-                if let Some(topic) = self.parked.get_mut(&parked.record.topic) {
-                    topic.records.push_back(parked);
-                    return;
+                if record.timestamp_ms.is_none() {
+                    record.timestamp_ms = Some(self.round_now_ms);
                 }
-                match self.cluster.cached_route(&parked.record.topic) {
-                    Some(route) => self.place(parked, &route, Instant::now()),
-                    None => {
-                        self.metadata.wanted = true;
-                        self.parked
-                            .entry(parked.record.topic.clone())
-                            .or_default()
-                            .records
-                            .push_back(parked);
-                    }
-                }
+                self.admit(ParkedItem::Record { record, reply }, reserved_bytes);
+            }
+            Command::Batch(batch) => {
+                let reserved_bytes = batch.reserved_bytes;
+                self.admit(ParkedItem::Batch(batch), reserved_bytes);
             }
             Command::Flush(done) => {
                 self.flush_waiters.push((self.next_seq, done));
@@ -683,14 +864,68 @@ impl SenderTask {
         }
     }
 
-    /// Picks the partition of a record whose topic is known and appends it.
+    /// Numbers a record or batch and places it, or parks it until its topic is known.
+    fn admit(&mut self, item: ParkedItem, reserved_bytes: usize) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let parked = Parked {
+            item,
+            reserved_bytes,
+            seq,
+        };
+        // Records behind parked ones of the same topic park too, to keep their order.
+        if !self.parked.is_empty() {
+            if let Some(topic) = self.parked.get_mut(parked.topic()) {
+                topic.records.push_back(parked);
+                return;
+            }
+        }
+        let route = match self.round_route.take() {
+            Some(route) if *route.name == *parked.topic() => Some(route),
+            _ => self.cluster.cached_route(parked.topic()),
+        };
+        match route {
+            Some(route) => {
+                self.place(parked, &route, Instant::now());
+                self.round_route = Some(route);
+            }
+            None => {
+                self.metadata.wanted = true;
+                self.parked
+                    .entry(parked.topic().to_owned())
+                    .or_default()
+                    .records
+                    .push_back(parked);
+            }
+        }
+    }
+
+    /// Gives a finished batch's buffer back to where it was built.
+    fn recycle(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        prebuilt: bool,
+        bytes: wire::AlignedVec<16>,
+    ) {
+        if prebuilt {
+            self.pool.give_back(bytes);
+        } else {
+            self.accumulator.recycle(topic, partition, bytes);
+        }
+    }
+
+    /// Appends a record (picking its partition) or queues a batch, once its topic is known.
     fn place(&mut self, parked: Parked, route: &TopicRoute, now: Instant) {
         let Parked {
-            record,
+            item,
             reserved_bytes,
-            reply,
             seq,
         } = parked;
+        let (record, reply) = match item {
+            ParkedItem::Record { record, reply } => (record, reply),
+            ParkedItem::Batch(batch) => return self.place_batch(batch, seq, route),
+        };
         let partitions = route.partition_count();
         let fail = |this: &mut Self, reply: Reply, error: ClientError| {
             let _ = reply.send(Err(error));
@@ -715,10 +950,7 @@ impl SenderTask {
             (None, Some(key)) => partition_for_key(key, partitions),
             (None, None) => self.partitioner.keyless(&route.name, partitions),
         };
-        let topic_limit = match route.config.max_batch_bytes {
-            0 => BATCH_SIZE_MAX,
-            limit => (limit as usize).min(BATCH_SIZE_MAX),
-        };
+        let topic_limit = topic_batch_limit(route);
         if reserved_bytes > topic_limit {
             let error = ClientError::RecordTooLarge {
                 size_bytes: reserved_bytes,
@@ -749,6 +981,45 @@ impl SenderTask {
         }
     }
 
+    /// Queues a `send_batch` batch whose topic is known, or fails it.
+    fn place_batch(&mut self, batch: BuiltBatch, seq: u64, route: &TopicRoute) {
+        let partitions = route.partition_count();
+        let topic_limit = topic_batch_limit(route);
+        let error = if partitions == 0 {
+            Some(ClientError::UnknownTopic {
+                topic: batch.topic.clone(),
+            })
+        } else if batch.partition >= partitions {
+            Some(ClientError::UnknownPartition {
+                topic: batch.topic.clone(),
+                partition: batch.partition,
+                partitions,
+            })
+        } else if batch.bytes.len() > topic_limit {
+            Some(ClientError::RecordTooLarge {
+                size_bytes: batch.bytes.len(),
+                max_bytes: topic_limit,
+            })
+        } else {
+            None
+        };
+        if let Some(error) = error {
+            let _ = batch.reply.send(Err(error));
+            self.release(batch.reserved_bytes);
+            self.pool.give_back(batch.bytes);
+            return;
+        }
+        self.accumulator.append_built(
+            &route.name,
+            batch.partition,
+            batch.bytes,
+            batch.reply,
+            batch.record_count,
+            batch.reserved_bytes,
+            seq,
+        );
+    }
+
     fn maybe_refresh_metadata(&mut self, now: Instant) {
         let state = &mut self.metadata;
         if !state.wanted || state.in_flight || state.not_before.is_some_and(|at| at > now) {
@@ -777,7 +1048,10 @@ impl SenderTask {
                         Ok(base_offset) => {
                             self.accumulator.finished(&batch);
                             self.release(batch.reserved_bytes);
-                            batch.complete(base_offset);
+                            let (topic, partition) = (batch.topic.clone(), batch.partition);
+                            let prebuilt = batch.prebuilt();
+                            let bytes = batch.complete(base_offset);
+                            self.recycle(&topic, partition, prebuilt, bytes);
                         }
                         Err(error) => self.on_batch_error(batch, error, now),
                     }
@@ -866,8 +1140,10 @@ impl SenderTask {
             };
             if let Some(topic) = self.parked.remove(&name) {
                 for parked in topic.records {
-                    let _ = parked.reply.send(Err(error.clone()));
                     self.release(parked.reserved_bytes);
+                    if let Some(bytes) = parked.fail(error.clone()) {
+                        self.pool.give_back(bytes);
+                    }
                 }
             }
         }
@@ -894,7 +1170,7 @@ impl SenderTask {
         warn!(
             topic = %batch.topic,
             partition = batch.partition,
-            records = batch.replies.len(),
+            records = batch.record_count(),
             attempts = batch.attempts,
             %error,
             "batch failed"
@@ -906,7 +1182,10 @@ impl SenderTask {
     fn fail_batch(&mut self, batch: ProducerBatch, error: &ClientError) {
         self.accumulator.finished(&batch);
         self.release(batch.reserved_bytes);
-        batch.fail(error);
+        let (topic, partition) = (batch.topic.clone(), batch.partition);
+        let prebuilt = batch.prebuilt();
+        let bytes = batch.fail(error);
+        self.recycle(&topic, partition, prebuilt, bytes);
     }
 
     /// Asks for a producer id once (idempotent producer), retrying retriable failures.
@@ -1024,30 +1303,37 @@ impl SenderTask {
             }
         }
         for (endpoint, batches) in groups {
-            let cluster = self.cluster.clone();
-            let events = self.events_sender.clone();
-            let acks = self.config.acks;
-            let timeout = self.config.request_timeout;
-            // Each request runs in its own task, but the requests to one endpoint are written
-            // in dispatch order: each waits until the previous one is on the socket (or has
-            // failed), so the broker appends a partition's batches in the order they were cut.
-            let (written, written_signal) = oneshot::channel();
-            let previous = self.last_written.insert(endpoint.clone(), written_signal);
-            tokio::spawn(async move {
-                if let Some(previous) = previous {
-                    let _ = previous.await;
-                }
-                let outcomes = produce(&cluster, &endpoint, acks, timeout, &batches, written).await;
-                let results = match outcomes {
-                    Ok(outcomes) => batches.into_iter().zip(outcomes).collect(),
-                    Err(error) => batches
-                        .into_iter()
-                        .map(|batch| (batch, Err(error.clone())))
-                        .collect(),
-                };
-                let _ = events.send(Event::Produced(results));
-            });
+            for batches in split_by_bytes(batches, REQUEST_BATCH_BYTES_MAX) {
+                self.send_request(endpoint.clone(), batches);
+            }
         }
+    }
+
+    /// Starts one produce request carrying `batches` to `endpoint`.
+    fn send_request(&mut self, endpoint: Arc<str>, batches: Vec<ProducerBatch>) {
+        let cluster = self.cluster.clone();
+        let acks = self.config.acks;
+        let timeout = self.config.request_timeout;
+        // Each request is its own future, polled by this task (no task spawned, no channel
+        // hop: the connection's reader wakes this task directly), but the requests to one
+        // endpoint are written in dispatch order: each waits until the previous one is on
+        // the socket (or has failed), so the broker appends a partition's batches in the
+        // order they were cut.
+        let (written, written_signal) = oneshot::channel();
+        let previous = self.last_written.insert(endpoint.clone(), written_signal);
+        self.requests.push(Box::pin(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let outcomes = produce(&cluster, &endpoint, acks, timeout, &batches, written).await;
+            match outcomes {
+                Ok(outcomes) => batches.into_iter().zip(outcomes).collect(),
+                Err(error) => batches
+                    .into_iter()
+                    .map(|batch| (batch, Err(error.clone())))
+                    .collect(),
+            }
+        }));
     }
 
     fn check_flush_waiters(&mut self) {
@@ -1073,6 +1359,14 @@ impl SenderTask {
                 self.flush_waiters.push((target, done));
             }
         }
+    }
+}
+
+/// The largest batch `route`'s topic accepts.
+fn topic_batch_limit(route: &TopicRoute) -> usize {
+    match route.config.max_batch_bytes {
+        0 => BATCH_SIZE_MAX,
+        limit => (limit as usize).min(BATCH_SIZE_MAX),
     }
 }
 
@@ -1227,6 +1521,41 @@ mod tests {
         producer.close().await.unwrap();
         let after = producer.send(ProducerRecord::new("t", b"v".to_vec())).await;
         assert!(matches!(after, Err(ClientError::Closed)));
+    }
+
+    /// Requests are split so no frame exceeds the wire limit: runs keep order, stay under
+    /// the byte bound, and an oversized batch travels alone.
+    #[test]
+    fn split_by_bytes_keeps_order_and_bound() {
+        let batch = |len: usize, seq: u64| {
+            let mut bytes = wire::AlignedVec::<16>::new();
+            bytes.resize(len, 0);
+            ProducerBatch {
+                topic: Arc::from("t"),
+                partition: 0,
+                bytes,
+                completion: crate::accumulator::Completion::Records(Vec::new()),
+                reserved_bytes: 0,
+                min_seq: seq,
+                attempts: 0,
+            }
+        };
+        let lens = [40, 50, 20, 200, 10, 10, 90];
+        let batches = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| batch(len, i as u64))
+            .collect();
+        let runs = split_by_bytes(batches, 100);
+        let shape: Vec<Vec<u64>> = runs
+            .iter()
+            .map(|run| run.iter().map(|b| b.min_seq).collect())
+            .collect();
+        assert_eq!(
+            shape,
+            vec![vec![0, 1], vec![2], vec![3], vec![4, 5], vec![6]]
+        );
+        assert!(split_by_bytes(Vec::new(), 100).is_empty());
     }
 
     /// A record that can never fit is refused at once.

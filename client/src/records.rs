@@ -90,6 +90,11 @@ impl Records {
         }
     }
 
+    /// Gives the frames back (the micro-benchmark reuses its frame).
+    pub(crate) fn into_frames(self) -> Vec<Frame> {
+        self.frames
+    }
+
     /// Takes ownership of a frame; returns its index for [`Records::add_partition`].
     pub(crate) fn add_frame(&mut self, frame: Frame) -> usize {
         self.frames.push(frame);

@@ -26,14 +26,17 @@
 
 use core::fmt;
 use core::iter::FusedIterator;
+use core::marker::PhantomData;
 
 use rkyv::munge::munge;
 use rkyv::place::Place;
-use rkyv::rancor::{self, Fallible};
-use rkyv::ser::{Allocator, Writer};
-use rkyv::util::AlignedVec;
+use rkyv::rancor::{self, Fallible, Strategy};
+use rkyv::ser::sharing::Share;
+use rkyv::ser::{Allocator, Positional, Serializer, Writer};
+use rkyv::string::{ArchivedString, StringResolver};
+use rkyv::util::{with_arena, AlignedVec};
 use rkyv::vec::{ArchivedVec, VecResolver};
-use rkyv::{Archive, Deserialize, Serialize};
+use rkyv::{Archive, Deserialize, Portable, Serialize};
 
 use crate::error::BatchError;
 use crate::limits::{BATCH_SIZE_MAX, RECORDS_PER_BATCH_MAX};
@@ -748,23 +751,46 @@ impl<'a> Iterator for BatchIter<'a> {
 
 impl FusedIterator for BatchIter<'_> {}
 
-/// Producer-side builder of a record batch.
+/// Producer-side builder of a record batch, encoded in place.
 ///
-/// Collects records with absolute timestamps, then encodes the header and
-/// the rkyv archive in one pass into a 16-aligned buffer. The batch's
+/// [`BatchBuilder::push`] copies a record's key, value, headers and tags
+/// once, from the caller's slices straight into the batch buffer, laid out as
+/// rkyv lays out the record's out-of-line data; nothing owned is built per
+/// record. [`BatchBuilder::finish`] then appends what needs the whole batch
+/// (the array of archived records, whose timestamp deltas need the batch's
+/// minimum timestamp, and the archive's root), writes the header and the CRC
+/// and hands the buffer out; [`BatchBuilder::recycle`] gives a sent batch's
+/// buffer back so the next batches allocate nothing. The batch's
 /// `first_timestamp_ms` is the minimum pushed timestamp, so records may be
 /// pushed in any timestamp order and every delta is non-negative.
-#[derive(Debug, Clone)]
+///
+/// ```text
+///  while pushing:  0        64                                          len
+///                  +--------+---------------------------------------------+
+///                  | zeros  | rec 0: key value headers tags | rec 1 ... |
+///                  +--------+---------------------------------------------+
+///  finish appends:           ... | ArchivedRecord x n | root (8) | 0 pad |
+///                  then writes the header over the zeros, then the CRC
+/// ```
+///
+/// The bytes are exactly those of an rkyv archive of `Vec<Record>` after a
+/// 64-byte header (the format on the wire and on disk is unchanged): the
+/// pieces are serialized by the same rkyv routines in the same order as
+/// rkyv's derived serializer would.
+#[derive(Clone)]
 pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
     attributes: u16,
-    /// Records with `timestamp_delta_ms` left at 0; the deltas are computed
-    /// at build time from `timestamps`, once the minimum is known.
-    records: Vec<Record>,
-    /// Absolute timestamp of each record, parallel to `records`.
-    timestamps: Vec<i64>,
+    /// The batch being built: a zeroed header placeholder, then every
+    /// pushed record's out-of-line data in push order.
+    buffer: AlignedVec<BATCH_ALIGNMENT>,
+    /// A buffer given back by [`BatchBuilder::recycle`], used for the next
+    /// batch after `finish`.
+    spare: Option<AlignedVec<BATCH_ALIGNMENT>>,
+    /// Where each pushed record's parts lie in `buffer`, and its timestamp.
+    records: Vec<PendingRecord>,
     min_timestamp_ms: i64,
     max_timestamp_ms: i64,
     /// Upper bound on the encoded size, maintained by `push`.
@@ -772,6 +798,20 @@ pub struct BatchBuilder {
     /// Lower bound on the encoded size (header plus raw payload bytes), to
     /// reject oversized batches before serializing them.
     min_size: usize,
+    /// Why a pushed record could not be encoded; the batch then refuses to
+    /// build.
+    failed: Option<String>,
+}
+
+impl fmt::Debug for BatchBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchBuilder")
+            .field("producer_id", &self.producer_id)
+            .field("records", &self.records.len())
+            .field("buffer_len", &self.buffer.len())
+            .field("estimated_size", &self.estimated_size)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for BatchBuilder {
@@ -784,26 +824,53 @@ impl Default for BatchBuilder {
 /// object (the largest alignment in the archive is 4).
 const ARCHIVE_SLACK: usize = 8;
 
+/// Where an archived vector's elements were written in the builder's
+/// buffer, and how many there are.
+#[derive(Debug, Clone, Copy)]
+struct WrittenSlice {
+    position: usize,
+    len: usize,
+}
+
+/// A pushed record: its parts are in the buffer, its array entry is written
+/// by `finish`.
+#[derive(Debug, Clone, Copy)]
+struct PendingRecord {
+    timestamp_ms: i64,
+    key: Option<WrittenSlice>,
+    value: WrittenSlice,
+    headers: WrittenSlice,
+    tags: Option<WrittenSlice>,
+}
+
 impl BatchBuilder {
     /// An empty builder with no producer (id, epoch and sequence -1) and
     /// attributes 0.
     pub fn new() -> Self {
+        let mut buffer = AlignedVec::new();
+        buffer.extend_from_slice(&[0u8; BATCH_HEADER_SIZE]);
         Self {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
             attributes: 0,
+            buffer,
+            spare: None,
             records: Vec::new(),
-            timestamps: Vec::new(),
             min_timestamp_ms: i64::MAX,
             max_timestamp_ms: i64::MIN,
-            estimated_size: BATCH_HEADER_SIZE
-                + core::mem::size_of::<ArchivedRecords>()
-                + ARCHIVE_SLACK
-                + BATCH_ALIGNMENT,
+            estimated_size: Self::EMPTY_ESTIMATED_SIZE,
             min_size: BATCH_HEADER_SIZE,
+            failed: None,
         }
     }
+
+    /// Estimated size of a batch without records: header, root, slack and
+    /// the final padding.
+    const EMPTY_ESTIMATED_SIZE: usize = BATCH_HEADER_SIZE
+        + core::mem::size_of::<ArchivedRecords>()
+        + ARCHIVE_SLACK
+        + BATCH_ALIGNMENT;
 
     /// Set the idempotent/transactional producer identity stamped in the
     /// header.
@@ -831,7 +898,8 @@ impl BatchBuilder {
     ///
     /// The batch's first timestamp is the minimum over all records and each
     /// record stores `timestamp_ms - first`, computed at build time, so
-    /// records may come in any timestamp order. The bytes are copied.
+    /// records may come in any timestamp order. The bytes are copied once,
+    /// into the batch buffer.
     pub fn push(
         &mut self,
         timestamp_ms: i64,
@@ -840,26 +908,102 @@ impl BatchBuilder {
         headers: &[(&str, &[u8])],
         tags: Option<&[&str]>,
     ) -> &mut Self {
-        let record = Record {
-            timestamp_delta_ms: 0,
-            key: key.map(<[u8]>::to_vec),
-            value: value.to_vec(),
-            headers: headers
-                .iter()
-                .map(|&(key, value)| RecordHeader {
-                    key: key.to_owned(),
-                    value: value.to_vec(),
-                })
-                .collect(),
-            tags: tags.map(|tags| tags.iter().map(|&t| t.to_owned()).collect()),
-        };
-        let (low, high) = size_bounds(&record);
+        self.push_parts(
+            timestamp_ms,
+            key,
+            value,
+            headers.iter().copied(),
+            tags.map(|tags| tags.iter().copied()),
+        )
+    }
+
+    /// [`BatchBuilder::push`] with headers and tags from any cheap iterator
+    /// (for instance over the caller's owned `(String, Vec<u8>)` pairs), so
+    /// the caller need not collect borrowed slices first.
+    pub fn push_parts<'r, H, T>(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: H,
+        tags: Option<T>,
+    ) -> &mut Self
+    where
+        H: ExactSizeIterator<Item = (&'r str, &'r [u8])> + Clone,
+        T: ExactSizeIterator<Item = &'r str> + Clone,
+    {
+        let (low, high) = size_bounds(key, value, headers.clone(), tags.clone());
         self.min_size = self.min_size.saturating_add(low);
         self.estimated_size = self.estimated_size.saturating_add(high);
         self.min_timestamp_ms = self.min_timestamp_ms.min(timestamp_ms);
         self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
-        self.records.push(record);
-        self.timestamps.push(timestamp_ms);
+        if headers.len() == 0 && tags.is_none() {
+            // Common case without rkyv's serializer machinery: the same bytes rkyv writes
+            // for two byte vectors (copied as they are, alignment 1) and an empty header
+            // vector (padding to its alignment, then nothing).
+            let key = key.map(|key| {
+                let position = self.buffer.len();
+                self.buffer.extend_from_slice(key);
+                WrittenSlice {
+                    position,
+                    len: key.len(),
+                }
+            });
+            let position = self.buffer.len();
+            self.buffer.extend_from_slice(value);
+            let value = WrittenSlice {
+                position,
+                len: value.len(),
+            };
+            let headers_position = self
+                .buffer
+                .len()
+                .next_multiple_of(core::mem::align_of::<ArchivedRecordHeader>());
+            self.buffer.resize(headers_position, 0);
+            self.records.push(PendingRecord {
+                timestamp_ms,
+                key,
+                value,
+                headers: WrittenSlice {
+                    position: headers_position,
+                    len: 0,
+                },
+                tags: None,
+            });
+            return self;
+        }
+        let before = self.buffer.len();
+        let written = with_arena(|arena| {
+            let mut serializer = Serializer::new(
+                core::mem::take(&mut self.buffer),
+                arena.acquire(),
+                Share::new(),
+            );
+            let written = write_record_parts(
+                Strategy::<_, rancor::Error>::wrap(&mut serializer),
+                key,
+                value,
+                headers,
+                tags,
+            );
+            self.buffer = serializer.into_writer();
+            written
+        });
+        match written {
+            Ok((key, value, headers, tags)) => self.records.push(PendingRecord {
+                timestamp_ms,
+                key,
+                value,
+                headers,
+                tags,
+            }),
+            Err(e) => {
+                // Only a string too long for rkyv gets here; keep the
+                // buffer consistent and refuse to build this batch.
+                self.buffer.resize(before, 0);
+                self.failed.get_or_insert_with(|| e.to_string());
+            }
+        }
         self
     }
 
@@ -883,7 +1027,8 @@ impl BatchBuilder {
     /// Encode the batch into `out` (cleared first), which is 16-aligned in
     /// memory so the records can be accessed in place. The base offset is
     /// written as 0 (the broker stamps it). Returns the batch length, which
-    /// is `out.len()`.
+    /// is `out.len()`. The builder keeps its records; this copies them, so
+    /// producers that build many batches use [`BatchBuilder::finish`].
     ///
     /// Errors: [`BatchError::Empty`] with no records,
     /// [`BatchError::TooManyRecords`], [`BatchError::UnsupportedAttributes`],
@@ -892,6 +1037,68 @@ impl BatchBuilder {
     /// [`BATCH_SIZE_MAX`]. On error `out` is left empty.
     pub fn build_into(&self, out: &mut AlignedVec<16>) -> Result<usize, BatchError> {
         out.clear();
+        self.check()?;
+        out.extend_from_slice(&self.buffer);
+        let built = self.complete(out);
+        if built.is_err() {
+            out.clear();
+        }
+        built
+    }
+
+    /// Convenience: build into a fresh `AlignedVec<16>`.
+    pub fn build(&self) -> Result<AlignedVec<16>, BatchError> {
+        let mut out = AlignedVec::with_capacity(self.estimated_size.min(BATCH_SIZE_MAX));
+        self.build_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Completes the batch in its own buffer and hands that buffer out,
+    /// without copying the records, then clears the builder for the next
+    /// batch (which starts in the buffer given to
+    /// [`BatchBuilder::recycle`], if any). Same errors as
+    /// [`BatchBuilder::build_into`]; on error the builder is unchanged.
+    pub fn finish(&mut self) -> Result<AlignedVec<16>, BatchError> {
+        self.check()?;
+        let records_end = self.buffer.len();
+        let mut batch = core::mem::take(&mut self.buffer);
+        match self.complete(&mut batch) {
+            Ok(_) => {
+                self.buffer = self.spare.take().unwrap_or_default();
+                self.clear();
+                Ok(batch)
+            }
+            Err(e) => {
+                batch.resize(records_end, 0);
+                self.buffer = batch;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back the buffer of a batch returned by
+    /// [`BatchBuilder::finish`] that is no longer needed, so a later batch
+    /// reuses its allocation: at once if no record was pushed yet and it is
+    /// larger than the current buffer, else after the next `finish`. The
+    /// builder keeps at most one spare (the larger).
+    pub fn recycle(&mut self, mut buffer: AlignedVec<16>) {
+        buffer.clear();
+        if self.records.is_empty() && self.buffer.capacity() < buffer.capacity() {
+            buffer.extend_from_slice(&[0u8; BATCH_HEADER_SIZE]);
+            buffer = core::mem::replace(&mut self.buffer, buffer);
+            buffer.clear();
+        }
+        if self
+            .spare
+            .as_ref()
+            .is_none_or(|spare| spare.capacity() < buffer.capacity())
+        {
+            self.spare = Some(buffer);
+        }
+    }
+
+    /// The checks that need no encoding.
+    fn check(&self) -> Result<u32, BatchError> {
         if self.records.is_empty() {
             return Err(BatchError::Empty);
         }
@@ -917,21 +1124,34 @@ impl BatchBuilder {
                 max: BATCH_SIZE_MAX,
             });
         }
+        if let Some(reason) = &self.failed {
+            return Err(BatchError::Records {
+                reason: reason.clone(),
+            });
+        }
+        Ok(record_count)
+    }
 
-        // Serialize the records right after a placeholder header. rkyv
-        // positions are relative, and 64 is a multiple of every alignment
-        // in the archive, so the bytes from +64 on form a standalone archive.
-        out.extend_from_slice(&[0u8; BATCH_HEADER_SIZE]);
-        let stamped = StampedRecords {
+    /// Appends the records' array and the root to `out` (which holds a copy
+    /// of `buffer`), pads, and writes the header and CRC. rkyv positions are
+    /// relative, and 64 is a multiple of every alignment in the archive, so
+    /// the bytes from +64 on form a standalone archive.
+    fn complete(&self, out: &mut AlignedVec<16>) -> Result<usize, BatchError> {
+        let record_count = self.check()?;
+        let first = self.min_timestamp_ms;
+        let records = RecordsRef {
             records: &self.records,
-            timestamps: &self.timestamps,
             first_timestamp_ms: first,
         };
-        let writer = core::mem::take(out);
-        *out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&stamped, writer).map_err(|e| {
-            BatchError::Records {
-                reason: e.to_string(),
-            }
+        with_arena(|arena| {
+            let mut serializer =
+                Serializer::new(core::mem::take(out), arena.acquire(), Share::new());
+            let root = rkyv::api::serialize_using::<_, rancor::Error>(&records, &mut serializer);
+            *out = serializer.into_writer();
+            root.map(|_| ())
+        })
+        .map_err(|e| BatchError::Records {
+            reason: e.to_string(),
         })?;
 
         let records_length = out.len() - BATCH_HEADER_SIZE;
@@ -941,13 +1161,11 @@ impl BatchBuilder {
             max: BATCH_SIZE_MAX,
         };
         if batch_length > BATCH_SIZE_MAX {
-            out.clear();
             return Err(too_large);
         }
         let (Ok(batch_length_u32), Ok(records_length_u32)) =
             (u32::try_from(batch_length), u32::try_from(records_length))
         else {
-            out.clear();
             return Err(too_large);
         };
         out.resize(batch_length, 0);
@@ -960,7 +1178,7 @@ impl BatchBuilder {
             last_offset_delta: record_count - 1,
             record_count,
             first_timestamp_ms: first,
-            max_timestamp_ms: max,
+            max_timestamp_ms: self.max_timestamp_ms,
             producer_id: self.producer_id,
             base_sequence: self.base_sequence,
             records_length: records_length_u32,
@@ -971,45 +1189,44 @@ impl BatchBuilder {
         Ok(batch_length)
     }
 
-    /// Convenience: build into a fresh `AlignedVec<16>`.
-    pub fn build(&self) -> Result<AlignedVec<16>, BatchError> {
-        let mut out = AlignedVec::with_capacity(self.estimated_size.min(BATCH_SIZE_MAX));
-        self.build_into(&mut out)?;
-        Ok(out)
-    }
-
     /// Remove all records (keeping the producer identity and attributes and
     /// the allocated capacity) so the builder can be reused for the next
     /// batch.
     pub fn clear(&mut self) {
-        let fresh = Self::new();
+        self.buffer.clear();
+        self.buffer.extend_from_slice(&[0u8; BATCH_HEADER_SIZE]);
         self.records.clear();
-        self.timestamps.clear();
-        self.min_timestamp_ms = fresh.min_timestamp_ms;
-        self.max_timestamp_ms = fresh.max_timestamp_ms;
-        self.estimated_size = fresh.estimated_size;
-        self.min_size = fresh.min_size;
+        self.min_timestamp_ms = i64::MAX;
+        self.max_timestamp_ms = i64::MIN;
+        self.estimated_size = Self::EMPTY_ESTIMATED_SIZE;
+        self.min_size = BATCH_HEADER_SIZE;
+        self.failed = None;
     }
 }
 
 /// Lower and upper bounds on the bytes one record adds to the archive.
-fn size_bounds(record: &Record) -> (usize, usize) {
+fn size_bounds<'r>(
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: impl ExactSizeIterator<Item = (&'r str, &'r [u8])>,
+    tags: Option<impl ExactSizeIterator<Item = &'r str>>,
+) -> (usize, usize) {
     let mut low = core::mem::size_of::<ArchivedRecord>();
     let mut high = low + ARCHIVE_SLACK;
     let mut blob = |len: usize| {
         low += len;
         high += len + ARCHIVE_SLACK;
     };
-    if let Some(key) = &record.key {
+    if let Some(key) = key {
         blob(key.len());
     }
-    blob(record.value.len());
-    blob(record.headers.len() * core::mem::size_of::<ArchivedRecordHeader>());
-    for header in &record.headers {
-        blob(header.key.len());
-        blob(header.value.len());
+    blob(value.len());
+    blob(headers.len() * core::mem::size_of::<ArchivedRecordHeader>());
+    for (name, value) in headers {
+        blob(name.len());
+        blob(value.len());
     }
-    if let Some(tags) = &record.tags {
+    if let Some(tags) = tags {
         blob(tags.len() * core::mem::size_of::<rkyv::string::ArchivedString>());
         for tag in tags {
             blob(tag.len());
@@ -1018,57 +1235,208 @@ fn size_bounds(record: &Record) -> (usize, usize) {
     (low, high)
 }
 
-/// Serialization proxy: a borrowed [`Record`] whose archived
-/// `timestamp_delta_ms` is `delta` instead of the stored placeholder, so the
-/// builder can compute deltas at build time without copying records.
-struct StampedRecord<'a> {
-    record: &'a Record,
-    delta: u32,
-}
-
-impl Archive for StampedRecord<'_> {
-    type Archived = ArchivedRecord;
-    type Resolver = RecordResolver;
-
-    fn resolve(&self, resolver: RecordResolver, out: Place<ArchivedRecord>) {
-        self.record.resolve(resolver, out);
-        munge!(let ArchivedRecord { timestamp_delta_ms, .. } = out);
-        self.delta.resolve((), timestamp_delta_ms);
+/// Where the elements of the archived vector just serialized lie: they are
+/// the last thing its serialization wrote.
+fn written<T, S: Positional + ?Sized>(serializer: &S, len: usize) -> WrittenSlice {
+    WrittenSlice {
+        position: serializer.pos() - len * core::mem::size_of::<T>(),
+        len,
     }
 }
 
-impl<S: Fallible + ?Sized> Serialize<S> for StampedRecord<'_>
+/// Serialized parts of one record: key, value, headers, tags.
+type WrittenParts = (
+    Option<WrittenSlice>,
+    WrittenSlice,
+    WrittenSlice,
+    Option<WrittenSlice>,
+);
+
+/// Serializes a record's out-of-line parts in the order rkyv's derived
+/// serializer of [`Record`] does (key, value, headers, tags).
+fn write_record_parts<'r, S, H, T>(
+    serializer: &mut S,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: H,
+    tags: Option<T>,
+) -> Result<WrittenParts, S::Error>
 where
-    Record: Serialize<S>,
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: rancor::Source,
+    H: ExactSizeIterator<Item = (&'r str, &'r [u8])> + Clone,
+    T: ExactSizeIterator<Item = &'r str> + Clone,
 {
-    fn serialize(&self, serializer: &mut S) -> Result<RecordResolver, S::Error> {
-        self.record.serialize(serializer)
+    let key = match key {
+        Some(key) => {
+            ArchivedVec::<u8>::serialize_from_slice(key, serializer)?;
+            Some(written::<u8, _>(serializer, key.len()))
+        }
+        None => None,
+    };
+    ArchivedVec::<u8>::serialize_from_slice(value, serializer)?;
+    let value = written::<u8, _>(serializer, value.len());
+    let header_count = headers.len();
+    ArchivedVec::<ArchivedRecordHeader>::serialize_from_iter::<HeaderRef<'_>, _, _>(
+        headers.map(|(name, value)| HeaderRef { name, value }),
+        serializer,
+    )?;
+    let headers = written::<ArchivedRecordHeader, _>(serializer, header_count);
+    let tags = match tags {
+        Some(tags) => {
+            let tag_count = tags.len();
+            ArchivedVec::<ArchivedString>::serialize_from_iter::<StrRef<'_>, _, _>(
+                tags.map(StrRef),
+                serializer,
+            )?;
+            Some(written::<ArchivedString, _>(serializer, tag_count))
+        }
+        None => None,
+    };
+    Ok((key, value, headers, tags))
+}
+
+/// Serialization proxy: a borrowed header, archived as
+/// [`ArchivedRecordHeader`].
+struct HeaderRef<'a> {
+    name: &'a str,
+    value: &'a [u8],
+}
+
+/// Resolver of [`HeaderRef`].
+struct HeaderRefResolver {
+    name: StringResolver,
+    value: VecResolver,
+}
+
+impl Archive for HeaderRef<'_> {
+    type Archived = ArchivedRecordHeader;
+    type Resolver = HeaderRefResolver;
+
+    fn resolve(&self, resolver: HeaderRefResolver, out: Place<ArchivedRecordHeader>) {
+        munge!(let ArchivedRecordHeader { key, value } = out);
+        ArchivedString::resolve_from_str(self.name, resolver.name, key);
+        ArchivedVec::resolve_from_len(self.value.len(), resolver.value, value);
+    }
+}
+
+impl<S> Serialize<S> for HeaderRef<'_>
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: rancor::Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<HeaderRefResolver, S::Error> {
+        Ok(HeaderRefResolver {
+            name: ArchivedString::serialize_from_str(self.name, serializer)?,
+            value: ArchivedVec::<u8>::serialize_from_slice(self.value, serializer)?,
+        })
+    }
+}
+
+/// Serialization proxy: a borrowed string, archived as [`ArchivedString`].
+struct StrRef<'a>(&'a str);
+
+impl Archive for StrRef<'_> {
+    type Archived = ArchivedString;
+    type Resolver = StringResolver;
+
+    fn resolve(&self, resolver: StringResolver, out: Place<ArchivedString>) {
+        ArchivedString::resolve_from_str(self.0, resolver, out);
+    }
+}
+
+impl<S> Serialize<S> for StrRef<'_>
+where
+    S: Fallible + Writer + ?Sized,
+    S::Error: rancor::Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<StringResolver, S::Error> {
+        ArchivedString::serialize_from_str(self.0, serializer)
+    }
+}
+
+/// Resolution proxy: an archived vector whose elements are already written.
+struct WrittenVec<T> {
+    slice: WrittenSlice,
+    _element: PhantomData<T>,
+}
+
+impl<T> WrittenVec<T> {
+    fn new(slice: WrittenSlice) -> Self {
+        WrittenVec {
+            slice,
+            _element: PhantomData,
+        }
+    }
+
+    fn resolver(&self) -> VecResolver {
+        VecResolver::from_pos(self.slice.position)
+    }
+}
+
+impl<T: Portable> Archive for WrittenVec<T> {
+    type Archived = ArchivedVec<T>;
+    type Resolver = VecResolver;
+
+    fn resolve(&self, resolver: VecResolver, out: Place<ArchivedVec<T>>) {
+        ArchivedVec::resolve_from_len(self.slice.len, resolver, out);
+    }
+}
+
+/// Serialization proxy: a pushed record, whose parts are written already,
+/// archived as [`ArchivedRecord`] with its delta from the batch's first
+/// timestamp.
+struct RecordRef {
+    record: PendingRecord,
+    delta: u32,
+}
+
+impl Archive for RecordRef {
+    type Archived = ArchivedRecord;
+    type Resolver = ();
+
+    fn resolve(&self, (): (), out: Place<ArchivedRecord>) {
+        munge!(let ArchivedRecord { timestamp_delta_ms, key, value, headers, tags } = out);
+        self.delta.resolve((), timestamp_delta_ms);
+        let key_vec = self.record.key.map(WrittenVec::<u8>::new);
+        let key_resolver = key_vec.as_ref().map(WrittenVec::resolver);
+        key_vec.resolve(key_resolver, key);
+        let value_vec = WrittenVec::<u8>::new(self.record.value);
+        value_vec.resolve(value_vec.resolver(), value);
+        let headers_vec = WrittenVec::<ArchivedRecordHeader>::new(self.record.headers);
+        headers_vec.resolve(headers_vec.resolver(), headers);
+        let tags_vec = self.record.tags.map(WrittenVec::<ArchivedString>::new);
+        let tags_resolver = tags_vec.as_ref().map(WrittenVec::resolver);
+        tags_vec.resolve(tags_resolver, tags);
+    }
+}
+
+impl<S: Fallible + ?Sized> Serialize<S> for RecordRef {
+    fn serialize(&self, _: &mut S) -> Result<(), S::Error> {
+        Ok(()) // the parts were written by `push`
     }
 }
 
 /// Serialization proxy for the whole record vector: archives as
 /// [`ArchivedRecords`], with each delta computed from `first_timestamp_ms`.
-struct StampedRecords<'a> {
-    records: &'a [Record],
-    timestamps: &'a [i64],
+struct RecordsRef<'a> {
+    records: &'a [PendingRecord],
     first_timestamp_ms: i64,
 }
 
-impl<'a> StampedRecords<'a> {
-    fn iter(&self) -> impl ExactSizeIterator<Item = StampedRecord<'a>> + Clone + 'a {
+impl RecordsRef<'_> {
+    fn iter(&self) -> impl ExactSizeIterator<Item = RecordRef> + Clone + '_ {
         let first = self.first_timestamp_ms;
-        self.records
-            .iter()
-            .zip(self.timestamps.iter())
-            .map(move |(record, &ts)| StampedRecord {
-                record,
-                // build_into checked that every delta fits in a u32.
-                delta: u32::try_from(i128::from(ts) - i128::from(first)).unwrap_or(u32::MAX),
-            })
+        self.records.iter().map(move |&record| RecordRef {
+            record,
+            // `check` verified that every delta fits in a u32.
+            delta: u32::try_from(i128::from(record.timestamp_ms) - i128::from(first))
+                .unwrap_or(u32::MAX),
+        })
     }
 }
 
-impl Archive for StampedRecords<'_> {
+impl Archive for RecordsRef<'_> {
     type Archived = ArchivedRecords;
     type Resolver = VecResolver;
 
@@ -1077,12 +1445,9 @@ impl Archive for StampedRecords<'_> {
     }
 }
 
-impl<S: Fallible + Allocator + Writer + ?Sized> Serialize<S> for StampedRecords<'_>
-where
-    Record: Serialize<S>,
-{
+impl<S: Fallible + Allocator + Writer + ?Sized> Serialize<S> for RecordsRef<'_> {
     fn serialize(&self, serializer: &mut S) -> Result<VecResolver, S::Error> {
-        ArchivedVec::<ArchivedRecord>::serialize_from_iter::<StampedRecord<'_>, _, _>(
+        ArchivedVec::<ArchivedRecord>::serialize_from_iter::<RecordRef, _, _>(
             self.iter(),
             serializer,
         )
@@ -1647,5 +2012,114 @@ mod tests {
             (77, 3, 1000)
         );
         assert!(stamp_producer(&mut batch[..40], 1, 1, 1).is_err());
+    }
+
+    /// The records of one generated batch: (timestamp, key, value, headers, tags).
+    type GeneratedRecord = (
+        i64,
+        Option<Vec<u8>>,
+        Vec<u8>,
+        Vec<(String, Vec<u8>)>,
+        Option<Vec<String>>,
+    );
+
+    fn generated_records() -> impl proptest::strategy::Strategy<Value = Vec<GeneratedRecord>> {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        let bytes = || vec(any::<u8>(), 0..40);
+        // Strings around rkyv's inline capacity (8 bytes) on both sides.
+        let text = || "[a-z\\u{e9}]{0,14}";
+        vec(
+            (
+                1_700_000_000_000i64..1_700_000_100_000,
+                proptest::option::of(bytes()),
+                bytes(),
+                vec((text(), bytes()), 0..4),
+                proptest::option::of(vec(text(), 0..4)),
+            ),
+            1..12,
+        )
+    }
+
+    /// The batch as rkyv's derived serializer of `Vec<Record>` lays it out: the reference
+    /// the in-place builder must match byte for byte.
+    fn reference_records_bytes(records: &[GeneratedRecord]) -> Vec<u8> {
+        let first = records.iter().map(|r| r.0).min().unwrap();
+        let owned: Vec<Record> = records
+            .iter()
+            .map(|(ts, key, value, headers, tags)| Record {
+                timestamp_delta_ms: u32::try_from(ts - first).unwrap(),
+                key: key.clone(),
+                value: value.clone(),
+                headers: headers
+                    .iter()
+                    .map(|(name, value)| RecordHeader {
+                        key: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                tags: tags.clone(),
+            })
+            .collect();
+        let mut out = AlignedVec::<16>::new();
+        out.extend_from_slice(&[0u8; BATCH_HEADER_SIZE]);
+        let out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&owned, out).unwrap();
+        out[BATCH_HEADER_SIZE..].to_vec()
+    }
+
+    proptest::proptest! {
+        /// Records pushed in place come out byte-identical to rkyv's own archive of the same
+        /// records (keys, headers, tags and timestamp deltas included), through `build` and
+        /// through `finish` with a recycled buffer, batch after batch.
+        #[test]
+        fn in_place_builder_matches_rkyv_archive(
+            batches in proptest::collection::vec(generated_records(), 1..4)
+        ) {
+            let mut builder = BatchBuilder::new();
+            let mut previous: Option<AlignedVec<16>> = None;
+            for records in &batches {
+                for (ts, key, value, headers, tags) in records {
+                    builder.push_parts(
+                        *ts,
+                        key.as_deref(),
+                        value,
+                        headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+                        tags.as_ref().map(|t| t.iter().map(String::as_str)),
+                    );
+                }
+                let estimate = builder.estimated_size();
+                let built = builder.build().unwrap();
+                if let Some(buffer) = previous.take() {
+                    builder.recycle(buffer);
+                }
+                let finished = builder.finish().unwrap();
+                proptest::prop_assert_eq!(&built[..], &finished[..]);
+                proptest::prop_assert!(finished.len() <= estimate);
+                proptest::prop_assert!(builder.is_empty());
+                let view = BatchView::validate_deep(&finished, MAX).unwrap();
+                let header = view.header();
+                proptest::prop_assert_eq!(header.record_count as usize, records.len());
+                let records_end = BATCH_HEADER_SIZE + header.records_length as usize;
+                let expected = reference_records_bytes(records);
+                proptest::prop_assert_eq!(&finished[BATCH_HEADER_SIZE..records_end], &expected[..]);
+                previous = Some(finished);
+            }
+        }
+    }
+
+    /// A failed `finish` leaves the builder as it was, and it builds once fixed up.
+    #[test]
+    fn finish_error_keeps_records() {
+        let mut b = BatchBuilder::new();
+        assert!(matches!(b.finish(), Err(BatchError::Empty)));
+        b.push(0, None, b"a", &[], None);
+        b.push(i64::from(u32::MAX) + 1, None, b"b", &[], None);
+        assert!(matches!(b.finish(), Err(BatchError::TimestampRange { .. })));
+        assert_eq!(b.len(), 2);
+        b.clear();
+        b.push(7, Some(b"k"), b"v", &[], None);
+        let batch = b.finish().unwrap();
+        let view = BatchView::validate_deep(&batch, MAX).unwrap();
+        assert_eq!(view.records().unwrap()[0].value_bytes(), b"v");
     }
 }
