@@ -27,10 +27,25 @@ pub struct Config {
     pub advertised_host: String,
     /// This broker's id.
     pub broker_id: u32,
-    /// Largest request frame.
+    /// Largest request frame; a larger one is answered with an error and its connection
+    /// closed. At most `max_request_bytes_in_flight` and `receive_buffer_budget_bytes`.
     pub max_frame_bytes: usize,
     /// Idle connections are closed after this.
     pub idle_timeout: Duration,
+    /// Connections served at once by the node; more are closed at once (see
+    /// [`crate::net::limits`] for the memory arithmetic of every network bound).
+    pub max_connections: usize,
+    /// Bytes one connection may have in flight: its grown receive buffer plus, for every
+    /// request read and not yet answered, its frame and the most its response can hold.
+    pub max_request_bytes_in_flight: usize,
+    /// Receive-buffer bytes (beyond each connection's first buffer) all connections of one
+    /// shard may hold.
+    pub receive_buffer_budget_bytes: usize,
+    /// Request bytes in flight (as charged per connection) all connections of one shard may
+    /// hold.
+    pub request_budget_bytes: usize,
+    /// A frame must arrive whole, and a response be taken by its client, within this.
+    pub request_timeout: Duration,
     /// Period of retention passes.
     pub retention_check: Duration,
     /// Partitions of `__consumer_offsets` (the registry's value once the topic exists).

@@ -26,6 +26,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use wire::protocol::{ShardEndpoint, CONSUMER_OFFSETS_TOPIC};
 
 use crate::config::Config;
+use crate::net::limits::{NetStats, ShardNet};
 use crate::services::{ServiceBus, ShardServices};
 use crate::shard::bus::{Bus, Inbox};
 use crate::shard::Shard;
@@ -141,8 +142,10 @@ impl Node {
         }
         let config = Arc::new(config);
         let (bus, inboxes) = Bus::new(config.shards, config.shard_inbox_bytes);
+        let net_stats = Arc::new(NetStats::default());
         let mut node = NodeHandle {
             main_addr,
+            net_stats: net_stats.clone(),
             endpoints: Arc::new(Vec::new()),
             bus: bus.clone(),
             executors: Vec::new(),
@@ -162,6 +165,7 @@ impl Node {
                 inbox,
                 registry: registry.clone(),
                 sockets,
+                net_stats: net_stats.clone(),
             };
             let ready = ready_tx.clone();
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
@@ -247,6 +251,7 @@ impl Node {
 /// A running node.
 pub struct NodeHandle {
     main_addr: SocketAddr,
+    net_stats: Arc<NetStats>,
     endpoints: Arc<Vec<ShardEndpoint>>,
     bus: ServiceBus,
     executors: Vec<ExecutorJoinHandle<Result<(), NodeError>>>,
@@ -277,6 +282,12 @@ impl NodeHandle {
     /// The main listener's address (the port chosen, when the configuration said 0).
     pub fn main_addr(&self) -> SocketAddr {
         self.main_addr
+    }
+
+    /// Counters of the network path (connections open and refused, receive-buffer and
+    /// request bytes in use), readable from any thread.
+    pub fn net_stats(&self) -> Arc<NetStats> {
+        self.net_stats.clone()
     }
 
     /// Every shard's advertised endpoint.
@@ -362,6 +373,8 @@ struct ShardStart {
     registry: TopicRegistry,
     /// Duplicates of the (bound, not yet listening) main and shard sockets.
     sockets: (Socket, Socket),
+    /// The node's network counters.
+    net_stats: Arc<NetStats>,
 }
 
 /// A shard with its partitions and services open, its pump running, not yet accepting.
@@ -369,6 +382,8 @@ struct OpenedShard {
     services: std::rc::Rc<ShardServices>,
     main_listener: TcpListener,
     shard_listener: TcpListener,
+    /// The shard's network bounds.
+    net: std::rc::Rc<ShardNet>,
 }
 
 /// Opens one shard: its partitions, its services, its listeners (not yet listening), its pump.
@@ -380,7 +395,9 @@ async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
         inbox,
         registry,
         sockets: (main_socket, shard_socket),
+        net_stats,
     } = start;
+    let net = std::rc::Rc::new(ShardNet::new(&config, net_stats));
     let shards = bus.shards();
     let shard = Shard::open(id, shards, config, registry).await?;
     let services = ShardServices::open(shard, bus).await?;
@@ -395,6 +412,7 @@ async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
         services,
         main_listener,
         shard_listener,
+        net,
     })
 }
 
@@ -404,6 +422,7 @@ async fn serve_shard(opened: OpenedShard) -> Result<(), NodeError> {
         services,
         main_listener,
         shard_listener,
+        net,
     } = opened;
     let waiting = services.clone();
     services
@@ -413,11 +432,13 @@ async fn serve_shard(opened: OpenedShard) -> Result<(), NodeError> {
     if !services.shutting_down.get() {
         let main_accept = glommio::spawn_local(crate::net::listener::accept_loop(
             services.clone(),
+            net.clone(),
             main_listener,
             "main",
         ));
         let shard_accept = glommio::spawn_local(crate::net::listener::accept_loop(
             services.clone(),
+            net,
             shard_listener,
             "shard",
         ));

@@ -43,12 +43,35 @@ pub struct ServeArgs {
     /// This broker's id.
     #[arg(long, env = "SLUICE_BROKER_ID", default_value_t = 0)]
     pub broker_id: u32,
-    /// Largest request frame accepted, in bytes.
+    /// Largest request frame accepted, in bytes; a larger one is answered with an error and
+    /// the connection closed. At most --max-request-bytes-in-flight and
+    /// --receive-buffer-budget-bytes.
     #[arg(long, env = "SLUICE_MAX_FRAME_BYTES", default_value_t = 64 << 20)]
     pub max_frame_bytes: usize,
     /// Close connections that send nothing for this long (ms).
     #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS", default_value_t = 600_000)]
     pub idle_timeout_ms: u64,
+    /// Connections the node serves at once; further ones are closed at once (and counted).
+    /// Each holds a 16 KiB receive buffer: 10 000 x 16 KiB = 160 MiB.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = broker::net::limits::MAX_CONNECTIONS_DEFAULT)]
+    pub max_connections: usize,
+    /// Bytes one connection may have in flight: its grown receive buffer plus, per request
+    /// read and not yet answered, its frame and the most its response can hold (a fetch's
+    /// max_bytes). Beyond it the connection stops reading. Default: a 64 MiB frame + 16 MiB.
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES_IN_FLIGHT", default_value_t = broker::net::limits::MAX_REQUEST_BYTES_IN_FLIGHT_DEFAULT)]
+    pub max_request_bytes_in_flight: usize,
+    /// Receive-buffer bytes (beyond every connection's first 16 KiB) the connections of one
+    /// shard may hold; a connection whose frame needs more stops reading until some is free.
+    #[arg(long, env = "SLUICE_RECEIVE_BUFFER_BUDGET_BYTES", default_value_t = broker::net::limits::RECEIVE_BUFFER_BUDGET_BYTES_DEFAULT)]
+    pub receive_buffer_budget_bytes: usize,
+    /// Request bytes in flight (as --max-request-bytes-in-flight counts them) the connections
+    /// of one shard may hold together.
+    #[arg(long, env = "SLUICE_REQUEST_BUDGET_BYTES", default_value_t = broker::net::limits::REQUEST_BUDGET_BYTES_DEFAULT)]
+    pub request_budget_bytes: usize,
+    /// A request frame must arrive whole, and a response be read by its client, within this
+    /// (ms); otherwise the connection is closed and its memory given back.
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_MS", default_value_t = broker::net::limits::REQUEST_TIMEOUT_MS_DEFAULT)]
+    pub request_timeout_ms: u64,
     /// Default partitions of new topics.
     #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS", default_value_t = 1)]
     pub default_partitions: u32,
@@ -173,6 +196,25 @@ impl ServeArgs {
                 wire::protocol::FRAME_SIZE_MAX
             );
         }
+        if self.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        // A maximal frame must always be receivable: its buffer is charged to both budgets.
+        for (flag, bytes) in [
+            ("--max-request-bytes-in-flight", self.max_request_bytes_in_flight),
+            ("--receive-buffer-budget-bytes", self.receive_buffer_budget_bytes),
+            ("--request-budget-bytes", self.request_budget_bytes),
+        ] {
+            if bytes < self.max_frame_bytes {
+                bail!(
+                    "{flag} {bytes} must be at least --max-frame-bytes ({})",
+                    self.max_frame_bytes
+                );
+            }
+        }
+        if self.request_timeout_ms == 0 {
+            bail!("--request-timeout-ms must be positive");
+        }
         let durability = match self.default_durability {
             Durability::Interval { .. } => Durability::interval(self.durability_interval_ms),
             other => other,
@@ -209,6 +251,11 @@ impl ServeArgs {
             broker_id: self.broker_id,
             max_frame_bytes: self.max_frame_bytes,
             idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms.max(1)),
+            max_connections: self.max_connections,
+            max_request_bytes_in_flight: self.max_request_bytes_in_flight,
+            receive_buffer_budget_bytes: self.receive_buffer_budget_bytes,
+            request_budget_bytes: self.request_budget_bytes,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
             retention_check: std::time::Duration::from_millis(self.retention_check_ms.max(1000)),
             offsets_partitions: self.offsets_partitions,
             offsets_segment_bytes: self.offsets_segment_bytes.max(64 * 1024),

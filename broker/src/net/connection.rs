@@ -1,7 +1,14 @@
 //! One client connection: a reader that frames and dispatches requests in order, and a writer
 //! task that sends the responses in the same order (the protocol's guarantee), so a client can
 //! pipeline. The two halves use two descriptors of the same socket (dup), so neither waits for
-//! the other.
+//! the other. Started by [`crate::net::listener`] for every admitted connection.
+//!
+//! Bounded (see [`crate::net::limits`]): the receive buffer grows only as bytes arrive and
+//! within the budgets ([`crate::net::receive_buffer`]); each dispatched request holds a charge
+//! of its frame and its largest response until the response is written
+//! ([`crate::net::request_charge`]); a frame that does not arrive whole within the request
+//! timeout, a response the client does not take within it, and a connection silent for the
+//! idle timeout end the connection and give its memory back.
 //!
 //! Frames are read back to back into one 16-aligned buffer; every frame is a multiple of 16
 //! bytes, so each starts aligned and its record batches are validated and appended in place,
@@ -10,36 +17,54 @@
 
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::Task;
 use wire::protocol::{
     check_frame, decode_request, decode_request_header, ErrorCode, FetchResponse, WireError,
 };
-use wire::{AlignedVec, ProtocolError};
+use wire::ProtocolError;
 
 use crate::handler::{dispatch, error_frame, Outgoing};
+use crate::net::limits::{ConnectionSlot, ShardNet};
+use crate::net::receive_buffer::ReceiveBuffer;
+use crate::net::request_charge::{
+    connection_budget, response_bytes_max, ConnectionBudget, RequestCharge,
+};
 use crate::services::ShardServices;
 
-/// Initial receive buffer of a connection: room for several typical produce frames.
-const RECEIVE_BUFFER_BYTES: usize = 1024 * 1024;
-/// A buffer grown past this (for a very large frame) is shrunk back once empty, so one huge
-/// request does not pin its memory for the connection's lifetime; below it, the buffer stays
-/// (reallocating and zeroing it per request cost 6 % of the broker's CPU at 256 KiB frames).
-const RECEIVE_BUFFER_KEEP_BYTES: usize = 8 * 1024 * 1024;
 /// Requests of one connection in flight at once; reading stops while this many wait for their
-/// responses (back-pressure on a client that pipelines too much). 64 x one max frame bounds it.
+/// responses (back-pressure on a client that pipelines too much). Their bytes are bounded
+/// separately, by `--max-request-bytes-in-flight`.
 const IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
 
-/// Serves one connection until the client leaves, idles too long or the shard shuts down.
-pub async fn serve(shard: Rc<ShardServices>, stream: TcpStream) {
+/// A response on its way to the writer, with the budget its request holds until it is written.
+type Pending = (Task<Option<Outgoing>>, RequestCharge);
+
+/// What a connection's reader and writer share.
+struct Connection {
+    shard: Rc<ShardServices>,
+    net: Rc<ShardNet>,
+    budget: ConnectionBudget,
+    queue: LocalSender<Pending>,
+    client_host: String,
+}
+
+/// Serves one connection until the client leaves, idles too long or the shard shuts down;
+/// `_slot` keeps its place in the node's connection count until then.
+pub async fn serve(
+    shard: Rc<ShardServices>,
+    net: Rc<ShardNet>,
+    stream: TcpStream,
+    _slot: ConnectionSlot,
+) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
     let client_host = peer_addr.map(|a| a.ip().to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(shard.config.idle_timeout));
     // SAFETY: `dup` returns a new descriptor for the same socket (or -1, checked below), which
     // the new `TcpStream` then owns and closes; the original stays owned by `stream`.
     let writer_fd = unsafe { libc::dup(stream.as_raw_fd()) };
@@ -49,114 +74,141 @@ pub async fn serve(shard: Rc<ShardServices>, stream: TcpStream) {
     }
     // SAFETY: `writer_fd` is a fresh, valid socket descriptor that nothing else owns.
     let writer = unsafe { TcpStream::from_raw_fd(writer_fd) };
+    // A client that does not take its responses within the request timeout is dropped, which
+    // gives back what its requests hold.
+    let _ = writer.set_write_timeout(Some(net.request_timeout));
+    let budget = connection_budget(net.max_request_bytes_in_flight);
     let (queue, responses) = local_channel::new_bounded(IN_FLIGHT_PER_CONNECTION_MAX);
-    let writer_task = glommio::spawn_local(write_responses(responses, writer));
+    let writer_task = glommio::spawn_local(write_responses(responses, writer, budget.clone()));
     tracing::debug!(shard = shard.id, peer, "connection opened");
-    if let Err(reason) = read_requests(&shard, stream, &queue, &client_host).await {
-        tracing::debug!(shard = shard.id, peer, reason, "connection closed");
+    let connection = Connection {
+        shard,
+        net,
+        budget,
+        queue,
+        client_host,
+    };
+    if let Err(reason) = read_requests(&connection, stream).await {
+        tracing::debug!(shard = connection.shard.id, peer, reason, "connection closed");
     }
-    drop(queue);
+    drop(connection);
     writer_task.await;
 }
 
 /// Reads, frames and dispatches requests; `Err` says why the connection ends.
-async fn read_requests(
-    shard: &Rc<ShardServices>,
-    mut stream: TcpStream,
-    queue: &local_channel::LocalSender<Task<Option<Outgoing>>>,
-    client_host: &str,
-) -> Result<(), String> {
-    let max_frame = shard.config.max_frame_bytes;
-    let mut buffer = AlignedVec::<16>::with_capacity(RECEIVE_BUFFER_BYTES);
-    buffer.resize(RECEIVE_BUFFER_BYTES, 0);
-    let (mut start, mut end) = (0usize, 0usize);
+async fn read_requests(connection: &Connection, mut stream: TcpStream) -> Result<(), String> {
+    let net = &connection.net;
+    let mut buffer = ReceiveBuffer::new(&connection.budget, net);
+    // When the partial frame in the buffer must be whole (it is dropped with the connection
+    // otherwise); `None` while the buffer holds no partial frame.
+    let mut frame_deadline: Option<Instant> = None;
+    let mut read_timeout = net.idle_timeout;
+    let _ = stream.set_read_timeout(Some(read_timeout));
     loop {
         // Handle every complete frame in the buffer.
-        loop {
-            let total = match check_frame(&buffer[start..end], max_frame) {
-                Ok(Some(total)) => total,
-                Ok(None) => break,
+        let mut handled_frames = false;
+        let partial_frame_bytes = loop {
+            let total = match check_frame(buffer.pending(), net.max_frame_bytes) {
+                Ok(Some(total)) if total <= buffer.pending().len() => total,
+                Ok(partial) => break partial,
                 Err(error) => {
-                    // Nothing after this can be framed: say why, then close.
+                    // Nothing after this can be framed (garbage, or a frame over
+                    // --max-frame-bytes): say why, then close.
                     let message = WireError::new(
                         ErrorCode::InvalidRequest,
                         format!("cannot frame the request: {error}"),
                     );
                     let frame = error_frame(0, &message);
-                    let _ = queue
-                        .send(glommio::spawn_local(
-                            async move { Some(Outgoing::Frame(frame)) },
-                        ))
-                        .await;
+                    answer_now(connection, Outgoing::Frame(frame)).await;
                     return Err(error.to_string());
                 }
             };
-            if end - start < total {
-                if total > buffer.len() {
-                    let size = total.next_power_of_two().min(max_frame.max(total));
-                    let mut grown = AlignedVec::<16>::with_capacity(size);
-                    grown.extend_from_slice(&buffer[start..end]);
-                    grown.resize(size, 0);
-                    buffer = grown;
-                    end -= start;
-                    start = 0;
-                } else if start + total > buffer.len() {
-                    buffer.copy_within(start..end, 0);
-                    end -= start;
-                    start = 0;
-                }
-                break;
-            }
-            let task = handle_frame(shard, &buffer[start..start + total], client_host).await;
-            start += total;
-            match task {
-                Some(task) => queue
-                    .send(task)
-                    .await
-                    .map_err(|_| "response writer stopped".to_string())?,
-                None => return Err("unreadable request header".into()),
-            }
-            if shard.shutting_down.get() {
+            let frame = &buffer.pending()[..total];
+            let room = net
+                .max_request_bytes_in_flight
+                .saturating_sub(buffer.grown_bytes());
+            let task = handle_frame(connection, frame, room).await?;
+            buffer.consume(total);
+            handled_frames = true;
+            connection
+                .queue
+                .send(task)
+                .await
+                .map_err(|_| "response writer stopped".to_string())?;
+            if connection.shard.shutting_down.get() {
                 return Err("shutting down".into());
             }
+        };
+        buffer.reset_if_empty();
+        if handled_frames {
+            // The partial frame left (if any) is a new one: its time starts now.
+            frame_deadline = None;
         }
-        if start == end {
-            start = 0;
-            end = 0;
-            if buffer.len() > RECEIVE_BUFFER_KEEP_BYTES {
-                buffer = AlignedVec::<16>::with_capacity(RECEIVE_BUFFER_BYTES);
-                buffer.resize(RECEIVE_BUFFER_BYTES, 0);
+        let timeout = if buffer.is_empty() {
+            frame_deadline = None;
+            net.idle_timeout
+        } else {
+            let deadline = *frame_deadline.get_or_insert_with(|| Instant::now() + net.request_timeout);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("request timed out before its frame arrived whole".into());
             }
-        } else if end == buffer.len() {
-            buffer.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
+            with_deadline(buffer.make_room(partial_frame_bytes), left)
+                .await
+                .map_err(|()| "request timed out waiting for receive memory".to_string())?
+                .map_err(|_| "response writer stopped".to_string())?;
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+                .min(net.idle_timeout)
+        };
+        if timeout != read_timeout {
+            read_timeout = timeout;
+            let _ = stream.set_read_timeout(Some(read_timeout));
         }
         let read = stream
-            .read(&mut buffer[end..])
+            .read(buffer.room())
             .await
             .map_err(|e| e.to_string())?;
         if read == 0 {
-            return Err(if start == end {
+            return Err(if buffer.is_empty() {
                 "client closed".into()
             } else {
                 "client closed mid-frame".into()
             });
         }
-        end += read;
+        buffer.filled(read);
     }
 }
 
-/// Decodes one frame and starts handling it. `None` when not even the header is readable.
+/// Queues an answer that needs no handling (an error before closing).
+async fn answer_now(connection: &Connection, outgoing: Outgoing) {
+    let charge = RequestCharge::none(&connection.budget, &connection.net);
+    let task = glommio::spawn_local(async move { Some(outgoing) });
+    let _ = connection.queue.send((task, charge)).await;
+}
+
+/// Decodes one frame, charges it (frame bytes plus the most its response can hold, within
+/// `room` of the connection's budget) and starts handling it. `Err` when not even the header
+/// is readable, or the connection is ending.
 async fn handle_frame(
-    shard: &Rc<ShardServices>,
+    connection: &Connection,
     frame: &[u8],
-    client_host: &str,
-) -> Option<Task<Option<Outgoing>>> {
+    room: usize,
+) -> Result<Pending, String> {
+    let shard = &connection.shard;
     match decode_request(frame) {
-        Ok((header, request)) => Some(dispatch(shard, header, request, client_host).await),
+        Ok((header, request)) => {
+            let wanted = frame.len().saturating_add(response_bytes_max(&request));
+            let charge = RequestCharge::take(&connection.budget, &connection.net, wanted, room)
+                .await
+                .map_err(|_| "response writer stopped".to_string())?;
+            let task = dispatch(shard, header, request, &connection.client_host).await;
+            Ok((task, charge))
+        }
         Err(error) => {
-            let (header, _) = decode_request_header(frame).ok()?;
+            let (header, _) = decode_request_header(frame)
+                .map_err(|_| "unreadable request header".to_string())?;
             let code = match error {
                 ProtocolError::UnknownApi { .. } | ProtocolError::UnsupportedVersion { .. } => {
                     ErrorCode::UnsupportedVersion
@@ -168,17 +220,25 @@ async fn handle_frame(
                 header.correlation_id,
                 &WireError::new(code, error.to_string()),
             );
-            Some(glommio::spawn_local(
-                async move { Some(Outgoing::Frame(frame)) },
+            let charge = RequestCharge::none(&connection.budget, &connection.net);
+            Ok((
+                glommio::spawn_local(async move { Some(Outgoing::Frame(frame)) }),
+                charge,
             ))
         }
     }
 }
 
-/// Writes responses in request order until the reader is done and the queue is empty.
-async fn write_responses(responses: LocalReceiver<Task<Option<Outgoing>>>, mut stream: TcpStream) {
+/// Writes responses in request order until the reader is done and the queue is empty; each
+/// request's charge is given back once its response is written. Closes the connection's
+/// budget when it stops, so a reader waiting for room ends too.
+async fn write_responses(
+    responses: LocalReceiver<Pending>,
+    mut stream: TcpStream,
+    budget: ConnectionBudget,
+) {
     let mut head = Vec::new();
-    while let Some(task) = responses.recv().await {
+    while let Some((task, charge)) = responses.recv().await {
         let Some(outgoing) = task.await else { continue };
         let result = match outgoing {
             Outgoing::Frame(bytes) => stream.write_all(&bytes).await,
@@ -190,11 +250,22 @@ async fn write_responses(responses: LocalReceiver<Task<Option<Outgoing>>>, mut s
                 write_parts(&mut stream, &parts).await
             }
         };
+        drop(charge);
         if let Err(error) = result {
             tracing::debug!(%error, "writing a response failed");
-            return;
+            break;
         }
     }
+    budget.close();
+}
+
+/// `future`'s output, or `Err(())` if it did not finish within `timeout`.
+async fn with_deadline<F: std::future::Future>(future: F, timeout: Duration) -> Result<F::Output, ()> {
+    let expired = async {
+        glommio::timer::sleep(timeout).await;
+        Err(())
+    };
+    futures_lite::future::or(async { Ok(future.await) }, expired).await
 }
 
 /// Most slices handed to one `sendmsg`: enough for a fetch response of dozens of batches,

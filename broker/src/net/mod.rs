@@ -2,4 +2,7 @@
 //! only module that touches sockets on the server side.
 
 pub mod connection;
+pub mod limits;
 pub mod listener;
+pub mod receive_buffer;
+pub mod request_charge;

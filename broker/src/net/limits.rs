@@ -1,0 +1,237 @@
+//! The memory and connection bounds of the network path, and their accounting. Created by the
+//! node ([`NetStats`] once per node, a [`ShardNet`] per shard); used by the accept loops
+//! ([`ShardNet::admit`]) and by every connection (its receive buffer's growth and its requests
+//! in flight are charged here before the memory is taken).
+//!
+//! # The bounds and their sum
+//!
+//! | bound | flag | default |
+//! |---|---|---|
+//! | connections per node | `--max-connections` | 10 000 |
+//! | receive buffer a connection starts with | [`RECEIVE_BUFFER_INITIAL_BYTES`] | 16 KiB |
+//! | largest request frame | `--max-frame-bytes` | 64 MiB |
+//! | receive-buffer growth of all connections of a shard | `--receive-buffer-budget-bytes` | 256 MiB per shard |
+//! | request bytes in flight of a connection | `--max-request-bytes-in-flight` | 80 MiB |
+//! | request bytes in flight of all connections of a shard | `--request-budget-bytes` | 256 MiB per shard |
+//! | a frame must arrive whole within | `--request-timeout-ms` | 30 s |
+//!
+//! Memory the network path can hold, per node (`S` shards, `C` = `--max-connections`):
+//!
+//! ```text
+//!   C x RECEIVE_BUFFER_INITIAL_BYTES          every connection's first buffer (10 000 x 16 KiB = 160 MiB)
+//! + S x receive-buffer-budget-bytes           buffers grown for frames being received (256 MiB each)
+//! + S x request-budget-bytes                  requests read and not yet answered: frame bytes
+//!                                             plus the response they may produce (256 MiB each)
+//! = 160 MiB + S x 512 MiB                     (2 shards: 1.2 GiB)
+//! ```
+//!
+//! A buffer grows only when it is full of bytes that arrived, to twice its size (at most the
+//! frame's length), so a frame announced at 60 MiB of which 4 MiB arrived holds at most 8 MiB.
+//! Growth beyond the first buffer is charged both to the shard's receive budget and to the
+//! connection's requests in flight; a dispatched request is charged its frame bytes plus the
+//! most its response can hold (a fetch's `max_bytes`, else [`SMALL_RESPONSE_BYTES`]) to the
+//! connection's and the shard's request budgets until its response is written. A charge that
+//! does not fit waits: the connection stops reading and TCP pushes back on its client. Waits
+//! cannot last: a frame that does not arrive whole (budget waits included) within the request
+//! timeout is dropped with its connection, and a response the client does not read within it
+//! closes the connection too, so every charge is given back within a bounded time.
+//!
+//! Not on this list, bounded elsewhere: a shard's inbox (`--shard-inbox-bytes`, the copies of
+//! record bytes forwarded to other shards) and the tail cache (`storage::CoreResources`).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+
+use crate::config::Config;
+
+/// Receive buffer a connection starts with: room for a typical small request (metadata, a
+/// fetch, a produce of a few KiB) without growing. `--max-connections` x 16 KiB is the memory
+/// of idle connections: 160 MiB at the default 10 000.
+pub const RECEIVE_BUFFER_INITIAL_BYTES: usize = 16 * 1024;
+/// A grown buffer that empties is kept for the next frames while it is at most this large and
+/// nobody waits for the shard's receive budget (reallocating and zeroing a buffer per request
+/// cost 6 % of the broker's CPU at 256 KiB frames); a larger one is given back at once.
+pub const RECEIVE_BUFFER_KEEP_BYTES: usize = 8 * 1024 * 1024;
+/// Default of `--max-connections`: 10 000 x 16 KiB first buffers = 160 MiB.
+pub const MAX_CONNECTIONS_DEFAULT: usize = 10_000;
+/// Default of `--max-request-bytes-in-flight`: one 64 MiB maximal frame plus 16 MiB, so a
+/// connection can pipeline a few small requests behind a large one.
+pub const MAX_REQUEST_BYTES_IN_FLIGHT_DEFAULT: usize = 80 << 20;
+/// Default of `--receive-buffer-budget-bytes` (per shard): four frames of the maximal 64 MiB
+/// arriving at once, or 128 connections receiving 2 MiB frames.
+pub const RECEIVE_BUFFER_BUDGET_BYTES_DEFAULT: usize = 256 << 20;
+/// Default of `--request-budget-bytes` (per shard): 64 consumers each with a 4 MiB fetch in
+/// flight, or 1 000 connections each with 256 KiB of produce requests waiting for acks.
+pub const REQUEST_BUDGET_BYTES_DEFAULT: usize = 256 << 20;
+/// Default of `--request-timeout-ms`: a frame must arrive whole, and a response must be taken
+/// by its client, within 30 s.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// What a request other than a fetch is charged for its response: metadata of a few hundred
+/// partitions, a group's assignment, an error.
+pub const SMALL_RESPONSE_BYTES: usize = 64 * 1024;
+/// One refused connection in this many is logged (the first always), so a flood of
+/// connections does not flood the log.
+const REFUSALS_PER_LOG: u64 = 1024;
+
+/// Counters of the network path of a whole node, readable from any thread (for metrics):
+/// [`crate::NodeHandle::net_stats`].
+#[derive(Debug, Default)]
+pub struct NetStats {
+    connections_open: AtomicUsize,
+    connections_refused: AtomicU64,
+    receive_buffer_bytes: AtomicUsize,
+    request_bytes_in_flight: AtomicUsize,
+}
+
+impl NetStats {
+    /// Connections being served now.
+    pub fn connections_open(&self) -> usize {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at once because `--max-connections` were open, since start.
+    pub fn connections_refused(&self) -> u64 {
+        self.connections_refused.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of receive buffers beyond their first 16 KiB, all shards (what the receive
+    /// budgets have handed out).
+    pub fn receive_buffer_bytes(&self) -> usize {
+        self.receive_buffer_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes charged for requests read and not yet answered, all shards.
+    pub fn request_bytes_in_flight(&self) -> usize {
+        self.request_bytes_in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// The connection slot of one admitted connection; frees it when dropped.
+pub struct ConnectionSlot {
+    stats: Arc<NetStats>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The bounds of one shard's network path: its two byte budgets and the node's connection
+/// limit. Lives on its shard (`!Send`); connections hold an `Rc` of it.
+pub struct ShardNet {
+    stats: Arc<NetStats>,
+    max_connections: usize,
+    /// Largest request frame (`--max-frame-bytes`).
+    pub max_frame_bytes: usize,
+    /// Request bytes one connection may have in flight (`--max-request-bytes-in-flight`).
+    pub max_request_bytes_in_flight: usize,
+    /// How long a frame may take to arrive, and a response to be taken (`--request-timeout-ms`).
+    pub request_timeout: std::time::Duration,
+    /// How long a connection may stay silent between frames.
+    pub idle_timeout: std::time::Duration,
+    receive_budget: Semaphore,
+    receive_waiters: Cell<usize>,
+    request_budget: Semaphore,
+    request_budget_bytes: usize,
+}
+
+/// A budget was closed: the connection is ending.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetClosed;
+
+impl ShardNet {
+    /// The network bounds of one shard, counting into the node's `stats`.
+    pub fn new(config: &Config, stats: Arc<NetStats>) -> ShardNet {
+        ShardNet {
+            stats,
+            max_connections: config.max_connections,
+            max_frame_bytes: config.max_frame_bytes,
+            max_request_bytes_in_flight: config.max_request_bytes_in_flight,
+            request_timeout: config.request_timeout,
+            idle_timeout: config.idle_timeout,
+            receive_budget: Semaphore::new(config.receive_buffer_budget_bytes as u64),
+            receive_waiters: Cell::new(0),
+            request_budget: Semaphore::new(config.request_budget_bytes as u64),
+            request_budget_bytes: config.request_budget_bytes,
+        }
+    }
+
+    /// A slot for a new connection, or `None` (counted as refused) when the node already
+    /// serves `--max-connections`.
+    pub fn admit(&self) -> Option<ConnectionSlot> {
+        let open = self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        if open < self.max_connections {
+            return Some(ConnectionSlot {
+                stats: self.stats.clone(),
+            });
+        }
+        self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        let refused = self.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+        if refused % REFUSALS_PER_LOG == 0 {
+            tracing::warn!(
+                max_connections = self.max_connections,
+                refused = refused + 1,
+                "connection limit reached; closing new connections"
+            );
+        }
+        None
+    }
+
+    /// Takes `bytes` of the shard's receive budget, waiting until they are free. A buffer
+    /// never grows past `--max-frame-bytes`, which the configuration keeps within the budget,
+    /// so the wait ends once other connections give back theirs.
+    pub async fn take_receive(&self, bytes: usize) -> Result<(), BudgetClosed> {
+        self.receive_waiters.set(self.receive_waiters.get() + 1);
+        let taken = self.receive_budget.acquire(bytes as u64).await;
+        self.receive_waiters.set(self.receive_waiters.get() - 1);
+        taken.map_err(|_| BudgetClosed)?;
+        self.stats
+            .receive_buffer_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives back what [`ShardNet::take_receive`] took.
+    pub fn give_receive(&self, bytes: usize) {
+        self.receive_budget.signal(bytes as u64);
+        self.stats
+            .receive_buffer_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// True while a connection waits for the receive budget: grown buffers that empty are
+    /// then given back instead of kept.
+    pub fn receive_contended(&self) -> bool {
+        self.receive_waiters.get() > 0
+    }
+
+    /// The most one request may be charged: all of the shard's request budget (a larger
+    /// charge could never be granted).
+    pub fn request_charge_max(&self) -> usize {
+        self.request_budget_bytes
+    }
+
+    /// Takes `bytes` of the shard's request budget, waiting until they are free.
+    pub async fn take_request(&self, bytes: usize) -> Result<(), BudgetClosed> {
+        self.request_budget
+            .acquire(bytes as u64)
+            .await
+            .map_err(|_| BudgetClosed)?;
+        self.stats
+            .request_bytes_in_flight
+            .fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives back what [`ShardNet::take_request`] took.
+    pub fn give_request(&self, bytes: usize) {
+        self.request_budget.signal(bytes as u64);
+        self.stats
+            .request_bytes_in_flight
+            .fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
