@@ -201,8 +201,14 @@ impl ServeArgs {
         }
         // A maximal frame must always be receivable: its buffer is charged to both budgets.
         for (flag, bytes) in [
-            ("--max-request-bytes-in-flight", self.max_request_bytes_in_flight),
-            ("--receive-buffer-budget-bytes", self.receive_buffer_budget_bytes),
+            (
+                "--max-request-bytes-in-flight",
+                self.max_request_bytes_in_flight,
+            ),
+            (
+                "--receive-buffer-budget-bytes",
+                self.receive_buffer_budget_bytes,
+            ),
             ("--request-budget-bytes", self.request_budget_bytes),
         ] {
             if bytes < self.max_frame_bytes {

@@ -89,7 +89,12 @@ pub async fn serve(
         client_host,
     };
     if let Err(reason) = read_requests(&connection, stream).await {
-        tracing::debug!(shard = connection.shard.id, peer, reason, "connection closed");
+        tracing::debug!(
+            shard = connection.shard.id,
+            peer,
+            reason,
+            "connection closed"
+        );
     }
     drop(connection);
     writer_task.await;
@@ -148,7 +153,8 @@ async fn read_requests(connection: &Connection, mut stream: TcpStream) -> Result
             frame_deadline = None;
             net.idle_timeout
         } else {
-            let deadline = *frame_deadline.get_or_insert_with(|| Instant::now() + net.request_timeout);
+            let deadline =
+                *frame_deadline.get_or_insert_with(|| Instant::now() + net.request_timeout);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err("request timed out before its frame arrived whole".into());
@@ -260,7 +266,10 @@ async fn write_responses(
 }
 
 /// `future`'s output, or `Err(())` if it did not finish within `timeout`.
-async fn with_deadline<F: std::future::Future>(future: F, timeout: Duration) -> Result<F::Output, ()> {
+async fn with_deadline<F: std::future::Future>(
+    future: F,
+    timeout: Duration,
+) -> Result<F::Output, ()> {
     let expired = async {
         glommio::timer::sleep(timeout).await;
         Err(())

@@ -170,7 +170,10 @@ impl ShardNet {
             });
         }
         self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
-        let refused = self.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+        let refused = self
+            .stats
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
         if refused % REFUSALS_PER_LOG == 0 {
             tracing::warn!(
                 max_connections = self.max_connections,
@@ -233,5 +236,56 @@ impl ShardNet {
         self.stats
             .request_bytes_in_flight
             .fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+impl ShardNet {
+    /// A shard's bounds for unit tests: `max_connections`, `budget_bytes` for both shard
+    /// budgets, `connection_bytes` of requests in flight per connection.
+    pub(crate) fn for_tests(
+        max_connections: usize,
+        budget_bytes: usize,
+        connection_bytes: usize,
+    ) -> ShardNet {
+        ShardNet {
+            stats: Arc::new(NetStats::default()),
+            max_connections,
+            max_frame_bytes: budget_bytes,
+            max_request_bytes_in_flight: connection_bytes,
+            request_timeout: std::time::Duration::from_secs(1),
+            idle_timeout: std::time::Duration::from_secs(1),
+            receive_budget: Semaphore::new(budget_bytes as u64),
+            receive_waiters: Cell::new(0),
+            request_budget: Semaphore::new(budget_bytes as u64),
+            request_budget_bytes: budget_bytes,
+        }
+    }
+
+    /// The node's counters this shard counts into.
+    pub(crate) fn stats(&self) -> &NetStats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Connections beyond the limit are refused and counted; a closed one frees its slot.
+    #[test]
+    fn connection_limit_admits_up_to_the_limit() {
+        let net = ShardNet::for_tests(2, 1 << 20, 1 << 20);
+        let first = net.admit().unwrap();
+        let _second = net.admit().unwrap();
+        assert!(net.admit().is_none());
+        assert!(net.admit().is_none());
+        assert_eq!(net.stats().connections_open(), 2);
+        assert_eq!(net.stats().connections_refused(), 2);
+        drop(first);
+        assert_eq!(net.stats().connections_open(), 1);
+        let _third = net.admit().unwrap();
+        assert_eq!(net.stats().connections_open(), 2);
     }
 }

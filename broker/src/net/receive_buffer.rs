@@ -112,7 +112,9 @@ impl ReceiveBuffer {
             return Ok(());
         }
         let size = self.bytes.len();
-        let wanted = frame_bytes.unwrap_or(size * 2).max(size + FRAME_ALIGNMENT_BYTES);
+        let wanted = frame_bytes
+            .unwrap_or(size * 2)
+            .max(size + FRAME_ALIGNMENT_BYTES);
         let grown_size = (size * 2).min(wanted.next_multiple_of(FRAME_ALIGNMENT_BYTES));
         let extra = grown_size - size;
         self.connection
@@ -150,4 +152,125 @@ fn initial_bytes() -> AlignedVec<FRAME_ALIGNMENT_BYTES> {
     let mut bytes = AlignedVec::with_capacity(RECEIVE_BUFFER_INITIAL_BYTES);
     bytes.resize(RECEIVE_BUFFER_INITIAL_BYTES, 0);
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::pin::pin;
+
+    use futures_lite::future::poll_once;
+
+    use super::*;
+    use crate::net::request_charge::connection_budget;
+
+    const KIB: usize = 1024;
+
+    fn run(test: impl std::future::Future<Output = ()> + 'static) {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(test);
+    }
+
+    /// Fills the buffer's room completely, as a read of that many bytes would.
+    fn fill(buffer: &mut ReceiveBuffer) {
+        let room = buffer.room().len();
+        buffer.filled(room);
+    }
+
+    /// The buffer grows only once full of arrived bytes, to twice its size at most (never to
+    /// the frame's announced length), charging both budgets; dropping it gives all back.
+    #[test]
+    fn grows_with_arrived_bytes_not_with_the_announced_length() {
+        run(async {
+            let net = Rc::new(ShardNet::for_tests(10, 1 << 20, 1 << 20));
+            let connection = connection_budget(1 << 20);
+            let mut buffer = ReceiveBuffer::new(&connection, &net);
+            let announced = 1 << 20;
+            buffer.filled(100);
+            buffer.make_room(Some(announced)).await.unwrap();
+            assert_eq!(buffer.grown_bytes(), 0, "room left: no growth");
+            fill(&mut buffer);
+            buffer.make_room(Some(announced)).await.unwrap();
+            assert_eq!(
+                buffer.grown_bytes(),
+                16 * KIB,
+                "doubled, not grown to 1 MiB"
+            );
+            assert_eq!(buffer.room().len(), 16 * KIB);
+            assert_eq!(net.stats().receive_buffer_bytes(), 16 * KIB);
+            assert_eq!(connection.available(), (1 << 20) - 16 * KIB as u64);
+            fill(&mut buffer);
+            buffer.make_room(Some(40 * KIB)).await.unwrap();
+            assert_eq!(
+                buffer.grown_bytes(),
+                24 * KIB,
+                "capped at the frame's length"
+            );
+            drop(buffer);
+            assert_eq!(net.stats().receive_buffer_bytes(), 0);
+            assert_eq!(connection.available(), 1 << 20);
+        });
+    }
+
+    /// A growth the shard's budget cannot grant waits (the connection reads nothing) until
+    /// another connection gives its buffer back.
+    #[test]
+    fn growth_waits_for_the_shard_budget() {
+        run(async {
+            let net = Rc::new(ShardNet::for_tests(10, 64 * KIB, 1 << 20));
+            let (first_budget, second_budget) =
+                (connection_budget(1 << 20), connection_budget(1 << 20));
+            let mut second = ReceiveBuffer::new(&second_budget, &net);
+            fill(&mut second);
+            second.make_room(None).await.unwrap();
+            let mut first = ReceiveBuffer::new(&first_budget, &net);
+            for _ in 0..2 {
+                fill(&mut first);
+                first.make_room(None).await.unwrap();
+            }
+            assert_eq!(net.stats().receive_buffer_bytes(), 64 * KIB);
+            fill(&mut second);
+            let mut waiting = pin!(second.make_room(None));
+            assert!(
+                poll_once(waiting.as_mut()).await.is_none(),
+                "the budget is spent"
+            );
+            assert!(net.receive_contended());
+            drop(first);
+            waiting.await.unwrap();
+            assert_eq!(net.stats().receive_buffer_bytes(), 48 * KIB);
+        });
+    }
+
+    /// An emptied grown buffer is kept for the next frames, unless another connection waits
+    /// for the budget: then it is given back and the waiter proceeds.
+    #[test]
+    fn an_empty_grown_buffer_is_given_back_when_others_wait() {
+        run(async {
+            let net = Rc::new(ShardNet::for_tests(10, 16 * KIB, 1 << 20));
+            let (first_budget, second_budget) =
+                (connection_budget(1 << 20), connection_budget(1 << 20));
+            let mut first = ReceiveBuffer::new(&first_budget, &net);
+            fill(&mut first);
+            first.make_room(None).await.unwrap();
+            let pending = first.pending().len();
+            first.consume(pending);
+            first.reset_if_empty();
+            assert_eq!(first.grown_bytes(), 16 * KIB, "kept while nobody waits");
+            let mut second = ReceiveBuffer::new(&second_budget, &net);
+            fill(&mut second);
+            let mut waiting = pin!(second.make_room(None));
+            assert!(
+                poll_once(waiting.as_mut()).await.is_none(),
+                "the budget is spent"
+            );
+            first.reset_if_empty();
+            assert_eq!(first.grown_bytes(), 0, "given back to the waiter");
+            assert_eq!(first.room().len(), RECEIVE_BUFFER_INITIAL_BYTES);
+            waiting.await.unwrap();
+            assert_eq!(net.stats().receive_buffer_bytes(), 16 * KIB);
+        });
+    }
 }
