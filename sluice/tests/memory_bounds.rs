@@ -3,7 +3,8 @@
 //! sending half a header or garbage, while a well-behaved client keeps producing and fetching.
 //! The broker's resident memory (VmRSS of /proc/<pid>/status) stays within what its flags
 //! allow; a frame over `--max-frame-bytes` gets an error; beyond `--max-connections` new
-//! connections are closed; half-sent frames are dropped after the request timeout.
+//! connections are closed; half-sent frames are dropped after the request timeout; a client
+//! that never reads its responses stalls and is dropped, while others are served.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -302,7 +303,7 @@ fn memory_stays_bounded_under_a_flood_of_connections_and_large_frames() {
     assert!(
         wait_until(timeout, || {
             large.iter().all(|(s, _)| closed_by_broker(s))
-                && half_header.iter().all(|s| closed_by_broker(s))
+                && half_header.iter().all(closed_by_broker)
         }),
         "every half-sent frame was dropped within the request timeout"
     );
@@ -328,4 +329,57 @@ fn memory_stays_bounded_under_a_flood_of_connections_and_large_frames() {
     let mut late = Conn::connect(broker.addr);
     produce_and_fetch(&mut late, "bounded", b"after the flood");
     produce_and_fetch(&mut client, "bounded", b"still here");
+}
+
+/// A client that pipelines fetches and never reads the responses holds at most its
+/// `--max-request-bytes-in-flight`: the broker stops reading its requests, and closes it once
+/// a response waits longer than the request timeout; another client is served throughout.
+#[test]
+fn a_client_that_never_reads_its_responses_stalls_only_itself() {
+    const FRAME_BYTES: usize = 8 << 20;
+    const TIMEOUT_MS: u64 = 3_000;
+    let broker = Broker::start(&[
+        "--max-frame-bytes",
+        &FRAME_BYTES.to_string(),
+        "--max-request-bytes-in-flight",
+        &(2 * FRAME_BYTES).to_string(),
+        "--request-timeout-ms",
+        &TIMEOUT_MS.to_string(),
+    ]);
+    let mut client = Conn::connect(broker.addr);
+    client.create_topic("unread", 1, None);
+    // 16 MiB of data: every fetch below gets a full 4 MiB response.
+    let value = vec![7u8; 512 << 10];
+    for _ in 0..32 {
+        produce_and_fetch(&mut client, "unread", &value);
+    }
+    let mut hog = Conn::connect(broker.addr);
+    hog.stream.set_nonblocking(true).unwrap();
+    let mut request = Vec::new();
+    let fetch = common::fetch_request("unread", 0, 0, 0);
+    let frame = wire::protocol::encode_request(&mut request, ApiKey::Fetch, 1, &fetch);
+    let bytes: Vec<u8> = frame.parts().flatten().copied().collect();
+    // Send fetches until the socket takes no more: the broker stopped reading them.
+    let started = Instant::now();
+    let (mut sent, mut stalled) = (0usize, false);
+    while started.elapsed() < Duration::from_secs(10) {
+        match hog.stream.write(&bytes) {
+            Ok(n) if n == bytes.len() => sent += 1,
+            Ok(_) | Err(_) => {
+                stalled = true;
+                break;
+            }
+        }
+    }
+    assert!(stalled, "the broker kept reading {sent} unanswered fetches");
+    // Others are served meanwhile.
+    produce_and_fetch(&mut client, "unread", b"served");
+    // The hog is dropped once a response has waited for it longer than the timeout (reading
+    // would make it a reader, so it probes with writes: they fail once the broker reset it).
+    let dropped = wait_until(
+        Duration::from_millis(TIMEOUT_MS + 10_000),
+        || matches!(hog.stream.write(&bytes), Err(e) if e.kind() != ErrorKind::WouldBlock),
+    );
+    assert!(dropped, "the broker closed the client that does not read");
+    produce_and_fetch(&mut client, "unread", b"still served");
 }
