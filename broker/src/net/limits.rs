@@ -188,9 +188,11 @@ impl ShardNet {
     /// never grows past `--max-frame-bytes`, which the configuration keeps within the budget,
     /// so the wait ends once other connections give back theirs.
     pub async fn take_receive(&self, bytes: usize) -> Result<(), BudgetClosed> {
-        self.receive_waiters.set(self.receive_waiters.get() + 1);
-        let taken = self.receive_budget.acquire(bytes as u64).await;
-        self.receive_waiters.set(self.receive_waiters.get() - 1);
+        let taken = {
+            // Counted as waiting until the wait ends, also when it is given up (dropped).
+            let _waiting = Waiting::new(&self.receive_waiters);
+            self.receive_budget.acquire(bytes as u64).await
+        };
         taken.map_err(|_| BudgetClosed)?;
         self.stats
             .receive_buffer_bytes
@@ -236,6 +238,24 @@ impl ShardNet {
         self.stats
             .request_bytes_in_flight
             .fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// One waiter counted in a waiters' count for as long as it lives.
+struct Waiting<'a> {
+    waiters: &'a Cell<usize>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(waiters: &'a Cell<usize>) -> Waiting<'a> {
+        waiters.set(waiters.get() + 1);
+        Waiting { waiters }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.waiters.set(self.waiters.get() - 1);
     }
 }
 

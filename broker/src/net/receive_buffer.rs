@@ -232,15 +232,25 @@ mod tests {
             }
             assert_eq!(net.stats().receive_buffer_bytes(), 64 * KIB);
             fill(&mut second);
-            let mut waiting = pin!(second.make_room(None));
-            assert!(
-                poll_once(waiting.as_mut()).await.is_none(),
-                "the budget is spent"
-            );
-            assert!(net.receive_contended());
-            drop(first);
-            waiting.await.unwrap();
+            {
+                let mut waiting = pin!(second.make_room(None));
+                assert!(
+                    poll_once(waiting.as_mut()).await.is_none(),
+                    "the budget is spent"
+                );
+                assert!(net.receive_contended());
+                drop(first);
+                waiting.await.unwrap();
+            }
+            assert!(!net.receive_contended());
             assert_eq!(net.stats().receive_buffer_bytes(), 48 * KIB);
+            // A wait given up (a timed-out frame) is no longer counted as waiting.
+            fill(&mut second);
+            let mut given_up = Box::pin(second.make_room(None));
+            assert!(poll_once(given_up.as_mut()).await.is_none());
+            assert!(net.receive_contended());
+            drop(given_up);
+            assert!(!net.receive_contended());
         });
     }
 
