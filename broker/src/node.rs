@@ -142,7 +142,7 @@ impl Node {
         }
         let config = Arc::new(config);
         let (bus, inboxes) = Bus::new(config.shards, config.shard_inbox_bytes);
-        let net_stats = Arc::new(NetStats::default());
+        let net_stats = Arc::new(NetStats::new(config.shards));
         let mut node = NodeHandle {
             main_addr,
             net_stats: net_stats.clone(),
@@ -397,7 +397,7 @@ async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
         sockets: (main_socket, shard_socket),
         net_stats,
     } = start;
-    let net = std::rc::Rc::new(ShardNet::new(&config, net_stats));
+    let net = std::rc::Rc::new(ShardNet::new(&config, net_stats, id));
     let shards = bus.shards();
     let shard = Shard::open(id, shards, config, registry).await?;
     let services = ShardServices::open(shard, bus).await?;

@@ -77,16 +77,36 @@ pub const SMALL_RESPONSE_BYTES: usize = 64 * 1024;
 const REFUSALS_PER_LOG: u64 = 1024;
 
 /// Counters of the network path of a whole node, readable from any thread (for metrics):
-/// [`crate::NodeHandle::net_stats`].
-#[derive(Debug, Default)]
+/// [`crate::NodeHandle::net_stats`]. The connection counts are the node's (one update per
+/// connection); the byte counts are kept per shard, each on its own cache line, so the
+/// updates of one request never touch another core's line.
+#[derive(Debug)]
 pub struct NetStats {
     connections_open: AtomicUsize,
     connections_refused: AtomicU64,
+    shards: Vec<ShardCounters>,
+}
+
+/// The byte counters of one shard.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct ShardCounters {
     receive_buffer_bytes: AtomicUsize,
     request_bytes_in_flight: AtomicUsize,
 }
 
 impl NetStats {
+    /// Counters of a node of `shards` shards, all zero.
+    pub fn new(shards: usize) -> NetStats {
+        NetStats {
+            connections_open: AtomicUsize::new(0),
+            connections_refused: AtomicU64::new(0),
+            shards: (0..shards.max(1))
+                .map(|_| ShardCounters::default())
+                .collect(),
+        }
+    }
+
     /// Connections being served now.
     pub fn connections_open(&self) -> usize {
         self.connections_open.load(Ordering::Relaxed)
@@ -100,12 +120,18 @@ impl NetStats {
     /// Bytes of receive buffers beyond their first 16 KiB, all shards (what the receive
     /// budgets have handed out).
     pub fn receive_buffer_bytes(&self) -> usize {
-        self.receive_buffer_bytes.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|shard| shard.receive_buffer_bytes.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Bytes charged for requests read and not yet answered, all shards.
     pub fn request_bytes_in_flight(&self) -> usize {
-        self.request_bytes_in_flight.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|shard| shard.request_bytes_in_flight.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -124,6 +150,8 @@ impl Drop for ConnectionSlot {
 /// limit. Lives on its shard (`!Send`); connections hold an `Rc` of it.
 pub struct ShardNet {
     stats: Arc<NetStats>,
+    /// This shard's counters in `stats.shards`.
+    shard: usize,
     max_connections: usize,
     /// Largest request frame (`--max-frame-bytes`).
     pub max_frame_bytes: usize,
@@ -144,9 +172,10 @@ pub struct ShardNet {
 pub struct BudgetClosed;
 
 impl ShardNet {
-    /// The network bounds of one shard, counting into the node's `stats`.
-    pub fn new(config: &Config, stats: Arc<NetStats>) -> ShardNet {
+    /// The network bounds of shard `shard`, counting into the node's `stats`.
+    pub fn new(config: &Config, stats: Arc<NetStats>, shard: usize) -> ShardNet {
         ShardNet {
+            shard: shard.min(stats.shards.len() - 1),
             stats,
             max_connections: config.max_connections,
             max_frame_bytes: config.max_frame_bytes,
@@ -184,6 +213,10 @@ impl ShardNet {
         None
     }
 
+    fn counters(&self) -> &ShardCounters {
+        &self.stats.shards[self.shard]
+    }
+
     /// Takes `bytes` of the shard's receive budget, waiting until they are free. A buffer
     /// never grows past `--max-frame-bytes`, which the configuration keeps within the budget,
     /// so the wait ends once other connections give back theirs.
@@ -194,7 +227,7 @@ impl ShardNet {
             self.receive_budget.acquire(bytes as u64).await
         };
         taken.map_err(|_| BudgetClosed)?;
-        self.stats
+        self.counters()
             .receive_buffer_bytes
             .fetch_add(bytes, Ordering::Relaxed);
         Ok(())
@@ -203,7 +236,7 @@ impl ShardNet {
     /// Gives back what [`ShardNet::take_receive`] took.
     pub fn give_receive(&self, bytes: usize) {
         self.receive_budget.signal(bytes as u64);
-        self.stats
+        self.counters()
             .receive_buffer_bytes
             .fetch_sub(bytes, Ordering::Relaxed);
     }
@@ -226,7 +259,7 @@ impl ShardNet {
             .acquire(bytes as u64)
             .await
             .map_err(|_| BudgetClosed)?;
-        self.stats
+        self.counters()
             .request_bytes_in_flight
             .fetch_add(bytes, Ordering::Relaxed);
         Ok(())
@@ -235,7 +268,7 @@ impl ShardNet {
     /// Gives back what [`ShardNet::take_request`] took.
     pub fn give_request(&self, bytes: usize) {
         self.request_budget.signal(bytes as u64);
-        self.stats
+        self.counters()
             .request_bytes_in_flight
             .fetch_sub(bytes, Ordering::Relaxed);
     }
@@ -269,7 +302,8 @@ impl ShardNet {
         connection_bytes: usize,
     ) -> ShardNet {
         ShardNet {
-            stats: Arc::new(NetStats::default()),
+            stats: Arc::new(NetStats::new(1)),
+            shard: 0,
             max_connections,
             max_frame_bytes: budget_bytes,
             max_request_bytes_in_flight: connection_bytes,
