@@ -36,7 +36,7 @@ fi
 # io_uring registers buffers in locked memory; non-root users need a raised limit.
 ulimit -l unlimited 2>/dev/null || ulimit -l 1048576 2>/dev/null || true
 
-cargo build --release -p sluice-broker --bin sluice -p sluice-bench --bin sluice-bench
+cargo build --release -p sluice --bin sluice -p sluice-bench --bin sluice-bench
 
 cores="$(nproc)"
 note="Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), ${cores} cores, \
