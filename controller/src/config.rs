@@ -47,8 +47,11 @@ pub struct ControllerConfig {
     /// silent broker is fenced between 1 and 1.25 sessions after its last heartbeat.
     pub liveness_tick_ms: u64,
     /// Take a snapshot after this many log entries since the last one; the log before a
-    /// snapshot is then purged (openraft keeps `SNAPSHOT_LOG_KEEP_ENTRIES` behind it).
+    /// snapshot is then purged but for `snapshot_log_keep_entries`.
     pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot, so a follower slightly behind catches up from the
+    /// log rather than by a snapshot transfer.
+    pub snapshot_log_keep_entries: u64,
     /// How long a `propose` or `broker_heartbeat` call may wait for a leader and its answer.
     pub request_timeout_ms: u64,
 }
@@ -71,6 +74,7 @@ impl ControllerConfig {
             broker_session_timeout_ms,
             liveness_tick_ms: broker_session_timeout_ms / 4,
             snapshot_every_entries: 1_000,
+            snapshot_log_keep_entries: 100,
             request_timeout_ms: 10_000,
         }
     }

@@ -49,10 +49,6 @@ pub const REQUEST_QUEUE_MAX: usize = 1024;
 /// broker of a large cluster within one liveness tick.
 pub const HEARTBEAT_QUEUE_MAX: usize = 4096;
 
-/// Log entries kept behind a snapshot, so a follower slightly behind catches up from the log
-/// rather than by snapshot.
-pub const SNAPSHOT_LOG_KEEP_ENTRIES: u64 = 100;
-
 /// Pause between two attempts of a proposal or heartbeat while no leader is known; an election
 /// takes a few election timeouts (500–1000 ms each), so 50 ms costs little and spins little.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -359,7 +355,7 @@ async fn set_up(
         election_timeout_min: config.election_timeout_min_ms,
         election_timeout_max: config.election_timeout_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
-        max_in_snapshot_log_to_keep: SNAPSHOT_LOG_KEEP_ENTRIES,
+        max_in_snapshot_log_to_keep: config.snapshot_log_keep_entries,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         ..Default::default()
     }
