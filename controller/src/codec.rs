@@ -44,7 +44,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T
 }
 
 /// Encode a value as one frame (length prefix included).
-pub fn encode_frame<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, ControllerError> {
+pub fn encode_frame<T: Serialize>(
+    value: &T,
+    what: &'static str,
+) -> Result<Vec<u8>, ControllerError> {
     let mut frame = postcard::to_extend(value, vec![0u8; FRAME_HEADER_BYTES]).map_err(|error| {
         ControllerError::Decode {
             what: what.to_string(),

@@ -169,7 +169,10 @@ mod tests {
         let config = ControllerConfig::new(2, voters.clone(), "x");
         assert_eq!(config.validate(), Ok(()));
         assert!(ControllerConfig::new(4, voters, "x").validate().is_err());
-        assert!(parse_voters("1@127.0.0.1:1,2@127.0.0.1:2").is_err(), "two is even");
+        assert!(
+            parse_voters("1@127.0.0.1:1,2@127.0.0.1:2").is_err(),
+            "two is even"
+        );
         assert!(parse_voters("1-127.0.0.1:1").is_err());
         assert!(parse_voters("x@127.0.0.1:1").is_err());
         let twice = parse_voters("1@127.0.0.1:1,1@127.0.0.1:2,3@127.0.0.1:3").expect("parses");

@@ -64,7 +64,9 @@ pub enum ControllerError {
         reason: String,
     },
     /// Not enough live (registered, unfenced) brokers for the replication factor.
-    #[error("replication factor {replication_factor} needs that many live brokers; {live} are live")]
+    #[error(
+        "replication factor {replication_factor} needs that many live brokers; {live} are live"
+    )]
     NotEnoughBrokers {
         /// The requested replication factor.
         replication_factor: u16,

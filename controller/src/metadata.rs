@@ -500,7 +500,8 @@ impl MetadataImage {
                 "min insync replicas must be between 1 and the replication factor",
             ));
         }
-        let replicas = placement::assign(&self.placement_brokers(), partitions, replication_factor)?;
+        let replicas =
+            placement::assign(&self.placement_brokers(), partitions, replication_factor)?;
         let topic = TopicMetadata {
             name: name.to_string(),
             replication_factor,
@@ -592,7 +593,7 @@ impl MetadataImage {
             if !state.replicas.contains(member) {
                 return Err(invalid(format!("{member} is not a replica")));
             }
-            if !state.isr.contains(member) && !brokers.get(member).is_some_and(|b| !b.fenced) {
+            if !state.isr.contains(member) && brokers.get(member).is_none_or(|b| b.fenced) {
                 return Err(invalid(format!(
                     "{member} is fenced or unknown and cannot join the ISR"
                 )));
@@ -638,19 +639,17 @@ impl MetadataImage {
                 ElectionKind::Clean if leader_live => state.leader,
                 ElectionKind::Clean => first_live(&state.replicas, &state.isr, brokers),
                 ElectionKind::Unclean if leader_live => state.leader,
-                ElectionKind::Unclean => {
-                    match first_live(&state.replicas, &state.isr, brokers) {
-                        Some(id) => Some(id),
-                        None => {
-                            let any = first_live(&state.replicas, &state.replicas, brokers);
-                            if let Some(id) = any {
-                                state.isr = vec![id];
-                                state.partition_epoch += 1;
-                            }
-                            any
+                ElectionKind::Unclean => match first_live(&state.replicas, &state.isr, brokers) {
+                    Some(id) => Some(id),
+                    None => {
+                        let any = first_live(&state.replicas, &state.replicas, brokers);
+                        if let Some(id) = any {
+                            state.isr = vec![id];
+                            state.partition_epoch += 1;
                         }
+                        any
                     }
-                }
+                },
             };
             if next != state.leader {
                 set_leader(state, next);
@@ -857,7 +856,10 @@ mod tests {
             min_insync: 1,
             config: BTreeMap::new(),
         });
-        assert!(matches!(outcome, Ok(Outcome::TopicPlaced { .. })), "{outcome:?}");
+        assert!(
+            matches!(outcome, Ok(Outcome::TopicPlaced { .. })),
+            "{outcome:?}"
+        );
     }
 
     #[test]
@@ -873,7 +875,9 @@ mod tests {
         let outcome = image.apply(&Command::FenceBroker { id: BrokerId(1) });
         assert!(matches!(outcome, Ok(Outcome::PartitionsChanged { .. })));
         for tp in &led {
-            let old = before.partition(&tp.topic, tp.partition).expect("partition");
+            let old = before
+                .partition(&tp.topic, tp.partition)
+                .expect("partition");
             let new = image.partition(&tp.topic, tp.partition).expect("partition");
             assert_ne!(new.leader, Some(BrokerId(1)));
             assert!(new.leader.is_some_and(|l| old.isr.contains(&l)));
@@ -889,12 +893,16 @@ mod tests {
         let mut image = MetadataImage::new();
         register(&mut image, 1, None);
         create(&mut image, "solo", 1, 1);
-        assert!(image.apply(&Command::FenceBroker { id: BrokerId(1) }).is_ok());
+        assert!(image
+            .apply(&Command::FenceBroker { id: BrokerId(1) })
+            .is_ok());
         let state = image.partition("solo", 0).expect("partition");
         assert_eq!(state.leader, None);
         assert_eq!(state.isr, vec![BrokerId(1)]);
         assert_eq!(state.leader_epoch, 1);
-        assert!(image.apply(&Command::UnfenceBroker { id: BrokerId(1) }).is_ok());
+        assert!(image
+            .apply(&Command::UnfenceBroker { id: BrokerId(1) })
+            .is_ok());
         let state = image.partition("solo", 0).expect("partition");
         assert_eq!(state.leader, Some(BrokerId(1)));
         assert_eq!(state.leader_epoch, 2);
@@ -927,7 +935,11 @@ mod tests {
         // The same request again carries a stale partition epoch now.
         assert!(matches!(
             image.apply(&shrink),
-            Err(ControllerError::InvalidUpdateVersion { got: 0, current: 1, .. })
+            Err(ControllerError::InvalidUpdateVersion {
+                got: 0,
+                current: 1,
+                ..
+            })
         ));
         let stale_leader = Command::AlterIsr {
             topic: "t".into(),
@@ -938,7 +950,11 @@ mod tests {
         };
         assert!(matches!(
             image.apply(&stale_leader),
-            Err(ControllerError::FencedLeaderEpoch { got: 7, current: 0, .. })
+            Err(ControllerError::FencedLeaderEpoch {
+                got: 7,
+                current: 0,
+                ..
+            })
         ));
     }
 

@@ -84,8 +84,8 @@ pub fn assign(
             let follower = (0..sorted.len())
                 .filter(|i| !members.contains(i))
                 .min_by_key(|&i| {
-                    let rack_used = racks_set
-                        && members.iter().any(|&m| sorted[m].rack == sorted[i].rack);
+                    let rack_used =
+                        racks_set && members.iter().any(|&m| sorted[m].rack == sorted[i].rack);
                     (
                         rack_used,
                         hosted_in_batch[i],

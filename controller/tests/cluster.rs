@@ -62,7 +62,12 @@ impl Quorum {
         let voters: Vec<Voter> = listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| Ok(Voter { id: i as u64 + 1, addr: l.local_addr()? }))
+            .map(|(i, l)| {
+                Ok(Voter {
+                    id: i as u64 + 1,
+                    addr: l.local_addr()?,
+                })
+            })
             .collect::<std::io::Result<_>>()?;
         let mut quorum = Quorum {
             root,
@@ -79,9 +84,12 @@ impl Quorum {
     }
 
     fn config(&self, id: u64) -> ControllerConfig {
-        let mut config =
-            ControllerConfig::new(id, self.voters.clone(), self.root.join(format!("node-{id}")))
-                .with_broker_session_timeout_ms(self.session_timeout_ms);
+        let mut config = ControllerConfig::new(
+            id,
+            self.voters.clone(),
+            self.root.join(format!("node-{id}")),
+        )
+        .with_broker_session_timeout_ms(self.session_timeout_ms);
         // Small, so the tests also build snapshots and purge the log behind them.
         config.snapshot_every_entries = 8;
         config.snapshot_log_keep_entries = 4;
@@ -109,8 +117,13 @@ impl Quorum {
     fn wait_for_leader(&self) -> Result<u64> {
         let mut leader = None;
         wait_until("one leader known to every running node", || {
-            let leaders: Vec<u64> = self.running().filter(|n| n.is_leader()).map(|n| n.node_id()).collect();
-            let agreed = leaders.len() == 1 && self.running().all(|n| n.leader() == Some(leaders[0]));
+            let leaders: Vec<u64> = self
+                .running()
+                .filter(|n| n.is_leader())
+                .map(|n| n.node_id())
+                .collect();
+            let agreed =
+                leaders.len() == 1 && self.running().all(|n| n.leader() == Some(leaders[0]));
             if agreed {
                 leader = Some(leaders[0]);
             }
@@ -167,16 +180,24 @@ fn three_voters_replicate_fail_over_and_restart() -> Result<()> {
     // Proposals on a follower are forwarded to the leader.
     for broker in 1..=3 {
         let outcome = quorum.node(follower)?.propose(register(broker))?;
-        assert!(matches!(outcome, Outcome::BrokerRegistered { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::BrokerRegistered { .. }),
+            "{outcome:?}"
+        );
     }
-    let outcome = quorum.node(follower)?.propose(create_topic("orders", 6, 3))?;
+    let outcome = quorum
+        .node(follower)?
+        .propose(create_topic("orders", 6, 3))?;
     let Outcome::TopicPlaced { replicas, .. } = outcome else {
         bail!("unexpected outcome {outcome:?}");
     };
     assert_eq!(replicas.len(), 6);
     // A rejection travels back as the command's error.
     let again = quorum.node(leader)?.propose(create_topic("orders", 1, 1));
-    assert!(matches!(again, Err(controller::ControllerError::TopicExists { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(controller::ControllerError::TopicExists { .. })),
+        "{again:?}"
+    );
 
     let expected = quorum.node(leader)?.metadata();
     assert_eq!(expected.brokers.len(), 3);
@@ -190,8 +211,12 @@ fn three_voters_replicate_fail_over_and_restart() -> Result<()> {
     assert_ne!(new_leader, leader);
     assert!(quorum.node(new_leader)?.current_term() > term_before);
     assert_eq!(quorum.node(new_leader)?.metadata().topics, expected.topics);
-    let survivor = (1..=3).find(|id| *id != leader && *id != new_leader).context("survivor")?;
-    quorum.node(survivor)?.propose(create_topic("payments", 3, 2))?;
+    let survivor = (1..=3)
+        .find(|id| *id != leader && *id != new_leader)
+        .context("survivor")?;
+    quorum
+        .node(survivor)?
+        .propose(create_topic("payments", 3, 2))?;
     let after_failover = quorum.node(new_leader)?.metadata();
     assert!(after_failover.topics.contains_key("payments"));
     quorum.wait_for_same_metadata("both survivors applied the second topic", &after_failover)?;
@@ -205,7 +230,10 @@ fn three_voters_replicate_fail_over_and_restart() -> Result<()> {
         quorum.restart(id)?;
     }
     quorum.wait_for_leader()?;
-    quorum.wait_for_same_metadata("all three restarted nodes have the metadata", &after_failover)?;
+    quorum.wait_for_same_metadata(
+        "all three restarted nodes have the metadata",
+        &after_failover,
+    )?;
     for id in 1..=3 {
         quorum.stop(id)?;
     }
@@ -227,7 +255,10 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
     let before = quorum.node(leader)?.metadata();
     let silent = BrokerId(3);
     let led_before = before.partitions_led_by(silent);
-    assert!(!led_before.is_empty(), "placement gives broker 3 some leaders");
+    assert!(
+        !led_before.is_empty(),
+        "placement gives broker 3 some leaders"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let result = std::thread::scope(|scope| -> Result<()> {
@@ -244,12 +275,16 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
             Ok(())
         });
         let fenced = wait_until("broker 3 is fenced on every node", || {
-            quorum.running().all(|n| n.metadata().brokers[&silent].fenced)
+            quorum
+                .running()
+                .all(|n| n.metadata().brokers[&silent].fenced)
         });
         let after = quorum.node(leader)?.metadata();
         let still_live = after.brokers[&BrokerId(1)].fenced || after.brokers[&BrokerId(2)].fenced;
         stop.store(true, Ordering::Relaxed);
-        heartbeats.join().map_err(|_| anyhow::anyhow!("heartbeat thread panicked"))??;
+        heartbeats
+            .join()
+            .map_err(|_| anyhow::anyhow!("heartbeat thread panicked"))??;
         fenced?;
         assert!(!still_live, "heartbeating brokers were fenced");
         Ok(())
@@ -259,14 +294,24 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
     let after = quorum.node(leader)?.metadata();
     assert_eq!(after.check_invariants(), Ok(()));
     for tp in &led_before {
-        let old = before.partition(&tp.topic, tp.partition).context("old partition")?;
-        let new = after.partition(&tp.topic, tp.partition).context("new partition")?;
+        let old = before
+            .partition(&tp.topic, tp.partition)
+            .context("old partition")?;
+        let new = after
+            .partition(&tp.topic, tp.partition)
+            .context("new partition")?;
         let new_leader = new.leader.context("a new leader")?;
         assert_ne!(new_leader, silent);
-        assert!(old.isr.contains(&new_leader), "{tp:?}: new leader {new_leader} from the ISR");
+        assert!(
+            old.isr.contains(&new_leader),
+            "{tp:?}: new leader {new_leader} from the ISR"
+        );
         assert_eq!(new.leader_epoch, old.leader_epoch + 1, "{tp:?}");
         assert_eq!(new.partition_epoch, old.partition_epoch + 1, "{tp:?}");
-        assert!(!new.isr.contains(&silent), "{tp:?}: fenced broker left the ISR");
+        assert!(
+            !new.isr.contains(&silent),
+            "{tp:?}: fenced broker left the ISR"
+        );
     }
     assert!(after.partitions_led_by(silent).is_empty());
     quorum.wait_for_same_metadata("every node saw the fencing", &after)?;
@@ -285,13 +330,20 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
             }
             Ok(())
         });
-        back.join().map_err(|_| anyhow::anyhow!("heartbeat thread panicked"))
+        back.join()
+            .map_err(|_| anyhow::anyhow!("heartbeat thread panicked"))
     })?;
     unfenced?;
     assert!(!quorum.node(leader)?.metadata().brokers[&silent].fenced);
     // A heartbeat with another incarnation is refused.
     let stale = quorum.node(leader)?.broker_heartbeat(silent, 7);
-    assert!(matches!(stale, Err(controller::ControllerError::StaleIncarnation { .. })), "{stale:?}");
+    assert!(
+        matches!(
+            stale,
+            Err(controller::ControllerError::StaleIncarnation { .. })
+        ),
+        "{stale:?}"
+    );
     for id in 1..=3 {
         quorum.stop(id)?;
     }
@@ -318,7 +370,10 @@ fn single_node_works_and_restarts_from_snapshot() -> Result<()> {
     updates.mark_unchanged();
     node.propose(register(1))?;
     assert!(updates.has_changed()?, "subscribers see the change");
-    assert!(updates.borrow_and_update().brokers.contains_key(&BrokerId(1)));
+    assert!(updates
+        .borrow_and_update()
+        .brokers
+        .contains_key(&BrokerId(1)));
     for i in 0..20 {
         node.propose(create_topic(&format!("topic-{i}"), 2, 1))?;
     }
@@ -327,7 +382,10 @@ fn single_node_works_and_restarts_from_snapshot() -> Result<()> {
     node.shutdown()?;
     assert!(root.join("snapshot").exists(), "a snapshot was taken");
     let log_files = std::fs::read_dir(root.join("log"))?.count();
-    assert!(log_files < 22, "the log was purged behind the snapshot ({log_files} files)");
+    assert!(
+        log_files < 22,
+        "the log was purged behind the snapshot ({log_files} files)"
+    );
 
     let node = Controller::start(config(None))?;
     wait_until("the restarted node leads", || node.is_leader())?;

@@ -15,7 +15,9 @@ use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, Vote};
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-        payload: EntryPayload::Normal(Command::FenceBroker { id: BrokerId(index as u32) }),
+        payload: EntryPayload::Normal(Command::FenceBroker {
+            id: BrokerId(index as u32),
+        }),
     }
 }
 
@@ -28,7 +30,9 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 #[test]
@@ -42,9 +46,11 @@ fn log_reads_back_the_same_after_reopen() -> Result<()> {
         log.blocking_append((5..=9).map(|i| entry(1, i))).await?;
         log.blocking_append((10..=12).map(|i| entry(1, i))).await?;
         // A new leader overwrites from 7 on: the second file is cut, the third removed.
-        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 7)).await?;
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 7))
+            .await?;
         log.blocking_append((7..=8).map(|i| entry(2, i))).await?;
-        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 3)).await?;
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .await?;
         let state_before = log.get_log_state().await?;
         let entries_before = log.try_get_log_entries(0..100).await?;
         drop(log);
@@ -53,7 +59,10 @@ fn log_reads_back_the_same_after_reopen() -> Result<()> {
         assert!(!reopened.is_pristine()?);
         assert_eq!(reopened.read_vote().await?, Some(Vote::new(2, 1)));
         let state_after = reopened.get_log_state().await?;
-        assert_eq!(state_after.last_purged_log_id, state_before.last_purged_log_id);
+        assert_eq!(
+            state_after.last_purged_log_id,
+            state_before.last_purged_log_id
+        );
         assert_eq!(state_after.last_log_id, state_before.last_log_id);
         let entries_after = reopened.try_get_log_entries(0..100).await?;
         assert_eq!(entries_after, entries_before);
@@ -77,7 +86,10 @@ fn unfinished_write_is_dropped_and_damage_is_an_error() -> Result<()> {
         let temp = dir.join("log/.00000000000000000004.entries.tmp");
         std::fs::write(&temp, b"half a write")?;
         let mut log = LogStore::open(&dir)?;
-        assert!(!temp.exists(), "the temp file of an unfinished write is removed");
+        assert!(
+            !temp.exists(),
+            "the temp file of an unfinished write is removed"
+        );
         assert_eq!(log.try_get_log_entries(0..100).await?.len(), 3);
         drop(log);
 

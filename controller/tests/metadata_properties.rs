@@ -19,16 +19,47 @@ const TOPICS: [&str; 3] = ["orders", "payments", "audit"];
 /// A command drawn with some knowledge of the image, so most of them do something.
 #[derive(Debug, Clone)]
 enum Step {
-    Register { id: u32, rack: Option<u8>, incarnation: u64 },
-    Fence { id: u32 },
-    Unfence { id: u32 },
-    Create { topic: usize, partitions: u32, rf: u16 },
-    Delete { topic: usize },
-    AddPartitions { topic: usize, more: u32 },
+    Register {
+        id: u32,
+        rack: Option<u8>,
+        incarnation: u64,
+    },
+    Fence {
+        id: u32,
+    },
+    Unfence {
+        id: u32,
+    },
+    Create {
+        topic: usize,
+        partitions: u32,
+        rf: u16,
+    },
+    Delete {
+        topic: usize,
+    },
+    AddPartitions {
+        topic: usize,
+        more: u32,
+    },
     /// An ISR change by the current leader: `keep` picks members, `stale` spoils an epoch.
-    AlterIsr { topic: usize, partition: u32, keep: u8, grow: bool, stale: Option<bool> },
-    Elect { topic: usize, partition: u32, kind: u8 },
-    Reassign { topic: usize, partition: u32, target: Vec<u32> },
+    AlterIsr {
+        topic: usize,
+        partition: u32,
+        keep: u8,
+        grow: bool,
+        stale: Option<bool>,
+    },
+    Elect {
+        topic: usize,
+        partition: u32,
+        kind: u8,
+    },
+    Reassign {
+        topic: usize,
+        partition: u32,
+        target: Vec<u32>,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -54,22 +85,35 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn to_command(step: &Step, image: &MetadataImage) -> Command {
     match step {
-        Step::Register { id, rack, incarnation } => Command::RegisterBroker {
+        Step::Register {
+            id,
+            rack,
+            incarnation,
+        } => Command::RegisterBroker {
             id: BrokerId(*id),
-            endpoints: vec![format!("127.0.0.1:{}", 9000 + id), format!("127.0.0.1:{}", 9100 + id)],
+            endpoints: vec![
+                format!("127.0.0.1:{}", 9000 + id),
+                format!("127.0.0.1:{}", 9100 + id),
+            ],
             rack: rack.map(|r| format!("rack-{r}")),
             incarnation: *incarnation,
         },
         Step::Fence { id } => Command::FenceBroker { id: BrokerId(*id) },
         Step::Unfence { id } => Command::UnfenceBroker { id: BrokerId(*id) },
-        Step::Create { topic, partitions, rf } => Command::CreateTopic {
+        Step::Create {
+            topic,
+            partitions,
+            rf,
+        } => Command::CreateTopic {
             name: TOPICS[*topic].to_string(),
             partitions: *partitions,
             replication_factor: *rf,
             min_insync: 1,
             config: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
         },
-        Step::Delete { topic } => Command::DeleteTopic { name: TOPICS[*topic].to_string() },
+        Step::Delete { topic } => Command::DeleteTopic {
+            name: TOPICS[*topic].to_string(),
+        },
         Step::AddPartitions { topic, more } => Command::AddPartitions {
             name: TOPICS[*topic].to_string(),
             total_partitions: image
@@ -78,7 +122,13 @@ fn to_command(step: &Step, image: &MetadataImage) -> Command {
                 .map_or(1, |t| t.partitions.len() as u32)
                 + more,
         },
-        Step::AlterIsr { topic, partition, keep, grow, stale } => {
+        Step::AlterIsr {
+            topic,
+            partition,
+            keep,
+            grow,
+            stale,
+        } => {
             let name = TOPICS[*topic];
             let Some(state) = image.partition(name, *partition) else {
                 return Command::AlterIsr {
@@ -113,15 +163,26 @@ fn to_command(step: &Step, image: &MetadataImage) -> Command {
                 new_isr,
             }
         }
-        Step::Elect { topic, partition, kind } => Command::ElectLeaders {
-            partitions: vec![TopicPartition { topic: TOPICS[*topic].to_string(), partition: *partition }],
+        Step::Elect {
+            topic,
+            partition,
+            kind,
+        } => Command::ElectLeaders {
+            partitions: vec![TopicPartition {
+                topic: TOPICS[*topic].to_string(),
+                partition: *partition,
+            }],
             kind: match kind {
                 0 => ElectionKind::Preferred,
                 1 => ElectionKind::Clean,
                 _ => ElectionKind::Unclean,
             },
         },
-        Step::Reassign { topic, partition, target } => {
+        Step::Reassign {
+            topic,
+            partition,
+            target,
+        } => {
             let mut distinct = Vec::new();
             for id in target {
                 if !distinct.contains(&BrokerId(*id)) {

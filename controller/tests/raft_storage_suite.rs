@@ -34,12 +34,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for DiskStores {
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
+fn openraft_storage_suite() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/test-data/controller/storage-suite");
     let _ = std::fs::remove_dir_all(&root);
     Suite::test_all(DiskStores {
         root,
         next_case: AtomicU64::new(0),
-    })
+    })?;
+    Ok(())
 }

@@ -76,7 +76,8 @@ pub fn read_checked(path: &Path) -> Result<Option<Vec<u8>>, ControllerError> {
     if bytes.len() < HEADER_BYTES || &bytes[..4] != MAGIC {
         return Err(corrupt("bad header"));
     }
-    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let length = word(4) as usize;
     let crc = word(8);
     let payload = &bytes[HEADER_BYTES..];
@@ -153,8 +154,14 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
         fs::write(&path, &bytes).expect("damage");
-        assert!(matches!(read_checked(&path), Err(ControllerError::Storage { .. })));
+        assert!(matches!(
+            read_checked(&path),
+            Err(ControllerError::Storage { .. })
+        ));
         fs::write(&path, &bytes[..6]).expect("truncate");
-        assert!(matches!(read_checked(&path), Err(ControllerError::Storage { .. })));
+        assert!(matches!(
+            read_checked(&path),
+            Err(ControllerError::Storage { .. })
+        ));
     }
 }

@@ -67,8 +67,8 @@ impl LogStore {
             None => None,
         };
         let mut names = Vec::new();
-        let listing =
-            std::fs::read_dir(&log_dir).map_err(|error| ControllerError::storage(&log_dir, &error))?;
+        let listing = std::fs::read_dir(&log_dir)
+            .map_err(|error| ControllerError::storage(&log_dir, &error))?;
         for item in listing {
             let item = item.map_err(|error| ControllerError::storage(&log_dir, &error))?;
             let name = item.file_name().to_string_lossy().into_owned();
@@ -79,7 +79,9 @@ impl LogStore {
             }
             match name.strip_suffix(ENTRIES_SUFFIX).map(str::parse::<u64>) {
                 Some(Ok(first)) => names.push(first),
-                _ => warn!(file = %item.path().display(), "ignoring a stray file in the controller log"),
+                _ => {
+                    warn!(file = %item.path().display(), "ignoring a stray file in the controller log")
+                }
             }
         }
         names.sort_unstable();
@@ -123,12 +125,12 @@ impl LogStore {
 
     /// True when nothing was ever stored: no vote, no entry, no purge (bootstrap allowed).
     pub fn is_pristine(&self) -> Result<bool, ControllerError> {
-        let inner = self.lock().map_err(|_| poisoned())?;
+        let inner = self.lock()?;
         Ok(inner.vote.is_none() && inner.entries.is_empty() && inner.last_purged.is_none())
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, LogInner>, StorageError> {
-        self.inner.lock().map_err(|_| storage_read_error(poisoned()))
+    fn lock(&self) -> Result<MutexGuard<'_, LogInner>, ControllerError> {
+        self.inner.lock().map_err(|_| poisoned())
     }
 
     fn log_dir(&self) -> PathBuf {
@@ -152,7 +154,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let inner = self.lock()?;
+        let inner = self.lock().map_err(storage_read_error)?;
         let start = match range.start_bound() {
             Bound::Included(i) => Bound::Included(*i),
             Bound::Excluded(i) => Bound::Excluded(*i),
@@ -175,7 +177,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let inner = self.lock()?;
+        let inner = self.lock().map_err(storage_read_error)?;
         let last_log_id = inner
             .entries
             .values()
@@ -195,15 +197,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let bytes = codec::encode(vote, "raft vote").map_err(storage_error)?;
         files::atomic_write_blocking(&self.dir.join("vote"), &bytes).map_err(storage_error)?;
-        self.lock()?.vote = Some(*vote);
+        self.lock().map_err(storage_read_error)?.vote = Some(*vote);
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        Ok(self.lock()?.vote)
+        Ok(self.lock().map_err(storage_read_error)?.vote)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -222,7 +228,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Err(storage_error(error));
         }
         {
-            let mut inner = self.lock()?;
+            let mut inner = self.lock().map_err(storage_read_error)?;
             inner.files.insert(first, last);
             for entry in entries {
                 inner.entries.insert(entry.log_id.index, entry);
@@ -234,7 +240,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let cut = log_id.index;
-        let mut inner = self.lock()?;
+        let mut inner = self.lock().map_err(storage_read_error)?;
         let affected: Vec<(u64, u64)> = inner
             .files
             .iter()
@@ -264,7 +270,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = codec::encode(&Some(log_id), "raft purge point").map_err(storage_error)?;
         files::atomic_write_blocking(&self.dir.join("purged"), &bytes).map_err(storage_error)?;
-        let mut inner = self.lock()?;
+        let mut inner = self.lock().map_err(storage_read_error)?;
         inner.last_purged = Some(log_id);
         inner.entries.retain(|index, _| *index > log_id.index);
         let gone: Vec<u64> = inner

@@ -236,7 +236,11 @@ enum ExchangeError {
 }
 
 impl PeerClient {
-    async fn exchange(&mut self, request: &Request, ttl: Duration) -> Result<Response, ExchangeError> {
+    async fn exchange(
+        &mut self,
+        request: &Request,
+        ttl: Duration,
+    ) -> Result<Response, ExchangeError> {
         let result = tokio::time::timeout(ttl, self.exchange_inner(request)).await;
         let result = match result {
             Ok(result) => result,
@@ -297,7 +301,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        match self.exchange(&Request::AppendEntries(rpc), option.hard_ttl()).await {
+        match self
+            .exchange(&Request::AppendEntries(rpc), option.hard_ttl())
+            .await
+        {
             Ok(Response::AppendEntries(Ok(answer))) => Ok(answer),
             Ok(Response::AppendEntries(Err(error))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, error)))
@@ -315,7 +322,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        match self.exchange(&Request::InstallSnapshot(rpc), option.hard_ttl()).await {
+        match self
+            .exchange(&Request::InstallSnapshot(rpc), option.hard_ttl())
+            .await
+        {
             Ok(Response::InstallSnapshot(Ok(answer))) => Ok(answer),
             Ok(Response::InstallSnapshot(Err(error))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, error)))

@@ -197,7 +197,9 @@ impl ControllerHandle {
         self.requests
             .blocking_send(NodeRequest::Propose { command, reply })
             .map_err(|_| ControllerError::ShutDown)?;
-        answer.blocking_recv().map_err(|_| ControllerError::ShutDown)?
+        answer
+            .blocking_recv()
+            .map_err(|_| ControllerError::ShutDown)?
     }
 
     /// [`ControllerHandle::propose`] for async callers.
@@ -220,7 +222,9 @@ impl ControllerHandle {
                 reply,
             })
             .map_err(|_| ControllerError::ShutDown)?;
-        answer.blocking_recv().map_err(|_| ControllerError::ShutDown)?
+        answer
+            .blocking_recv()
+            .map_err(|_| ControllerError::ShutDown)?
     }
 
     /// [`ControllerHandle::broker_heartbeat`] for async callers.
@@ -377,7 +381,11 @@ async fn set_up(
             .map(|voter| (voter.id, BasicNode::new(voter.addr)))
             .collect();
         match raft.initialize(members).await {
-            Ok(()) => info!(node = config.node_id, voters = config.voters.len(), "controller bootstrapped"),
+            Ok(()) => info!(
+                node = config.node_id,
+                voters = config.voters.len(),
+                "controller bootstrapped"
+            ),
             Err(RaftError::APIError(InitializeError::NotAllowed(reason))) => {
                 debug!(%reason, "another voter bootstrapped first")
             }
@@ -420,7 +428,8 @@ impl Node {
     fn leader(&self) -> (bool, Option<u64>) {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        let leading = metrics.state == ServerState::Leader && metrics.current_leader == Some(self.id);
+        let leading =
+            metrics.state == ServerState::Leader && metrics.current_leader == Some(self.id);
         (leading, metrics.current_leader)
     }
 
@@ -428,9 +437,9 @@ impl Node {
     async fn write_here(&self, command: Command) -> Result<CommandResult, Option<BasicNode>> {
         match self.raft.client_write(command).await {
             Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(forward.leader_node.filter(|_| forward.leader_id != Some(self.id)))
-            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(forward
+                .leader_node
+                .filter(|_| forward.leader_id != Some(self.id))),
             Err(error) => Ok(Err(ControllerError::Raft {
                 message: error.to_string(),
             })),
@@ -473,26 +482,30 @@ impl Node {
     }
 
     /// Deliver a heartbeat here if leading, else to the leader, retrying until the deadline.
-    async fn heartbeat_anywhere(&self, id: BrokerId, incarnation: u64) -> Result<(), ControllerError> {
+    async fn heartbeat_anywhere(
+        &self,
+        id: BrokerId,
+        incarnation: u64,
+    ) -> Result<(), ControllerError> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let result = match self.take_heartbeat(id, incarnation) {
-                Err(ControllerError::NotLeader { leader: Some(leader) }) if leader != self.id => {
-                    match self.leader_addr(leader) {
-                        Some(addr) => {
-                            let request = Request::BrokerHeartbeat { id, incarnation };
-                            match network::call_once(&addr, &request, self.request_timeout).await {
-                                Ok(Response::BrokerHeartbeat(result)) => result,
-                                Ok(_) => Err(ControllerError::Network {
-                                    peer: addr,
-                                    message: "answer of the wrong kind".into(),
-                                }),
-                                Err(error) => Err(error),
-                            }
+                Err(ControllerError::NotLeader {
+                    leader: Some(leader),
+                }) if leader != self.id => match self.leader_addr(leader) {
+                    Some(addr) => {
+                        let request = Request::BrokerHeartbeat { id, incarnation };
+                        match network::call_once(&addr, &request, self.request_timeout).await {
+                            Ok(Response::BrokerHeartbeat(result)) => result,
+                            Ok(_) => Err(ControllerError::Network {
+                                peer: addr,
+                                message: "answer of the wrong kind".into(),
+                            }),
+                            Err(error) => Err(error),
                         }
-                        None => Err(ControllerError::NotLeader { leader: None }),
                     }
-                }
+                    None => Err(ControllerError::NotLeader { leader: None }),
+                },
                 other => other,
             };
             match result {
