@@ -14,6 +14,7 @@
 //! bounded and decoding is checked.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -27,6 +28,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::{BasicNode, CommandResult, Raft, TypeConfig};
@@ -155,8 +157,15 @@ pub async fn call_once(
         })?
 }
 
+/// Connections served at once. A voter holds one to each peer (4 at most with 5 voters) and
+/// every forwarded proposal or heartbeat holds one for a round trip; 256 leaves room for the
+/// brokers of a large cluster heartbeating at once. Beyond it new connections are closed (the
+/// caller retries) rather than queued without bound.
+pub const CONNECTIONS_MAX: usize = 256;
+
 /// Serve the controller protocol on `listener` until the task is dropped.
 pub async fn serve<H: LocalHandler>(listener: TcpListener, raft: Raft, local: H) {
+    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -167,8 +176,16 @@ pub async fn serve<H: LocalHandler>(listener: TcpListener, raft: Raft, local: H)
                 continue;
             }
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, "controller connection limit reached; closing the new connection");
+            continue;
+        };
         stream.set_nodelay(true).ok();
-        tokio::spawn(serve_connection(stream, peer, raft.clone(), local.clone()));
+        let (raft, local) = (raft.clone(), local.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, peer, raft, local).await;
+            drop(permit);
+        });
     }
 }
 
