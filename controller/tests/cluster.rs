@@ -51,10 +51,21 @@ struct Quorum {
     voters: Vec<Voter>,
     nodes: Vec<Option<ControllerHandle>>,
     session_timeout_ms: u64,
+    snapshot_log_keep_entries: u64,
 }
 
 impl Quorum {
     fn start(test: &str, count: usize, session_timeout_ms: u64) -> Result<Self> {
+        Self::start_keeping(test, count, session_timeout_ms, 4)
+    }
+
+    /// As `start`, keeping `snapshot_log_keep_entries` log entries behind each snapshot.
+    fn start_keeping(
+        test: &str,
+        count: usize,
+        session_timeout_ms: u64,
+        snapshot_log_keep_entries: u64,
+    ) -> Result<Self> {
         let root = data_root(test);
         let listeners: Vec<std::net::TcpListener> = (0..count)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -74,6 +85,7 @@ impl Quorum {
             voters,
             nodes: Vec::new(),
             session_timeout_ms,
+            snapshot_log_keep_entries,
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             let mut config = quorum.config(i as u64 + 1);
@@ -234,6 +246,36 @@ fn three_voters_replicate_fail_over_and_restart() -> Result<()> {
         "all three restarted nodes have the metadata",
         &after_failover,
     )?;
+    for id in 1..=3 {
+        quorum.stop(id)?;
+    }
+    Ok(())
+}
+
+/// A voter that was down while the others took snapshots and purged their logs catches up
+/// through a snapshot sent over the controller protocol (openraft's chunked transfer).
+#[test]
+fn lagging_voter_catches_up_from_a_snapshot() -> Result<()> {
+    let mut quorum = Quorum::start_keeping("snapshot_catch_up", 3, 60_000, 0)?;
+    let leader = quorum.wait_for_leader()?;
+    let lagging = (1..=3).find(|id| *id != leader).context("a follower")?;
+    quorum.node(leader)?.propose(register(1))?;
+    quorum.stop(lagging)?;
+    for i in 0..30 {
+        quorum
+            .node(leader)?
+            .propose(create_topic(&format!("topic-{i}"), 1, 1))?;
+    }
+    let expected = quorum.node(leader)?.metadata();
+    // Wait until the leader has purged beyond what the lagging node has.
+    let leader_dir = quorum.root.join(format!("node-{leader}"));
+    wait_until("the leader purged its log behind a snapshot", || {
+        leader_dir.join("purged").exists()
+    })?;
+    quorum.restart(lagging)?;
+    quorum.wait_for_same_metadata("the restarted voter caught up", &expected)?;
+    let lagging_dir = quorum.root.join(format!("node-{lagging}"));
+    assert!(lagging_dir.join("snapshot").exists());
     for id in 1..=3 {
         quorum.stop(id)?;
     }

@@ -4,7 +4,9 @@
 //! Committed entries are applied to the [`MetadataImage`] in memory with
 //! [`MetadataImage::apply`] and each new image is published on a `watch` channel (the
 //! [`ControllerHandle`](super::node::ControllerHandle)'s `metadata()` and `subscribe()`).
-//! Applying does no I/O: after a restart the image comes back from the last snapshot and the
+//! Each applied batch copies the image once (copy-on-write: readers keep the old `Arc`), which
+//! is the controller's price for lock-free readers; at ~64 bytes per partition a 100 000
+//! partition cluster copies ~6 MB per batch, at metadata-change rates. Applying does no I/O: after a restart the image comes back from the last snapshot and the
 //! log entries after it are applied again once committed, so the image is durable through the
 //! log. A snapshot is one file:
 //!
