@@ -104,7 +104,7 @@ impl Quorum {
         .with_broker_session_timeout_ms(self.session_timeout_ms);
         // Small, so the tests also build snapshots and purge the log behind them.
         config.snapshot_every_entries = 8;
-        config.snapshot_log_keep_entries = 4;
+        config.snapshot_log_keep_entries = self.snapshot_log_keep_entries;
         config
     }
 

@@ -426,11 +426,20 @@ struct Node {
 
 impl Node {
     fn leader(&self) -> (bool, Option<u64>) {
+        let (leading_term, leader) = self.leadership();
+        (leading_term.is_some(), leader)
+    }
+
+    /// The term this node leads in (`None` when it does not lead), and the known leader.
+    fn leadership(&self) -> (Option<u64>, Option<u64>) {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let leading =
             metrics.state == ServerState::Leader && metrics.current_leader == Some(self.id);
-        (leading, metrics.current_leader)
+        (
+            leading.then_some(metrics.current_term),
+            metrics.current_leader,
+        )
     }
 
     /// Write a command on this node; `NotLeader` with the known leader's address otherwise.
@@ -593,7 +602,9 @@ async fn drive_liveness(
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
     let mut liveness = Liveness::new(session_timeout_ms);
-    let mut leading = false;
+    // The term of the leadership the heartbeats were collected in: a new term (even one won
+    // between two ticks) starts every session afresh, since heartbeats went elsewhere meanwhile.
+    let mut leading_term = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -603,14 +614,15 @@ async fn drive_liveness(
                 None => return,
             },
             _ = ticker.tick() => {
-                if !node.leader().0 {
-                    leading = false;
+                let term = node.leadership().0;
+                if term.is_none() {
+                    leading_term = None;
                     continue;
                 }
                 let image = node.metadata.borrow().clone();
-                if !leading {
+                if leading_term != term {
                     liveness.reset(now_ms(), &image);
-                    leading = true;
+                    leading_term = term;
                     continue;
                 }
                 for action in liveness.tick(now_ms(), &image) {
