@@ -392,6 +392,38 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
     Ok(())
 }
 
+/// Garbage on the controller port (an oversized frame, undecodable bytes, a cut frame) costs
+/// the sender its connection and nothing else: the node keeps serving.
+#[test]
+fn garbage_on_the_controller_port_is_refused_without_harm() -> Result<()> {
+    use std::io::{Read, Write};
+
+    let quorum = Quorum::start("garbage", 1, 60_000)?;
+    quorum.wait_for_leader()?;
+    let addr = quorum.node(1)?.listen_addr();
+    let hostile: [&[u8]; 3] = [
+        &[0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        &[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef],
+        &[0, 0, 1, 0, 7],
+    ];
+    for bytes in hostile {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(DEADLINE))?;
+        stream.write_all(bytes)?;
+        stream.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = Vec::new();
+        // The server closes the connection without an answer.
+        let read = stream.read_to_end(&mut answer);
+        assert!(
+            read.is_err() || answer.is_empty(),
+            "answered garbage with {answer:?}"
+        );
+    }
+    let outcome = quorum.node(1)?.propose(register(1))?;
+    assert!(matches!(outcome, Outcome::BrokerRegistered { .. }));
+    Ok(())
+}
+
 /// One node with one voter is a working controller: no cluster flags, and it restarts from
 /// its directory (from a snapshot and the log after it).
 #[test]

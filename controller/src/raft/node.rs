@@ -348,6 +348,16 @@ async fn set_up(
     let raft_error = |error: &dyn std::fmt::Display| ControllerError::Raft {
         message: error.to_string(),
     };
+    info!(
+        node = config.node_id,
+        voters = ?config.voters,
+        data_dir = %config.data_dir.display(),
+        heartbeat_interval_ms = config.heartbeat_interval_ms,
+        election_timeout_ms = ?(config.election_timeout_min_ms, config.election_timeout_max_ms),
+        broker_session_timeout_ms = config.broker_session_timeout_ms,
+        snapshot_every_entries = config.snapshot_every_entries,
+        "controller starting"
+    );
     super::files::create_dir_durably(&config.data_dir)?;
     let log_store = LogStore::open(&config.data_dir)?;
     let (publisher, metadata) = watch::channel(Arc::new(MetadataImage::new()));
