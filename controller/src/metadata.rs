@@ -13,7 +13,8 @@
 //!   leader, when there is one, is in the ISR and is not fenced.
 //! - No leader only when no ISR member is live: fencing the last live ISR member keeps it in
 //!   the ISR (as KRaft does) and leaves the partition leaderless until it comes back, unless
-//!   an unclean election is asked for.
+//!   unclean election is enabled for the topic ([`UNCLEAN_LEADER_ELECTION_CONFIG`], off by
+//!   default) or asked for by an `ElectLeaders` with [`ElectionKind::Unclean`].
 //! - Every change of a partition's leader (including to "none") bumps its leader epoch; every
 //!   change of its ISR or replicas bumps its partition epoch. Neither ever decreases.
 //!
@@ -112,6 +113,9 @@ pub struct TopicMetadata {
     pub min_insync: u16,
     /// Other topic configuration, passed through to the brokers.
     pub config: BTreeMap<String, String>,
+    /// `unclean.leader.election.enable` (off unless the topic's config says `true`): when no
+    /// ISR member is live, a live out-of-sync replica may lead, losing what only the ISR had.
+    pub unclean_leader_election: bool,
     /// The partitions, by index.
     pub partitions: Vec<PartitionState>,
 }
@@ -258,6 +262,9 @@ pub struct MetadataImage {
     pub applied_commands: u64,
 }
 
+/// The topic config key that enables unclean leader election for a topic (Kafka's name).
+pub const UNCLEAN_LEADER_ELECTION_CONFIG: &str = "unclean.leader.election.enable";
+
 /// Longest topic name, as Kafka.
 pub const TOPIC_NAME_MAX_BYTES: usize = 249;
 /// Most partitions a topic may have: bounds the per-command work and the image size
@@ -399,7 +406,10 @@ impl MetadataImage {
                 }
                 if state.leader == Some(id) {
                     let next = first_live(&state.replicas, &state.isr, brokers);
-                    set_leader(state, next);
+                    let unclean = next.is_none() && topic.unclean_leader_election;
+                    if !(unclean && elect_unclean(state, brokers)) {
+                        set_leader(state, next);
+                    }
                 }
                 changed.push(TopicPartition {
                     topic: name.clone(),
@@ -430,7 +440,14 @@ impl MetadataImage {
         let mut led = Vec::new();
         for (name, topic) in self.topics.iter_mut() {
             for (index, state) in topic.partitions.iter_mut().enumerate() {
-                if state.leader.is_none() && state.isr.contains(&id) {
+                if state.leader.is_some() || !state.replicas.contains(&id) {
+                    continue;
+                }
+                if !state.isr.contains(&id) && topic.unclean_leader_election {
+                    state.isr = vec![id];
+                    state.partition_epoch += 1;
+                }
+                if state.isr.contains(&id) {
                     set_leader(state, Some(id));
                     led.push(TopicPartition {
                         topic: name.clone(),
@@ -507,6 +524,9 @@ impl MetadataImage {
             replication_factor,
             min_insync,
             config: config.clone(),
+            unclean_leader_election: config
+                .get(UNCLEAN_LEADER_ELECTION_CONFIG)
+                .is_some_and(|value| value == "true"),
             partitions: replicas.iter().map(|r| new_partition(r)).collect(),
         };
         self.topics.insert(name.to_string(), topic);
@@ -618,6 +638,10 @@ impl MetadataImage {
         let brokers = &self.brokers;
         let mut changed = Vec::new();
         for tp in partitions {
+            let unclean_topic = self
+                .topics
+                .get(&tp.topic)
+                .is_some_and(|topic| topic.unclean_leader_election);
             let state = partition_mut(&mut self.topics, &tp.topic, tp.partition)?;
             let leader_live = state
                 .leader
@@ -639,19 +663,14 @@ impl MetadataImage {
                 ElectionKind::Clean if leader_live => state.leader,
                 ElectionKind::Clean => first_live(&state.replicas, &state.isr, brokers),
                 ElectionKind::Unclean if leader_live => state.leader,
-                ElectionKind::Unclean => match first_live(&state.replicas, &state.isr, brokers) {
-                    Some(id) => Some(id),
-                    None => {
-                        let any = first_live(&state.replicas, &state.replicas, brokers);
-                        if let Some(id) = any {
-                            state.isr = vec![id];
-                            state.partition_epoch += 1;
-                        }
-                        any
-                    }
-                },
+                ElectionKind::Unclean => first_live(&state.replicas, &state.isr, brokers),
             };
-            if next != state.leader {
+            let unclean = kind == ElectionKind::Unclean || unclean_topic;
+            if next.is_none() && unclean {
+                if elect_unclean(state, brokers) {
+                    changed.push(tp.clone());
+                }
+            } else if next != state.leader {
                 set_leader(state, next);
                 changed.push(tp.clone());
             }
@@ -789,6 +808,24 @@ fn first_live(
         .iter()
         .copied()
         .find(|id| eligible.contains(id) && brokers.get(id).is_some_and(|b| !b.fenced))
+}
+
+/// No ISR member is live: make the first live replica the leader and the whole ISR (records
+/// only the old ISR had are lost; only with unclean election enabled). False if no replica is
+/// live either.
+fn elect_unclean(
+    state: &mut PartitionState,
+    brokers: &BTreeMap<BrokerId, BrokerRegistration>,
+) -> bool {
+    let Some(id) = first_live(&state.replicas, &state.replicas, brokers) else {
+        return false;
+    };
+    if state.isr != [id] {
+        state.isr = vec![id];
+        state.partition_epoch += 1;
+    }
+    set_leader(state, Some(id));
+    true
 }
 
 /// Set the leader, bumping the leader epoch when it changes.
@@ -999,6 +1036,43 @@ mod tests {
         assert!(done.adding.is_empty() && done.removing.is_empty());
         assert_eq!(done.leader, Some(kept), "the removed leader handed over");
         assert_eq!(done.leader_epoch, old.leader_epoch + 1);
+        assert_eq!(image.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn a_topic_with_unclean_election_moves_to_an_out_of_sync_replica() {
+        let mut image = MetadataImage::new();
+        for id in 1..=2 {
+            register(&mut image, id, None);
+        }
+        image
+            .apply(&Command::CreateTopic {
+                name: "lossy".into(),
+                partitions: 1,
+                replication_factor: 2,
+                min_insync: 1,
+                config: BTreeMap::from([(UNCLEAN_LEADER_ELECTION_CONFIG.into(), "true".into())]),
+            })
+            .expect("create");
+        let state = image.partition("lossy", 0).expect("partition").clone();
+        let leader = state.leader.expect("leader");
+        let follower = state.replicas[1];
+        image
+            .apply(&Command::AlterIsr {
+                topic: "lossy".into(),
+                partition: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: vec![leader],
+            })
+            .expect("shrink");
+        image
+            .apply(&Command::FenceBroker { id: leader })
+            .expect("fence");
+        let state = image.partition("lossy", 0).expect("partition");
+        assert_eq!(state.leader, Some(follower));
+        assert_eq!(state.isr, vec![follower]);
+        assert_eq!(state.leader_epoch, 1);
         assert_eq!(image.check_invariants(), Ok(()));
     }
 

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use controller::codec::{decode, encode};
-use controller::metadata::PartitionState;
+use controller::metadata::{PartitionState, UNCLEAN_LEADER_ELECTION_CONFIG};
 use controller::{BrokerId, Command, ElectionKind, MetadataImage, TopicPartition};
 use proptest::prelude::*;
 
@@ -83,6 +83,18 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// The third topic allows unclean leader election; the others keep Kafka's default (off).
+fn topic_config(topic: usize) -> BTreeMap<String, String> {
+    let mut config = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+    if topic == 2 {
+        config.insert(
+            UNCLEAN_LEADER_ELECTION_CONFIG.to_string(),
+            "true".to_string(),
+        );
+    }
+    config
+}
+
 fn to_command(step: &Step, image: &MetadataImage) -> Command {
     match step {
         Step::Register {
@@ -109,7 +121,7 @@ fn to_command(step: &Step, image: &MetadataImage) -> Command {
             partitions: *partitions,
             replication_factor: *rf,
             min_insync: 1,
-            config: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+            config: topic_config(*topic),
         },
         Step::Delete { topic } => Command::DeleteTopic {
             name: TOPICS[*topic].to_string(),
@@ -211,10 +223,10 @@ fn partitions_of(image: &MetadataImage) -> BTreeMap<(String, u32), PartitionStat
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// After every command: invariants hold; epochs never decrease; a changed leader comes
-    /// with a higher leader epoch; a changed ISR or replica set with a higher partition epoch;
-    /// a newly chosen leader is live and was in the ISR (or the command was an unclean
-    /// election); a rejected command changes nothing.
+    /// After every command: invariants hold; epochs never decrease; the leader epoch moves by
+    /// exactly one when the leader changed and not at all otherwise; a changed ISR or replica
+    /// set comes with a higher partition epoch; a newly chosen leader is live and was in the
+    /// ISR (unless the election was unclean); a rejected command changes nothing.
     #[test]
     fn invariants_hold_over_random_histories(steps in proptest::collection::vec(step(), 1..80)) {
         let mut image = MetadataImage::new();
@@ -237,15 +249,16 @@ proptest! {
                 let Some(old) = old.get(&key) else { continue };
                 prop_assert!(new.leader_epoch >= old.leader_epoch);
                 prop_assert!(new.partition_epoch >= old.partition_epoch);
-                if new.leader != old.leader {
-                    prop_assert!(new.leader_epoch > old.leader_epoch, "{:?}: leader changed without an epoch bump", key);
-                }
+                // One command, one leader change at most, one epoch step for it.
+                let expected_epoch = old.leader_epoch + u32::from(new.leader != old.leader);
+                prop_assert_eq!(new.leader_epoch, expected_epoch, "{:?}: leader {:?} -> {:?}", key, old.leader, new.leader);
                 if new.isr != old.isr || new.replicas != old.replicas {
                     prop_assert!(new.partition_epoch > old.partition_epoch, "{:?}: ISR/replicas changed without an epoch bump", key);
                 }
                 if let Some(leader) = new.leader {
                     prop_assert!(image.is_live(leader), "{:?}: fenced leader {}", key, leader);
-                    let unclean = matches!(command, Command::ElectLeaders { kind: ElectionKind::Unclean, .. });
+                    let unclean = matches!(command, Command::ElectLeaders { kind: ElectionKind::Unclean, .. })
+                        || image.topics[&key.0].unclean_leader_election;
                     if new.leader != old.leader && !unclean {
                         prop_assert!(
                             old.isr.contains(&leader) || old.adding.contains(&leader),
