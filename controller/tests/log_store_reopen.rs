@@ -83,7 +83,7 @@ fn unfinished_write_is_dropped_and_damage_is_an_error() -> Result<()> {
         log.blocking_append((1..=3).map(|i| entry(1, i))).await?;
         drop(log);
         // A crash between writing the temp file and renaming it.
-        let temp = dir.join("log/.00000000000000000004.entries.tmp");
+        let temp = dir.join("log/00000000000000000004.entries.tmp");
         std::fs::write(&temp, b"half a write")?;
         let mut log = LogStore::open(&dir)?;
         assert!(

@@ -1,44 +1,58 @@
 //! Durable small files: the one place the controller writes its Raft state to disk.
 //!
 //! Every file the controller keeps — the vote, the log segments, the purge point and the
-//! snapshot — is written whole through [`atomic_write_blocking`]: temp file in the same
-//! directory, `write_all`, `fsync`, `rename` over the target, `fsync` of the directory. After a
-//! crash the target holds the old bytes or the new ones, never a mix. The content is framed
-//! with a CRC32C so a damaged file is an error naming the file, not a wrong vote.
+//! snapshot — is written whole through [`write_checked`], which frames the content with a
+//! CRC32C and hands it to [`atomic_write_blocking`]: `<name>.tmp` in the same directory,
+//! `write_all`, `fsync`, `rename` over the target, `fsync` of the directory. After a crash the
+//! target holds the old bytes or the new ones, never a mix, and a damaged file is an error
+//! naming the file ([`read_checked`]), not a wrong vote.
 //!
-//! This is the same contract as `storage::metadata::atomic_write_blocking`, which was not in
-//! this crate's base when it was written; the two are to be unified (see README status).
-//! Called by [`super::log_store`] and [`super::state_machine`], on the controller thread:
-//! the calls block that thread (a small file and two fsyncs: milliseconds), never a shard.
+//! [`atomic_write_blocking`] has the contract and the signature of
+//! `storage::metadata::atomic_write_blocking`, which was not in this crate's base when it was
+//! written: at merge its body becomes a call to that one (the controller then depends on the
+//! storage crate). Called by [`super::log_store`] and [`super::state_machine`], on the
+//! controller thread: the calls block that thread (a small file and two fsyncs:
+//! milliseconds), never a shard.
 //!
 //! ```text
 //!   file = magic "SLCF" (4) | payload length u32 LE (4) | crc32c(payload) u32 LE (4) | payload
 //! ```
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::ControllerError;
 
 const MAGIC: &[u8; 4] = b"SLCF";
 const HEADER_BYTES: usize = 12;
 
-/// Write `payload` to `path` atomically and durably (see the module doc).
-pub fn atomic_write_blocking(path: &Path, payload: &[u8]) -> Result<(), ControllerError> {
-    let storage_error = |error: io::Error| ControllerError::storage(path, &error);
-    let dir = path.parent().ok_or_else(|| ControllerError::Storage {
-        path: path.display().to_string(),
-        message: "no parent directory".into(),
-    })?;
-    let file_name = path
+/// The suffix of an atomic write's temporary file (`<name>.tmp`); one left behind by a crash
+/// is garbage: its target still holds the old content.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Replace `path` with `bytes`, atomically and durably (see the module doc).
+pub fn atomic_write_blocking(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temp_name = path
         .file_name()
-        .ok_or_else(|| ControllerError::Storage {
-            path: path.display().to_string(),
-            message: "no file name".into(),
-        })?
-        .to_string_lossy();
-    let temp = dir.join(format!(".{file_name}.tmp"));
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    temp_name.push(TEMP_SUFFIX);
+    let temp = path.with_file_name(temp_name);
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut file = File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temp, path)?;
+    File::open(&directory)?.sync_all()
+}
+
+/// Write `payload` to `path` with its checksum header, through [`atomic_write_blocking`].
+pub fn write_checked(path: &Path, payload: &[u8]) -> Result<(), ControllerError> {
     let length = u32::try_from(payload.len()).map_err(|_| ControllerError::Storage {
         path: path.display().to_string(),
         message: format!("{} bytes is too large for one file", payload.len()),
@@ -48,21 +62,10 @@ pub fn atomic_write_blocking(path: &Path, payload: &[u8]) -> Result<(), Controll
     bytes.extend_from_slice(&length.to_le_bytes());
     bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     bytes.extend_from_slice(payload);
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(storage_error)?;
-        file.write_all(&bytes).map_err(storage_error)?;
-        file.sync_all().map_err(storage_error)?;
-    }
-    fs::rename(&temp, path).map_err(storage_error)?;
-    sync_dir(dir)
+    atomic_write_blocking(path, &bytes).map_err(|error| ControllerError::storage(path, &error))
 }
 
-/// Read a file written by [`atomic_write_blocking`]; `None` when it does not exist.
+/// Read a file written by [`write_checked`]; `None` when it does not exist.
 pub fn read_checked(path: &Path) -> Result<Option<Vec<u8>>, ControllerError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
@@ -137,10 +140,10 @@ mod tests {
         let dir = test_dir("roundtrip");
         let path = dir.join("vote");
         assert_eq!(read_checked(&path), Ok(None));
-        atomic_write_blocking(&path, b"first").expect("write");
-        atomic_write_blocking(&path, b"second").expect("replace");
+        write_checked(&path, b"first").expect("write");
+        write_checked(&path, b"second").expect("replace");
         assert_eq!(read_checked(&path), Ok(Some(b"second".to_vec())));
-        assert!(!dir.join(".vote.tmp").exists(), "temp file renamed away");
+        assert!(!dir.join("vote.tmp").exists(), "temp file renamed away");
         remove_durably(&path).expect("remove");
         assert_eq!(read_checked(&path), Ok(None));
     }
@@ -149,7 +152,7 @@ mod tests {
     fn damaged_files_are_errors_not_data() {
         let dir = test_dir("damaged");
         let path = dir.join("snapshot");
-        atomic_write_blocking(&path, b"metadata image").expect("write");
+        write_checked(&path, b"metadata image").expect("write");
         let mut bytes = fs::read(&path).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;

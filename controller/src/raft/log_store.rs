@@ -6,7 +6,7 @@
 //!   <data_dir>/log/<first index:020>.entries   one file per append: the entries of that call
 //! ```
 //!
-//! Every file is written whole through [`files::atomic_write_blocking`] before openraft is told
+//! Every file is written whole through [`files::write_checked`] before openraft is told
 //! the append is durable, so an acknowledged entry survives a crash. `truncate` deletes the
 //! files after the cut (highest first, so a crash leaves a prefix) and rewrites the one the cut
 //! falls in; `purge` records the purge point first, then deletes the files wholly below it.
@@ -72,7 +72,7 @@ impl LogStore {
         for item in listing {
             let item = item.map_err(|error| ControllerError::storage(&log_dir, &error))?;
             let name = item.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.ends_with(".tmp") {
+            if name.ends_with(files::TEMP_SUFFIX) {
                 // An atomic write that did not finish: its target still holds the old content.
                 files::remove_durably(&item.path())?;
                 continue;
@@ -196,7 +196,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let bytes = codec::encode(vote, "raft vote").map_err(storage_error)?;
-        files::atomic_write_blocking(&self.dir.join("vote"), &bytes).map_err(storage_error)?;
+        files::write_checked(&self.dir.join("vote"), &bytes).map_err(storage_error)?;
         self.lock().map_err(storage_read_error)?.vote = Some(*vote);
         Ok(())
     }
@@ -221,7 +221,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         let (first, last) = (first.log_id.index, last.log_id.index);
         let written = codec::encode(&entries, "raft log entries").and_then(|bytes| {
-            files::atomic_write_blocking(&self.log_dir().join(entries_file_name(first)), &bytes)
+            files::write_checked(&self.log_dir().join(entries_file_name(first)), &bytes)
         });
         if let Err(error) = written {
             callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
@@ -259,7 +259,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .map(|(_, entry)| entry.clone())
                     .collect();
                 let bytes = codec::encode(&kept, "raft log entries").map_err(storage_error)?;
-                files::atomic_write_blocking(&path, &bytes).map_err(storage_error)?;
+                files::write_checked(&path, &bytes).map_err(storage_error)?;
                 inner.files.insert(*first, cut - 1);
             }
         }
@@ -269,7 +269,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = codec::encode(&Some(log_id), "raft purge point").map_err(storage_error)?;
-        files::atomic_write_blocking(&self.dir.join("purged"), &bytes).map_err(storage_error)?;
+        files::write_checked(&self.dir.join("purged"), &bytes).map_err(storage_error)?;
         let mut inner = self.lock().map_err(storage_read_error)?;
         inner.last_purged = Some(log_id);
         inner.entries.retain(|index, _| *index > log_id.index);

@@ -163,7 +163,9 @@ impl ControllerHandle {
         self.listen_addr
     }
 
-    /// The latest metadata this node has applied.
+    /// The latest metadata this node has applied. Reading takes the `watch`'s short read
+    /// lock: a shard keeps the `Arc` it got and refreshes it when `subscribe()` signals a
+    /// change, rather than calling this per request.
     pub fn metadata(&self) -> Arc<MetadataImage> {
         self.metadata.borrow().clone()
     }

@@ -14,7 +14,7 @@
 //!   <data_dir>/snapshot   postcard(StoredSnapshot { meta: SnapshotMeta, image: postcard(MetadataImage) })
 //! ```
 //!
-//! written through [`files::atomic_write_blocking`] when openraft builds one (every
+//! written through [`files::write_checked`] when openraft builds one (every
 //! `snapshot_every_entries` entries) or installs one received from the leader. The snapshot
 //! data openraft ships between nodes is the encoded image.
 //! Called by openraft on the controller thread ([`super::node`]).
@@ -95,7 +95,7 @@ fn read_snapshot(data_dir: &Path) -> Result<Option<StoredSnapshot>, ControllerEr
 
 fn write_snapshot(data_dir: &Path, stored: &StoredSnapshot) -> Result<(), ControllerError> {
     let bytes = codec::encode(stored, "controller snapshot")?;
-    files::atomic_write_blocking(&data_dir.join(SNAPSHOT_FILE), &bytes)
+    files::write_checked(&data_dir.join(SNAPSHOT_FILE), &bytes)
 }
 
 /// Builds a snapshot from a copy of the state taken when openraft asked for the builder.
