@@ -1,6 +1,6 @@
 //! The metadata state machine replicated by openraft 0.9, on the controller's own thread.
 //!
-//! - [`TypeConfig`]: log entries carry a [`Command`](crate::metadata::Command); applying one
+//! - [`TypeConfig`]: log entries carry a [`Command`]; applying one
 //!   answers a [`CommandResult`]; nodes are `u64` ids with a `host:port` ([`BasicNode`]).
 //! - [`log_store`]: the Raft vote and log on disk; [`state_machine`]: the
 //!   [`MetadataImage`](crate::metadata::MetadataImage) and its snapshots on disk; both write
