@@ -1,6 +1,6 @@
 //! The memory and connection bounds of the network path, and their accounting. Created by the
-//! node ([`NetStats`] once per node, a [`ShardNet`] per shard); used by the accept loops
-//! ([`ShardNet::admit`]) and by every connection (its receive buffer's growth and its requests
+//! node ([`NetStats`] once per node, a [`ShardNet`] per shard); used by the acceptor threads
+//! ([`NetStats::admit`]) and by every connection (its receive buffer's growth and its requests
 //! in flight are charged here before the memory is taken).
 //!
 //! # The bounds and their sum
@@ -82,6 +82,7 @@ const REFUSALS_PER_LOG: u64 = 1024;
 /// updates of one request never touch another core's line.
 #[derive(Debug)]
 pub struct NetStats {
+    max_connections: usize,
     connections_open: AtomicUsize,
     connections_refused: AtomicU64,
     shards: Vec<ShardCounters>,
@@ -96,15 +97,37 @@ struct ShardCounters {
 }
 
 impl NetStats {
-    /// Counters of a node of `shards` shards, all zero.
-    pub fn new(shards: usize) -> NetStats {
+    /// Counters of a node of `shards` shards that serves at most `max_connections`.
+    pub fn new(shards: usize, max_connections: usize) -> NetStats {
         NetStats {
+            max_connections,
             connections_open: AtomicUsize::new(0),
             connections_refused: AtomicU64::new(0),
             shards: (0..shards.max(1))
                 .map(|_| ShardCounters::default())
                 .collect(),
         }
+    }
+
+    /// A slot for a new connection, or `None` (counted as refused) when the node already
+    /// serves `--max-connections`.
+    pub fn admit(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let open = self.connections_open.fetch_add(1, Ordering::Relaxed);
+        if open < self.max_connections {
+            return Some(ConnectionSlot {
+                stats: self.clone(),
+            });
+        }
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        let refused = self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        if refused % REFUSALS_PER_LOG == 0 {
+            tracing::warn!(
+                max_connections = self.max_connections,
+                refused = refused + 1,
+                "connection limit reached; closing new connections"
+            );
+        }
+        None
     }
 
     /// Connections being served now.
@@ -146,13 +169,12 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// The bounds of one shard's network path: its two byte budgets and the node's connection
-/// limit. Lives on its shard (`!Send`); connections hold an `Rc` of it.
+/// The bounds of one shard's network path: its two byte budgets and the per-connection limits.
+/// Lives on its shard (`!Send`, see [`current`]); connections hold an `Rc` of it.
 pub struct ShardNet {
     stats: Arc<NetStats>,
     /// This shard's counters in `stats.shards`.
     shard: usize,
-    max_connections: usize,
     /// Largest request frame (`--max-frame-bytes`).
     pub max_frame_bytes: usize,
     /// Request bytes one connection may have in flight (`--max-request-bytes-in-flight`).
@@ -177,7 +199,6 @@ impl ShardNet {
         ShardNet {
             shard: shard.min(stats.shards.len() - 1),
             stats,
-            max_connections: config.max_connections,
             max_frame_bytes: config.max_frame_bytes,
             max_request_bytes_in_flight: config.max_request_bytes_in_flight,
             request_timeout: config.request_timeout,
@@ -187,30 +208,6 @@ impl ShardNet {
             request_budget: Semaphore::new(config.request_budget_bytes as u64),
             request_budget_bytes: config.request_budget_bytes,
         }
-    }
-
-    /// A slot for a new connection, or `None` (counted as refused) when the node already
-    /// serves `--max-connections`.
-    pub fn admit(&self) -> Option<ConnectionSlot> {
-        let open = self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
-        if open < self.max_connections {
-            return Some(ConnectionSlot {
-                stats: self.stats.clone(),
-            });
-        }
-        self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
-        let refused = self
-            .stats
-            .connections_refused
-            .fetch_add(1, Ordering::Relaxed);
-        if refused % REFUSALS_PER_LOG == 0 {
-            tracing::warn!(
-                max_connections = self.max_connections,
-                refused = refused + 1,
-                "connection limit reached; closing new connections"
-            );
-        }
-        None
     }
 
     fn counters(&self) -> &ShardCounters {
@@ -274,6 +271,26 @@ impl ShardNet {
     }
 }
 
+thread_local! {
+    /// The bounds of the shard running on this thread (one glommio executor per thread),
+    /// installed by the node when it opens the shard. A connection is handed to its shard as a
+    /// work item that only sees the shard's services (a lower layer, which cannot name the
+    /// network's types), so it finds its shard's bounds here.
+    static SHARD_NET: std::cell::OnceCell<std::rc::Rc<ShardNet>> = const { std::cell::OnceCell::new() };
+}
+
+/// Makes `net` the bounds of the shard running on this thread; the first call wins.
+pub fn install(net: ShardNet) {
+    SHARD_NET.with(|cell| {
+        let _ = cell.set(std::rc::Rc::new(net));
+    });
+}
+
+/// The bounds of the shard running on this thread, once [`install`]ed.
+pub fn current() -> Option<std::rc::Rc<ShardNet>> {
+    SHARD_NET.with(|cell| cell.get().cloned())
+}
+
 /// One waiter counted in a waiters' count for as long as it lives.
 struct Waiting<'a> {
     waiters: &'a Cell<usize>,
@@ -294,17 +311,12 @@ impl Drop for Waiting<'_> {
 
 #[cfg(test)]
 impl ShardNet {
-    /// A shard's bounds for unit tests: `max_connections`, `budget_bytes` for both shard
+    /// A shard's bounds for unit tests: `budget_bytes` for both shard
     /// budgets, `connection_bytes` of requests in flight per connection.
-    pub(crate) fn for_tests(
-        max_connections: usize,
-        budget_bytes: usize,
-        connection_bytes: usize,
-    ) -> ShardNet {
+    pub(crate) fn for_tests(budget_bytes: usize, connection_bytes: usize) -> ShardNet {
         ShardNet {
-            stats: Arc::new(NetStats::new(1)),
+            stats: Arc::new(NetStats::new(1, 1)),
             shard: 0,
-            max_connections,
             max_frame_bytes: budget_bytes,
             max_request_bytes_in_flight: connection_bytes,
             request_timeout: std::time::Duration::from_secs(1),
@@ -330,16 +342,16 @@ mod tests {
     /// Connections beyond the limit are refused and counted; a closed one frees its slot.
     #[test]
     fn connection_limit_admits_up_to_the_limit() {
-        let net = ShardNet::for_tests(2, 1 << 20, 1 << 20);
-        let first = net.admit().unwrap();
-        let _second = net.admit().unwrap();
-        assert!(net.admit().is_none());
-        assert!(net.admit().is_none());
-        assert_eq!(net.stats().connections_open(), 2);
-        assert_eq!(net.stats().connections_refused(), 2);
+        let stats = Arc::new(NetStats::new(1, 2));
+        let first = stats.admit().unwrap();
+        let _second = stats.admit().unwrap();
+        assert!(stats.admit().is_none());
+        assert!(stats.admit().is_none());
+        assert_eq!(stats.connections_open(), 2);
+        assert_eq!(stats.connections_refused(), 2);
         drop(first);
-        assert_eq!(net.stats().connections_open(), 1);
-        let _third = net.admit().unwrap();
-        assert_eq!(net.stats().connections_open(), 2);
+        assert_eq!(stats.connections_open(), 1);
+        let _third = stats.admit().unwrap();
+        assert_eq!(stats.connections_open(), 2);
     }
 }

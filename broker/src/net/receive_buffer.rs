@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn grows_with_arrived_bytes_not_with_the_announced_length() {
         run(async {
-            let net = Rc::new(ShardNet::for_tests(10, 1 << 20, 1 << 20));
+            let net = Rc::new(ShardNet::for_tests(1 << 20, 1 << 20));
             let connection = connection_budget(1 << 20);
             let mut buffer = ReceiveBuffer::new(&connection, &net);
             let announced = 1 << 20;
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn growth_waits_for_the_shard_budget() {
         run(async {
-            let net = Rc::new(ShardNet::for_tests(10, 64 * KIB, 1 << 20));
+            let net = Rc::new(ShardNet::for_tests(64 * KIB, 1 << 20));
             let (first_budget, second_budget) =
                 (connection_budget(1 << 20), connection_budget(1 << 20));
             let mut second = ReceiveBuffer::new(&second_budget, &net);
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn an_empty_grown_buffer_is_given_back_when_others_wait() {
         run(async {
-            let net = Rc::new(ShardNet::for_tests(10, 16 * KIB, 1 << 20));
+            let net = Rc::new(ShardNet::for_tests(16 * KIB, 1 << 20));
             let (first_budget, second_budget) =
                 (connection_budget(1 << 20), connection_budget(1 << 20));
             let mut first = ReceiveBuffer::new(&first_budget, &net);
