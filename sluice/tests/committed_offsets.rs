@@ -265,12 +265,13 @@ async fn out_of_range_commit_falls_back_to_auto_offset_reset() {
 
     let mut group = GroupConfig::new("reset");
     group.auto_offset_reset = Offset::Earliest;
-    group.session_timeout = std::time::Duration::from_secs(1);
+    // A lone member that must stay in: a session no scheduling stall can outlast.
+    group.session_timeout = std::time::Duration::from_secs(30);
     group.heartbeat_interval = std::time::Duration::from_millis(200);
     let config = ConsumerConfig::new(broker.addr.to_string()).with_group(group);
     let mut consumer = Consumer::new(config).unwrap();
     consumer.subscribe(&["t"]).unwrap();
-    let received = common::receive(&mut consumer, 5, std::time::Duration::from_secs(20)).await;
+    let received = common::receive(&mut consumer, 5, std::time::Duration::from_secs(60)).await;
     let values: Vec<&str> = received.iter().map(|r| r.text()).collect();
     assert_eq!(values, ["m0", "m1", "m2", "m3", "m4"]);
     consumer.close().await.unwrap();
