@@ -21,8 +21,19 @@ const KEYS: u32 = 20;
 const PER_KEY: u32 = 50;
 /// Keyless records sent in each round, next to one record per key.
 const KEYLESS_PER_ROUND: u32 = 6;
-/// Rounds between two waits for every acknowledgement so far.
-const ROUNDS_PER_WAVE: u32 = 5;
+/// Rounds between two waits for every acknowledgement so far: a wave is 10 × 26 = 260
+/// records, about 43 per partition, 9 KB each: several 1 KiB batches per partition, which
+/// the producer has in flight together (up to `max_in_flight_per_partition`, 5).
+const ROUNDS_PER_WAVE: u32 = 10;
+/// Bytes of every value (padded), so that a partition's records of one wave fill several
+/// batches of [`BATCH_SIZE_BYTES`].
+const VALUE_BYTES: usize = 200;
+/// The producer's batch size: the smallest it accepts, about 4 records of [`VALUE_BYTES`].
+const BATCH_SIZE_BYTES: usize = 1024;
+/// Fewest batches each partition must end with, so that the order checks cover records of
+/// batches the producer had in flight at the same time: 5 waves of one batch or more each,
+/// and at least two in most.
+const BATCHES_PER_PARTITION_MIN: usize = 10;
 
 fn consumer_config(bootstrap: &str) -> ConsumerConfig {
     ConsumerConfig {
@@ -39,9 +50,15 @@ struct Sent {
     seq: u32,
 }
 
+/// `i=<index> key=<k or -> seq=<n> pad=…`, padded to [`VALUE_BYTES`].
 fn encode(sent: Sent) -> Vec<u8> {
     let key = sent.key.map_or_else(|| "-".to_owned(), |k| k.to_string());
-    format!("i={} key={key} seq={}", sent.index, sent.seq).into_bytes()
+    let mut value = format!("i={} key={key} seq={} pad=", sent.index, sent.seq);
+    value.extend(std::iter::repeat_n(
+        '.',
+        VALUE_BYTES.saturating_sub(value.len()),
+    ));
+    value.into_bytes()
 }
 
 fn decode(value: &[u8]) -> Sent {
@@ -56,11 +73,14 @@ fn decode(value: &[u8]) -> Sent {
     Sent { index, key, seq }
 }
 
-/// 20 keys x 50 records plus 300 keyless ones on a 6-partition topic, sent in waves (every
-/// future awaited), then read by one consumer assigned all 6 partitions from `Earliest`.
+/// 20 keys x 50 records plus 300 keyless ones of 200 bytes on a 6-partition topic, sent in 5
+/// waves (every future awaited after each) in 1 KiB batches, so that several batches of a
+/// partition are in flight at once; then read by one consumer assigned all 6 partitions from
+/// `Earliest`.
 ///
-/// Checks: every record exactly once (nothing more after the last); offsets per partition are
-/// dense from 0 and follow send order; each record is where its acknowledgement said; every
+/// Checks: every partition holds at least 10 batches (the order promise is checked across
+/// batches in flight together); every record exactly once (nothing more after the last);
+/// offsets per partition are dense from 0 and follow send order; each record is where its acknowledgement said; every
 /// key lives in exactly one partition, `partition_for_key(key, 6)`, with its sequence numbers
 /// in order; headers survive; keyless records were spread over several partitions (sticky
 /// partitioning moves on once a batch is sent); and the consumer's positions and the admin's
@@ -77,6 +97,7 @@ async fn every_record_once_in_order_keys_in_their_partition() {
 
     let producer = Producer::new(ProducerConfig {
         linger: Duration::from_millis(2),
+        batch_size_bytes: BATCH_SIZE_BYTES,
         ..ProducerConfig::new(&bootstrap)
     })
     .unwrap();
@@ -121,6 +142,14 @@ async fn every_record_once_in_order_keys_in_their_partition() {
     let total = sent.len();
     assert_eq!(total, ((KEYS + KEYLESS_PER_ROUND) * PER_KEY) as usize);
     producer.close().await.unwrap();
+    for partition in 0..PARTITIONS {
+        let batches = common::batch_base_offsets(broker.addr, "orders", partition).len();
+        eprintln!("partition {partition}: {batches} batches");
+        assert!(
+            batches >= BATCHES_PER_PARTITION_MIN,
+            "partition {partition}: only {batches} batches, the order check proves little"
+        );
+    }
 
     let mut consumer = Consumer::new(consumer_config(&bootstrap)).unwrap();
     let partitions = consumer.topic_partitions("orders").await.unwrap();
@@ -209,7 +238,7 @@ async fn every_record_once_in_order_keys_in_their_partition() {
     for (key, partitions) in &key_partitions {
         assert_eq!(partitions.len(), 1, "key-{key} in {partitions:?}");
     }
-    // 50 waves of keyless records: a sticky partitioner that never moves would put them all in
+    // 50 rounds of keyless records: a sticky partitioner that never moves would put them all in
     // one partition.
     assert!(
         keyless_partitions.len() > 1,

@@ -14,7 +14,7 @@ use wire::protocol::{
     CreateTopicsResponse, Decode, Durability, Encode, FetchPartition, FetchRequest, FetchTopic,
     WireError,
 };
-use wire::AlignedVec;
+use wire::{AlignedVec, BatchIter};
 
 /// A fetch of one partition from `offset`, up to 4 MiB, waiting at most `max_wait_ms`.
 pub fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> FetchRequest {
@@ -186,6 +186,32 @@ impl Conn {
             "{:?}",
             response.topics[0].error
         );
+    }
+}
+
+/// The base offset of every batch of `topic`/`partition`, in order, read raw with fetches
+/// that do not wait: how the producer cut the partition's records into batches. Tests that
+/// promise an order check it with this to show that more than one batch was sent.
+pub fn batch_base_offsets(addr: SocketAddr, topic: &str, partition: u32) -> Vec<u64> {
+    let mut conn = Conn::connect(addr);
+    let mut bases = Vec::new();
+    let mut offset = 0;
+    loop {
+        conn.send(ApiKey::Fetch, &fetch_request(topic, partition, offset, 0));
+        let frame = conn.read_frame().unwrap();
+        let (_, response) = decode_response::<wire::protocol::FetchResponse>(&frame).unwrap();
+        let response = response.unwrap();
+        let data = &response.topics[0].partitions[0];
+        assert!(data.error.is_ok(), "{:?}", data.error);
+        let bytes = data.records.as_slice();
+        if bytes.is_empty() {
+            return bases;
+        }
+        for batch in BatchIter::new(bytes, wire::limits::BATCH_SIZE_MAX) {
+            let batch = batch.unwrap();
+            bases.push(batch.base_offset());
+            offset = batch.last_offset() + 1;
+        }
     }
 }
 
