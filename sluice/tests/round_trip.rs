@@ -158,7 +158,7 @@ async fn every_record_once_in_order_keys_in_their_partition() {
     for tp in &partitions {
         consumer.seek(tp, Offset::Earliest).unwrap();
     }
-    let records = receive(&mut consumer, total, Duration::from_secs(30)).await;
+    let records = receive(&mut consumer, total, Duration::from_secs(60)).await;
     assert_eq!(records.len(), total, "every record, each once");
     let extra = consumer.poll(Duration::from_millis(300)).await.unwrap();
     assert!(
@@ -275,7 +275,19 @@ async fn headers_and_tags_round_trip() {
     let mut consumer = Consumer::new(consumer_config(&bootstrap)).unwrap();
     let tp = TopicPartition::new("annotated", metadata.partition);
     consumer.assign(std::slice::from_ref(&tp));
-    let records = consumer.poll(Duration::from_secs(10)).await.unwrap();
+    // Poll until the record is there (the first polls may come back empty on a loaded
+    // machine), for at most a minute.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let records = loop {
+        let records = consumer.poll(Duration::from_secs(1)).await.unwrap();
+        if !records.is_empty() {
+            break records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record never arrived"
+        );
+    };
     let record = records.iter().next().unwrap();
     assert_eq!(record.value, b"payload");
     assert_eq!(record.key, Some(&b"k"[..]));
@@ -288,8 +300,8 @@ async fn headers_and_tags_round_trip() {
     assert_eq!(records.len(), 1);
 }
 
-/// One partition of 40 records with timestamps `base + 10 * i`, written as four batches of ten.
-/// Checks every seek: `Latest` reads only what is produced afterwards; `Timestamp(t)` starts at
+/// One partition of 40 records with timestamps `base + 10 * i`, written as four batches of ten
+/// (checked: batches start at offsets 0, 10, 20, 30). Checks every seek: `Latest` reads only what is produced afterwards; `Timestamp(t)` starts at
 /// the first record at or after `t`, also in the middle of a batch, at 0 before everything and
 /// at the log end after everything; `At(n)` starts at `n`; an offset beyond the log end is an
 /// `OffsetOutOfRange` error naming the log's bounds, leaves the position alone, and a seek to
@@ -300,7 +312,13 @@ async fn seeks_land_where_they_say() {
     let bootstrap = broker.addr.to_string();
     let admin = Admin::new(&bootstrap).unwrap();
     admin.create_topic(NewTopic::new("seek", 1)).await.unwrap();
-    let producer = Producer::new(ProducerConfig::new(&bootstrap)).unwrap();
+    // Each group of ten is enqueued at once and cut by the linger: far longer than enqueueing
+    // ten records takes, even on a loaded machine.
+    let producer = Producer::new(ProducerConfig {
+        linger: Duration::from_millis(200),
+        ..ProducerConfig::new(&bootstrap)
+    })
+    .unwrap();
     let base = common::now_ms() - 60_000;
     for batch in 0..4i64 {
         let mut pending = Vec::new();
@@ -316,6 +334,11 @@ async fn seeks_land_where_they_say() {
             assert_eq!(offset, (batch * 10) as u64 + j as u64);
         }
     }
+    assert_eq!(
+        common::batch_base_offsets(broker.addr, "seek", 0),
+        [0, 10, 20, 30],
+        "four batches of ten"
+    );
 
     let tp = TopicPartition::new("seek", 0);
     let mut consumer = Consumer::new(consumer_config(&bootstrap)).unwrap();
@@ -339,7 +362,7 @@ async fn seeks_land_where_they_say() {
         .await
         .unwrap();
     assert_eq!(new.offset, Some(40));
-    let records = receive(&mut consumer, 1, Duration::from_secs(10)).await;
+    let records = receive(&mut consumer, 1, Duration::from_secs(60)).await;
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].offset, records[0].text()), (40, "new"));
     assert!(consumer
@@ -371,7 +394,7 @@ async fn seeks_land_where_they_say() {
         );
     }
     consumer.seek(&tp, Offset::Timestamp(base + 125)).unwrap();
-    let records = receive(&mut consumer, 41 - 13, Duration::from_secs(10)).await;
+    let records = receive(&mut consumer, 41 - 13, Duration::from_secs(60)).await;
     let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
     assert_eq!(offsets, (13..41).collect::<Vec<_>>());
     assert_eq!(records[0].timestamp_ms, base + 130);
@@ -379,7 +402,7 @@ async fn seeks_land_where_they_say() {
 
     // At: exactly there, also in the middle of a batch.
     consumer.seek(&tp, Offset::At(17)).unwrap();
-    let records = receive(&mut consumer, 41 - 17, Duration::from_secs(10)).await;
+    let records = receive(&mut consumer, 41 - 17, Duration::from_secs(60)).await;
     let values: Vec<&str> = records.iter().map(Received::text).collect();
     let mut expected: Vec<String> = (17..40).map(|i| format!("r{i}")).collect();
     expected.push("new".into());
@@ -387,7 +410,7 @@ async fn seeks_land_where_they_say() {
 
     // Beyond the log end: a clear error, no silent reset.
     consumer.seek(&tp, Offset::At(1_000)).unwrap();
-    let error = consumer.poll(Duration::from_secs(5)).await.unwrap_err();
+    let error = consumer.poll(Duration::from_secs(30)).await.unwrap_err();
     assert!(
         matches!(
             error,
@@ -406,7 +429,7 @@ async fn seeks_land_where_they_say() {
         "no silent reset"
     );
     consumer.seek(&tp, Offset::Earliest).unwrap();
-    let records = receive(&mut consumer, 41, Duration::from_secs(10)).await;
+    let records = receive(&mut consumer, 41, Duration::from_secs(60)).await;
     assert_eq!(records.len(), 41);
     assert_eq!(records[0].offset, 0);
     assert_eq!(records[0].text(), "r0");
