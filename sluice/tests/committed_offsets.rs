@@ -36,6 +36,9 @@ fn commit(conn: &mut Conn, group: &str, round: u64, partitions: u32) -> OffsetCo
     conn.call(ApiKey::OffsetCommit, &request).unwrap()
 }
 
+/// The committed offsets of `group` for partitions 0 to 3 of topic `t`. The answer has one
+/// entry per partition asked for, in order (offset -1 when nothing is committed), which is
+/// asserted here, so that checks on every entry never pass on an empty answer.
 fn fetch(conn: &mut Conn, group: &str) -> OffsetFetchResponse {
     let request = OffsetFetchRequest {
         group_id: group.into(),
@@ -44,7 +47,16 @@ fn fetch(conn: &mut Conn, group: &str) -> OffsetFetchResponse {
             partitions: vec![0, 1, 2, 3],
         }]),
     };
-    conn.call(ApiKey::OffsetFetch, &request).unwrap()
+    let response: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, &request).unwrap();
+    assert_eq!(response.topics.len(), 1, "{group}: {response:?}");
+    assert_eq!(response.topics[0].topic, "t", "{group}: {response:?}");
+    let partitions: Vec<u32> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect();
+    assert_eq!(partitions, [0, 1, 2, 3], "{group}: {response:?}");
+    response
 }
 
 fn log_start(conn: &mut Conn, partition: u32) -> i64 {
