@@ -297,9 +297,11 @@ fn enospc_is_a_clean_error_and_appends_resume_once_space_is_freed() {
     drop(fs);
 }
 
-/// A log whose disk filled up must open again while the disk is still full — a broker that
-/// restarts on a full disk must still serve its data — and again once even the last free
-/// block is taken; every durable batch is there. Freeing space then lets appends resume.
+/// A log whose disk filled up must open again — a broker that restarts on a full disk must
+/// still serve its data — first right after its close (which may have released the unused
+/// preallocation of its active segment, so the disk may no longer be quite full), then once
+/// even the last free block is taken (surely full); every durable batch is there. Freeing
+/// space then lets appends resume.
 #[test]
 fn the_log_reopens_on_a_full_filesystem() {
     let Some(fs) = SmallFs::for_test("the_log_reopens_on_a_full_filesystem") else {
@@ -315,7 +317,7 @@ fn the_log_reopens_on_a_full_filesystem() {
         log.close().await.unwrap();
     });
     let topup = fs.path().join("topup");
-    for (step, tag) in [("still full", 400_000), ("last block taken", 500_000)] {
+    for (step, tag) in [("after close", 400_000), ("last block taken", 500_000)] {
         let taken = if tag == 400_000 { 0 } else { fill_up(&topup) };
         let free = free_bytes(fs.path());
         run(async {
