@@ -1,8 +1,9 @@
 //! A full disk (ENOSPC) must surface as a clean error and never corrupt the log: durable data
 //! stays readable, the log reopens on the still-full filesystem, and appends resume once space
 //! is freed. Runs on a small ext4 image loop-mounted under target/. Needs root and loop
-//! devices: when not root the tests are skipped with a message; as root (as CI runs) a
-//! filesystem that cannot be set up fails them, so a broken CI machine never passes silently.
+//! devices: when not root the tests are skipped with a message, unless
+//! `SLUICE_REQUIRE_DISK_FULL` is set (CI sets it), which makes them fail; as root a filesystem
+//! that cannot be set up fails them, so a broken CI machine never passes silently.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -48,6 +49,11 @@ impl SmallFs {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let uid = unsafe { libc::geteuid() };
         if uid != 0 {
+            assert!(
+                std::env::var_os("SLUICE_REQUIRE_DISK_FULL").is_none(),
+                "{test}: not root (uid {uid}), but SLUICE_REQUIRE_DISK_FULL is set: run it as \
+                 root (privileged, or with --device /dev/loop-control --cap-add SYS_ADMIN)"
+            );
             eprintln!(
                 "SKIPPED {test}: not root (uid {uid}): mounting a loop filesystem needs root"
             );
