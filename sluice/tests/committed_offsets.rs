@@ -169,9 +169,20 @@ fn commits_are_compacted_by_snapshots_and_survive_kill() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first_line = String::new();
+    // Read on a thread, so that a broker that neither starts nor exits fails the test (after
+    // a generous deadline) instead of hanging it.
     let stdout = refused.stdout.take().unwrap();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first_line).unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = sender.send(read.map(|_| line));
+    });
+    let Ok(first_line) = receiver.recv_timeout(common::BROKER_START_DEADLINE) else {
+        let _ = refused.kill();
+        panic!("the broker neither refused to start nor started");
+    };
+    let first_line = first_line.unwrap();
     if !first_line.is_empty() {
         let _ = refused.kill();
         panic!("the broker started with both snapshots damaged: {first_line}");
