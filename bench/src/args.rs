@@ -1195,6 +1195,8 @@ mod tests {
         Args::try_parse_from(argv).unwrap()
     }
 
+    /// Sizes, counts, rates and durations parse with their suffixes and refuse malformed
+    /// values; counts format back compactly.
     #[test]
     fn number_syntax() {
         assert_eq!(parse_size("1k"), Ok(1024));
@@ -1251,6 +1253,9 @@ mod tests {
         assert!(batch_size_for(100_000, 1024).is_err());
     }
 
+    /// Flags that cannot make a plan (too small messages, a rate for the consume scenario,
+    /// `--topic` outside it, `--broker-pid` without `--broker`, a run name that is a path, an
+    /// unknown sweep parameter) are refused.
     #[test]
     fn bad_arguments_are_refused() {
         assert!(parse(&["--message-size", "8"]).into_plan().is_err());
@@ -1450,6 +1455,7 @@ mod tests {
         ]));
     }
 
+    /// Arguments are quoted for a shell only when needed, single quotes included.
     #[test]
     fn shell_quoting() {
         assert_eq!(shell_quote("--rate"), "--rate");
@@ -1457,6 +1463,8 @@ mod tests {
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
     }
 
+    /// UTC timestamps format as compact and readable dates, a leap day and a year's last
+    /// second included.
     #[test]
     fn dates() {
         assert_eq!(utc_compact(0), "19700101-000000");

@@ -385,6 +385,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The broker's readiness line yields its address and shard count; other lines, or an
+    /// address that does not parse, yield nothing.
     #[test]
     fn readiness_line() {
         assert_eq!(
@@ -407,6 +409,10 @@ mod tests {
         assert_eq!(pid_listening_on(&address), None);
     }
 
+    /// A precondition of the harness, checked where it runs: the workspace (whose target/
+    /// holds the brokers' data, opened with O_DIRECT) is on a real disk, not tmpfs; a machine
+    /// laid out otherwise fails here with a clear name rather than with obscure I/O errors in
+    /// the benches.
     #[test]
     fn target_dir_is_not_tmpfs() {
         assert!(!is_tmpfs(&workspace_root()));

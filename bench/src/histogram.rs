@@ -231,6 +231,7 @@ mod tests {
         assert!(b.quantile_ns(1.0) >= LATENCY_NS_MAX / 1001 * 1000);
     }
 
+    /// Milliseconds print with three significant digits below 1000 and as whole numbers above.
     #[test]
     fn ms_formatting() {
         assert_eq!(fmt_ms(0.0123), "0.012");

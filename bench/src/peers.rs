@@ -183,6 +183,8 @@ pub fn best_for(fsync: &str) -> Option<&'static Peer> {
 mod tests {
     use super::*;
 
+    /// The best published peer figure is picked per durability class, and an unknown class has
+    /// none.
     #[test]
     fn best_peer_per_class() {
         assert_eq!(best_for("none").map(|p| p.msgs_per_s), Some(611_000.0));

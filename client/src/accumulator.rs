@@ -499,12 +499,19 @@ impl Accumulator {
         self.ledger.untrack(batch.min_seq);
     }
 
-    /// Puts a batch back at the front of its queue, to be sent again at `retry_at`.
+    /// Puts a batch back in its queue, to be sent again at `retry_at`: before every batch
+    /// enqueued after it, so that batches of one partition failing together (a lost
+    /// connection fails all those in flight, oldest first) are sent again in send order.
     pub fn retry(&mut self, batch: ProducerBatch, retry_at: Instant) {
         let index = self.queue_index(&batch.topic, batch.partition);
         let queue = &mut self.queues[index];
         queue.retry_at = Some(queue.retry_at.map_or(retry_at, |at| at.max(retry_at)));
-        queue.ready.push_front(batch);
+        let at = queue
+            .ready
+            .iter()
+            .position(|ready| ready.min_seq > batch.min_seq)
+            .unwrap_or(queue.ready.len());
+        queue.ready.insert(at, batch);
     }
 }
 
@@ -702,6 +709,37 @@ mod tests {
         );
         assert_eq!(batches[0].attempts, 1);
         assert_eq!(batches[0].min_seq, 0);
+    }
+
+    /// Batches in flight that fail together, oldest first, are sent again in send order,
+    /// ahead of the batches enqueued after them.
+    #[test]
+    fn batches_retried_together_keep_send_order() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut acc = accumulator(1 << 20, 60_000);
+        let now = Instant::now();
+        acc.flushing = true;
+        append(&mut acc, &topic, b"a", 0, now);
+        let mut in_flight = acc.drain(now);
+        append(&mut acc, &topic, b"b", 1, now);
+        in_flight.extend(acc.drain(now));
+        assert_eq!(in_flight.len(), 2, "two batches in flight");
+        append(&mut acc, &topic, b"c", 2, now);
+        for mut batch in in_flight {
+            acc.returned(&topic, 0);
+            batch.attempts += 1;
+            acc.retry(batch, now + Duration::from_millis(100));
+        }
+        let mut sent_again = Vec::new();
+        for _ in 0..3 {
+            let batches = acc.drain(now + Duration::from_millis(100));
+            sent_again.extend(batches.iter().map(|b| b.min_seq));
+            for batch in batches {
+                acc.returned(&topic, 0);
+                acc.finished(&batch);
+            }
+        }
+        assert_eq!(sent_again, [0, 1, 2]);
     }
 
     /// The size bound used to cut batches really bounds the builder's estimate.

@@ -599,6 +599,8 @@ mod tests {
             .sum()
     }
 
+    /// Every assignor kind round-trips through its protocol name; unknown names are refused;
+    /// only cooperative-sticky is cooperative.
     #[test]
     fn names_round_trip() {
         for kind in AssignorKind::ALL {
@@ -612,6 +614,8 @@ mod tests {
         assert!(!AssignorKind::RoundRobin.is_cooperative());
     }
 
+    /// Range gives members, sorted by member id, contiguous ranges of a topic, the first ones
+    /// one partition more when the count does not divide.
     #[test]
     fn range_contiguous_ranges() {
         let members = [
@@ -660,6 +664,8 @@ mod tests {
         assert_eq!(assignment["b"], [tp("y", 2)]);
     }
 
+    /// Round robin deals the partitions of all topics, in topic then partition order, to the
+    /// members in turn.
     #[test]
     fn round_robin_deals_in_turn() {
         let members = [member("a", &["x", "y"]), member("b", &["x", "y"])];
@@ -690,6 +696,8 @@ mod tests {
         assert_eq!(assignment["c"], [tp("y", 0), tp("y", 2)]);
     }
 
+    /// With no members every assignor assigns nothing; members subscribed to no known topic
+    /// each get an empty assignment.
     #[test]
     fn empty_inputs() {
         for kind in AssignorKind::ALL {

@@ -777,7 +777,25 @@ mod tests {
         let body = ListOffsetsResponse::default();
         let answer = encode_response(&mut buffer, corr, &ok, Some(&body)).to_vec();
         broker_write.write_all(&answer).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A later request is answered normally: frames are read in order, so the late answer
+        // was read (and dropped) first without harming the connection.
+        let next_request = ListOffsetsRequest::default();
+        let next = connection.request_with_timeout(
+            ApiKey::ListOffsets,
+            &next_request,
+            Duration::from_secs(60),
+        );
+        let broker = async {
+            let corr = decode_request(&read_request(&mut broker_read).await)
+                .unwrap()
+                .0
+                .correlation_id;
+            let mut buffer = Vec::new();
+            let answer = encode_response(&mut buffer, corr, &ok, Some(&body)).to_vec();
+            broker_write.write_all(&answer).await.unwrap();
+        };
+        let (answered, ()) = tokio::join!(next, broker);
+        answered.unwrap();
         assert!(connection.is_alive());
     }
 

@@ -36,6 +36,9 @@ fn commit(conn: &mut Conn, group: &str, round: u64, partitions: u32) -> OffsetCo
     conn.call(ApiKey::OffsetCommit, &request).unwrap()
 }
 
+/// The committed offsets of `group` for partitions 0 to 3 of topic `t`. The answer has one
+/// entry per partition asked for, in order (offset -1 when nothing is committed), which is
+/// asserted here, so that checks on every entry never pass on an empty answer.
 fn fetch(conn: &mut Conn, group: &str) -> OffsetFetchResponse {
     let request = OffsetFetchRequest {
         group_id: group.into(),
@@ -44,7 +47,16 @@ fn fetch(conn: &mut Conn, group: &str) -> OffsetFetchResponse {
             partitions: vec![0, 1, 2, 3],
         }]),
     };
-    conn.call(ApiKey::OffsetFetch, &request).unwrap()
+    let response: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, &request).unwrap();
+    assert_eq!(response.topics.len(), 1, "{group}: {response:?}");
+    assert_eq!(response.topics[0].topic, "t", "{group}: {response:?}");
+    let partitions: Vec<u32> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect();
+    assert_eq!(partitions, [0, 1, 2, 3], "{group}: {response:?}");
+    response
 }
 
 fn log_start(conn: &mut Conn, partition: u32) -> i64 {
@@ -157,9 +169,20 @@ fn commits_are_compacted_by_snapshots_and_survive_kill() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first_line = String::new();
+    // Read on a thread, so that a broker that neither starts nor exits fails the test (after
+    // a generous deadline) instead of hanging it.
     let stdout = refused.stdout.take().unwrap();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first_line).unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = sender.send(read.map(|_| line));
+    });
+    let Ok(first_line) = receiver.recv_timeout(common::BROKER_START_DEADLINE) else {
+        let _ = refused.kill();
+        panic!("the broker neither refused to start nor started");
+    };
+    let first_line = first_line.unwrap();
     if !first_line.is_empty() {
         let _ = refused.kill();
         panic!("the broker started with both snapshots damaged: {first_line}");
@@ -265,12 +288,13 @@ async fn out_of_range_commit_falls_back_to_auto_offset_reset() {
 
     let mut group = GroupConfig::new("reset");
     group.auto_offset_reset = Offset::Earliest;
-    group.session_timeout = std::time::Duration::from_secs(1);
+    // A lone member that must stay in: a session no scheduling stall can outlast.
+    group.session_timeout = std::time::Duration::from_secs(30);
     group.heartbeat_interval = std::time::Duration::from_millis(200);
     let config = ConsumerConfig::new(broker.addr.to_string()).with_group(group);
     let mut consumer = Consumer::new(config).unwrap();
     consumer.subscribe(&["t"]).unwrap();
-    let received = common::receive(&mut consumer, 5, std::time::Duration::from_secs(20)).await;
+    let received = common::receive(&mut consumer, 5, std::time::Duration::from_secs(60)).await;
     let values: Vec<&str> = received.iter().map(|r| r.text()).collect();
     assert_eq!(values, ["m0", "m1", "m2", "m3", "m4"]);
     consumer.close().await.unwrap();

@@ -39,8 +39,11 @@ fn parse(record: &Received) -> (u32, u32) {
 /// 4 producers x 5,000 keyed records, sent concurrently with 4 consumers polling 2 partitions
 /// each (consumers start before the producers). Checks: every acknowledged record is received
 /// exactly once, by the consumer owning its partition, in the partition its key hashes to;
-/// offsets of each partition are dense; and within a partition each producer's records appear
-/// in the order that producer sent them.
+/// offsets of each partition are dense; within a partition each producer's records appear
+/// in the order that producer sent them, across at least `2 × PRODUCERS` batches per
+/// partition (so several batches of a producer were in flight together); and the producers'
+/// batches really interleave in some partition (a producer's records, then another's, then
+/// the first's again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_producers_and_consumers() {
     let broker = Broker::start(&[]);
@@ -158,6 +161,16 @@ async fn concurrent_producers_and_consumers() {
     }
     assert_eq!(seen.len(), (PRODUCERS * PER_PRODUCER) as usize);
 
+    for partition in 0..PARTITIONS {
+        let batches = common::batch_base_offsets(broker.addr, TOPIC, partition).len();
+        eprintln!("partition {partition}: {batches} batches");
+        assert!(
+            batches >= 2 * PRODUCERS as usize,
+            "partition {partition}: only {batches} batches, the order check proves little"
+        );
+    }
+    let mut interleaved = false;
+
     for (partition, records) in &per_partition {
         let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
         assert_eq!(
@@ -175,7 +188,24 @@ async fn concurrent_producers_and_consumers() {
                 );
             }
         }
-        // Producers really interleaved: every producer wrote into every partition.
+        // Every producer wrote into every partition.
         assert_eq!(last.len(), PRODUCERS as usize, "partition {partition}");
+        // Runs of one producer's records: more runs than producers means some producer's
+        // records came, then another's, then its own again.
+        let mut runs = 0;
+        let mut previous = None;
+        for record in records {
+            let (producer, _) = parse(record);
+            if previous != Some(producer) {
+                runs += 1;
+                previous = Some(producer);
+            }
+        }
+        interleaved |= runs > PRODUCERS as usize;
     }
+    assert!(
+        interleaved,
+        "in every partition each producer's records are one run: the producers took turns, \
+         nothing ran concurrently"
+    );
 }

@@ -77,8 +77,9 @@ fn values(conn: &mut Conn) -> Vec<String> {
 
 /// A produce is written, its answer lost (the client drops the connection before reading it),
 /// the client retries on a new connection: the retry gets the original offsets and nothing is
-/// written twice. Then: a gap is refused, and after a SIGTERM restart and after a kill -9 the
-/// rebuilt state still recognises retries.
+/// written twice. Then: a gap is refused, after a SIGTERM restart and after a kill -9 the
+/// rebuilt state still recognises retries, and once a newer epoch wrote, the old epoch is
+/// refused.
 #[test]
 fn retries_after_a_lost_acknowledgement_write_nothing_twice() {
     let dir = common::data_dir();
@@ -111,8 +112,13 @@ fn retries_after_a_lost_acknowledgement_write_nothing_twice() {
     let mut lost = Conn::connect(broker.addr);
     lost.send(ApiKey::Produce, &produce_request(&first));
     // Wait until the broker has written it, then drop the connection without reading the answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while log_end(&mut admin) < 3 {
-        std::thread::yield_now();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first batch was never written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     drop(lost);
     let mut retry = Conn::connect(broker.addr);
@@ -158,4 +164,14 @@ fn retries_after_a_lost_acknowledgement_write_nothing_twice() {
     let plain = batch(-1, -1, -1, &["z"]);
     assert_eq!(produce(&mut conn, &plain).base_offset, 6);
     assert_eq!(produce(&mut conn, &plain).base_offset, 7);
+    // A newer epoch of the producer id starts over at sequence 0, and from then on the old
+    // epoch is refused (a newer instance took over).
+    let newer = batch(pid, 1, 0, &["g"]);
+    assert_eq!(produce(&mut conn, &newer).base_offset, 8);
+    let stale = batch(pid, 0, 6, &["h"]);
+    assert_eq!(
+        produce(&mut conn, &stale).error.code,
+        ErrorCode::InvalidProducerEpoch
+    );
+    assert_eq!(log_end(&mut conn), 9, "nothing written for the old epoch");
 }

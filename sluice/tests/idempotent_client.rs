@@ -126,13 +126,20 @@ async fn stored_counts(idempotent: bool) -> (bool, Vec<usize>) {
     let tp = TopicPartition::new("once", 0);
     consumer.assign(std::slice::from_ref(&tp));
     consumer.seek(&tp, Offset::Earliest).unwrap();
+    // Read up to the log end, duplicates included.
+    let log_end = Admin::new(&bootstrap)
+        .unwrap()
+        .list_offsets(&tp, client::LATEST_TIMESTAMP)
+        .await
+        .unwrap();
     let mut counts = vec![0usize; 20];
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < deadline {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while consumer.position(&tp).await.unwrap() < log_end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out reading up to offset {log_end}"
+        );
         let records = consumer.poll(Duration::from_millis(200)).await.unwrap();
-        if records.is_empty() && counts.iter().all(|c| *c > 0) {
-            break;
-        }
         for record in &records {
             let n: usize = std::str::from_utf8(&record.value[1..])
                 .unwrap()

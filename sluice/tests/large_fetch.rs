@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use common::{Broker, Conn};
 use wire::protocol::{
@@ -14,7 +15,25 @@ use wire::protocol::{
 };
 use wire::{BatchBuilder, BatchIter};
 
-/// 12 MB in 48 batches of about 256 KB, fetched in one response while the reader sleeps first.
+/// Bytes waiting in the receive queue of `stream`.
+fn received_bytes(stream: &std::net::TcpStream) -> usize {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points to a live c_int;
+    // the descriptor is the open socket `stream` borrows.
+    let result = unsafe {
+        libc::ioctl(
+            stream.as_raw_fd(),
+            libc::FIONREAD,
+            &mut bytes as *mut libc::c_int,
+        )
+    };
+    assert_eq!(result, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    usize::try_from(bytes).unwrap()
+}
+
+/// 12 MB in 48 batches of about 256 KB, fetched in one response that the reader starts
+/// reading only once the broker is blocked on the full socket (its receive queue holds part
+/// of the response and stopped growing).
 #[test]
 fn large_fetch_to_a_slow_reader_arrives_whole() {
     let broker = Broker::start(&[]);
@@ -47,7 +66,25 @@ fn large_fetch_to_a_slow_reader_arrives_whole() {
     request.topics[0].partitions[0].max_bytes = 16 << 20;
     let mut reader = Conn::connect(broker.addr);
     reader.send(ApiKey::Fetch, &request);
-    std::thread::sleep(Duration::from_millis(300)); // let the broker fill the socket buffers
+    // The broker has filled the socket and waits for it to drain: the bytes queued at the
+    // reader are there and have not changed for 10 readings 10 ms apart.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut queued, mut unchanged) = (0, 0);
+    while queued == 0 || unchanged < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the response never filled the socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        let now = received_bytes(&reader.stream);
+        unchanged = if now == queued { unchanged + 1 } else { 0 };
+        queued = now;
+    }
+    assert!(
+        queued < 12_000_000,
+        "the whole response ({queued} bytes) fit in the socket buffers: no waiting write"
+    );
+    eprintln!("{queued} bytes queued at the reader while the broker waited");
     let frame = reader.read_frame().unwrap();
     let (_, response) = decode_response::<FetchResponse>(&frame).unwrap();
     let response = response.unwrap();

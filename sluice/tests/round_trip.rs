@@ -21,8 +21,19 @@ const KEYS: u32 = 20;
 const PER_KEY: u32 = 50;
 /// Keyless records sent in each round, next to one record per key.
 const KEYLESS_PER_ROUND: u32 = 6;
-/// Rounds between two waits for every acknowledgement so far.
-const ROUNDS_PER_WAVE: u32 = 5;
+/// Rounds between two waits for every acknowledgement so far: a wave is 10 × 26 = 260
+/// records, about 43 per partition, 9 KB each: several 1 KiB batches per partition, which
+/// the producer has in flight together (up to `max_in_flight_per_partition`, 5).
+const ROUNDS_PER_WAVE: u32 = 10;
+/// Bytes of every value (padded), so that a partition's records of one wave fill several
+/// batches of [`BATCH_SIZE_BYTES`].
+const VALUE_BYTES: usize = 200;
+/// The producer's batch size: the smallest it accepts, about 4 records of [`VALUE_BYTES`].
+const BATCH_SIZE_BYTES: usize = 1024;
+/// Fewest batches each partition must end with, so that the order checks cover records of
+/// batches the producer had in flight at the same time: 5 waves of one batch or more each,
+/// and at least two in most.
+const BATCHES_PER_PARTITION_MIN: usize = 10;
 
 fn consumer_config(bootstrap: &str) -> ConsumerConfig {
     ConsumerConfig {
@@ -39,9 +50,15 @@ struct Sent {
     seq: u32,
 }
 
+/// `i=<index> key=<k or -> seq=<n> pad=…`, padded to [`VALUE_BYTES`].
 fn encode(sent: Sent) -> Vec<u8> {
     let key = sent.key.map_or_else(|| "-".to_owned(), |k| k.to_string());
-    format!("i={} key={key} seq={}", sent.index, sent.seq).into_bytes()
+    let mut value = format!("i={} key={key} seq={} pad=", sent.index, sent.seq);
+    value.extend(std::iter::repeat_n(
+        '.',
+        VALUE_BYTES.saturating_sub(value.len()),
+    ));
+    value.into_bytes()
 }
 
 fn decode(value: &[u8]) -> Sent {
@@ -56,11 +73,14 @@ fn decode(value: &[u8]) -> Sent {
     Sent { index, key, seq }
 }
 
-/// 20 keys x 50 records plus 300 keyless ones on a 6-partition topic, sent in waves (every
-/// future awaited), then read by one consumer assigned all 6 partitions from `Earliest`.
+/// 20 keys x 50 records plus 300 keyless ones of 200 bytes on a 6-partition topic, sent in 5
+/// waves (every future awaited after each) in 1 KiB batches, so that several batches of a
+/// partition are in flight at once; then read by one consumer assigned all 6 partitions from
+/// `Earliest`.
 ///
-/// Checks: every record exactly once (nothing more after the last); offsets per partition are
-/// dense from 0 and follow send order; each record is where its acknowledgement said; every
+/// Checks: every partition holds at least 10 batches (the order promise is checked across
+/// batches in flight together); every record exactly once (nothing more after the last);
+/// offsets per partition are dense from 0 and follow send order; each record is where its acknowledgement said; every
 /// key lives in exactly one partition, `partition_for_key(key, 6)`, with its sequence numbers
 /// in order; headers survive; keyless records were spread over several partitions (sticky
 /// partitioning moves on once a batch is sent); and the consumer's positions and the admin's
@@ -77,6 +97,7 @@ async fn every_record_once_in_order_keys_in_their_partition() {
 
     let producer = Producer::new(ProducerConfig {
         linger: Duration::from_millis(2),
+        batch_size_bytes: BATCH_SIZE_BYTES,
         ..ProducerConfig::new(&bootstrap)
     })
     .unwrap();
@@ -121,6 +142,14 @@ async fn every_record_once_in_order_keys_in_their_partition() {
     let total = sent.len();
     assert_eq!(total, ((KEYS + KEYLESS_PER_ROUND) * PER_KEY) as usize);
     producer.close().await.unwrap();
+    for partition in 0..PARTITIONS {
+        let batches = common::batch_base_offsets(broker.addr, "orders", partition).len();
+        eprintln!("partition {partition}: {batches} batches");
+        assert!(
+            batches >= BATCHES_PER_PARTITION_MIN,
+            "partition {partition}: only {batches} batches, the order check proves little"
+        );
+    }
 
     let mut consumer = Consumer::new(consumer_config(&bootstrap)).unwrap();
     let partitions = consumer.topic_partitions("orders").await.unwrap();
@@ -129,7 +158,7 @@ async fn every_record_once_in_order_keys_in_their_partition() {
     for tp in &partitions {
         consumer.seek(tp, Offset::Earliest).unwrap();
     }
-    let records = receive(&mut consumer, total, Duration::from_secs(30)).await;
+    let records = receive(&mut consumer, total, Duration::from_secs(60)).await;
     assert_eq!(records.len(), total, "every record, each once");
     let extra = consumer.poll(Duration::from_millis(300)).await.unwrap();
     assert!(
@@ -209,7 +238,7 @@ async fn every_record_once_in_order_keys_in_their_partition() {
     for (key, partitions) in &key_partitions {
         assert_eq!(partitions.len(), 1, "key-{key} in {partitions:?}");
     }
-    // 50 waves of keyless records: a sticky partitioner that never moves would put them all in
+    // 50 rounds of keyless records: a sticky partitioner that never moves would put them all in
     // one partition.
     assert!(
         keyless_partitions.len() > 1,
@@ -246,7 +275,19 @@ async fn headers_and_tags_round_trip() {
     let mut consumer = Consumer::new(consumer_config(&bootstrap)).unwrap();
     let tp = TopicPartition::new("annotated", metadata.partition);
     consumer.assign(std::slice::from_ref(&tp));
-    let records = consumer.poll(Duration::from_secs(10)).await.unwrap();
+    // Poll until the record is there (the first polls may come back empty on a loaded
+    // machine), for at most a minute.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let records = loop {
+        let records = consumer.poll(Duration::from_secs(1)).await.unwrap();
+        if !records.is_empty() {
+            break records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record never arrived"
+        );
+    };
     let record = records.iter().next().unwrap();
     assert_eq!(record.value, b"payload");
     assert_eq!(record.key, Some(&b"k"[..]));
@@ -259,8 +300,8 @@ async fn headers_and_tags_round_trip() {
     assert_eq!(records.len(), 1);
 }
 
-/// One partition of 40 records with timestamps `base + 10 * i`, written as four batches of ten.
-/// Checks every seek: `Latest` reads only what is produced afterwards; `Timestamp(t)` starts at
+/// One partition of 40 records with timestamps `base + 10 * i`, written as four batches of ten
+/// (checked: batches start at offsets 0, 10, 20, 30). Checks every seek: `Latest` reads only what is produced afterwards; `Timestamp(t)` starts at
 /// the first record at or after `t`, also in the middle of a batch, at 0 before everything and
 /// at the log end after everything; `At(n)` starts at `n`; an offset beyond the log end is an
 /// `OffsetOutOfRange` error naming the log's bounds, leaves the position alone, and a seek to
@@ -271,7 +312,13 @@ async fn seeks_land_where_they_say() {
     let bootstrap = broker.addr.to_string();
     let admin = Admin::new(&bootstrap).unwrap();
     admin.create_topic(NewTopic::new("seek", 1)).await.unwrap();
-    let producer = Producer::new(ProducerConfig::new(&bootstrap)).unwrap();
+    // Each group of ten is enqueued at once and cut by the linger: far longer than enqueueing
+    // ten records takes, even on a loaded machine.
+    let producer = Producer::new(ProducerConfig {
+        linger: Duration::from_millis(200),
+        ..ProducerConfig::new(&bootstrap)
+    })
+    .unwrap();
     let base = common::now_ms() - 60_000;
     for batch in 0..4i64 {
         let mut pending = Vec::new();
@@ -287,6 +334,11 @@ async fn seeks_land_where_they_say() {
             assert_eq!(offset, (batch * 10) as u64 + j as u64);
         }
     }
+    assert_eq!(
+        common::batch_base_offsets(broker.addr, "seek", 0),
+        [0, 10, 20, 30],
+        "four batches of ten"
+    );
 
     let tp = TopicPartition::new("seek", 0);
     let mut consumer = Consumer::new(consumer_config(&bootstrap)).unwrap();
@@ -310,7 +362,7 @@ async fn seeks_land_where_they_say() {
         .await
         .unwrap();
     assert_eq!(new.offset, Some(40));
-    let records = receive(&mut consumer, 1, Duration::from_secs(10)).await;
+    let records = receive(&mut consumer, 1, Duration::from_secs(60)).await;
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].offset, records[0].text()), (40, "new"));
     assert!(consumer
@@ -342,7 +394,7 @@ async fn seeks_land_where_they_say() {
         );
     }
     consumer.seek(&tp, Offset::Timestamp(base + 125)).unwrap();
-    let records = receive(&mut consumer, 41 - 13, Duration::from_secs(10)).await;
+    let records = receive(&mut consumer, 41 - 13, Duration::from_secs(60)).await;
     let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
     assert_eq!(offsets, (13..41).collect::<Vec<_>>());
     assert_eq!(records[0].timestamp_ms, base + 130);
@@ -350,7 +402,7 @@ async fn seeks_land_where_they_say() {
 
     // At: exactly there, also in the middle of a batch.
     consumer.seek(&tp, Offset::At(17)).unwrap();
-    let records = receive(&mut consumer, 41 - 17, Duration::from_secs(10)).await;
+    let records = receive(&mut consumer, 41 - 17, Duration::from_secs(60)).await;
     let values: Vec<&str> = records.iter().map(Received::text).collect();
     let mut expected: Vec<String> = (17..40).map(|i| format!("r{i}")).collect();
     expected.push("new".into());
@@ -358,7 +410,7 @@ async fn seeks_land_where_they_say() {
 
     // Beyond the log end: a clear error, no silent reset.
     consumer.seek(&tp, Offset::At(1_000)).unwrap();
-    let error = consumer.poll(Duration::from_secs(5)).await.unwrap_err();
+    let error = consumer.poll(Duration::from_secs(30)).await.unwrap_err();
     assert!(
         matches!(
             error,
@@ -377,7 +429,7 @@ async fn seeks_land_where_they_say() {
         "no silent reset"
     );
     consumer.seek(&tp, Offset::Earliest).unwrap();
-    let records = receive(&mut consumer, 41, Duration::from_secs(10)).await;
+    let records = receive(&mut consumer, 41, Duration::from_secs(60)).await;
     assert_eq!(records.len(), 41);
     assert_eq!(records[0].offset, 0);
     assert_eq!(records[0].text(), "r0");

@@ -126,9 +126,10 @@ fn own_connections() -> Vec<(u16, u16)> {
 
 /// A 4-partition topic on a 2-shard broker: the metadata advertises one listener per shard,
 /// distinct from the main one, and places partitions on both shards. A producer, a consumer
-/// (including `Latest`/`Earliest` seeks) and the admin's `describe` then do real work through
-/// the relay as bootstrap. Checks: the relay saw handshakes and metadata (and the admin's
-/// create) but not one produce, fetch or list-offsets request; the client holds connections
+/// (including `Latest`/`Earliest` seeks) and the admin's `list_offsets` (a ListOffsets request
+/// for sure) and `describe` then do real work through the relay as bootstrap. Checks: the
+/// relay saw handshakes and metadata (and the admin's create) but not one produce, fetch or
+/// list-offsets request; the client holds connections
 /// to both shard listeners; and its only connections to the main port are the relay's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_requests_go_to_the_owning_shard() {
@@ -194,6 +195,13 @@ async fn data_requests_go_to_the_owning_shard() {
     let tp = TopicPartition::new("routed", 0);
     consumer.seek(&tp, Offset::Latest).unwrap();
     let end = consumer.position(&tp).await.unwrap();
+    // The admin's offset lookup is a ListOffsets request (it has no other way to learn an
+    // offset), so the bootstrap relay not seeing one below is not vacuous.
+    let listed = admin
+        .list_offsets(&tp, client::LATEST_TIMESTAMP)
+        .await
+        .unwrap();
+    assert_eq!(listed, end);
     let description = admin.describe_topic("routed").await.unwrap();
     assert_eq!(description.partitions[0].log_end_offset, Some(end));
     let total: u64 = description

@@ -567,6 +567,9 @@ fn durable_batches_survive_tears_after_them() {
                 .filter(|&p| p >= tear_start)
                 .collect();
             boundaries[rng.below(boundaries.len())]
+        } else if kind == 0 && tear_start < content.len() {
+            // A cut at the very end would cut nothing.
+            rng.within(tear_start, content.len() - 1)
         } else {
             rng.within(tear_start, content.len())
         };
@@ -580,7 +583,8 @@ fn durable_batches_survive_tears_after_them() {
             }
             2 => {
                 content[at..].fill(0);
-                content.extend(vec![0; rng.within(0, 8192)]);
+                // At least one zero, so that a fill at the very end still changes the file.
+                content.extend(vec![0; rng.within(1, 8192)]);
             }
             3 if at < content.len() => content[at] ^= 1 << rng.below(8),
             3 => content.extend(rng.bytes(100)),
@@ -593,6 +597,12 @@ fn durable_batches_survive_tears_after_them() {
         assert!(
             content[..tear_start] == bytes[..tear_start],
             "the tear must spare the durable bytes"
+        );
+        // Every tear changes the file, except a cut when everything in it is durable (there
+        // is nothing after the durable end to cut).
+        assert!(
+            content != bytes || (kind == 0 && tear_start == bytes.len()),
+            "scenario {scenario}: tear kind {kind} at {at} changed nothing"
         );
         std::fs::write(&path, &content).unwrap();
 

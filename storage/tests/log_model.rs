@@ -51,6 +51,11 @@ impl Model {
     }
 }
 
+/// Most bytes of one segment under `small_config`: it rolls before an append would take it
+/// past 64 KiB, unless a single batch is larger, and a batch here is at most 5 records of
+/// under 3000 bytes plus headers, below 16 KiB.
+const SEGMENT_BYTES_BOUND: u64 = 64 * 1024 + 16 * 1024;
+
 fn config(limit: Option<u64>) -> LogConfig {
     LogConfig {
         retention_bytes: limit,
@@ -155,6 +160,14 @@ async fn run_case(ops: Vec<Op>) {
                         "retention went below the limit"
                     );
                     assert_eq!(log.size_bytes(), size_before - report.bytes_deleted);
+                }
+                // Nor may it keep too much: a log larger than the limit by more than one
+                // segment holds a sealed segment whose deletion leaves it above the limit.
+                if size_before > limit_bytes + SEGMENT_BYTES_BOUND {
+                    assert!(
+                        report.segments_deleted > 0,
+                        "{size_before} bytes kept under a limit of {limit_bytes}"
+                    );
                 }
                 model
                     .batches

@@ -1477,6 +1477,9 @@ mod tests {
         b.build().unwrap()
     }
 
+    /// A built batch validates deeply, is aligned, and reads back every header field (offsets,
+    /// timestamps, no producer) and every record (key, value, timestamp delta, header, tags)
+    /// as pushed.
     #[test]
     fn round_trip_build_validate_records() {
         let values: [&[u8]; 3] = [b"alpha", b"", b"gamma gamma gamma gamma"];
@@ -1506,6 +1509,8 @@ mod tests {
         }
     }
 
+    /// Records pushed out of time order: the header's first timestamp is the minimum, its max
+    /// the maximum, and each record still reads back its own timestamp.
     #[test]
     fn out_of_order_timestamps_use_minimum_as_first() {
         let mut b = BatchBuilder::new();
@@ -1526,6 +1531,8 @@ mod tests {
         assert_eq!(ts, vec![1_000, 400, 2_500]);
     }
 
+    /// A batch whose timestamps span exactly `u32::MAX` ms builds; one more millisecond of
+    /// span is a `TimestampRange` error naming both ends.
     #[test]
     fn timestamp_span_beyond_u32_is_an_error() {
         let mut b = BatchBuilder::new();
@@ -1542,6 +1549,8 @@ mod tests {
         );
     }
 
+    /// Producer id, epoch, base sequence and the transactional attribute are written to the
+    /// header and read back; an unsupported attribute (compression) is refused.
     #[test]
     fn producer_and_attributes_are_encoded() {
         let mut b = BatchBuilder::new()
@@ -1566,6 +1575,8 @@ mod tests {
         ));
     }
 
+    /// An empty builder refuses to build; `clear` after a push brings back the empty state,
+    /// its size estimate included.
     #[test]
     fn empty_builder_fails_and_clear_resets() {
         let mut b = BatchBuilder::new();
@@ -1581,6 +1592,8 @@ mod tests {
         assert_eq!(b.build().unwrap_err(), BatchError::Empty);
     }
 
+    /// `build_into` reports the length it wrote and a second build into the same buffer
+    /// replaces the first batch.
     #[test]
     fn build_into_reuses_buffer() {
         let mut out = AlignedVec::<16>::new();
@@ -1596,6 +1609,8 @@ mod tests {
         assert_eq!(view.records().unwrap()[0].value_bytes(), b"2");
     }
 
+    /// After each of 50 pushes of growing records, the size estimate is at least the built
+    /// size and at most about twice it.
     #[test]
     fn estimated_size_is_an_upper_bound() {
         let mut b = BatchBuilder::new();
@@ -1614,6 +1629,8 @@ mod tests {
         }
     }
 
+    /// A record of `BATCH_SIZE_MAX` bytes makes the batch `TooLarge`; one 1 KiB smaller
+    /// builds, fits the limit and validates.
     #[test]
     fn too_large_is_rejected_by_builder() {
         let mut b = BatchBuilder::new();
@@ -1629,6 +1646,9 @@ mod tests {
         BatchView::validate_deep(&bytes, MAX).unwrap();
     }
 
+    /// Stamping a base offset keeps the batch valid (the offset is outside the CRC) and moves
+    /// its last and next offsets; a buffer shorter than the field is an `UnexpectedEof` saying
+    /// how much was missing.
     #[test]
     fn stamp_base_offset_keeps_crc_valid() {
         let mut bytes = sample(&[b"a", b"b"]);
@@ -1652,6 +1672,7 @@ mod tests {
         assert_eq!(exact[8..16], u64::MAX.to_le_bytes());
     }
 
+    /// Flipping any single bit in the CRC-covered region is detected by `validate`.
     #[test]
     fn any_byte_flip_in_crc_region_fails_validate() {
         let original = sample(&[b"hello", b"world"]);
@@ -1665,6 +1686,8 @@ mod tests {
         }
     }
 
+    /// The base offset is outside the CRC (the broker stamps it): changing any of its bytes
+    /// still validates, and the new offset is read.
     #[test]
     fn byte_flips_in_base_offset_are_not_covered() {
         let original = sample(&[b"hello"]);
@@ -1676,6 +1699,8 @@ mod tests {
         }
     }
 
+    /// A corrupted stored CRC is reported as `CrcMismatch` with the stored and the computed
+    /// value.
     #[test]
     fn crc_mismatch_reports_both_values() {
         let mut bytes = sample(&[b"hello"]);
@@ -1699,6 +1724,8 @@ mod tests {
         bytes[16..20].copy_from_slice(&crc.to_le_bytes());
     }
 
+    /// A non-zero byte in the alignment padding after the records (with a fixed-up CRC) is
+    /// `NonZeroPadding` at its position.
     #[test]
     fn nonzero_padding_fails() {
         // Find a value length that leaves padding.
@@ -1724,6 +1751,9 @@ mod tests {
         assert!(pad <= last);
     }
 
+    /// A batch cut at every length is `UnexpectedEof` for `validate` and an error for
+    /// `validate_deep`; `peek_header` needs only the header; bytes after a whole batch are
+    /// ignored.
     #[test]
     fn truncation_at_every_length_is_unexpected_eof() {
         let bytes = sample(&[b"some value", b"another"]);
@@ -1750,6 +1780,9 @@ mod tests {
         );
     }
 
+    /// Each header check (magic, version, lengths, record count against the offset range, too
+    /// many records, offset overflow, attributes, size limit) refuses a header broken in that
+    /// field with its own error.
     #[test]
     fn header_checks() {
         let bytes = sample(&[b"v"]);
@@ -1833,6 +1866,9 @@ mod tests {
         assert!(peek_header(&bytes, usize::MAX).is_ok());
     }
 
+    /// A header claiming more records than the archive holds (with a valid CRC) is
+    /// `RecordCountMismatch`, and the same valid batch at a misaligned address is
+    /// `MisalignedRecords`.
     #[test]
     fn records_detects_count_mismatch_and_misalignment() {
         let one = sample(&[b"v"]);
@@ -1864,6 +1900,8 @@ mod tests {
         ));
     }
 
+    /// A records archive with a pointer outside itself (and a fixed-up CRC) passes the shallow
+    /// `validate` but is refused by `validate_deep`.
     #[test]
     fn garbage_records_are_rejected_by_deep_validation() {
         let bytes = sample(&[b"value"]);
@@ -1880,6 +1918,8 @@ mod tests {
         ));
     }
 
+    /// `BatchIter` yields each of several concatenated batches in order, with their own base
+    /// offsets, and ends at the end of the buffer.
     #[test]
     fn batch_iter_walks_concatenated_batches() {
         let a = sample(&[b"a"]);
@@ -1919,6 +1959,9 @@ mod tests {
         assert_eq!(iter.position(), a.len());
     }
 
+    /// `BatchIter` yields one error for a corrupt batch and then nothing more, its position at
+    /// the start of the bad batch; a zeroed tail is `BadMagic`; an empty buffer yields
+    /// nothing.
     #[test]
     fn batch_iter_yields_one_error_then_stops() {
         let a = sample(&[b"a"]);
@@ -1949,6 +1992,8 @@ mod tests {
         assert!(BatchIter::new(&[], MAX).next().is_none());
     }
 
+    /// Archived records deserialize to records equal to what was pushed (key, value, headers,
+    /// empty and absent tags).
     #[test]
     fn archived_records_deserialize_to_equal_records() {
         let mut b = BatchBuilder::new();

@@ -207,11 +207,15 @@ fn build(inputs: &[Input], producer: (i64, i16, i32)) -> AlignedVec<16> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// Arbitrary bytes never make any decoder (peek, validate, deep validation, iteration,
+    /// record walk) panic.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..4096)) {
         exercise(&bytes);
     }
 
+    /// The same with the magic forced at the start, so that decoding gets past the first
+    /// check.
     #[test]
     fn arbitrary_bytes_with_magic_never_panic(mut bytes in vec(any::<u8>(), 0..4096)) {
         // Random bytes rarely start with the magic; force it to go deeper.
@@ -221,6 +225,8 @@ proptest! {
         exercise(&bytes);
     }
 
+    /// Garbage records behind a consistent header with a valid CRC (which passes `validate`)
+    /// never make the deeper decoding panic, with or without trailing bytes.
     #[test]
     fn garbage_behind_valid_header_never_panics(
         bytes in garbage_batch(),
@@ -234,6 +240,8 @@ proptest! {
         exercise(&with_tail);
     }
 
+    /// Random header fields after a valid magic, followed by random bytes, never make decoding
+    /// panic.
     #[test]
     fn random_header_fields_never_panic(
         header in any::<[u8; 64]>(),
@@ -249,6 +257,8 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// A valid batch with up to 8 bytes overwritten (and its CRC fixed up or not) never makes
+    /// decoding panic.
     #[test]
     fn mutated_valid_batches_never_panic(
         inputs in small_inputs(),
@@ -267,6 +277,8 @@ proptest! {
         exercise(&bytes);
     }
 
+    /// Any records with any producer fields and base offset build into an aligned batch that
+    /// validates deeply and reads back every header field and every record exactly as built.
     #[test]
     fn records_round_trip(
         inputs in inputs(),
@@ -316,6 +328,9 @@ proptest! {
         }
     }
 
+    /// Concatenated batches iterate back in order with their base offsets and record counts;
+    /// cut anywhere, the iterator yields exactly the complete batches before the cut and stops
+    /// at the partial one.
     #[test]
     fn concatenated_batches_iterate_back(
         batches in vec(small_inputs(), 1..5),
@@ -347,6 +362,7 @@ proptest! {
         prop_assert_eq!(iter.position(), if complete == 0 { 0 } else { ends[complete - 1] });
     }
 
+    /// Any single bit flipped in the CRC-covered region is detected by `validate`.
     #[test]
     fn single_bit_flip_under_crc_is_detected(
         inputs in small_inputs(),
@@ -360,6 +376,7 @@ proptest! {
         prop_assert!(err.is_err(), "flip of bit {} at {} not detected", bit, i);
     }
 
+    /// A batch cut at any length short of its end is `UnexpectedEof`.
     #[test]
     fn truncated_batches_are_unexpected_eof(inputs in small_inputs(), at in any::<prop::sample::Index>()) {
         let bytes = build(&inputs, (-1, -1, -1));

@@ -626,7 +626,12 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         group.maybe_auto_commit(|| vec![(tp.clone(), 9)]);
         assert!(group.background.is_none(), "nothing moved: no commit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(coordinator.commits().len(), 2);
+        // A barrier: commits go out in order on one connection, so a commit sent by the call
+        // above would arrive before this one.
+        let barrier = group.commit_in_background(vec![(tp.clone(), 10)]);
+        barrier.await.unwrap().unwrap();
+        let commits = coordinator.commits();
+        assert_eq!(commits.len(), 3, "{commits:?}");
+        assert_eq!(commits[2].offsets, vec![(tp.clone(), 10)]);
     }
 }

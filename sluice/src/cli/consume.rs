@@ -55,6 +55,12 @@ pub struct ConsumeArgs {
     /// `partition<TAB>offset<TAB>key<TAB>value`.
     #[arg(long)]
     pub print_partition: bool,
+    /// Most bytes of records in one fetch response (at least one batch is returned when there
+    /// is one). A poll hands out at most one response per broker shard, so this bounds a
+    /// poll: with `--delivery at-most-once`, what a crash can lose. Default: the client's
+    /// (50 MiB).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fetch_max_bytes: Option<u32>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub group: GroupArgs,
@@ -138,6 +144,15 @@ fn parse_assignor(text: &str) -> Result<AssignorKind, String> {
 }
 
 impl ConsumeArgs {
+    /// The consumer settings of these flags, without a group.
+    fn consumer_config(&self) -> ConsumerConfig {
+        let defaults = ConsumerConfig::new(&self.broker.broker);
+        ConsumerConfig {
+            fetch_max_bytes: self.fetch_max_bytes.unwrap_or(defaults.fetch_max_bytes),
+            ..defaults
+        }
+    }
+
     /// The checked group settings, or `None` without `--group`.
     pub fn group_config(&self) -> anyhow::Result<Option<GroupConfig>> {
         let Some(group_id) = &self.group.group else {
@@ -222,7 +237,7 @@ pub(super) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     if let Some(group) = args.group_config()? {
         return run_group(args, group).await;
     }
-    let mut consumer = Consumer::new(ConsumerConfig::new(&args.broker.broker))?;
+    let mut consumer = Consumer::new(args.consumer_config())?;
     let partitions = match args.partition {
         Some(partition) => vec![TopicPartition::new(&args.topic, partition)],
         None => consumer
@@ -265,7 +280,7 @@ async fn run_group(args: ConsumeArgs, group: GroupConfig) -> anyhow::Result<Exit
     let group_id = group.group_id.clone();
     let mut consumer = Consumer::new(ConsumerConfig {
         group: Some(group),
-        ..ConsumerConfig::new(&args.broker.broker)
+        ..args.consumer_config()
     })?;
     if args.group.log_rebalances {
         consumer.on_rebalance(log_rebalance);

@@ -14,7 +14,7 @@ use wire::protocol::{
     CreateTopicsResponse, Decode, Durability, Encode, FetchPartition, FetchRequest, FetchTopic,
     WireError,
 };
-use wire::AlignedVec;
+use wire::{AlignedVec, BatchIter};
 
 /// A fetch of one partition from `offset`, up to 4 MiB, waiting at most `max_wait_ms`.
 pub fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> FetchRequest {
@@ -32,6 +32,10 @@ pub fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32)
         }],
     }
 }
+
+/// Longest wait for a starting broker's readiness line: generous for a loaded machine (a
+/// start takes well under a second normally), spent only when the start hangs.
+pub const BROKER_START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A running broker process; killed on drop.
 pub struct Broker {
@@ -63,7 +67,8 @@ impl Broker {
         Broker::start_at(data_dir, "127.0.0.1:0", extra)
     }
 
-    /// Starts a broker on `data_dir` listening on `listen`.
+    /// Starts a broker on `data_dir` listening on `listen`, waiting up to
+    /// [`BROKER_START_DEADLINE`] for its readiness line (then it is killed and the test fails).
     pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["serve", "--data-dir"])
@@ -75,8 +80,20 @@ impl Broker {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = sender.send(read);
+        });
+        let line = match receiver.recv_timeout(BROKER_START_DEADLINE) {
+            Ok(read) => read.unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker not listening after {BROKER_START_DEADLINE:?}");
+            }
+        };
         let addr = line
             .strip_prefix("sluice listening on ")
             .and_then(|rest| rest.split_whitespace().next())
@@ -190,6 +207,32 @@ impl Conn {
             "{:?}",
             response.topics[0].error
         );
+    }
+}
+
+/// The base offset of every batch of `topic`/`partition`, in order, read raw with fetches
+/// that do not wait: how the producer cut the partition's records into batches. Tests that
+/// promise an order check it with this to show that more than one batch was sent.
+pub fn batch_base_offsets(addr: SocketAddr, topic: &str, partition: u32) -> Vec<u64> {
+    let mut conn = Conn::connect(addr);
+    let mut bases = Vec::new();
+    let mut offset = 0;
+    loop {
+        conn.send(ApiKey::Fetch, &fetch_request(topic, partition, offset, 0));
+        let frame = conn.read_frame().unwrap();
+        let (_, response) = decode_response::<wire::protocol::FetchResponse>(&frame).unwrap();
+        let response = response.unwrap();
+        let data = &response.topics[0].partitions[0];
+        assert!(data.error.is_ok(), "{:?}", data.error);
+        let bytes = data.records.as_slice();
+        if bytes.is_empty() {
+            return bases;
+        }
+        for batch in BatchIter::new(bytes, wire::limits::BATCH_SIZE_MAX) {
+            let batch = batch.unwrap();
+            bases.push(batch.base_offset());
+            offset = batch.last_offset() + 1;
+        }
     }
 }
 
