@@ -7,10 +7,8 @@
 //! target holds the old bytes or the new ones, never a mix, and a damaged file is an error
 //! naming the file ([`read_checked`]), not a wrong vote.
 //!
-//! [`atomic_write_blocking`] has the contract and the signature of
-//! `storage::metadata::atomic_write_blocking`, which was not in this crate's base when it was
-//! written: at merge its body becomes a call to that one (the controller then depends on the
-//! storage crate). Called by [`super::log_store`] and [`super::state_machine`], on the
+//! The atomic write itself is the storage crate's one helper for every metadata file of the
+//! project ([`storage::metadata::atomic_write_blocking`]). Called by [`super::log_store`] and [`super::state_machine`], on the
 //! controller thread: the calls block that thread (a small file and two fsyncs:
 //! milliseconds), never a shard.
 //!
@@ -18,9 +16,9 @@
 //!   file = magic "SLCF" (4) | payload length u32 LE (4) | crc32c(payload) u32 LE (4) | payload
 //! ```
 
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
+use std::path::Path;
 
 use crate::error::ControllerError;
 
@@ -33,22 +31,7 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 
 /// Replace `path` with `bytes`, atomically and durably (see the module doc).
 pub fn atomic_write_blocking(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut temp_name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    temp_name.push(TEMP_SUFFIX);
-    let temp = path.with_file_name(temp_name);
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut file = File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temp, path)?;
-    File::open(&directory)?.sync_all()
+    storage::metadata::atomic_write_blocking(path, bytes)
 }
 
 /// Write `payload` to `path` with its checksum header, through [`atomic_write_blocking`].
@@ -117,7 +100,7 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), ControllerError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ControllerError> {
-    File::open(dir)
+    fs::File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(|error| ControllerError::storage(dir, &error))
 }
