@@ -25,9 +25,8 @@ use wire::protocol::{
     decode_response, encode_request, ApiKey, CreateTopic, CreateTopicsRequest,
     CreateTopicsResponse, Decode, Durability, Encode, ErrorCode, FetchPartition, FetchRequest,
     FetchResponse, FetchTopic, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetCommitTopic, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchTopic,
-    ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records, WireError,
-    CONSUMER_OFFSETS_TOPIC,
+    OffsetCommitTopic, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchTopic, ProducePartition,
+    ProduceRequest, ProduceResponse, ProduceTopic, Records, WireError, CONSUMER_OFFSETS_TOPIC,
 };
 use wire::{AlignedVec, BatchBuilder, BatchIter};
 
