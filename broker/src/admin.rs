@@ -181,7 +181,7 @@ impl ShardServices {
             max_batch_bytes: topic.max_batch_bytes.unwrap_or(defaults.max_batch_bytes),
             durability: topic.durability.unwrap_or(defaults.durability),
         };
-        crate::config::log_config(&config)
+        crate::config::log_config(&config, None)
             .validate()
             .map_err(|e| invalid(e.to_string()))?;
         Ok(config)

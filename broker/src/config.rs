@@ -5,10 +5,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use wire::protocol::TopicConfig;
 use wire::Durability;
+
+/// Default of [`Config::tail_cache_bytes_per_core`] (256 MiB; its arithmetic is on the storage
+/// constant), re-exported so the command line needs no storage dependency.
+pub use storage::TAIL_CACHE_BYTES_PER_CORE_DEFAULT;
 
 /// Everything a broker node runs with; logged at start.
 #[derive(Debug, Clone)]
@@ -63,6 +68,25 @@ pub struct Config {
     pub bind_retry: Duration,
     /// Settings new topics get unless the request says otherwise.
     pub topic_defaults: TopicDefaults,
+    /// Bytes of recently appended data the logs of one shard keep in memory for readers, in
+    /// total (storage's [`storage::ShardBudget`]; default
+    /// [`storage::TAIL_CACHE_BYTES_PER_CORE_DEFAULT`], 256 MiB). The node's tail caches hold at
+    /// most `shards x tail_cache_bytes_per_core` plus the chunks being written (see
+    /// [`storage::CoreResources`]): 2 cores x 256 MiB = 512 MiB, 24 x 256 MiB = 6 GiB.
+    pub tail_cache_bytes_per_core: usize,
+    /// Test machinery, never set by the command line (`None`): faults injected into every file
+    /// operation of every partition log of this node (the broker's failure-path tests arm it
+    /// while the node runs). See [`storage::FaultPlan`].
+    pub storage_faults: Option<Arc<storage::FaultPlan>>,
+}
+
+impl Config {
+    /// The per-shard resource budgets each shard installs before opening its logs.
+    pub fn shard_budget(&self) -> storage::ShardBudget {
+        storage::ShardBudget {
+            tail_cache_bytes: self.tail_cache_bytes_per_core,
+        }
+    }
 }
 
 /// Limits and delays the group coordinator applies to every group.
@@ -93,8 +117,12 @@ pub struct TopicDefaults {
     pub max_batch_bytes: u32,
 }
 
-/// The storage settings of one partition of a topic.
-pub fn log_config(topic: &TopicConfig) -> storage::LogConfig {
+/// The storage settings of one partition of a topic on a node whose test fault plan (if any)
+/// is `faults` ([`Config::storage_faults`]).
+pub fn log_config(
+    topic: &TopicConfig,
+    faults: Option<&Arc<storage::FaultPlan>>,
+) -> storage::LogConfig {
     storage::LogConfig {
         segment_bytes_max: topic.segment_bytes,
         durability: topic.durability,
@@ -102,6 +130,7 @@ pub fn log_config(topic: &TopicConfig) -> storage::LogConfig {
             .then(|| Duration::from_millis(topic.retention_ms as u64)),
         retention_bytes: (topic.retention_bytes >= 0).then_some(topic.retention_bytes as u64),
         batch_bytes_max: topic.max_batch_bytes as usize,
+        faults: faults.cloned(),
         ..storage::LogConfig::default()
     }
 }

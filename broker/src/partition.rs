@@ -5,10 +5,10 @@
 //! acknowledgeable, used by local and forwarded produce alike — are all that replication
 //! changes. Lives on exactly one shard.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
-use storage::Log;
+use storage::{Log, StorageError};
 use wire::protocol::{ErrorCode, TopicConfig, WireError};
 use wire::Acks;
 
@@ -41,17 +41,22 @@ pub struct Partition {
     pub producers: RefCell<crate::producer_state::ProducerStates>,
     /// This replica's role.
     role: Role,
+    /// Set when the topic (or this partition) was deleted and its log closed: `Closed` from
+    /// the log then means "deleted", not "shutting down".
+    deleted: Cell<bool>,
 }
 
 impl Partition {
-    /// Opens a partition: its log, then the producer state rebuilt from the log's batch headers.
+    /// Opens a partition: its log (with the node's test fault plan, if any), then the producer
+    /// state rebuilt from the log's batch headers.
     pub async fn open(
         topic: &str,
         partition: u32,
         config: &TopicConfig,
         dir: &std::path::Path,
+        faults: Option<&std::sync::Arc<storage::FaultPlan>>,
     ) -> Result<Partition, storage::StorageError> {
-        let log = Log::open(dir, crate::config::log_config(config)).await?;
+        let log = Log::open(dir, crate::config::log_config(config, faults)).await?;
         let mut producers = crate::producer_state::ProducerStates::default();
         let mut offset = log.log_start_offset();
         while offset < log.log_end_offset() {
@@ -75,12 +80,34 @@ impl Partition {
             log,
             producers: RefCell::new(producers),
             role: Role::Leader,
+            deleted: Cell::new(false),
         })
     }
 
     /// This replica's role.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Marks the partition deleted (before its log closes for the deletion).
+    pub fn mark_deleted(&self) {
+        self.deleted.set(true);
+    }
+
+    /// What a client is told about a storage error of this partition: a `Closed` log of a
+    /// deleted partition is an unknown partition (the topic is gone; a recreated topic is a
+    /// new partition), every other error maps as usual ([`crate::error_code::from_storage`]).
+    pub fn storage_error(&self, error: &StorageError) -> WireError {
+        if self.deleted.get() && matches!(error, StorageError::Closed { .. }) {
+            return WireError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!(
+                    "topic {:?} partition {} was deleted",
+                    self.topic, self.partition
+                ),
+            );
+        }
+        crate::error_code::from_storage(error)
     }
 
     /// True when acknowledgements and visibility wait for fsync.
@@ -134,7 +161,7 @@ impl Partition {
         };
         match futures_lite::future::or(durable, timer).await {
             Some(Ok(())) => Ok(()),
-            Some(Err(error)) => Err(crate::error_code::from_storage(&error)),
+            Some(Err(error)) => Err(self.storage_error(&error)),
             None => Err(WireError::new(
                 ErrorCode::RequestTimedOut,
                 "the batch was not synced in time",

@@ -31,28 +31,9 @@
 use crate::epochs::{FetchEpochCheck, LeaderEpochCache};
 use crate::{ReplicaId, ReplicationError};
 
-/// When a produce is answered (the wire's `acks`: 0, 1, -1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acks {
-    /// No answer at all.
-    None,
-    /// Once the leader appended the batch.
-    Leader,
-    /// Once the high watermark covers the batch (every in-sync replica has it).
-    All,
-}
-
-impl Acks {
-    /// The wire value (0, 1 or -1) as an `Acks`; `None` for any other value.
-    pub fn from_wire(acks: i8) -> Option<Self> {
-        match acks {
-            0 => Some(Acks::None),
-            1 => Some(Acks::Leader),
-            -1 => Some(Acks::All),
-            _ => None,
-        }
-    }
-}
+/// When a produce is answered: the wire's policy (`acks` 0, 1, -1), shared with the broker
+/// and the client so the three never disagree.
+pub use wire::Acks;
 
 /// The replication settings of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

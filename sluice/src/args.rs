@@ -143,6 +143,11 @@ pub struct ServeArgs {
     /// with "address in use".
     #[arg(long, env = "SLUICE_BIND_RETRY_MS", default_value_t = 5_000)]
     pub bind_retry_ms: u64,
+    /// Bytes of recently appended data the partitions of one core keep in memory for readers,
+    /// in total (least recently appended partitions give theirs up first). The node's tail
+    /// caches hold at most cores x this: 2 x 256 MiB = 512 MiB, 24 x 256 MiB = 6 GiB.
+    #[arg(long, env = "SLUICE_TAIL_CACHE_BYTES_PER_CORE", default_value_t = broker::config::TAIL_CACHE_BYTES_PER_CORE_DEFAULT)]
+    pub tail_cache_bytes_per_core: usize,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when unset.
     #[arg(long, env = "SLUICE_LOG")]
     pub log: Option<String>,
@@ -151,6 +156,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
 }
+
+/// Smallest `--tail-cache-bytes-per-core`: 1 MiB, one append chunk of the largest size; below
+/// it every append would evict the core's other logs' chunks.
+const TAIL_CACHE_BYTES_PER_CORE_MIN: usize = 1 << 20;
 
 impl ServeArgs {
     /// Validates the arguments into the broker's configuration.
@@ -211,6 +220,9 @@ impl ServeArgs {
         {
             bail!("--group-min-session-timeout-ms must be positive and at most --group-max-session-timeout-ms");
         }
+        if self.tail_cache_bytes_per_core < TAIL_CACHE_BYTES_PER_CORE_MIN {
+            bail!("--tail-cache-bytes-per-core must be at least {TAIL_CACHE_BYTES_PER_CORE_MIN} (1 MiB: one full-size append chunk)");
+        }
         // Absolute from here on: shards and glommio's file operations must not depend on the
         // working directory.
         std::fs::create_dir_all(&self.data_dir)
@@ -251,6 +263,8 @@ impl ServeArgs {
             },
             shard_inbox_bytes: self.shard_inbox_bytes.max(1),
             bind_retry: Duration::from_millis(self.bind_retry_ms),
+            tail_cache_bytes_per_core: self.tail_cache_bytes_per_core,
+            storage_faults: None,
             topic_defaults: TopicDefaults {
                 partitions: self.default_partitions,
                 retention_ms: self.default_retention_ms,

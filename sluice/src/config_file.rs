@@ -49,6 +49,7 @@ pub struct ConfigFile {
     group_initial_rebalance_delay_ms: Option<u64>,
     shard_inbox_bytes: Option<u32>,
     bind_retry_ms: Option<u64>,
+    tail_cache_bytes_per_core: Option<usize>,
     log: Option<String>,
 }
 
@@ -112,6 +113,7 @@ impl ConfigFile {
             group_initial_rebalance_delay_ms,
             shard_inbox_bytes,
             bind_retry_ms,
+            tail_cache_bytes_per_core,
             log,
         );
         if let Some(text) = self.default_durability {

@@ -89,6 +89,10 @@ fn bad_settings_are_refused() {
             "unknown durability",
         ),
         (vec!["--max-frame-bytes", "10"], "--max-frame-bytes"),
+        (
+            vec!["--tail-cache-bytes-per-core", "4096"],
+            "--tail-cache-bytes-per-core",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")

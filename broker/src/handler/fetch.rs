@@ -16,7 +16,6 @@ use wire::protocol::{
 };
 
 use super::{FetchedRecords, Outgoing};
-use crate::error_code;
 use crate::services::ShardServices;
 use crate::shard::bus::reply_channel;
 use crate::shard::{InFlight, Route};
@@ -374,7 +373,7 @@ async fn read_one(
             records: FetchedRecords::Shared(batches),
         },
         Err(error) => FetchedPartition {
-            error: error_code::from_storage(&error),
+            error: partition.storage_error(&error),
             high_watermark,
             log_start_offset,
             ..FetchedPartition::failed(target.partition, WireError::none())

@@ -246,7 +246,7 @@ pub async fn append_all(partition: &Partition, records: &[u8]) -> Result<(u64, u
                 }
                 Err(error) => {
                     partition.producers.borrow_mut().abandoned(&header);
-                    return Err(error_code::from_storage(&error));
+                    return Err(partition.storage_error(&error));
                 }
             },
         };

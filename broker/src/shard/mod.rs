@@ -115,13 +115,16 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Creates the shard and opens the logs of every partition of `registry` it owns.
+    /// Creates the shard: installs the core's storage resources (one tail-cache budget for
+    /// every log of this core, [`Config::tail_cache_bytes_per_core`]), then opens the logs of
+    /// every partition of `registry` it owns. Runs on the shard's executor.
     pub async fn open(
         id: usize,
         shards: usize,
         config: Arc<Config>,
         registry: TopicRegistry,
     ) -> Result<Rc<Shard>, storage::StorageError> {
+        storage::CoreResources::install(config.shard_budget());
         let shard = Rc::new(Shard {
             id,
             shards,
@@ -205,7 +208,8 @@ impl Shard {
                     continue;
                 }
                 let dir = TopicRegistry::partition_dir(&data_dir, topic, partition);
-                let opened = Partition::open(topic, partition, config, &dir).await?;
+                let faults = self.config.storage_faults.as_ref();
+                let opened = Partition::open(topic, partition, config, &dir, faults).await?;
                 tracing::debug!(
                     shard = self.id,
                     topic,
@@ -235,8 +239,12 @@ impl Shard {
                 continue;
             };
             let dir = TopicRegistry::partition_dir(&data_dir, &key.0, key.1);
-            if let Ok(partition) = Rc::try_unwrap(partition) {
-                let _ = partition.log.close().await;
+            // Requests still holding the partition (a read, an append, a produce waiting for
+            // its fsync) finish first; later ones get `Closed`, which the partition reports as
+            // "deleted". Only then is the directory removed: nothing touches it any more.
+            partition.mark_deleted();
+            if let Err(error) = partition.log.close().await {
+                tracing::warn!(topic = key.0, partition = key.1, %error, "closing a deleted partition's log failed");
             }
             if let Err(error) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), %error, "could not delete partition data");
@@ -290,21 +298,14 @@ impl Shard {
         }
     }
 
-    /// Closes every owned log (flushes the ones still referenced elsewhere).
+    /// Closes every owned log, also those a request still holds (a long poll, an append that
+    /// outlived the drain): each close syncs, waits for the reads and appends in progress, and
+    /// makes later ones fail with `Closed`, so no log is abandoned with unsynced data.
     pub async fn close_logs(&self) {
         let partitions = self.partitions.borrow_mut().drain();
         for partition in partitions {
-            match Rc::try_unwrap(partition) {
-                Ok(partition) => {
-                    if let Err(error) = partition.log.close().await {
-                        tracing::error!(topic = partition.topic, partition = partition.partition, %error, "closing log failed");
-                    }
-                }
-                Err(partition) => {
-                    if let Err(error) = partition.log.flush().await {
-                        tracing::error!(topic = partition.topic, partition = partition.partition, %error, "flushing log failed");
-                    }
-                }
+            if let Err(error) = partition.log.close().await {
+                tracing::error!(topic = partition.topic, partition = partition.partition, %error, "closing log failed");
             }
         }
     }
