@@ -48,6 +48,9 @@ pub struct Config {
     pub bind_retry: Duration,
     /// Settings new topics get unless the request says otherwise.
     pub topic_defaults: TopicDefaults,
+    /// Address of the metrics and health endpoint (`/metrics`, `/ready`, `/live`); `None`:
+    /// no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Limits and delays the group coordinator applies to every group.

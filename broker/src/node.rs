@@ -11,12 +11,18 @@
 //! tears down asynchronously), so a bind that finds its address in use is retried until
 //! [`Config::bind_retry`] is over. `listen()` is called only once every shard is ready, so the
 //! first client that connects is served.
+//!
+//! With [`Config::metrics_listen`] the node also serves its metrics and health endpoint
+//! ([`crate::metrics`]) from a thread of its own: bound before the shards start (so `/ready`
+//! says 503 until the node serves, and 503 again once a shutdown begins), stopped after the
+//! shards have stopped.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
 use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -26,6 +32,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use wire::protocol::{ShardEndpoint, CONSUMER_OFFSETS_TOPIC};
 
 use crate::config::Config;
+use crate::metrics::server::MetricsServer;
+use crate::metrics::Readiness;
 use crate::services::{ServiceBus, ShardServices};
 use crate::shard::bus::{Bus, Inbox};
 use crate::shard::Shard;
@@ -141,11 +149,21 @@ impl Node {
         }
         let config = Arc::new(config);
         let (bus, inboxes) = Bus::new(config.shards, config.shard_inbox_bytes);
+        let readiness = Arc::new(Readiness::default());
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(
+                MetricsServer::start(addr, bus.clone(), readiness.clone())
+                    .map_err(|source| NodeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let mut node = NodeHandle {
             main_addr,
             endpoints: Arc::new(Vec::new()),
             bus: bus.clone(),
+            readiness: readiness.clone(),
             executors: Vec::new(),
+            metrics,
             _lock: lock,
         };
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, NodeError>>();
@@ -239,6 +257,7 @@ impl Node {
         // The shards hold duplicates of the listening sockets; these originals can go.
         drop(main_socket);
         drop(shard_sockets);
+        readiness.ready.store(true, Ordering::Release);
         tracing::info!(%main_addr, shards = config.shards, "ready");
         Ok(node)
     }
@@ -249,7 +268,10 @@ pub struct NodeHandle {
     main_addr: SocketAddr,
     endpoints: Arc<Vec<ShardEndpoint>>,
     bus: ServiceBus,
+    readiness: Arc<Readiness>,
     executors: Vec<ExecutorJoinHandle<Result<(), NodeError>>>,
+    /// The metrics endpoint, stopped once the shards have.
+    metrics: Option<MetricsServer>,
     _lock: DataDirLock,
 }
 
@@ -257,11 +279,14 @@ pub struct NodeHandle {
 #[derive(Clone)]
 pub struct ShutdownTrigger {
     bus: ServiceBus,
+    readiness: Arc<Readiness>,
 }
 
 impl ShutdownTrigger {
-    /// Has every shard stop accepting, drain and close its logs. Idempotent.
+    /// Marks the node not ready (`/ready` says 503), then has every shard stop accepting,
+    /// drain and close its logs. Idempotent.
     pub fn shutdown(&self) {
+        self.readiness.ready.store(false, Ordering::Release);
         for shard in 0..self.bus.shards() {
             let _ =
                 self.bus.run_on_blocking(
@@ -284,6 +309,12 @@ impl NodeHandle {
         &self.endpoints
     }
 
+    /// The metrics endpoint's address (the port chosen, when the configuration said 0), if
+    /// [`Config::metrics_listen`] asked for one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::addr)
+    }
+
     /// Begins a graceful stop (see [`ShutdownTrigger::shutdown`]); [`NodeHandle::wait`] then
     /// returns once every shard is done.
     pub fn shutdown(&self) {
@@ -294,12 +325,15 @@ impl NodeHandle {
     pub fn trigger(&self) -> ShutdownTrigger {
         ShutdownTrigger {
             bus: self.bus.clone(),
+            readiness: self.readiness.clone(),
         }
     }
 
     /// Waits until every shard has stopped; the first shard error, if any.
     pub fn wait(self) -> Result<(), NodeError> {
         let result = join(self.executors);
+        // The endpoint outlives the shards: a scrape during the drain is answered.
+        drop(self.metrics);
         tracing::info!("stopped");
         result
     }

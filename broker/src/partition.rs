@@ -44,14 +44,20 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Opens a partition: its log, then the producer state rebuilt from the log's batch headers.
+    /// Opens a partition: its log (reporting its syncs to `sync_observer`), then the producer
+    /// state rebuilt from the log's batch headers.
     pub async fn open(
         topic: &str,
         partition: u32,
         config: &TopicConfig,
         dir: &std::path::Path,
+        sync_observer: storage::SyncObserver,
     ) -> Result<Partition, storage::StorageError> {
-        let log = Log::open(dir, crate::config::log_config(config)).await?;
+        let log_config = storage::LogConfig {
+            sync_observer: Some(sync_observer),
+            ..crate::config::log_config(config)
+        };
+        let log = Log::open(dir, log_config).await?;
         let mut producers = crate::producer_state::ProducerStates::default();
         let mut offset = log.log_start_offset();
         while offset < log.log_end_offset() {

@@ -120,6 +120,12 @@ pub struct ServeArgs {
     /// with "address in use".
     #[arg(long, env = "SLUICE_BIND_RETRY_MS", default_value_t = 5_000)]
     pub bind_retry_ms: u64,
+    /// Address of the metrics and health endpoint: Prometheus text at `/metrics`, `/ready`
+    /// (200 once serving, 503 while starting or stopping) and `/live` (200 while every shard
+    /// runs). Off unless given (e.g. `127.0.0.1:9644`); port 0 picks a free port, printed on
+    /// stdout after the readiness line as `sluice metrics on HOST:PORT`.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when unset.
     #[arg(long, env = "SLUICE_LOG")]
     pub log: Option<String>,
@@ -223,6 +229,7 @@ impl ServeArgs {
             },
             shard_inbox_bytes: self.shard_inbox_bytes.max(1),
             bind_retry: Duration::from_millis(self.bind_retry_ms),
+            metrics_listen: self.metrics_listen,
             topic_defaults: TopicDefaults {
                 partitions: self.default_partitions,
                 retention_ms: self.default_retention_ms,

@@ -39,7 +39,11 @@ fn observer_hears_every_sync() {
                 .await
                 .unwrap();
             log.wait_durable(info.last_offset).await.unwrap();
-            assert_eq!(syncs.load(Ordering::Relaxed), i + 1, "one sync per awaited append");
+            assert_eq!(
+                syncs.load(Ordering::Relaxed),
+                i + 1,
+                "one sync per awaited append"
+            );
         }
         log.close().await.unwrap();
     });
@@ -55,7 +59,11 @@ fn observer_hears_every_sync() {
                 .await
                 .unwrap();
         }
-        assert_eq!(quiet_syncs.load(Ordering::Relaxed), 0, "nothing asked for a sync");
+        assert_eq!(
+            quiet_syncs.load(Ordering::Relaxed),
+            0,
+            "nothing asked for a sync"
+        );
         log.close().await.unwrap();
     });
 }

@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 use glommio::Task;
 use storage::SharedBytes;
+use tracing::Instrument;
 use wire::protocol::{
     encode_error_response, encode_response, Encode, ErrorCode, Request, RequestHeader, WireError,
 };
@@ -77,10 +78,13 @@ where
 {
     let shard = shard.clone();
     let in_flight = InFlight::new(&shard);
-    glommio::spawn_local(async move {
-        let _in_flight = in_flight;
-        Some(Outgoing::Frame(work(shard, correlation_id).await))
-    })
+    glommio::spawn_local(
+        async move {
+            let _in_flight = in_flight;
+            Some(Outgoing::Frame(work(shard, correlation_id).await))
+        }
+        .instrument(tracing::Span::current()),
+    )
 }
 
 /// Starts handling one request. Produce is appended before this returns (so the appends of

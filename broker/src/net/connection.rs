@@ -7,16 +7,23 @@
 //! bytes, so each starts aligned and its record batches are validated and appended in place,
 //! with no copy before the log's own. Fetch responses leave with vectored sends whose slices
 //! point into the log's buffers: batch bytes are not copied on the way out either.
+//!
+//! Tracing: a `connection` span (shard, peer) covers the connection, and a `request` span
+//! (api, correlation id) each request, from its decoding through its handling (the handler's
+//! tasks carry it) to its response written, where a debug event gives the whole time taken.
+//! Both are at debug level: nothing is logged per request at info.
 
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
 use glommio::Task;
+use tracing::Instrument;
 use wire::protocol::{
-    check_frame, decode_request, decode_request_header, ErrorCode, FetchResponse, WireError,
+    check_frame, decode_request, decode_request_header, ApiKey, ErrorCode, FetchResponse, WireError,
 };
 use wire::{AlignedVec, ProtocolError};
 
@@ -33,8 +40,36 @@ const RECEIVE_BUFFER_KEEP_BYTES: usize = 8 * 1024 * 1024;
 /// responses (back-pressure on a client that pipelines too much). 64 x one max frame bounds it.
 const IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
 
+/// A request on its way to the writer: the task resolving to its response, and its span.
+struct InFlightRequest {
+    task: Task<Option<Outgoing>>,
+    span: tracing::Span,
+    /// When the request was decoded; only taken while its span is enabled (debug logs).
+    started: Option<Instant>,
+}
+
+impl InFlightRequest {
+    /// A response that needs no further work (outside any request span).
+    fn ready(task: Task<Option<Outgoing>>) -> InFlightRequest {
+        InFlightRequest {
+            task,
+            span: tracing::Span::none(),
+            started: None,
+        }
+    }
+}
+
 /// Serves one connection until the client leaves, idles too long or the shard shuts down.
 pub async fn serve(shard: Rc<ShardServices>, stream: TcpStream) {
+    let span =
+        tracing::debug_span!("connection", shard = shard.id, peer = ?stream.peer_addr().ok());
+    let counting = shard.clone();
+    counting.probe.connection_opened();
+    serve_connection(shard, stream).instrument(span).await;
+    counting.probe.connection_closed();
+}
+
+async fn serve_connection(shard: Rc<ShardServices>, stream: TcpStream) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
     let client_host = peer_addr.map(|a| a.ip().to_string()).unwrap_or_default();
@@ -50,7 +85,9 @@ pub async fn serve(shard: Rc<ShardServices>, stream: TcpStream) {
     // SAFETY: `writer_fd` is a fresh, valid socket descriptor that nothing else owns.
     let writer = unsafe { TcpStream::from_raw_fd(writer_fd) };
     let (queue, responses) = local_channel::new_bounded(IN_FLIGHT_PER_CONNECTION_MAX);
-    let writer_task = glommio::spawn_local(write_responses(responses, writer));
+    let writer_task = glommio::spawn_local(
+        write_responses(responses, writer).instrument(tracing::Span::current()),
+    );
     tracing::debug!(shard = shard.id, peer, "connection opened");
     if let Err(reason) = read_requests(&shard, stream, &queue, &client_host).await {
         tracing::debug!(shard = shard.id, peer, reason, "connection closed");
@@ -63,7 +100,7 @@ pub async fn serve(shard: Rc<ShardServices>, stream: TcpStream) {
 async fn read_requests(
     shard: &Rc<ShardServices>,
     mut stream: TcpStream,
-    queue: &local_channel::LocalSender<Task<Option<Outgoing>>>,
+    queue: &local_channel::LocalSender<InFlightRequest>,
     client_host: &str,
 ) -> Result<(), String> {
     let max_frame = shard.config.max_frame_bytes;
@@ -84,9 +121,9 @@ async fn read_requests(
                     );
                     let frame = error_frame(0, &message);
                     let _ = queue
-                        .send(glommio::spawn_local(
-                            async move { Some(Outgoing::Frame(frame)) },
-                        ))
+                        .send(InFlightRequest::ready(glommio::spawn_local(async move {
+                            Some(Outgoing::Frame(frame))
+                        })))
                         .await;
                     return Err(error.to_string());
                 }
@@ -152,34 +189,57 @@ async fn handle_frame(
     shard: &Rc<ShardServices>,
     frame: &[u8],
     client_host: &str,
-) -> Option<Task<Option<Outgoing>>> {
-    match decode_request(frame) {
-        Ok((header, request)) => Some(dispatch(shard, header, request, client_host).await),
+) -> Option<InFlightRequest> {
+    let (header, _) = decode_request_header(frame).ok()?;
+    let span = tracing::debug_span!(
+        "request",
+        api = ?ApiKey::from_u16(header.api_key),
+        correlation_id = header.correlation_id
+    );
+    let started = (!span.is_disabled()).then(Instant::now);
+    let task = match decode_request(frame) {
+        Ok((header, request)) => {
+            dispatch(shard, header, request, client_host)
+                .instrument(span.clone())
+                .await
+        }
         Err(error) => {
-            let (header, _) = decode_request_header(frame).ok()?;
             let code = match error {
                 ProtocolError::UnknownApi { .. } | ProtocolError::UnsupportedVersion { .. } => {
                     ErrorCode::UnsupportedVersion
                 }
                 _ => ErrorCode::InvalidRequest,
             };
-            tracing::debug!(shard = shard.id, %error, "bad request");
+            tracing::debug!(parent: &span, shard = shard.id, %error, "bad request");
             let frame = error_frame(
                 header.correlation_id,
                 &WireError::new(code, error.to_string()),
             );
-            Some(glommio::spawn_local(
-                async move { Some(Outgoing::Frame(frame)) },
-            ))
+            glommio::spawn_local(async move { Some(Outgoing::Frame(frame)) })
         }
-    }
+    };
+    Some(InFlightRequest {
+        task,
+        span,
+        started,
+    })
 }
 
 /// Writes responses in request order until the reader is done and the queue is empty.
-async fn write_responses(responses: LocalReceiver<Task<Option<Outgoing>>>, mut stream: TcpStream) {
+async fn write_responses(responses: LocalReceiver<InFlightRequest>, mut stream: TcpStream) {
     let mut head = Vec::new();
-    while let Some(task) = responses.recv().await {
-        let Some(outgoing) = task.await else { continue };
+    while let Some(request) = responses.recv().await {
+        let InFlightRequest {
+            task,
+            span,
+            started,
+        } = request;
+        let Some(outgoing) = task.instrument(span.clone()).await else {
+            if let Some(started) = started {
+                tracing::debug!(parent: &span, took_us = started.elapsed().as_micros() as u64, "request done, no response");
+            }
+            continue;
+        };
         let result = match outgoing {
             Outgoing::Frame(bytes) => stream.write_all(&bytes).await,
             Outgoing::Fetch(reply) => {
@@ -191,8 +251,12 @@ async fn write_responses(responses: LocalReceiver<Task<Option<Outgoing>>>, mut s
             }
         };
         if let Err(error) = result {
-            tracing::debug!(%error, "writing a response failed");
+            tracing::debug!(parent: &span, %error, "writing a response failed");
             return;
+        }
+        if let Some(started) = started {
+            let took_us = started.elapsed().as_micros() as u64;
+            tracing::debug!(parent: &span, took_us, "response written");
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use wire::protocol::{
@@ -37,6 +37,9 @@ pub fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32)
 pub struct Broker {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The broker's stdout after its readiness line (kept open: a later line must not hit a
+    /// closed pipe).
+    pub stdout: BufReader<ChildStdout>,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -74,9 +77,9 @@ impl Broker {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .strip_prefix("sluice listening on ")
             .and_then(|rest| rest.split_whitespace().next())
@@ -86,9 +89,17 @@ impl Broker {
         Broker {
             child,
             addr,
+            stdout,
             data_dir: data_dir.to_path_buf(),
             _dir: None,
         }
+    }
+
+    /// The next line the broker prints on stdout.
+    pub fn stdout_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line
     }
 
     /// kill -9.
