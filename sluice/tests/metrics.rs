@@ -47,9 +47,12 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_owned()))
 }
 
-/// A parsed scrape: samples by metric name, each with its labels.
+/// One sample's labels and value.
+type Sample = (HashMap<String, String>, f64);
+
+/// A parsed scrape: samples by metric name.
 struct Metrics {
-    samples: HashMap<String, Vec<(HashMap<String, String>, f64)>>,
+    samples: HashMap<String, Vec<Sample>>,
 }
 
 impl Metrics {

@@ -139,6 +139,13 @@ pub fn encode_text(snapshot: NodeSnapshot, ready: bool) -> Result<String, std::f
     Ok(text)
 }
 
+/// Reads a per-shard counter out of a shard's snapshot.
+type ReadCounter = fn(&ShardSnapshot) -> u64;
+/// Reads a per-shard histogram out of a shard's snapshot.
+type ReadHistogram = fn(&ShardSnapshot) -> &HistogramSnapshot;
+/// Reads a per-shard gauge out of a shard's report (`None`: no sample for that shard).
+type ReadGauge = fn(&ShardReport) -> Option<u64>;
+
 /// A scrape's snapshot, encoded when the registry asks.
 #[derive(Debug)]
 struct NodeCollector {
@@ -164,7 +171,7 @@ impl Collector for NodeCollector {
             shards,
             |report| Some(u64::from(report.snapshot.is_some())),
         )?;
-        let counters: [(&str, &str, fn(&ShardSnapshot) -> u64); 7] = [
+        let counters: [(&str, &str, ReadCounter); 7] = [
             (
                 "sluice_produce_requests",
                 "Produce requests received on the shard's connections",
@@ -209,7 +216,7 @@ impl Collector for NodeCollector {
                 }
             }
         }
-        let histograms: [(&str, &str, fn(&ShardSnapshot) -> &HistogramSnapshot); 3] = [
+        let histograms: [(&str, &str, ReadHistogram); 3] = [
             (
                 "sluice_produce_latency_seconds",
                 "Produce requests, from decoded to response ready (acks and fsync waits included)",
@@ -242,7 +249,7 @@ impl Collector for NodeCollector {
                 }
             }
         }
-        let gauges: [(&str, &str, fn(&ShardReport) -> Option<u64>); 6] = [
+        let gauges: [(&str, &str, ReadGauge); 6] = [
             (
                 "sluice_connections",
                 "Client connections open on the shard",

@@ -61,8 +61,10 @@ impl InFlightRequest {
 
 /// Serves one connection until the client leaves, idles too long or the shard shuts down.
 pub async fn serve(shard: Rc<ShardServices>, stream: TcpStream) {
-    let span =
-        tracing::debug_span!("connection", shard = shard.id, peer = ?stream.peer_addr().ok());
+    let span = match stream.peer_addr() {
+        Ok(peer) => tracing::debug_span!("connection", shard = shard.id, %peer),
+        Err(_) => tracing::debug_span!("connection", shard = shard.id),
+    };
     let counting = shard.clone();
     counting.probe.connection_opened();
     serve_connection(shard, stream).instrument(span).await;
