@@ -403,6 +403,8 @@ struct OpenedShard {
     services: std::rc::Rc<ShardServices>,
     main_listener: TcpListener,
     shard_listener: TcpListener,
+    /// The message pump, stopped once the shard has drained (see [`serve_shard`]).
+    pump: glommio::Task<()>,
 }
 
 /// Opens one shard: its partitions, its services, its listeners (not yet listening), its pump.
@@ -424,11 +426,12 @@ async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
     let main_listener = unsafe { TcpListener::from_raw_fd(main_socket.into_raw_fd()) };
     // SAFETY: as above.
     let shard_listener = unsafe { TcpListener::from_raw_fd(shard_socket.into_raw_fd()) };
-    glommio::spawn_local(crate::shard::pump(services.clone(), inbox)).detach();
+    let pump = glommio::spawn_local(crate::shard::pump(services.clone(), inbox));
     Ok(OpenedShard {
         services,
         main_listener,
         shard_listener,
+        pump,
     })
 }
 
@@ -438,6 +441,7 @@ async fn serve_shard(opened: OpenedShard) -> Result<(), NodeError> {
         services,
         main_listener,
         shard_listener,
+        pump,
     } = opened;
     let waiting = services.clone();
     services
@@ -472,6 +476,10 @@ async fn serve_shard(opened: OpenedShard) -> Result<(), NodeError> {
         shard_accept.await;
     }
     services.drain_and_close(DRAIN_TIMEOUT).await;
+    // Drops the inbox: from here on, work sent to this shard fails at once (`BusClosed`, or a
+    // dropped reply) instead of waiting in an inbox nobody reads (a scrape during the rest of
+    // the node's shutdown, another shard still draining).
+    pump.cancel().await;
     tracing::debug!(shard = services.id, "shard stopped");
     Ok(())
 }

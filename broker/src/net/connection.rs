@@ -192,14 +192,18 @@ async fn handle_frame(
     frame: &[u8],
     client_host: &str,
 ) -> Option<InFlightRequest> {
-    let (header, _) = decode_request_header(frame).ok()?;
+    let decoded = decode_request(frame);
+    let header = match &decoded {
+        Ok((header, _)) => *header,
+        Err(_) => decode_request_header(frame).ok()?.0,
+    };
     let span = tracing::debug_span!(
         "request",
         api = ?ApiKey::from_u16(header.api_key),
         correlation_id = header.correlation_id
     );
     let started = (!span.is_disabled()).then(Instant::now);
-    let task = match decode_request(frame) {
+    let task = match decoded {
         Ok((header, request)) => {
             dispatch(shard, header, request, client_host)
                 .instrument(span.clone())
