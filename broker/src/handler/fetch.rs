@@ -10,13 +10,12 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use glommio::Task;
-use tracing::Instrument;
 use wire::protocol::{
     encode_response, ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse,
     FetchTopicResponse, FrameParts, Records, WireError,
 };
 
-use super::{FetchedRecords, Outgoing};
+use super::{spawn_in_request_span, FetchedRecords, Outgoing};
 use crate::error_code;
 use crate::probe;
 use crate::services::ShardServices;
@@ -171,125 +170,120 @@ pub fn dispatch(
     let in_flight = InFlight::new(&shard);
     let started = Instant::now();
     probe::add(&shard.probe.fetch_requests, 1);
-    glommio::spawn_local(
-        async move {
-            let _in_flight = in_flight;
-            let max_wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT_MAX);
-            // Group partitions by owner, keeping each one's place in the response.
-            let mut local = Vec::new();
-            let mut remote: Vec<RemoteGroup> = Vec::new();
-            let mut slots: Vec<(String, Vec<Option<FetchedPartition>>)> = Vec::new();
-            for (t, topic) in request.topics.iter().enumerate() {
-                slots.push((
-                    topic.topic.clone(),
-                    topic.partitions.iter().map(|_| None).collect(),
-                ));
-                for (p, wanted) in topic.partitions.iter().enumerate() {
-                    let target = FetchTarget {
-                        topic: topic.topic.clone(),
-                        partition: wanted.partition,
-                        offset: wanted.fetch_offset,
-                        max_bytes: wanted.max_bytes,
-                    };
-                    match shard.route(&topic.topic, wanted.partition) {
-                        Err(error) => {
-                            slots[t].1[p] = Some(FetchedPartition::failed(wanted.partition, error))
-                        }
-                        Ok(Route::Local(_)) => local.push(((t, p), target)),
-                        Ok(Route::Remote(owner)) => {
-                            match remote.iter_mut().find(|r| r.0 == owner) {
-                                Some(group) => {
-                                    group.1.push((t, p));
-                                    group.2.push(target);
-                                }
-                                None => remote.push((owner, vec![(t, p)], vec![target])),
-                            }
-                        }
+    spawn_in_request_span(async move {
+        let _in_flight = in_flight;
+        let max_wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT_MAX);
+        // Group partitions by owner, keeping each one's place in the response.
+        let mut local = Vec::new();
+        let mut remote: Vec<RemoteGroup> = Vec::new();
+        let mut slots: Vec<(String, Vec<Option<FetchedPartition>>)> = Vec::new();
+        for (t, topic) in request.topics.iter().enumerate() {
+            slots.push((
+                topic.topic.clone(),
+                topic.partitions.iter().map(|_| None).collect(),
+            ));
+            for (p, wanted) in topic.partitions.iter().enumerate() {
+                let target = FetchTarget {
+                    topic: topic.topic.clone(),
+                    partition: wanted.partition,
+                    offset: wanted.fetch_offset,
+                    max_bytes: wanted.max_bytes,
+                };
+                match shard.route(&topic.topic, wanted.partition) {
+                    Err(error) => {
+                        slots[t].1[p] = Some(FetchedPartition::failed(wanted.partition, error))
                     }
+                    Ok(Route::Local(_)) => local.push(((t, p), target)),
+                    Ok(Route::Remote(owner)) => match remote.iter_mut().find(|r| r.0 == owner) {
+                        Some(group) => {
+                            group.1.push((t, p));
+                            group.2.push(target);
+                        }
+                        None => remote.push((owner, vec![(t, p)], vec![target])),
+                    },
                 }
             }
-            let mut answers = Vec::new();
-            for (owner, places, targets) in remote {
-                let (reply, answer) = reply_channel();
-                let (min_bytes, max_bytes) = (request.min_bytes, request.max_bytes);
-                let forwarded = shard
-                    .bus
-                    .run_on(owner, 0, move |owner| async move {
-                        let _in_flight = InFlight::new(&owner);
-                        let fetched =
-                            fetch_local(&owner, &targets, max_wait, min_bytes, max_bytes).await;
-                        let owned: Vec<FetchedOwned> = fetched
-                            .into_iter()
-                            .map(FetchedPartition::into_owned)
-                            .collect();
-                        let _ = reply.send(owned);
-                    })
-                    .await;
-                if forwarded.is_ok() {
-                    answers.push((places, answer));
-                } else {
-                    for (t, p) in places {
-                        let partition = request.topics[t].partitions[p].partition;
-                        slots[t].1[p] = Some(FetchedPartition::failed(
-                            partition,
-                            WireError::new(
-                                ErrorCode::BrokerShuttingDown,
-                                "the owner shard has stopped",
-                            ),
-                        ));
-                    }
-                }
-            }
-            let (places, targets): (Vec<_>, Vec<_>) = local.into_iter().unzip();
-            let fetched = fetch_local(
-                &shard,
-                &targets,
-                max_wait,
-                request.min_bytes,
-                request.max_bytes,
-            )
-            .await;
-            for ((t, p), result) in places.into_iter().zip(fetched) {
-                slots[t].1[p] = Some(result);
-            }
-            for (places, answer) in answers {
-                let results = answer.recv_async().await.unwrap_or_default();
-                for ((t, p), owned) in places.into_iter().zip(results) {
-                    slots[t].1[p] = Some(FetchedPartition::from_owned(owned));
-                }
-            }
-            let topics: Vec<(String, Vec<FetchedPartition>)> = slots
-                .into_iter()
-                .enumerate()
-                .map(|(t, (topic, partitions))| {
-                    let partitions = partitions
-                        .into_iter()
-                        .enumerate()
-                        .map(|(p, slot)| {
-                            slot.unwrap_or_else(|| {
-                                FetchedPartition::failed(
-                                    request.topics[t].partitions[p].partition,
-                                    WireError::new(ErrorCode::Unknown, "no result"),
-                                )
-                            })
-                        })
-                        .collect();
-                    (topic, partitions)
-                })
-                .collect();
-            let fetched_bytes: usize = topics
-                .iter()
-                .flat_map(|(_, partitions)| partitions.iter().map(FetchedPartition::bytes))
-                .sum();
-            probe::add(&shard.probe.fetch_bytes, fetched_bytes as u64);
-            shard.probe.fetch_latency.observe(started.elapsed());
-            Some(Outgoing::Fetch(FetchReply {
-                correlation_id,
-                topics,
-            }))
         }
-        .instrument(tracing::Span::current()),
-    )
+        let mut answers = Vec::new();
+        for (owner, places, targets) in remote {
+            let (reply, answer) = reply_channel();
+            let (min_bytes, max_bytes) = (request.min_bytes, request.max_bytes);
+            let forwarded = shard
+                .bus
+                .run_on(owner, 0, move |owner| async move {
+                    let _in_flight = InFlight::new(&owner);
+                    let fetched =
+                        fetch_local(&owner, &targets, max_wait, min_bytes, max_bytes).await;
+                    let owned: Vec<FetchedOwned> = fetched
+                        .into_iter()
+                        .map(FetchedPartition::into_owned)
+                        .collect();
+                    let _ = reply.send(owned);
+                })
+                .await;
+            if forwarded.is_ok() {
+                answers.push((places, answer));
+            } else {
+                for (t, p) in places {
+                    let partition = request.topics[t].partitions[p].partition;
+                    slots[t].1[p] = Some(FetchedPartition::failed(
+                        partition,
+                        WireError::new(
+                            ErrorCode::BrokerShuttingDown,
+                            "the owner shard has stopped",
+                        ),
+                    ));
+                }
+            }
+        }
+        let (places, targets): (Vec<_>, Vec<_>) = local.into_iter().unzip();
+        let fetched = fetch_local(
+            &shard,
+            &targets,
+            max_wait,
+            request.min_bytes,
+            request.max_bytes,
+        )
+        .await;
+        for ((t, p), result) in places.into_iter().zip(fetched) {
+            slots[t].1[p] = Some(result);
+        }
+        for (places, answer) in answers {
+            let results = answer.recv_async().await.unwrap_or_default();
+            for ((t, p), owned) in places.into_iter().zip(results) {
+                slots[t].1[p] = Some(FetchedPartition::from_owned(owned));
+            }
+        }
+        let topics: Vec<(String, Vec<FetchedPartition>)> = slots
+            .into_iter()
+            .enumerate()
+            .map(|(t, (topic, partitions))| {
+                let partitions = partitions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, slot)| {
+                        slot.unwrap_or_else(|| {
+                            FetchedPartition::failed(
+                                request.topics[t].partitions[p].partition,
+                                WireError::new(ErrorCode::Unknown, "no result"),
+                            )
+                        })
+                    })
+                    .collect();
+                (topic, partitions)
+            })
+            .collect();
+        let fetched_bytes: usize = topics
+            .iter()
+            .flat_map(|(_, partitions)| partitions.iter().map(FetchedPartition::bytes))
+            .sum();
+        probe::add(&shard.probe.fetch_bytes, fetched_bytes as u64);
+        shard.probe.fetch_latency.observe(started.elapsed());
+        Some(Outgoing::Fetch(FetchReply {
+            correlation_id,
+            topics,
+        }))
+    })
 }
 
 /// Reads partitions owned by this shard; waits (up to `max_wait`) until `min_bytes` are there.

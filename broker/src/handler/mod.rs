@@ -65,6 +65,16 @@ fn ready(shard: &Rc<ShardServices>, outgoing: Outgoing) -> Task<Option<Outgoing>
     })
 }
 
+/// Spawns a request's task inside the caller's current span (the request's, see
+/// `crate::net::connection`), so what the task logs is attributed to that request.
+pub fn spawn_in_request_span<F>(future: F) -> Task<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    glommio::spawn_local(future.instrument(tracing::Span::current()))
+}
+
 /// Runs `work` (which encodes the response frame) as the request's task, counted as in flight
 /// until it finishes.
 pub fn spawn_frame<F, Fut>(
@@ -78,13 +88,10 @@ where
 {
     let shard = shard.clone();
     let in_flight = InFlight::new(&shard);
-    glommio::spawn_local(
-        async move {
-            let _in_flight = in_flight;
-            Some(Outgoing::Frame(work(shard, correlation_id).await))
-        }
-        .instrument(tracing::Span::current()),
-    )
+    spawn_in_request_span(async move {
+        let _in_flight = in_flight;
+        Some(Outgoing::Frame(work(shard, correlation_id).await))
+    })
 }
 
 /// Starts handling one request. Produce is appended before this returns (so the appends of

@@ -9,7 +9,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::Task;
-use tracing::Instrument;
 use wire::batch::{peek_header, BatchView};
 use wire::protocol::{
     ErrorCode, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
@@ -17,7 +16,7 @@ use wire::protocol::{
 };
 use wire::{Acks, AlignedVec};
 
-use super::{response_frame, Outgoing};
+use super::{response_frame, spawn_in_request_span, Outgoing};
 use crate::error_code;
 use crate::partition::Partition;
 use crate::probe;
@@ -127,27 +126,24 @@ pub async fn dispatch(
         topics.push((topic.topic.clone(), partitions));
     }
     let shard = shard.clone();
-    glommio::spawn_local(
-        async move {
-            let _in_flight = in_flight;
-            let mut response = ProduceResponse { topics: Vec::new() };
-            for (topic, partitions) in topics {
-                let mut answers = Vec::with_capacity(partitions.len());
-                for pending in partitions {
-                    answers.push(complete(pending, acks, deadline).await);
-                }
-                response.topics.push(ProduceTopicResponse {
-                    topic,
-                    partitions: answers,
-                });
+    spawn_in_request_span(async move {
+        let _in_flight = in_flight;
+        let mut response = ProduceResponse { topics: Vec::new() };
+        for (topic, partitions) in topics {
+            let mut answers = Vec::with_capacity(partitions.len());
+            for pending in partitions {
+                answers.push(complete(pending, acks, deadline).await);
             }
-            let frame = (acks != Acks::None)
-                .then(|| Outgoing::Frame(response_frame(correlation_id, &response)));
-            shard.probe.produce_latency.observe(started.elapsed());
-            frame
+            response.topics.push(ProduceTopicResponse {
+                topic,
+                partitions: answers,
+            });
         }
-        .instrument(tracing::Span::current()),
-    )
+        let frame = (acks != Acks::None)
+            .then(|| Outgoing::Frame(response_frame(correlation_id, &response)));
+        shard.probe.produce_latency.observe(started.elapsed());
+        frame
+    })
 }
 
 /// Stage 2 for one partition.
