@@ -1,6 +1,9 @@
 //! The Sluice benchmark harness: drives a broker through the native client (`sluice-client`)
 //! and reports throughput, latency percentiles, CPU split and hardware references.
 //!
+//! Place: above `client` and `wire`, never the broker library (it runs the `sluice` binary as
+//! a separate process); the `sluice` binary links it for `sluice bench`.
+//!
 //! Run it as `sluice-bench` or `sluice bench` (both take [`Args`]); [`run`] is the whole
 //! program. By default it starts its own broker (`sluice serve` on an ephemeral loopback port,
 //! data under `target/bench-data` on the real disk) and stops it afterwards; `--broker

@@ -6,11 +6,12 @@
 //!
 //! Process safety: the data directory belongs to one process (an exclusive `flock` on
 //! `<data-dir>/.lock`, which holds the owner's pid), and so does every listen address: each is
-//! bound once, here, without SO_REUSEPORT, and every shard accepts on a duplicate of that one
-//! socket. After a kill -9 the dead process's listeners can outlive it for a moment (io_uring
-//! tears down asynchronously), so a bind that finds its address in use is retried until
-//! [`Config::bind_retry`] is over. `listen()` is called only once every shard is ready, so the
-//! first client that connects is served.
+//! bound once, here, without SO_REUSEPORT, and accepted on by one plain thread that hands the
+//! connections to the shards ([`crate::net::listener`]: no io_uring operation ever holds a
+//! listening socket, so a killed broker's listeners close with its process). A bind that finds
+//! its address in use is retried until [`Config::bind_retry`] is over (a process that just died
+//! may still be closing). `listen()` is called only once every shard is ready, so the first
+//! client that connects is served.
 //!
 //! With [`Config::metrics_listen`] the node also serves its metrics and health endpoint
 //! ([`crate::metrics`]) from a thread of its own: bound before the shards start (so `/ready`
@@ -20,13 +21,12 @@
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
-use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use wire::protocol::{ShardEndpoint, CONSUMER_OFFSETS_TOPIC};
@@ -34,6 +34,7 @@ use wire::protocol::{ShardEndpoint, CONSUMER_OFFSETS_TOPIC};
 use crate::config::Config;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::Readiness;
+use crate::net::listener::{Acceptors, Target};
 use crate::services::{ServiceBus, ShardServices};
 use crate::shard::bus::{Bus, Inbox};
 use crate::shard::Shard;
@@ -162,6 +163,7 @@ impl Node {
             endpoints: Arc::new(Vec::new()),
             bus: bus.clone(),
             readiness: readiness.clone(),
+            acceptors: Acceptors::default(),
             executors: Vec::new(),
             metrics,
             _lock: lock,
@@ -169,17 +171,12 @@ impl Node {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, NodeError>>();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         for (id, inbox) in inboxes.into_iter().enumerate() {
-            let sockets = (
-                duplicate(&main_socket, main_addr)?,
-                duplicate(&shard_sockets[id], main_addr)?,
-            );
             let start = ShardStart {
                 id,
                 config: config.clone(),
                 bus: bus.clone(),
                 inbox,
                 registry: registry.clone(),
-                sockets,
             };
             let ready = ready_tx.clone();
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
@@ -254,9 +251,30 @@ impl Node {
                 }));
             }
         }
-        // The shards hold duplicates of the listening sockets; these originals can go.
-        drop(main_socket);
-        drop(shard_sockets);
+        // Every shard knows the endpoints: hand connections to them from now on.
+        let accepting = std::iter::once((
+            main_socket,
+            main_addr,
+            Target::EveryShard,
+            "main".to_string(),
+        ))
+        .chain(
+            shard_sockets
+                .into_iter()
+                .enumerate()
+                .map(|(shard, socket)| {
+                    let addr = SocketAddr::new(main_addr.ip(), node.endpoints[shard].port);
+                    (socket, addr, Target::Shard(shard), format!("shard-{shard}"))
+                }),
+        );
+        for (socket, addr, target, name) in accepting {
+            if let Err(source) = node
+                .acceptors
+                .spawn(socket, addr, target, bus.clone(), &name)
+            {
+                return Err(node.abort(NodeError::Bind { addr, source }));
+            }
+        }
         readiness.ready.store(true, Ordering::Release);
         tracing::info!(%main_addr, shards = config.shards, "ready");
         Ok(node)
@@ -269,6 +287,7 @@ pub struct NodeHandle {
     endpoints: Arc<Vec<ShardEndpoint>>,
     bus: ServiceBus,
     readiness: Arc<Readiness>,
+    acceptors: Acceptors,
     executors: Vec<ExecutorJoinHandle<Result<(), NodeError>>>,
     /// The metrics endpoint, stopped once the shards have.
     metrics: Option<MetricsServer>,
@@ -280,13 +299,15 @@ pub struct NodeHandle {
 pub struct ShutdownTrigger {
     bus: ServiceBus,
     readiness: Arc<Readiness>,
+    acceptors: Acceptors,
 }
 
 impl ShutdownTrigger {
-    /// Marks the node not ready (`/ready` says 503), then has every shard stop accepting,
-    /// drain and close its logs. Idempotent.
+    /// Marks the node not ready (`/ready` says 503), stops accepting connections, then has
+    /// every shard drain and close its logs. Idempotent.
     pub fn shutdown(&self) {
         self.readiness.ready.store(false, Ordering::Release);
+        self.acceptors.stop();
         for shard in 0..self.bus.shards() {
             let _ =
                 self.bus.run_on_blocking(
@@ -326,6 +347,7 @@ impl NodeHandle {
         ShutdownTrigger {
             bus: self.bus.clone(),
             readiness: self.readiness.clone(),
+            acceptors: self.acceptors.clone(),
         }
     }
 
@@ -394,20 +416,17 @@ struct ShardStart {
     bus: ServiceBus,
     inbox: Inbox<ShardServices>,
     registry: TopicRegistry,
-    /// Duplicates of the (bound, not yet listening) main and shard sockets.
-    sockets: (Socket, Socket),
 }
 
-/// A shard with its partitions and services open, its pump running, not yet accepting.
+/// A shard with its partitions and services open and its pump running.
 struct OpenedShard {
     services: std::rc::Rc<ShardServices>,
-    main_listener: TcpListener,
-    shard_listener: TcpListener,
     /// The message pump, stopped once the shard has drained (see [`serve_shard`]).
     pump: glommio::Task<()>,
 }
 
-/// Opens one shard: its partitions, its services, its listeners (not yet listening), its pump.
+/// Opens one shard: its partitions, its services, its pump. Connections come later, handed
+/// over by the node's acceptor threads once every shard is open.
 async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
     let ShardStart {
         id,
@@ -415,50 +434,24 @@ async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
         bus,
         inbox,
         registry,
-        sockets: (main_socket, shard_socket),
     } = start;
     let shards = bus.shards();
     let shard = Shard::open(id, shards, config, registry).await?;
     let services = ShardServices::open(shard, bus).await?;
-    // SAFETY: each descriptor is a fresh duplicate (`try_clone`) of a bound TCP socket that
-    // nothing else owns; the glommio listener takes ownership and closes it. The accept loops
-    // only run once the node has called listen() on the shared socket (`set_endpoints`).
-    let main_listener = unsafe { TcpListener::from_raw_fd(main_socket.into_raw_fd()) };
-    // SAFETY: as above.
-    let shard_listener = unsafe { TcpListener::from_raw_fd(shard_socket.into_raw_fd()) };
     let pump = glommio::spawn_local(crate::shard::pump(services.clone(), inbox));
-    Ok(OpenedShard {
-        services,
-        main_listener,
-        shard_listener,
-        pump,
-    })
+    Ok(OpenedShard { services, pump })
 }
 
-/// The life of one open shard: accept once the node listens, until shutdown; then drain.
+/// The life of one open shard: background loops once the node serves, until shutdown; then
+/// drain.
 async fn serve_shard(opened: OpenedShard) -> Result<(), NodeError> {
-    let OpenedShard {
-        services,
-        main_listener,
-        shard_listener,
-        pump,
-    } = opened;
+    let OpenedShard { services, pump } = opened;
     let waiting = services.clone();
     services
         .changed
         .wait_until(|| waiting.main_port.get() != 0 || waiting.shutting_down.get())
         .await;
     if !services.shutting_down.get() {
-        let main_accept = glommio::spawn_local(crate::net::listener::accept_loop(
-            services.clone(),
-            main_listener,
-            "main",
-        ));
-        let shard_accept = glommio::spawn_local(crate::net::listener::accept_loop(
-            services.clone(),
-            shard_listener,
-            "shard",
-        ));
         glommio::spawn_local(services.shard.clone().retention_loop()).detach();
         glommio::spawn_local(
             services
@@ -472,8 +465,6 @@ async fn serve_shard(opened: OpenedShard) -> Result<(), NodeError> {
             .changed
             .wait_until(|| waiting.shutting_down.get())
             .await;
-        main_accept.await;
-        shard_accept.await;
     }
     services.drain_and_close(DRAIN_TIMEOUT).await;
     // Drops the inbox: from here on, work sent to this shard fails at once (`BusClosed`, or a
@@ -493,9 +484,6 @@ fn bind(addr: SocketAddr, deadline: Instant) -> Result<Socket, NodeError> {
             .map_err(bind_error)?;
         // SO_REUSEADDR only lets us bind over connections in TIME_WAIT, never over a listener.
         socket.set_reuse_address(true).map_err(bind_error)?;
-        // Non-blocking for good: glommio's accept toggles the flag around a first try, and the
-        // shards share this file description.
-        socket.set_nonblocking(true).map_err(bind_error)?;
         match socket.bind(&SockAddr::from(addr)) {
             Ok(()) => return Ok(socket),
             Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
@@ -513,12 +501,6 @@ fn bind(addr: SocketAddr, deadline: Instant) -> Result<Socket, NodeError> {
 fn listen(socket: &Socket, addr: SocketAddr) -> Result<(), NodeError> {
     socket
         .listen(LISTEN_BACKLOG)
-        .map_err(|source| NodeError::Bind { addr, source })
-}
-
-fn duplicate(socket: &Socket, addr: SocketAddr) -> Result<Socket, NodeError> {
-    socket
-        .try_clone()
         .map_err(|source| NodeError::Bind { addr, source })
 }
 

@@ -1,6 +1,9 @@
 //! The native Rust client of Sluice, on tokio: a [`Producer`] with per-partition batching, a
 //! [`Consumer`] handing out zero-copy record views, and an [`Admin`] for topics.
 //!
+//! Place: above `wire` only (never the broker); used by the bench and the `sluice` binary's
+//! command line.
+//!
 //! Everything takes the bootstrap address of a broker as a `host:port` string (several may be
 //! given, comma-separated). Connections are opened lazily, kept in a pool per broker shard
 //! endpoint, and reopened after a broker restart.

@@ -129,35 +129,10 @@ pub struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when unset.
     #[arg(long, env = "SLUICE_LOG")]
     pub log: Option<String>,
-    /// A config file of `name = value` lines using the long flag names (e.g. `listen =
-    /// "127.0.0.1:9092"`); flags and environment variables override it.
+    /// A TOML config file whose keys are the long flag names with underscores (e.g. `listen =
+    /// "127.0.0.1:9092"`, `cores = 2`); flags and environment variables override it.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
-}
-
-/// Turns a config file into `--name=value` arguments, skipping names whose environment
-/// variable is set (the environment wins over the file).
-pub fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
-    let mut out = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((name, value)) = line.split_once('=') else {
-            bail!("{}:{}: expected `name = value`", path.display(), number + 1);
-        };
-        let name = name.trim().replace('_', "-");
-        let value = value.trim().trim_matches('"');
-        let env_name = format!("SLUICE_{}", name.replace('-', "_").to_uppercase());
-        if std::env::var_os(&env_name).is_some() {
-            continue;
-        }
-        out.push(format!("--{name}={value}"));
-    }
-    Ok(out)
 }
 
 impl ServeArgs {

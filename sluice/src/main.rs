@@ -13,10 +13,11 @@
 
 mod args;
 mod cli;
+mod config_file;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Sluice: a thread-per-core, persistent message broker.
 #[derive(Debug, Parser)]
@@ -37,40 +38,27 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let mut argv: Vec<String> = std::env::args().collect();
-    // A config file's values go in front of the flags so that flags override them.
-    if argv.get(1).map(String::as_str) == Some("serve") {
-        if let Some(path) = config_path(&argv) {
-            match args::config_file_args(&path) {
-                Ok(extra) => {
-                    argv.splice(2..2, extra);
-                }
-                Err(error) => {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    match cli.command {
+        Command::Serve(mut args) => {
+            if let Some(path) = args.config.clone() {
+                let serve_matches = matches.subcommand_matches("serve").unwrap_or(&matches);
+                let merged = config_file::ConfigFile::load(&path)
+                    .and_then(|file| file.merge_into(&mut args, serve_matches));
+                if let Err(error) = merged {
                     eprintln!("error: {error:#}");
                     return ExitCode::from(2);
                 }
             }
+            serve(args)
         }
-    }
-    let cli = Cli::parse_from(argv);
-    match cli.command {
-        Command::Serve(args) => serve(args),
         Command::Client(command) => run_client(command),
         Command::Bench(args) => bench::run(*args),
     }
-}
-
-fn config_path(argv: &[String]) -> Option<std::path::PathBuf> {
-    let mut iter = argv.iter();
-    while let Some(arg) = iter.next() {
-        if let Some(value) = arg.strip_prefix("--config=") {
-            return Some(value.into());
-        }
-        if arg == "--config" {
-            return iter.next().map(Into::into);
-        }
-    }
-    std::env::var_os("SLUICE_CONFIG").map(Into::into)
 }
 
 fn serve(args: args::ServeArgs) -> ExitCode {

@@ -120,3 +120,22 @@ fn tmpfs_data_directory_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("O_DIRECT"), "{stderr}");
 }
+
+/// A config file is TOML; a key that is not a setting stops the broker with exit code 2 and
+/// a message naming the key (a typo never silently falls back to a default).
+#[test]
+fn unknown_config_keys_are_refused() {
+    let dir = common::data_dir();
+    let conf = dir.path().join("sluice.toml");
+    std::fs::write(&conf, "lisen = \"127.0.0.1:0\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("lisen"), "{stderr}");
+}

@@ -1,5 +1,8 @@
 //! Sluice's storage engine: the partition log.
 //!
+//! Place: above `wire`, below the broker (the only crate that uses it); the only crate that
+//! touches files. [`metadata`] writes the broker's small metadata files atomically.
+//!
 //! A log is a directory of segment files named by their first offset. Batches (the
 //! [`wire::batch`] format) are laid end to end; each is a multiple of 16 bytes, so a batch cut out
 //! of a page-aligned buffer can be read in place.

@@ -1,5 +1,9 @@
 //! Sluice wire formats.
 //!
+//! Place: the bottom crate; every other crate (storage, broker, client, bench, the `sluice`
+//! binary) depends on it and it depends on none of them. It also defines the delivery
+//! policies all of them share ([`Durability`], [`Acks`]).
+//!
 //! This crate is a pure codec: it turns values into bytes and bytes back
 //! into checked views, with no I/O, no async and no allocation on the read
 //! path. It currently defines the **record batch** ([`batch`]), the unit of

@@ -133,7 +133,11 @@ pub struct Conn {
 impl Conn {
     /// Connects.
     pub fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap();
+        Conn::over(TcpStream::connect(addr).unwrap())
+    }
+
+    /// Speaks the protocol over an already connected stream.
+    pub fn over(stream: TcpStream) -> Conn {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();

@@ -1,0 +1,159 @@
+//! Broker liveness on the controller leader: a pure state machine of heartbeats and time.
+//!
+//! Brokers send heartbeats to the controller leader (an RPC, not a log entry: heartbeats are
+//! frequent and carry no state worth replicating). The leader's driver
+//! ([`crate::raft::node`]) feeds [`Liveness::heartbeat`] and, every tick,
+//! [`Liveness::tick`], and proposes the [`LivenessAction`]s that come back as
+//! `FenceBroker` / `UnfenceBroker` commands. No clock, no I/O: time comes in as `now_ms`.
+//!
+//! A new leader knows no heartbeat yet; [`Liveness::reset`] gives every registered broker a
+//! full session from the moment it took over, so a leader change does not fence the cluster.
+
+use std::collections::BTreeMap;
+
+use crate::metadata::{BrokerId, MetadataImage};
+
+/// What the leader should propose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LivenessAction {
+    /// The broker missed its session: propose `FenceBroker`.
+    Fence(BrokerId),
+    /// A fenced broker heartbeats again: propose `UnfenceBroker`.
+    Unfence(BrokerId),
+}
+
+/// Last heartbeat per broker, and the session timeout.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    session_timeout_ms: u64,
+    last_heartbeat_ms: BTreeMap<BrokerId, u64>,
+}
+
+impl Liveness {
+    /// Fence a broker after `session_timeout_ms` without a heartbeat.
+    pub fn new(session_timeout_ms: u64) -> Self {
+        Liveness {
+            session_timeout_ms,
+            last_heartbeat_ms: BTreeMap::new(),
+        }
+    }
+
+    /// Forget every heartbeat and count every live broker as heard from at `now_ms` (called
+    /// when this node becomes leader). Fenced brokers stay fenced until they heartbeat.
+    pub fn reset(&mut self, now_ms: u64, image: &MetadataImage) {
+        self.last_heartbeat_ms = image
+            .brokers
+            .values()
+            .filter(|broker| !broker.fenced)
+            .map(|broker| (broker.id, now_ms))
+            .collect();
+    }
+
+    /// A heartbeat from `id` at `now_ms`.
+    pub fn heartbeat(&mut self, id: BrokerId, now_ms: u64) {
+        let last = self.last_heartbeat_ms.entry(id).or_insert(now_ms);
+        *last = (*last).max(now_ms);
+    }
+
+    /// Compare every registered broker's last heartbeat with `now_ms`: fence the silent live
+    /// ones, unfence the fenced ones heard from within the session.
+    pub fn tick(&mut self, now_ms: u64, image: &MetadataImage) -> Vec<LivenessAction> {
+        let mut actions = Vec::new();
+        self.last_heartbeat_ms
+            .retain(|id, _| image.brokers.contains_key(id));
+        for (id, broker) in &image.brokers {
+            if broker.fenced {
+                let heard = self.last_heartbeat_ms.get(id);
+                if heard.is_some_and(|last| now_ms.saturating_sub(*last) <= self.session_timeout_ms)
+                {
+                    actions.push(LivenessAction::Unfence(*id));
+                }
+                continue;
+            }
+            // A broker registered since the last reset gets its session from now.
+            let last = *self.last_heartbeat_ms.entry(*id).or_insert(now_ms);
+            if now_ms.saturating_sub(last) > self.session_timeout_ms {
+                actions.push(LivenessAction::Fence(*id));
+            }
+        }
+        actions
+    }
+
+    /// Forget a broker's heartbeats once it is fenced, so only a heartbeat sent after the
+    /// fencing unfences it.
+    pub fn forget(&mut self, id: BrokerId) {
+        self.last_heartbeat_ms.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::metadata::Command;
+
+    fn image_with(ids: &[u32]) -> MetadataImage {
+        let mut image = MetadataImage::new();
+        for id in ids {
+            image
+                .apply(&Command::RegisterBroker {
+                    id: BrokerId(*id),
+                    endpoints: vec!["127.0.0.1:1".into()],
+                    rack: None,
+                    incarnation: 1,
+                })
+                .expect("register");
+        }
+        image
+    }
+
+    #[test]
+    fn silent_broker_is_fenced_after_the_session_and_unfenced_when_back() {
+        let mut image = image_with(&[1, 2]);
+        let mut liveness = Liveness::new(1_000);
+        liveness.reset(10_000, &image);
+        liveness.heartbeat(BrokerId(1), 10_900);
+        assert_eq!(liveness.tick(10_900, &image), vec![]);
+        liveness.heartbeat(BrokerId(1), 11_500);
+        assert_eq!(
+            liveness.tick(11_500, &image),
+            vec![LivenessAction::Fence(BrokerId(2))]
+        );
+        image
+            .apply(&Command::FenceBroker { id: BrokerId(2) })
+            .expect("fence");
+        liveness.forget(BrokerId(2));
+        assert_eq!(liveness.tick(11_600, &image), vec![]);
+        liveness.heartbeat(BrokerId(2), 11_700);
+        assert_eq!(
+            liveness.tick(11_700, &image),
+            vec![LivenessAction::Unfence(BrokerId(2))]
+        );
+    }
+
+    proptest! {
+        /// A broker is fenced exactly when it has been silent for longer than the session.
+        #[test]
+        fn fences_exactly_the_silent(
+            heartbeats in proptest::collection::vec((1u32..5, 0u64..5_000), 0..40),
+            now_ms in 0u64..10_000,
+        ) {
+            let image = image_with(&[1, 2, 3, 4]);
+            let mut liveness = Liveness::new(2_000);
+            liveness.reset(0, &image);
+            let mut last = BTreeMap::new();
+            for (id, at) in &heartbeats {
+                liveness.heartbeat(BrokerId(*id), *at);
+                let entry = last.entry(*id).or_insert(0u64);
+                *entry = (*entry).max(*at);
+            }
+            let fenced: Vec<LivenessAction> = liveness.tick(now_ms, &image);
+            for id in 1..5u32 {
+                let heard = last.get(&id).copied().unwrap_or(0);
+                let expect = now_ms.saturating_sub(heard) > 2_000;
+                prop_assert_eq!(fenced.contains(&LivenessAction::Fence(BrokerId(id))), expect);
+            }
+        }
+    }
+}
