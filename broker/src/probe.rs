@@ -240,6 +240,35 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the observations, the histogram accounts for each exactly once: the
+        /// count and the sum are theirs, and every bucket holds exactly the observations
+        /// above the previous bound and at most its own.
+        #[test]
+        fn every_observation_is_counted_once_in_its_bucket(
+            samples_ns in proptest::collection::vec(0u64..20_000_000_000, 0..200)
+        ) {
+            let histogram = LatencyHistogram::default();
+            for sample in &samples_ns {
+                histogram.observe(Duration::from_nanos(*sample));
+            }
+            let snapshot = histogram.snapshot();
+            proptest::prop_assert_eq!(snapshot.count, samples_ns.len() as u64);
+            proptest::prop_assert_eq!(snapshot.sum_ns, samples_ns.iter().sum::<u64>());
+            let mut lower_ns = None;
+            for (index, count) in snapshot.bucket_counts.iter().enumerate() {
+                let upper_ns = LATENCY_BUCKET_BOUNDS_NS.get(index).copied();
+                let expected = samples_ns
+                    .iter()
+                    .filter(|sample| lower_ns.is_none_or(|lower| **sample > lower))
+                    .filter(|sample| upper_ns.is_none_or(|upper| **sample <= upper))
+                    .count() as u64;
+                proptest::prop_assert_eq!(*count, expected, "bucket {}", index);
+                lower_ns = upper_ns;
+            }
+        }
+    }
+
     /// The sync observer feeds the probe's fsync histogram.
     #[test]
     fn sync_observer_feeds_fsync_latency() {
