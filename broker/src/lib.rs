@@ -9,7 +9,9 @@
 //!
 //! ```text
 //!  node                         start-up, listeners' life, shutdown           (top)
-//!   └─ net                      listeners, connections: the only sockets
+//!   └─ net, metrics             listeners, connections: the only broker sockets; the
+//!       │                       metrics/health HTTP endpoint (its own thread, reads the
+//!       │                       shards through the bus)
 //!       └─ handler              one file per API; builds the bus's work items
 //!           └─ services         per-shard services: group coordinator (group), topic admin
 //!              group, admin,    (admin), producer ids (producer_ids)
@@ -17,7 +19,8 @@
 //!               └─ shard        owned partitions, bus (inbox), pump, router, per-core state
 //!                   └─ partition   one partition: log, role, high watermark, the point where
 //!                       │          an append becomes acknowledgeable (the replication seam)
-//!                       └─ config, topics, producer_state, error_code      (bottom)
+//!                       └─ config, topics, producer_state, error_code,     (bottom)
+//!                          probe (per-shard counters and latency histograms)
 //! ```
 //! `storage` and `wire` sit below all of them.
 
@@ -26,9 +29,11 @@ pub mod config;
 pub mod error_code;
 pub mod group;
 pub mod handler;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod partition;
+pub mod probe;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod services;

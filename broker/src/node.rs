@@ -12,12 +12,18 @@
 //! its address in use is retried until [`Config::bind_retry`] is over (a process that just died
 //! may still be closing). `listen()` is called only once every shard is ready, so the first
 //! client that connects is served.
+//!
+//! With [`Config::metrics_listen`] the node also serves its metrics and health endpoint
+//! ([`crate::metrics`]) from a thread of its own: bound before the shards start (so `/ready`
+//! says 503 until the node serves, and 503 again once a shutdown begins), stopped after the
+//! shards have stopped.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -26,6 +32,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use wire::protocol::{ShardEndpoint, CONSUMER_OFFSETS_TOPIC};
 
 use crate::config::Config;
+use crate::metrics::server::MetricsServer;
+use crate::metrics::Readiness;
 use crate::net::limits::{NetStats, ShardNet};
 use crate::net::listener::{Acceptors, Target};
 use crate::services::{ServiceBus, ShardServices};
@@ -144,13 +152,23 @@ impl Node {
         let config = Arc::new(config);
         let (bus, inboxes) = Bus::new(config.shards, config.shard_inbox_bytes);
         let net_stats = Arc::new(NetStats::new(config.shards, config.max_connections));
+        let readiness = Arc::new(Readiness::default());
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(
+                MetricsServer::start(addr, bus.clone(), readiness.clone())
+                    .map_err(|source| NodeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let mut node = NodeHandle {
             main_addr,
             net_stats: net_stats.clone(),
             endpoints: Arc::new(Vec::new()),
             bus: bus.clone(),
+            readiness: readiness.clone(),
             acceptors: Acceptors::default(),
             executors: Vec::new(),
+            metrics,
             _lock: lock,
         };
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, NodeError>>();
@@ -261,6 +279,7 @@ impl Node {
                 return Err(node.abort(NodeError::Bind { addr, source }));
             }
         }
+        readiness.ready.store(true, Ordering::Release);
         tracing::info!(%main_addr, shards = config.shards, "ready");
         Ok(node)
     }
@@ -272,8 +291,11 @@ pub struct NodeHandle {
     net_stats: Arc<NetStats>,
     endpoints: Arc<Vec<ShardEndpoint>>,
     bus: ServiceBus,
+    readiness: Arc<Readiness>,
     acceptors: Acceptors,
     executors: Vec<ExecutorJoinHandle<Result<(), NodeError>>>,
+    /// The metrics endpoint, stopped once the shards have.
+    metrics: Option<MetricsServer>,
     _lock: DataDirLock,
 }
 
@@ -281,13 +303,15 @@ pub struct NodeHandle {
 #[derive(Clone)]
 pub struct ShutdownTrigger {
     bus: ServiceBus,
+    readiness: Arc<Readiness>,
     acceptors: Acceptors,
 }
 
 impl ShutdownTrigger {
-    /// Stops accepting connections, then has every shard drain and close its logs.
-    /// Idempotent.
+    /// Marks the node not ready (`/ready` says 503), stops accepting connections, then has
+    /// every shard drain and close its logs. Idempotent.
     pub fn shutdown(&self) {
+        self.readiness.ready.store(false, Ordering::Release);
         self.acceptors.stop();
         for shard in 0..self.bus.shards() {
             let _ =
@@ -317,6 +341,12 @@ impl NodeHandle {
         &self.endpoints
     }
 
+    /// The metrics endpoint's address (the port chosen, when the configuration said 0), if
+    /// [`Config::metrics_listen`] asked for one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::addr)
+    }
+
     /// Begins a graceful stop (see [`ShutdownTrigger::shutdown`]); [`NodeHandle::wait`] then
     /// returns once every shard is done.
     pub fn shutdown(&self) {
@@ -327,6 +357,7 @@ impl NodeHandle {
     pub fn trigger(&self) -> ShutdownTrigger {
         ShutdownTrigger {
             bus: self.bus.clone(),
+            readiness: self.readiness.clone(),
             acceptors: self.acceptors.clone(),
         }
     }
@@ -334,6 +365,8 @@ impl NodeHandle {
     /// Waits until every shard has stopped; the first shard error, if any.
     pub fn wait(self) -> Result<(), NodeError> {
         let result = join(self.executors);
+        // The endpoint outlives the shards: a scrape during the drain is answered.
+        drop(self.metrics);
         tracing::info!("stopped");
         result
     }
@@ -398,9 +431,16 @@ struct ShardStart {
     net_stats: Arc<NetStats>,
 }
 
+/// A shard with its partitions and services open and its pump running.
+struct OpenedShard {
+    services: std::rc::Rc<ShardServices>,
+    /// The message pump, stopped once the shard has drained (see [`serve_shard`]).
+    pump: glommio::Task<()>,
+}
+
 /// Opens one shard: its partitions, its services, its pump. Connections come later, handed
 /// over by the node's acceptor threads once every shard is open.
-async fn open_shard(start: ShardStart) -> Result<std::rc::Rc<ShardServices>, NodeError> {
+async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
     let ShardStart {
         id,
         config,
@@ -413,13 +453,14 @@ async fn open_shard(start: ShardStart) -> Result<std::rc::Rc<ShardServices>, Nod
     let shards = bus.shards();
     let shard = Shard::open(id, shards, config, registry).await?;
     let services = ShardServices::open(shard, bus).await?;
-    glommio::spawn_local(crate::shard::pump(services.clone(), inbox)).detach();
-    Ok(services)
+    let pump = glommio::spawn_local(crate::shard::pump(services.clone(), inbox));
+    Ok(OpenedShard { services, pump })
 }
 
 /// The life of one open shard: background loops once the node serves, until shutdown; then
 /// drain.
-async fn serve_shard(services: std::rc::Rc<ShardServices>) -> Result<(), NodeError> {
+async fn serve_shard(opened: OpenedShard) -> Result<(), NodeError> {
+    let OpenedShard { services, pump } = opened;
     let waiting = services.clone();
     services
         .changed
@@ -441,6 +482,10 @@ async fn serve_shard(services: std::rc::Rc<ShardServices>) -> Result<(), NodeErr
             .await;
     }
     services.drain_and_close(DRAIN_TIMEOUT).await;
+    // Drops the inbox: from here on, work sent to this shard fails at once (`BusClosed`, or a
+    // dropped reply) instead of waiting in an inbox nobody reads (a scrape during the rest of
+    // the node's shutdown, another shard still draining).
+    pump.cancel().await;
     tracing::debug!(shard = services.id, "shard stopped");
     Ok(())
 }

@@ -47,16 +47,21 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Opens a partition: its log (with the node's test fault plan, if any), then the producer
-    /// state rebuilt from the log's batch headers.
+    /// Opens a partition: its log (with the node's test fault plan, if any, and reporting its
+    /// syncs to `sync_observer`), then the producer state rebuilt from the log's batch headers.
     pub async fn open(
         topic: &str,
         partition: u32,
         config: &TopicConfig,
         dir: &std::path::Path,
         faults: Option<&std::sync::Arc<storage::FaultPlan>>,
+        sync_observer: storage::SyncObserver,
     ) -> Result<Partition, storage::StorageError> {
-        let log = Log::open(dir, crate::config::log_config(config, faults)).await?;
+        let log_config = storage::LogConfig {
+            sync_observer: Some(sync_observer),
+            ..crate::config::log_config(config, faults)
+        };
+        let log = Log::open(dir, log_config).await?;
         let mut producers = crate::producer_state::ProducerStates::default();
         let mut offset = log.log_start_offset();
         while offset < log.log_end_offset() {

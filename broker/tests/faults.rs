@@ -40,27 +40,16 @@ fn data_dir() -> tempfile::TempDir {
 /// A two-shard node's configuration on `data_dir`, with `faults` armed by the test.
 fn config(data_dir: &Path, faults: Option<Arc<FaultPlan>>) -> Config {
     Config {
-        data_dir: data_dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        shards: 2,
-        shard_port_base: 0,
-        advertised_shard_port_base: None,
-        advertised_host: "127.0.0.1".into(),
-        broker_id: 0,
         max_frame_bytes: 8 << 20,
         idle_timeout: Duration::from_secs(300),
         retention_check: Duration::from_secs(3600),
         offsets_partitions: 1,
         offsets_segment_bytes: 1 << 20,
-        offsets_snapshot_records: 20_000,
         group_limits: GroupLimits {
-            min_session_timeout: Duration::from_millis(500),
-            max_session_timeout: Duration::from_secs(1800),
             initial_rebalance_delay: Duration::from_millis(0),
             max_members: 100,
+            ..Config::new(data_dir.to_path_buf(), 2).group_limits
         },
-        shard_inbox_bytes: broker::shard::bus::SHARD_INBOX_BYTES_DEFAULT,
-        bind_retry: Duration::from_secs(5),
         topic_defaults: TopicDefaults {
             partitions: 1,
             retention_ms: -1,
@@ -70,6 +59,7 @@ fn config(data_dir: &Path, faults: Option<Arc<FaultPlan>>) -> Config {
         },
         tail_cache_bytes_per_core: 16 << 20,
         storage_faults: faults,
+        ..Config::new(data_dir.to_path_buf(), 2)
     }
 }
 

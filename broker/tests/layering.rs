@@ -15,6 +15,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("error_code", 0),
     ("topics", 0),
     ("producer_state", 0),
+    ("probe", 0),
     ("partition", 1),
     ("shard", 2),
     ("group", 3),
@@ -23,6 +24,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("services", 3),
     ("handler", 4),
     ("net", 5),
+    ("metrics", 5),
     ("node", 6),
 ];
 

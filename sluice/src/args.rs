@@ -148,6 +148,12 @@ pub struct ServeArgs {
     /// caches hold at most cores x this: 2 x 256 MiB = 512 MiB, 24 x 256 MiB = 6 GiB.
     #[arg(long, env = "SLUICE_TAIL_CACHE_BYTES_PER_CORE", default_value_t = broker::config::TAIL_CACHE_BYTES_PER_CORE_DEFAULT)]
     pub tail_cache_bytes_per_core: usize,
+    /// Address of the metrics and health endpoint: Prometheus text at `/metrics`, `/ready`
+    /// (200 once serving, 503 while starting or stopping) and `/live` (200 while every shard
+    /// runs). Off unless given (e.g. `127.0.0.1:9644`); port 0 picks a free port, printed on
+    /// stdout after the readiness line as `sluice metrics on HOST:PORT`.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when unset.
     #[arg(long, env = "SLUICE_LOG")]
     pub log: Option<String>,
@@ -265,6 +271,7 @@ impl ServeArgs {
             bind_retry: Duration::from_millis(self.bind_retry_ms),
             tail_cache_bytes_per_core: self.tail_cache_bytes_per_core,
             storage_faults: None,
+            metrics_listen: self.metrics_listen,
             topic_defaults: TopicDefaults {
                 partitions: self.default_partitions,
                 retention_ms: self.default_retention_ms,

@@ -50,6 +50,7 @@ pub struct ConfigFile {
     shard_inbox_bytes: Option<u32>,
     bind_retry_ms: Option<u64>,
     tail_cache_bytes_per_core: Option<usize>,
+    metrics_listen: Option<SocketAddr>,
     log: Option<String>,
 }
 
@@ -114,6 +115,7 @@ impl ConfigFile {
             shard_inbox_bytes,
             bind_retry_ms,
             tail_cache_bytes_per_core,
+            metrics_listen,
             log,
         );
         if let Some(text) = self.default_durability {

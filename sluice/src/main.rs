@@ -91,6 +91,9 @@ fn serve(args: args::ServeArgs) -> ExitCode {
         }
     };
     println!("sluice listening on {} ({shards} shards)", node.main_addr());
+    if let Some(metrics_addr) = node.metrics_addr() {
+        println!("sluice metrics on {metrics_addr}");
+    }
     let trigger = node.trigger();
     let signal_handle = signals.handle();
     std::thread::spawn(move || {

@@ -2,6 +2,7 @@
 //! long data is kept. The broker builds a [`LogConfig`] from a topic's settings; this crate never
 //! sees command-line flags.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,21 @@ pub struct LogConfig {
     /// Faults to inject into every file operation of this log (tests of failure paths, the
     /// storage crate's and the broker's); `None` in production. See [`FaultPlan`].
     pub faults: Option<Arc<FaultPlan>>,
+    /// Told how long each data sync (fdatasync of the active segment, one per group commit)
+    /// took; the broker feeds its fsync-latency histogram with it. `None`: nobody listens.
+    pub sync_observer: Option<SyncObserver>,
+}
+
+/// A hook a log calls with the duration of each of its data syncs, on the log's own shard,
+/// right after the fdatasync returns (whether it succeeded or not). It must be cheap: it runs
+/// on the log's flusher task.
+#[derive(Clone)]
+pub struct SyncObserver(pub Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl fmt::Debug for SyncObserver {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("SyncObserver")
+    }
 }
 
 impl Default for LogConfig {
@@ -91,6 +107,7 @@ impl Default for LogConfig {
             preallocate_bytes: 64 << 20,
             require_direct_io: true,
             faults: None,
+            sync_observer: None,
         }
     }
 }

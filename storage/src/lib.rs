@@ -47,7 +47,8 @@ mod recovery;
 mod segment;
 
 pub use config::{
-    Durability, LogConfig, PAGE_SIZE, PREALLOCATE_FIRST_STEP_BYTES, PREALLOCATE_STEP_MAX_BYTES,
+    Durability, LogConfig, SyncObserver, PAGE_SIZE, PREALLOCATE_FIRST_STEP_BYTES,
+    PREALLOCATE_STEP_MAX_BYTES,
 };
 pub use core_resources::{
     CoreResources, ShardBudget, SPARE_CHUNKS_MAX, TAIL_CACHE_BYTES_PER_CORE_DEFAULT,

@@ -1162,7 +1162,12 @@ impl LogInner {
             .wait_written(target_position)
             .await
             .map_err(|reason| self.poison(reason))?;
-        if let Err(error) = file.fdatasync().await {
+        let sync_started = std::time::Instant::now();
+        let synced = file.fdatasync().await;
+        if let Some(observer) = &self.config.sync_observer {
+            (observer.0)(sync_started.elapsed());
+        }
+        if let Err(error) = synced {
             return Err(self.poison(error.to_string()));
         }
         {

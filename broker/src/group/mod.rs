@@ -512,6 +512,18 @@ impl Coordinator {
         }
     }
 
+    /// Every offset committed to the groups this shard coordinates, as
+    /// `(group, topic, partition, offset)`; read at scrape time by the metrics endpoint.
+    pub fn committed_offsets(&self) -> Vec<(String, String, u32, u64)> {
+        let mut committed = Vec::new();
+        for store in self.stores.borrow().values() {
+            store.for_each_committed(|group, topic, partition, offset| {
+                committed.push((group.to_owned(), topic.to_owned(), partition, offset));
+            });
+        }
+        committed
+    }
+
     /// Answers every held join and sync (the broker is stopping), so draining does not wait
     /// for rebalances.
     pub fn release_waiters(&self) {

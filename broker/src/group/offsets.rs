@@ -514,6 +514,16 @@ impl OffsetStore {
         self.table.borrow().get(group).cloned().unwrap_or_default()
     }
 
+    /// Calls `visit(group, topic, partition, committed offset)` for every committed offset
+    /// here (the metrics endpoint's group lag).
+    pub fn for_each_committed(&self, mut visit: impl FnMut(&str, &str, u32, u64)) {
+        for (group, offsets) in self.table.borrow().iter() {
+            for ((topic, partition), committed) in offsets {
+                visit(group, topic, *partition, committed.offset);
+            }
+        }
+    }
+
     /// Every group with committed offsets here.
     pub fn groups(&self) -> Vec<String> {
         self.table.borrow().keys().cloned().collect()

@@ -15,7 +15,8 @@ use wire::protocol::{
     FetchTopicResponse, FrameParts, Records, WireError,
 };
 
-use super::{FetchedRecords, Outgoing};
+use super::{spawn_in_request_span, FetchedRecords, Outgoing};
+use crate::probe;
 use crate::services::ShardServices;
 use crate::shard::bus::reply_channel;
 use crate::shard::{InFlight, Route};
@@ -166,7 +167,9 @@ pub fn dispatch(
 ) -> Task<Option<Outgoing>> {
     let shard = shard.clone();
     let in_flight = InFlight::new(&shard);
-    glommio::spawn_local(async move {
+    let started = Instant::now();
+    probe::add(&shard.probe.fetch_requests, 1);
+    spawn_in_request_span(async move {
         let _in_flight = in_flight;
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT_MAX);
         // Group partitions by owner, keeping each one's place in the response.
@@ -250,7 +253,7 @@ pub fn dispatch(
                 slots[t].1[p] = Some(FetchedPartition::from_owned(owned));
             }
         }
-        let topics = slots
+        let topics: Vec<(String, Vec<FetchedPartition>)> = slots
             .into_iter()
             .enumerate()
             .map(|(t, (topic, partitions))| {
@@ -269,6 +272,12 @@ pub fn dispatch(
                 (topic, partitions)
             })
             .collect();
+        let fetched_bytes: usize = topics
+            .iter()
+            .flat_map(|(_, partitions)| partitions.iter().map(FetchedPartition::bytes))
+            .sum();
+        probe::add(&shard.probe.fetch_bytes, fetched_bytes as u64);
+        shard.probe.fetch_latency.observe(started.elapsed());
         Some(Outgoing::Fetch(FetchReply {
             correlation_id,
             topics,

@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 use glommio::Task;
 use storage::SharedBytes;
+use tracing::Instrument;
 use wire::protocol::{
     encode_error_response, encode_response, Encode, ErrorCode, Request, RequestHeader, WireError,
 };
@@ -64,6 +65,16 @@ fn ready(shard: &Rc<ShardServices>, outgoing: Outgoing) -> Task<Option<Outgoing>
     })
 }
 
+/// Spawns a request's task inside the caller's current span (the request's, see
+/// `crate::net::connection`), so what the task logs is attributed to that request.
+pub fn spawn_in_request_span<F>(future: F) -> Task<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    glommio::spawn_local(future.instrument(tracing::Span::current()))
+}
+
 /// Runs `work` (which encodes the response frame) as the request's task, counted as in flight
 /// until it finishes.
 pub fn spawn_frame<F, Fut>(
@@ -77,7 +88,7 @@ where
 {
     let shard = shard.clone();
     let in_flight = InFlight::new(&shard);
-    glommio::spawn_local(async move {
+    spawn_in_request_span(async move {
         let _in_flight = in_flight;
         Some(Outgoing::Frame(work(shard, correlation_id).await))
     })

@@ -16,13 +16,14 @@ use wire::protocol::{
 };
 use wire::{Acks, AlignedVec};
 
-use super::{response_frame, Outgoing};
+use super::{response_frame, spawn_in_request_span, Outgoing};
 use crate::error_code;
 use crate::partition::Partition;
+use crate::probe;
 use crate::producer_state::Verdict;
 use crate::services::ShardServices;
 use crate::shard::bus::reply_channel;
-use crate::shard::{InFlight, Route};
+use crate::shard::{InFlight, Route, Shard};
 
 /// What stage 2 still has to do for one partition.
 enum Pending {
@@ -54,6 +55,8 @@ pub async fn dispatch(
     request: ProduceRequest<'_>,
 ) -> Task<Option<Outgoing>> {
     let in_flight = InFlight::new(shard);
+    let started = Instant::now();
+    probe::add(&shard.probe.produce_requests, 1);
     let acks = request.acks;
     let deadline = Instant::now() + Duration::from_millis(u64::from(request.timeout_ms.max(1)));
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -61,6 +64,7 @@ pub async fn dispatch(
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for data in &topic.partitions {
             let records = data.records.as_slice();
+            probe::add(&shard.probe.produce_bytes, records.len() as u64);
             let route = if crate::topics::is_internal_topic(&topic.topic) {
                 Err(WireError::new(
                     ErrorCode::InvalidRequest,
@@ -74,7 +78,7 @@ pub async fn dispatch(
             };
             let pending = match route {
                 Err(error) => Pending::Done(failed(data.partition, error)),
-                Ok(Route::Local(partition)) => match append_all(&partition, records).await {
+                Ok(Route::Local(partition)) => match append_all(shard, &partition, records).await {
                     Err(error) => Pending::Done(failed(data.partition, error)),
                     Ok((base_offset, last_offset)) => Pending::Appended {
                         partition,
@@ -121,7 +125,8 @@ pub async fn dispatch(
         }
         topics.push((topic.topic.clone(), partitions));
     }
-    glommio::spawn_local(async move {
+    let shard = shard.clone();
+    spawn_in_request_span(async move {
         let _in_flight = in_flight;
         let mut response = ProduceResponse { topics: Vec::new() };
         for (topic, partitions) in topics {
@@ -134,7 +139,10 @@ pub async fn dispatch(
                 partitions: answers,
             });
         }
-        (acks != Acks::None).then(|| Outgoing::Frame(response_frame(correlation_id, &response)))
+        let frame = (acks != Acks::None)
+            .then(|| Outgoing::Frame(response_frame(correlation_id, &response)));
+        shard.probe.produce_latency.observe(started.elapsed());
+        frame
     })
 }
 
@@ -185,7 +193,7 @@ pub async fn produce_owned(
             partition,
             WireError::new(ErrorCode::NotLeader, "partition moved to another shard"),
         )),
-        Ok(Route::Local(local)) => match append_all(&local, records).await {
+        Ok(Route::Local(local)) => match append_all(shard, &local, records).await {
             Err(error) => Pending::Done(failed(partition, error)),
             Ok((base_offset, last_offset)) => Pending::Appended {
                 partition: local,
@@ -197,9 +205,13 @@ pub async fn produce_owned(
     complete(pending, acks, deadline).await
 }
 
-/// Validates every batch (deeply: the bytes come from the network), then appends them all.
-/// Either all batches are appended or none.
-pub async fn append_all(partition: &Partition, records: &[u8]) -> Result<(u64, u64), WireError> {
+/// Validates every batch (deeply: the bytes come from the network), then appends them all
+/// (counted in the owner `shard`'s probe). Either all batches are appended or none.
+pub async fn append_all(
+    shard: &Shard,
+    partition: &Partition,
+    records: &[u8],
+) -> Result<(u64, u64), WireError> {
     let max = partition.config.max_batch_bytes as usize;
     if records.is_empty() {
         return Err(WireError::new(
@@ -229,6 +241,7 @@ pub async fn append_all(partition: &Partition, records: &[u8]) -> Result<(u64, u
     let mut last = 0;
     for view in views {
         let header = view.header();
+        let view_bytes = view.len();
         let verdict = partition.producers.borrow_mut().check(&header)?;
         let (base_offset, last_offset) = match verdict {
             Verdict::Duplicate {
@@ -237,6 +250,8 @@ pub async fn append_all(partition: &Partition, records: &[u8]) -> Result<(u64, u
             } => (base_offset, last_offset),
             Verdict::Append => match partition.log.append(view).await {
                 Ok(info) => {
+                    probe::add(&shard.probe.appended_batches, 1);
+                    probe::add(&shard.probe.appended_bytes, view_bytes as u64);
                     partition.producers.borrow_mut().appended(
                         &header,
                         info.base_offset,

@@ -14,6 +14,11 @@
 //! bytes, so each starts aligned and its record batches are validated and appended in place,
 //! with no copy before the log's own. Fetch responses leave with vectored sends whose slices
 //! point into the log's buffers: batch bytes are not copied on the way out either.
+//!
+//! Tracing: a `connection` span (shard, peer) covers the connection, and a `request` span
+//! (api, correlation id) each request, from its decoding through its handling (the handler's
+//! tasks carry it) to its response written, where a debug event gives the whole time taken.
+//! Both are at debug level: nothing is logged per request at info.
 
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
@@ -23,8 +28,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::Task;
+use tracing::Instrument;
 use wire::protocol::{
-    check_frame, decode_request, decode_request_header, ErrorCode, FetchResponse, WireError,
+    check_frame, decode_request, decode_request_header, ApiKey, ErrorCode, FetchResponse, WireError,
 };
 use wire::ProtocolError;
 
@@ -41,8 +47,27 @@ use crate::services::ShardServices;
 /// separately, by `--max-request-bytes-in-flight`.
 const IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
 
-/// A response on its way to the writer, with the budget its request holds until it is written.
-type Pending = (Task<Option<Outgoing>>, RequestCharge);
+/// A request on its way to the writer: the task resolving to its response, its span, and the
+/// budget it holds until its response is written.
+struct Pending {
+    task: Task<Option<Outgoing>>,
+    span: tracing::Span,
+    /// When the request was decoded; only taken while its span is enabled (debug logs).
+    started: Option<Instant>,
+    charge: RequestCharge,
+}
+
+impl Pending {
+    /// A response that needs no further work (outside any request span).
+    fn ready(task: Task<Option<Outgoing>>, charge: RequestCharge) -> Pending {
+        Pending {
+            task,
+            span: tracing::Span::none(),
+            started: None,
+            charge,
+        }
+    }
+}
 
 /// What a connection's reader and writer share.
 struct Connection {
@@ -56,6 +81,24 @@ struct Connection {
 /// Serves one connection until the client leaves, idles too long or the shard shuts down;
 /// `_slot` keeps its place in the node's connection count until then.
 pub async fn serve(
+    shard: Rc<ShardServices>,
+    net: Rc<ShardNet>,
+    stream: TcpStream,
+    slot: ConnectionSlot,
+) {
+    let span = match stream.peer_addr() {
+        Ok(peer) => tracing::debug_span!("connection", shard = shard.id, %peer),
+        Err(_) => tracing::debug_span!("connection", shard = shard.id),
+    };
+    let counting = shard.clone();
+    counting.probe.connection_opened();
+    serve_connection(shard, net, stream, slot)
+        .instrument(span)
+        .await;
+    counting.probe.connection_closed();
+}
+
+async fn serve_connection(
     shard: Rc<ShardServices>,
     net: Rc<ShardNet>,
     stream: TcpStream,
@@ -79,7 +122,9 @@ pub async fn serve(
     let _ = writer.set_write_timeout(Some(net.request_timeout));
     let budget = connection_budget(net.max_request_bytes_in_flight);
     let (queue, responses) = local_channel::new_bounded(IN_FLIGHT_PER_CONNECTION_MAX);
-    let writer_task = glommio::spawn_local(write_responses(responses, writer, budget.clone()));
+    let writer_task = glommio::spawn_local(
+        write_responses(responses, writer, budget.clone()).instrument(tracing::Span::current()),
+    );
     tracing::debug!(shard = shard.id, peer, "connection opened");
     let connection = Connection {
         shard,
@@ -191,7 +236,7 @@ async fn read_requests(connection: &Connection, mut stream: TcpStream) -> Result
 async fn answer_now(connection: &Connection, outgoing: Outgoing) {
     let charge = RequestCharge::none(&connection.budget, &connection.net);
     let task = glommio::spawn_local(async move { Some(outgoing) });
-    let _ = connection.queue.send((task, charge)).await;
+    let _ = connection.queue.send(Pending::ready(task, charge)).await;
 }
 
 /// Decodes one frame, charges it (frame bytes plus the most its response can hold, within
@@ -203,34 +248,56 @@ async fn handle_frame(
     room: usize,
 ) -> Result<Pending, String> {
     let shard = &connection.shard;
-    match decode_request(frame) {
+    let decoded = decode_request(frame);
+    let header = match &decoded {
+        Ok((header, _)) => *header,
+        Err(_) => {
+            decode_request_header(frame)
+                .map_err(|_| "unreadable request header".to_string())?
+                .0
+        }
+    };
+    let span = tracing::debug_span!(
+        "request",
+        api = ?ApiKey::from_u16(header.api_key),
+        correlation_id = header.correlation_id
+    );
+    let started = (!span.is_disabled()).then(Instant::now);
+    match decoded {
         Ok((header, request)) => {
             let wanted = frame.len().saturating_add(response_bytes_max(&request));
             let charge = RequestCharge::take(&connection.budget, &connection.net, wanted, room)
                 .await
                 .map_err(|_| "response writer stopped".to_string())?;
-            let task = dispatch(shard, header, request, &connection.client_host).await;
-            Ok((task, charge))
+            let task = dispatch(shard, header, request, &connection.client_host)
+                .instrument(span.clone())
+                .await;
+            Ok(Pending {
+                task,
+                span,
+                started,
+                charge,
+            })
         }
         Err(error) => {
-            let (header, _) = decode_request_header(frame)
-                .map_err(|_| "unreadable request header".to_string())?;
             let code = match error {
                 ProtocolError::UnknownApi { .. } | ProtocolError::UnsupportedVersion { .. } => {
                     ErrorCode::UnsupportedVersion
                 }
                 _ => ErrorCode::InvalidRequest,
             };
-            tracing::debug!(shard = shard.id, %error, "bad request");
+            tracing::debug!(parent: &span, shard = shard.id, %error, "bad request");
             let frame = error_frame(
                 header.correlation_id,
                 &WireError::new(code, error.to_string()),
             );
             let charge = RequestCharge::none(&connection.budget, &connection.net);
-            Ok((
-                glommio::spawn_local(async move { Some(Outgoing::Frame(frame)) }),
+            Ok(Pending {
+                task: glommio::spawn_local(async move { Some(Outgoing::Frame(frame)) }),
+                span,
+                started,
                 charge,
-            ))
+            })
         }
     }
 }
@@ -244,8 +311,20 @@ async fn write_responses(
     budget: ConnectionBudget,
 ) {
     let mut head = Vec::new();
-    while let Some((task, charge)) = responses.recv().await {
-        let Some(outgoing) = task.await else { continue };
+    while let Some(request) = responses.recv().await {
+        let Pending {
+            task,
+            span,
+            started,
+            charge,
+        } = request;
+        let Some(outgoing) = task.instrument(span.clone()).await else {
+            if let Some(started) = started {
+                let took_us = started.elapsed().as_micros() as u64;
+                tracing::debug!(parent: &span, took_us, "request done, no response");
+            }
+            continue;
+        };
         let result = match outgoing {
             Outgoing::Frame(bytes) => stream.write_all(&bytes).await,
             Outgoing::Fetch(reply) => {
@@ -258,8 +337,12 @@ async fn write_responses(
         };
         drop(charge);
         if let Err(error) = result {
-            tracing::debug!(%error, "writing a response failed");
+            tracing::debug!(parent: &span, %error, "writing a response failed");
             break;
+        }
+        if let Some(started) = started {
+            let took_us = started.elapsed().as_micros() as u64;
+            tracing::debug!(parent: &span, took_us, "response written");
         }
     }
     budget.close();

@@ -109,6 +109,16 @@ impl<C: 'static> Bus<C> {
         self.inbox_budget_bytes
     }
 
+    /// How full `shard`'s inbox is now (for the metrics endpoint; readable from any thread).
+    pub fn inbox_depth(&self, shard: usize) -> Option<InboxDepth> {
+        let inbox = self.inboxes.get(shard)?;
+        let budget = self.inbox_budget_bytes as usize;
+        Some(InboxDepth {
+            messages: inbox.sender.len(),
+            payload_bytes: budget.saturating_sub(inbox.budget.available_permits()),
+        })
+    }
+
     /// Has `shard` run `work` (with its context), once `payload_bytes` fit in its inbox. Waits
     /// while they do not (back-pressure); fails only when that shard is gone.
     pub async fn run_on<F, Fut>(
@@ -175,6 +185,15 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     Box::new(move |context| Box::pin(work(context)) as LocalBoxFuture)
+}
+
+/// How full one inbox is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxDepth {
+    /// Work items waiting for the pump.
+    pub messages: usize,
+    /// Payload bytes they hold of the inbox's budget.
+    pub payload_bytes: usize,
 }
 
 /// The receiving shard has stopped.

@@ -24,6 +24,7 @@ use self::router::shard_for;
 use crate::config::Config;
 use crate::error_code;
 use crate::partition::Partition;
+use crate::probe::ShardProbe;
 use crate::topics::TopicRegistry;
 
 /// The partitions a shard owns, by topic then number: looked up with a borrowed topic name,
@@ -112,6 +113,8 @@ pub struct Shard {
     requests_in_flight: Rc<Cell<usize>>,
     /// Woken when the shard state changes (shutdown, endpoints, drain progress).
     pub changed: Rc<storage::Signal>,
+    /// Counters and latency histograms of this shard's work (read by the metrics endpoint).
+    pub probe: ShardProbe,
 }
 
 impl Shard {
@@ -136,6 +139,7 @@ impl Shard {
             shutting_down: Cell::new(false),
             requests_in_flight: Rc::new(Cell::new(0)),
             changed: Rc::new(storage::Signal::default()),
+            probe: ShardProbe::default(),
         });
         shard.apply_registry(Arc::new(registry)).await?;
         Ok(shard)
@@ -209,7 +213,15 @@ impl Shard {
                 }
                 let dir = TopicRegistry::partition_dir(&data_dir, topic, partition);
                 let faults = self.config.storage_faults.as_ref();
-                let opened = Partition::open(topic, partition, config, &dir, faults).await?;
+                let opened = Partition::open(
+                    topic,
+                    partition,
+                    config,
+                    &dir,
+                    faults,
+                    self.probe.sync_observer(),
+                )
+                .await?;
                 tracing::debug!(
                     shard = self.id,
                     topic,
@@ -288,6 +300,11 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Requests being handled on this shard now.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests_in_flight.get()
     }
 
     /// Waits until the requests in flight are done, at most `limit`.

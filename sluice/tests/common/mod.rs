@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use wire::protocol::{
@@ -41,6 +41,9 @@ pub const BROKER_START_DEADLINE: Duration = Duration::from_secs(60);
 pub struct Broker {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The broker's stdout after its readiness line (kept open: a later line must not hit a
+    /// closed pipe).
+    pub stdout: BufReader<ChildStdout>,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -79,15 +82,16 @@ impl Broker {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut stdout = stdout;
             let mut line = String::new();
-            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
-            let _ = sender.send(read);
+            let read = stdout.read_line(&mut line).map(|_| line);
+            let _ = sender.send((read, stdout));
         });
-        let line = match receiver.recv_timeout(BROKER_START_DEADLINE) {
-            Ok(read) => read.unwrap(),
+        let (line, stdout) = match receiver.recv_timeout(BROKER_START_DEADLINE) {
+            Ok((read, stdout)) => (read.unwrap(), stdout),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -103,9 +107,17 @@ impl Broker {
         Broker {
             child,
             addr,
+            stdout,
             data_dir: data_dir.to_path_buf(),
             _dir: None,
         }
+    }
+
+    /// The next line the broker prints on stdout.
+    pub fn stdout_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line
     }
 
     /// kill -9.
