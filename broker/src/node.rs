@@ -285,6 +285,54 @@ impl Node {
     }
 }
 
+/// Defaults live here, at the top of the layers, because they come from every layer below
+/// (the network bounds, the shard inbox, the storage budgets).
+impl Config {
+    /// A configuration with the defaults of `sluice serve` (see its `--help`) for `shards`
+    /// shards on `data_dir`, listening on a free loopback port: for embedders and tests, which
+    /// change what they need with struct update syntax (`Config { x, ..Config::new(..) }`).
+    pub fn new(data_dir: PathBuf, shards: usize) -> Config {
+        Config {
+            data_dir,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            shards,
+            shard_port_base: 0,
+            advertised_shard_port_base: None,
+            advertised_host: "127.0.0.1".into(),
+            broker_id: 0,
+            max_frame_bytes: 64 << 20,
+            idle_timeout: Duration::from_secs(600),
+            max_connections: crate::net::limits::MAX_CONNECTIONS_DEFAULT,
+            max_request_bytes_in_flight: crate::net::limits::MAX_REQUEST_BYTES_IN_FLIGHT_DEFAULT,
+            receive_buffer_budget_bytes: crate::net::limits::RECEIVE_BUFFER_BUDGET_BYTES_DEFAULT,
+            request_budget_bytes: crate::net::limits::REQUEST_BUDGET_BYTES_DEFAULT,
+            request_timeout: Duration::from_millis(crate::net::limits::REQUEST_TIMEOUT_MS_DEFAULT),
+            retention_check: Duration::from_secs(300),
+            offsets_partitions: 8,
+            offsets_segment_bytes: 16 << 20,
+            offsets_snapshot_records: 20_000,
+            group_limits: crate::config::GroupLimits {
+                min_session_timeout: Duration::from_millis(500),
+                max_session_timeout: Duration::from_secs(1800),
+                initial_rebalance_delay: Duration::from_millis(300),
+                max_members: 1000,
+            },
+            shard_inbox_bytes: crate::shard::bus::SHARD_INBOX_BYTES_DEFAULT,
+            bind_retry: Duration::from_secs(5),
+            topic_defaults: crate::config::TopicDefaults {
+                partitions: 1,
+                retention_ms: 14 * 24 * 3600 * 1000,
+                durability: wire::Durability::interval(wire::Durability::INTERVAL_MS_DEFAULT),
+                segment_bytes: 1 << 30,
+                max_batch_bytes: 8 << 20,
+            },
+            tail_cache_bytes_per_core: crate::config::TAIL_CACHE_BYTES_PER_CORE_DEFAULT,
+            storage_faults: None,
+            metrics_listen: None,
+        }
+    }
+}
+
 /// A running node.
 pub struct NodeHandle {
     main_addr: SocketAddr,
