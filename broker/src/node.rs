@@ -155,7 +155,7 @@ impl Node {
         let readiness = Arc::new(Readiness::default());
         let metrics = match config.metrics_listen {
             Some(addr) => Some(
-                MetricsServer::start(addr, bus.clone(), readiness.clone())
+                MetricsServer::start(addr, bus.clone(), readiness.clone(), net_stats.clone())
                     .map_err(|source| NodeError::Bind { addr, source })?,
             ),
             None => None,

@@ -273,6 +273,10 @@ fn scrape_follows_produce_fetch_and_commit() {
         produced_records - COMMITTED_OFFSET as f64
     );
     assert!(after.sum("sluice_tail_cache_budget_bytes", &[]) > 0.0);
+    // The network path's memory budgets in use are exported; nothing was refused.
+    assert_eq!(after.one("sluice_connections_refused_total", &[]), 0.0);
+    assert!(after.one("sluice_receive_buffer_bytes", &[]) >= 0.0);
+    assert!(after.one("sluice_request_bytes_in_flight", &[]) >= 0.0);
     assert!(
         after.sum("sluice_tail_cache_bytes", &[]) > 0.0,
         "the appended data sits in the tail cache"

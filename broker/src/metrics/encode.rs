@@ -164,6 +164,34 @@ impl Collector for NodeCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&u64::from(self.ready))?;
+        let net = &self.snapshot.net;
+        encoder
+            .encode_descriptor(
+                "sluice_connections_refused",
+                "Connections refused by --max-connections since start",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<prometheus_client::encoding::NoLabelSet, u64, f64>(
+                &net.connections_refused,
+                None,
+            )?;
+        for (name, help, value) in [
+            (
+                "sluice_receive_buffer_bytes",
+                "Receive-buffer bytes grown beyond the connections' first buffers (memory budget in use)",
+                net.receive_buffer_bytes,
+            ),
+            (
+                "sluice_request_bytes_in_flight",
+                "Request bytes charged to requests not yet answered (memory budget in use)",
+                net.request_bytes_in_flight,
+            ),
+        ] {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&value)?;
+        }
         shard_gauge(
             &mut encoder,
             "sluice_shard_up",
@@ -448,6 +476,7 @@ mod tests {
             payload_bytes: 64,
         });
         NodeSnapshot {
+            net: Default::default(),
             shards: vec![
                 ShardReport {
                     shard: 0,

@@ -35,6 +35,7 @@ impl MetricsServer {
         addr: SocketAddr,
         bus: ServiceBus,
         readiness: Arc<Readiness>,
+        net: Arc<crate::net::limits::NetStats>,
     ) -> std::io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr)?;
         let bound = listener.local_addr()?;
@@ -45,7 +46,7 @@ impl MetricsServer {
             .name("sluice-metrics".into())
             .spawn(move || {
                 for request in serving.incoming_requests() {
-                    answer(request, &bus, &readiness);
+                    answer(request, &bus, &readiness, &net);
                 }
             })?;
         tracing::info!(addr = %bound, "metrics endpoint listening");
@@ -72,7 +73,12 @@ impl Drop for MetricsServer {
 }
 
 /// Answers one HTTP request.
-fn answer(request: Request, bus: &ServiceBus, readiness: &Readiness) {
+fn answer(
+    request: Request,
+    bus: &ServiceBus,
+    readiness: &Readiness,
+    net: &crate::net::limits::NetStats,
+) {
     let path = request
         .url()
         .split('?')
@@ -82,7 +88,10 @@ fn answer(request: Request, bus: &ServiceBus, readiness: &Readiness) {
     let response = match (request.method(), path.as_str()) {
         (Method::Get, "/metrics") => {
             let ready = readiness.ready.load(Ordering::Acquire);
-            match encode::encode_text(snapshot::gather(bus), ready) {
+            match encode::encode_text(
+                snapshot::gather(bus, snapshot::NetSnapshot::read(net)),
+                ready,
+            ) {
                 Ok(text) => text_response(200, text, PROMETHEUS_TEXT),
                 Err(_) => text_response(500, "encoding the metrics failed\n".into(), "text/plain"),
             }

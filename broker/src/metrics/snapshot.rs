@@ -76,11 +76,35 @@ pub struct ShardReport {
 pub struct NodeSnapshot {
     /// Every shard, in order.
     pub shards: Vec<ShardReport>,
+    /// The network path's node-wide counters (read from any thread: atomics).
+    pub net: NetSnapshot,
+}
+
+/// The network bounds in use, node-wide (see [`crate::net::limits`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetSnapshot {
+    /// Connections refused by `--max-connections` since start.
+    pub connections_refused: u64,
+    /// Receive-buffer bytes grown beyond the connections' first buffers.
+    pub receive_buffer_bytes: u64,
+    /// Request bytes charged to requests not yet answered.
+    pub request_bytes_in_flight: u64,
+}
+
+impl NetSnapshot {
+    /// Reads the node's network counters.
+    pub fn read(stats: &crate::net::limits::NetStats) -> NetSnapshot {
+        NetSnapshot {
+            connections_refused: stats.connections_refused(),
+            receive_buffer_bytes: stats.receive_buffer_bytes() as u64,
+            request_bytes_in_flight: stats.request_bytes_in_flight() as u64,
+        }
+    }
 }
 
 /// Asks every shard for its snapshot (all at once, then waits for each answer at most until
 /// [`SHARD_SNAPSHOT_TIMEOUT`] after the asking).
-pub fn gather(bus: &ServiceBus) -> NodeSnapshot {
+pub fn gather(bus: &ServiceBus, net: NetSnapshot) -> NodeSnapshot {
     let mut answers = Vec::with_capacity(bus.shards());
     for shard in 0..bus.shards() {
         let (reply, answer) = reply_channel();
@@ -99,7 +123,7 @@ pub fn gather(bus: &ServiceBus) -> NodeSnapshot {
             inbox: bus.inbox_depth(shard),
         })
         .collect();
-    NodeSnapshot { shards }
+    NodeSnapshot { shards, net }
 }
 
 /// The snapshot of the calling shard (runs on it, through the bus).
