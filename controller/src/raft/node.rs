@@ -71,7 +71,7 @@ pub const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 pub const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a blocking caller waits beyond `request_timeout_ms` for an answer: the thread bounds
-/// every proposal and heartbeat by `request_timeout_ms` (plus one [`RETRY_BACKOFF`]), so an
+/// every proposal and heartbeat by `request_timeout_ms` (plus one 50 ms retry pause), so an
 /// answer later than 5 s beyond means the thread is stuck and the call fails with `Timeout`.
 pub const ANSWER_SLACK: Duration = Duration::from_secs(5);
 
