@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use controller::raft::node::{ANSWER_SLACK, THREAD_STOP_TIMEOUT};
 use controller::{
     BrokerId, Command, Controller, ControllerConfig, ControllerHandle, MetadataImage, Outcome,
     Voter,
@@ -52,6 +53,7 @@ struct Quorum {
     nodes: Vec<Option<ControllerHandle>>,
     session_timeout_ms: u64,
     snapshot_log_keep_entries: u64,
+    request_timeout_ms: u64,
 }
 
 impl Quorum {
@@ -65,6 +67,24 @@ impl Quorum {
         count: usize,
         session_timeout_ms: u64,
         snapshot_log_keep_entries: u64,
+    ) -> Result<Self> {
+        let request_timeout_ms = ControllerConfig::new(1, Vec::new(), "").request_timeout_ms;
+        Self::start_full(
+            test,
+            count,
+            session_timeout_ms,
+            snapshot_log_keep_entries,
+            request_timeout_ms,
+        )
+    }
+
+    /// As `start_keeping`, with each node's `request_timeout_ms`.
+    fn start_full(
+        test: &str,
+        count: usize,
+        session_timeout_ms: u64,
+        snapshot_log_keep_entries: u64,
+        request_timeout_ms: u64,
     ) -> Result<Self> {
         let root = data_root(test);
         let listeners: Vec<std::net::TcpListener> = (0..count)
@@ -86,6 +106,7 @@ impl Quorum {
             nodes: Vec::new(),
             session_timeout_ms,
             snapshot_log_keep_entries,
+            request_timeout_ms,
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             let mut config = quorum.config(i as u64 + 1);
@@ -105,6 +126,7 @@ impl Quorum {
         // Small, so the tests also build snapshots and purge the log behind them.
         config.snapshot_every_entries = 8;
         config.snapshot_log_keep_entries = self.snapshot_log_keep_entries;
+        config.request_timeout_ms = self.request_timeout_ms;
         config
     }
 
@@ -161,6 +183,21 @@ impl Quorum {
         }
         Ok(())
     }
+}
+
+/// Sets its flag when dropped: a helper thread told to stop by it stops however the scope
+/// that owns the guard ends, a panic included (`thread::scope` joins its threads even then).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether `image` has `id` registered and fenced (an unknown broker is not fenced).
+fn is_fenced(image: &MetadataImage, id: BrokerId) -> bool {
+    image.brokers.get(&id).is_some_and(|broker| broker.fenced)
 }
 
 fn register(id: u32) -> Command {
@@ -304,10 +341,17 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let result = std::thread::scope(|scope| -> Result<()> {
+        // However this closure ends (a failed assertion included), the heartbeats stop, or
+        // the scope would wait for them for ever.
+        let _stop_on_exit = StopOnDrop(&stop);
         // Brokers 1 and 2 heartbeat through a follower (forwarded to the leader); 3 is silent.
         let heartbeats = scope.spawn(|| -> Result<()> {
             let handle = quorum.node(follower)?;
+            let start = Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                if start.elapsed() > 4 * DEADLINE {
+                    bail!("the heartbeat thread was never told to stop");
+                }
                 for id in [BrokerId(1), BrokerId(2)] {
                     handle.broker_heartbeat(id, 1)?;
                 }
@@ -319,16 +363,19 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
         let fenced = wait_until("broker 3 is fenced on every node", || {
             quorum
                 .running()
-                .all(|n| n.metadata().brokers[&silent].fenced)
+                // A follower may not have applied the registration yet.
+                .all(|n| is_fenced(&n.metadata(), silent))
         });
         let after = quorum.node(leader)?.metadata();
-        let still_live = after.brokers[&BrokerId(1)].fenced || after.brokers[&BrokerId(2)].fenced;
+        let still_live = [BrokerId(1), BrokerId(2)]
+            .iter()
+            .all(|id| after.brokers.get(id).is_some_and(|b| !b.fenced));
         stop.store(true, Ordering::Relaxed);
         heartbeats
             .join()
             .map_err(|_| anyhow::anyhow!("heartbeat thread panicked"))??;
         fenced?;
-        assert!(!still_live, "heartbeating brokers were fenced");
+        assert!(still_live, "heartbeating brokers were fenced");
         Ok(())
     });
     result?;
@@ -364,7 +411,7 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
         let back = scope.spawn(|| -> Result<()> {
             let handle = quorum.node(leader)?;
             let start = Instant::now();
-            while start.elapsed() < DEADLINE && handle.metadata().brokers[&silent].fenced {
+            while start.elapsed() < DEADLINE && is_fenced(&handle.metadata(), silent) {
                 for id in [BrokerId(1), BrokerId(2), silent] {
                     handle.broker_heartbeat(id, 1)?;
                 }
@@ -376,7 +423,7 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
             .map_err(|_| anyhow::anyhow!("heartbeat thread panicked"))
     })?;
     unfenced?;
-    assert!(!quorum.node(leader)?.metadata().brokers[&silent].fenced);
+    assert!(!is_fenced(&quorum.node(leader)?.metadata(), silent));
     // A heartbeat with another incarnation is refused.
     let stale = quorum.node(leader)?.broker_heartbeat(silent, 7);
     assert!(
@@ -389,6 +436,36 @@ fn silent_broker_is_fenced_and_its_partitions_move() -> Result<()> {
     for id in 1..=3 {
         quorum.stop(id)?;
     }
+    Ok(())
+}
+
+/// A leader that lost its quorum cannot commit, and openraft's `client_write` would wait for
+/// ever: a proposal on it fails with `Timeout` within its bound instead, and the node still
+/// stops within `THREAD_STOP_TIMEOUT`.
+#[test]
+fn proposal_without_a_quorum_times_out() -> Result<()> {
+    let request_timeout_ms = 2_000;
+    let request_timeout = Duration::from_millis(request_timeout_ms);
+    let mut quorum = Quorum::start_full("no_quorum", 3, 60_000, 4, request_timeout_ms)?;
+    let leader = quorum.wait_for_leader()?;
+    quorum.node(leader)?.propose(register(1))?;
+    for id in (1..=3).filter(|id| *id != leader) {
+        quorum.stop(id)?;
+    }
+    let start = Instant::now();
+    let result = quorum.node(leader)?.propose(register(2));
+    let waited = start.elapsed();
+    assert!(
+        matches!(result, Err(controller::ControllerError::Timeout { .. })),
+        "{result:?}"
+    );
+    assert!(
+        waited < request_timeout + ANSWER_SLACK,
+        "the proposal took {waited:?}"
+    );
+    let start = Instant::now();
+    quorum.stop(leader)?;
+    assert!(start.elapsed() < THREAD_STOP_TIMEOUT);
     Ok(())
 }
 
@@ -409,8 +486,11 @@ fn garbage_on_the_controller_port_is_refused_without_harm() -> Result<()> {
     for bytes in hostile {
         let mut stream = std::net::TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(DEADLINE))?;
-        stream.write_all(bytes)?;
-        stream.shutdown(std::net::Shutdown::Write)?;
+        // The server may refuse (close) before all is written or before our half-close, so
+        // a failed write or shutdown is the refusal too (ENOTCONN, EPIPE, ECONNRESET).
+        if stream.write_all(bytes).is_ok() {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
         let mut answer = Vec::new();
         // The server closes the connection without an answer.
         let read = stream.read_to_end(&mut answer);

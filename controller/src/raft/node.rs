@@ -27,7 +27,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::log_store::LogStore;
 use super::network::{self, LocalHandler, NetworkFactory, Request, Response};
@@ -53,6 +53,28 @@ pub const HEARTBEAT_QUEUE_MAX: usize = 4096;
 /// takes a few election timeouts (500–1000 ms each), so 50 ms costs little and spins little.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How long [`Controller::start`] waits for the thread to open its directory, start Raft and
+/// listen: reading a small log and snapshot takes milliseconds, so 30 s means it is stuck.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the thread waits for openraft's `shutdown()` (its core task and tick loop end
+/// at their next poll; a core stuck in a storage call would otherwise hold the thread).
+pub const RAFT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long dropping the runtime waits for its blocking tasks (address lookups of
+/// [`network::call_once`]), which finish in milliseconds.
+pub const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long stopping a handle waits for the thread to end: [`RAFT_SHUTDOWN_TIMEOUT`] plus
+/// [`RUNTIME_SHUTDOWN_TIMEOUT`] plus 4 s of slack for a loaded machine. A thread that is
+/// still running then is detached (and reported), never waited for without end.
+pub const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a blocking caller waits beyond `request_timeout_ms` for an answer: the thread bounds
+/// every proposal and heartbeat by `request_timeout_ms` (plus one 50 ms retry pause), so an
+/// answer later than 5 s beyond means the thread is stuck and the call fails with `Timeout`.
+pub const ANSWER_SLACK: Duration = Duration::from_secs(5);
+
 /// Starts controller nodes.
 #[derive(Debug)]
 pub struct Controller;
@@ -60,13 +82,71 @@ pub struct Controller;
 enum NodeRequest {
     Propose {
         command: Command,
-        reply: oneshot::Sender<CommandResult>,
+        reply: Reply<CommandResult>,
     },
     Heartbeat {
         id: BrokerId,
         incarnation: u64,
-        reply: oneshot::Sender<Result<(), ControllerError>>,
+        reply: Reply<Result<(), ControllerError>>,
     },
+}
+
+/// Where the thread sends an answer: a `std` channel a blocking caller waits on with a
+/// deadline, or a `oneshot` an async caller awaits (on any executor).
+enum Reply<T> {
+    Blocking(std::sync::mpsc::SyncSender<T>),
+    Async(oneshot::Sender<T>),
+}
+
+impl<T> Reply<T> {
+    /// Hand the answer over without blocking the thread (the blocking channel holds one); a
+    /// caller that gave up has dropped its end, and the answer is dropped.
+    fn send(self, answer: T) {
+        match self {
+            Reply::Blocking(sender) => {
+                let _ = sender.try_send(answer);
+            }
+            Reply::Async(sender) => {
+                let _ = sender.send(answer);
+            }
+        }
+    }
+}
+
+/// The controller thread, joined with a deadline: `done` disconnects when the thread's
+/// closure ends (returning or unwinding), so the join after it never waits.
+#[derive(Debug)]
+struct NodeThread {
+    handle: std::thread::JoinHandle<()>,
+    /// In a `Mutex` only so the handle is `Sync` (a `Receiver` is not); never contended.
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl NodeThread {
+    /// Join the thread if it ends within `timeout`; otherwise detach it and say so.
+    fn join_within(self, timeout: Duration) -> Result<(), ControllerError> {
+        let done = self
+            .done
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match done.recv_timeout(timeout) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                error!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "the controller thread did not stop in time; detaching it"
+                );
+                Err(ControllerError::Timeout {
+                    elapsed_ms: timeout.as_millis() as u64,
+                })
+            }
+            // Nothing is ever sent: the thread has ended.
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.handle.join().map_err(|_| ControllerError::Raft {
+                    message: "the controller thread panicked".into(),
+                })
+            }
+        }
+    }
 }
 
 struct Started {
@@ -81,6 +161,7 @@ impl Controller {
     pub fn start(mut config: ControllerConfig) -> Result<ControllerHandle, ControllerError> {
         config.validate()?;
         let node_id = config.node_id;
+        let request_timeout = Duration::from_millis(config.request_timeout_ms);
         let listener = match config.listener.take() {
             Some(listener) => listener,
             None => {
@@ -98,20 +179,43 @@ impl Controller {
         let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE_MAX);
         let (shutdown, shutdown_rx) = oneshot::channel();
         let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
             .name("sluice-controller".into())
-            .spawn(move || run_thread(config, listener, requests_rx, shutdown_rx, started_tx))
+            .spawn(move || {
+                let _done = done_tx;
+                run_thread(config, listener, requests_rx, shutdown_rx, started_tx)
+            })
             .map_err(|error| ControllerError::Raft {
                 message: format!("cannot spawn the controller thread: {error}"),
             })?;
-        let started = started_rx
-            .recv()
-            .map_err(|_| ControllerError::ShutDown)
-            .and_then(|started| started);
+        let thread = NodeThread {
+            handle,
+            done: std::sync::Mutex::new(done),
+        };
+        let started = match started_rx.recv_timeout(START_TIMEOUT) {
+            Ok(started) => started,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ControllerError::ShutDown),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Dropping `shutdown` (and `started_rx`) makes the thread stop as soon as
+                // it is up; it is detached, not waited for.
+                error!(
+                    node = node_id,
+                    timeout_ms = START_TIMEOUT.as_millis() as u64,
+                    "the controller did not start in time"
+                );
+                return Err(ControllerError::Timeout {
+                    elapsed_ms: START_TIMEOUT.as_millis() as u64,
+                });
+            }
+        };
         let started = match started {
             Ok(started) => started,
             Err(error) => {
-                let _ = thread.join();
+                // The thread has sent its error and is returning.
+                if let Err(join_error) = thread.join_within(THREAD_STOP_TIMEOUT) {
+                    warn!(%join_error, "controller thread after a failed start");
+                }
                 return Err(error);
             }
         };
@@ -121,6 +225,7 @@ impl Controller {
             requests,
             metadata: started.metadata,
             metrics: started.metrics,
+            answer_timeout: request_timeout + ANSWER_SLACK,
             shutdown: Some(shutdown),
             thread: Some(thread),
         })
@@ -130,8 +235,11 @@ impl Controller {
 /// The process's way to the controller: propose, read and watch metadata, heartbeat.
 ///
 /// `Send`; the blocking methods must not be called from inside a tokio runtime (use the
-/// `_async` ones there; they work on any executor, glommio included). Dropping the handle
-/// shuts the node down, as [`ControllerHandle::shutdown`] does.
+/// `_async` ones there; they work on any executor, glommio included). Every wait is bounded:
+/// the thread answers a proposal or heartbeat within `request_timeout_ms`, a blocking caller
+/// gives up with `Timeout` [`ANSWER_SLACK`] after that, and stopping waits at most
+/// [`THREAD_STOP_TIMEOUT`]. Dropping the handle shuts the node down, as
+/// [`ControllerHandle::shutdown`] does.
 #[derive(Debug)]
 pub struct ControllerHandle {
     node_id: u64,
@@ -139,8 +247,10 @@ pub struct ControllerHandle {
     requests: mpsc::Sender<NodeRequest>,
     metadata: watch::Receiver<Arc<MetadataImage>>,
     metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>,
+    /// How long a blocking call waits for the thread's answer.
+    answer_timeout: Duration,
     shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<NodeThread>,
 }
 
 impl std::fmt::Debug for NodeRequest {
@@ -193,20 +303,20 @@ impl ControllerHandle {
     }
 
     /// Propose a command and wait until it is committed and applied (on whichever node leads).
-    /// Blocking: not from inside a tokio runtime.
+    /// Blocking, at most `request_timeout_ms` plus [`ANSWER_SLACK`]; not from inside a tokio
+    /// runtime.
     pub fn propose(&self, command: Command) -> CommandResult {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .blocking_send(NodeRequest::Propose { command, reply })
-            .map_err(|_| ControllerError::ShutDown)?;
-        answer
-            .blocking_recv()
-            .map_err(|_| ControllerError::ShutDown)?
+        self.call_blocking(|reply| NodeRequest::Propose {
+            command,
+            reply: Reply::Blocking(reply),
+        })?
     }
 
-    /// [`ControllerHandle::propose`] for async callers.
+    /// [`ControllerHandle::propose`] for async callers; the thread answers within
+    /// `request_timeout_ms` (plus one retry pause).
     pub async fn propose_async(&self, command: Command) -> CommandResult {
         let (reply, answer) = oneshot::channel();
+        let reply = Reply::Async(reply);
         self.requests
             .send(NodeRequest::Propose { command, reply })
             .await
@@ -214,28 +324,25 @@ impl ControllerHandle {
         answer.await.map_err(|_| ControllerError::ShutDown)?
     }
 
-    /// A broker's heartbeat, delivered to the controller leader. Blocking.
+    /// A broker's heartbeat, delivered to the controller leader. Blocking, at most
+    /// `request_timeout_ms` plus [`ANSWER_SLACK`].
     pub fn broker_heartbeat(&self, id: BrokerId, incarnation: u64) -> Result<(), ControllerError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .blocking_send(NodeRequest::Heartbeat {
-                id,
-                incarnation,
-                reply,
-            })
-            .map_err(|_| ControllerError::ShutDown)?;
-        answer
-            .blocking_recv()
-            .map_err(|_| ControllerError::ShutDown)?
+        self.call_blocking(|reply| NodeRequest::Heartbeat {
+            id,
+            incarnation,
+            reply: Reply::Blocking(reply),
+        })?
     }
 
-    /// [`ControllerHandle::broker_heartbeat`] for async callers.
+    /// [`ControllerHandle::broker_heartbeat`] for async callers; the thread answers within
+    /// `request_timeout_ms` (plus one retry pause).
     pub async fn broker_heartbeat_async(
         &self,
         id: BrokerId,
         incarnation: u64,
     ) -> Result<(), ControllerError> {
         let (reply, answer) = oneshot::channel();
+        let reply = Reply::Async(reply);
         self.requests
             .send(NodeRequest::Heartbeat {
                 id,
@@ -247,7 +354,47 @@ impl ControllerHandle {
         answer.await.map_err(|_| ControllerError::ShutDown)?
     }
 
-    /// Stop Raft, close the listener and join the thread.
+    /// Queue a request and wait for its answer, both within `answer_timeout`. The queue is
+    /// only full when the thread is stuck, so a full queue is retried until the deadline.
+    fn call_blocking<T>(
+        &self,
+        request: impl FnOnce(std::sync::mpsc::SyncSender<T>) -> NodeRequest,
+    ) -> Result<T, ControllerError> {
+        let deadline = std::time::Instant::now() + self.answer_timeout;
+        let timeout = || ControllerError::Timeout {
+            elapsed_ms: self.answer_timeout.as_millis() as u64,
+        };
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let mut request = request(reply);
+        loop {
+            match self.requests.try_send(request) {
+                Ok(()) => break,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(ControllerError::ShutDown),
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    if std::time::Instant::now() + RETRY_BACKOFF >= deadline {
+                        return Err(timeout());
+                    }
+                    request = back;
+                    std::thread::sleep(RETRY_BACKOFF);
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        answer.recv_timeout(left).map_err(|error| match error {
+            std::sync::mpsc::RecvTimeoutError::Timeout => {
+                error!(
+                    node = self.node_id,
+                    timeout_ms = self.answer_timeout.as_millis() as u64,
+                    "no answer from the controller thread in time"
+                );
+                timeout()
+            }
+            std::sync::mpsc::RecvTimeoutError::Disconnected => ControllerError::ShutDown,
+        })
+    }
+
+    /// Stop Raft, close the listener and join the thread, within [`THREAD_STOP_TIMEOUT`]
+    /// (`Timeout` if the thread is still running then; it is detached).
     pub fn shutdown(mut self) -> Result<(), ControllerError> {
         self.stop()
     }
@@ -257,9 +404,7 @@ impl ControllerHandle {
             let _ = shutdown.send(());
         }
         match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| ControllerError::Raft {
-                message: "the controller thread panicked".into(),
-            }),
+            Some(thread) => thread.join_within(THREAD_STOP_TIMEOUT),
             None => Ok(()),
         }
     }
@@ -336,11 +481,18 @@ fn run_thread(
         }
         server.abort();
         liveness.abort();
-        if let Err(error) = node.raft.shutdown().await {
-            warn!(%error, "raft shutdown");
+        match tokio::time::timeout(RAFT_SHUTDOWN_TIMEOUT, node.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "raft shutdown"),
+            Err(_) => error!(
+                node = node.id,
+                timeout_ms = RAFT_SHUTDOWN_TIMEOUT.as_millis() as u64,
+                "raft did not shut down in time; dropping its tasks"
+            ),
         }
         info!(node = node.id, "controller stopped");
     });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
 }
 
 async fn set_up(
@@ -454,14 +606,29 @@ impl Node {
         )
     }
 
-    /// Write a command on this node; `NotLeader` with the known leader's address otherwise.
-    async fn write_here(&self, command: Command) -> Result<CommandResult, Option<BasicNode>> {
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(forward
-                .leader_node
-                .filter(|_| forward.leader_id != Some(self.id))),
-            Err(error) => Ok(Err(ControllerError::Raft {
+    /// Write a command on this node, waiting at most `timeout` for it to be applied;
+    /// `Err` with the known leader's address when this node does not lead.
+    ///
+    /// openraft's `client_write` has no deadline of its own: a leader that lost its quorum,
+    /// or whose entry is superseded without a truncation it reports (a snapshot installed
+    /// over it), never answers. A write that times out may still commit later, which is
+    /// safe: every command may be applied twice (see the module doc).
+    async fn write_here(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<CommandResult, Option<BasicNode>> {
+        match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
+            Err(_) => Ok(Err(ControllerError::Timeout {
+                elapsed_ms: timeout.as_millis() as u64,
+            })),
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                Err(forward
+                    .leader_node
+                    .filter(|_| forward.leader_id != Some(self.id)))
+            }
+            Ok(Err(error)) => Ok(Err(ControllerError::Raft {
                 message: error.to_string(),
             })),
         }
@@ -471,11 +638,12 @@ impl Node {
     async fn propose_anywhere(&self, command: Command) -> CommandResult {
         let deadline = Instant::now() + self.request_timeout;
         loop {
-            let result = match self.write_here(command.clone()).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = match self.write_here(command.clone(), left).await {
                 Ok(result) => return result,
                 Err(Some(leader)) => {
                     let request = Request::Propose(command.clone());
-                    match network::call_once(&leader.addr, &request, self.request_timeout).await {
+                    match network::call_once(&leader.addr, &request, left).await {
                         Ok(Response::Propose(result)) => result,
                         Ok(_) => Err(ControllerError::Network {
                             peer: leader.addr.clone(),
@@ -510,13 +678,14 @@ impl Node {
     ) -> Result<(), ControllerError> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
             let result = match self.take_heartbeat(id, incarnation) {
                 Err(ControllerError::NotLeader {
                     leader: Some(leader),
                 }) if leader != self.id => match self.leader_addr(leader) {
                     Some(addr) => {
                         let request = Request::BrokerHeartbeat { id, incarnation };
-                        match network::call_once(&addr, &request, self.request_timeout).await {
+                        match network::call_once(&addr, &request, left).await {
                             Ok(Response::BrokerHeartbeat(result)) => result,
                             Ok(_) => Err(ControllerError::Network {
                                 peer: addr,
@@ -576,7 +745,7 @@ impl Node {
 
 impl LocalHandler for Node {
     async fn propose(&self, command: Command) -> CommandResult {
-        match self.write_here(command).await {
+        match self.write_here(command, self.request_timeout).await {
             Ok(result) => result,
             Err(_) => Err(ControllerError::NotLeader {
                 leader: self.leader().1,
@@ -592,14 +761,14 @@ impl LocalHandler for Node {
 async fn handle_request(node: Node, request: NodeRequest) {
     match request {
         NodeRequest::Propose { command, reply } => {
-            let _ = reply.send(node.propose_anywhere(command).await);
+            reply.send(node.propose_anywhere(command).await);
         }
         NodeRequest::Heartbeat {
             id,
             incarnation,
             reply,
         } => {
-            let _ = reply.send(node.heartbeat_anywhere(id, incarnation).await);
+            reply.send(node.heartbeat_anywhere(id, incarnation).await);
         }
     }
 }
@@ -642,7 +811,7 @@ async fn drive_liveness(
                         LivenessAction::Fence(id) => Command::FenceBroker { id },
                         LivenessAction::Unfence(id) => Command::UnfenceBroker { id },
                     };
-                    match node.write_here(command).await {
+                    match node.write_here(command, node.request_timeout).await {
                         Ok(Ok(outcome)) => info!(?action, ?outcome, "broker liveness change"),
                         Ok(Err(error)) => warn!(?action, %error, "broker liveness change failed"),
                         Err(_) => debug!(?action, "no longer leader; liveness change dropped"),
