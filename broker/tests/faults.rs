@@ -25,8 +25,8 @@ use wire::protocol::{
     decode_response, encode_request, ApiKey, CreateTopic, CreateTopicsRequest,
     CreateTopicsResponse, Decode, Durability, Encode, ErrorCode, FetchPartition, FetchRequest,
     FetchResponse, FetchTopic, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetCommitTopic, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchTopic, ProducePartition,
-    ProduceRequest, ProduceResponse, ProduceTopic, Records, WireError, CONSUMER_OFFSETS_TOPIC,
+    OffsetCommitTopic, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchTopic, ProduceRequest,
+    ProduceResponse, WireError, CONSUMER_OFFSETS_TOPIC,
 };
 use wire::{AlignedVec, BatchBuilder, BatchIter};
 
@@ -160,17 +160,8 @@ impl Conn {
         let mut builder = BatchBuilder::new();
         builder.push(1, None, value, &[], None);
         let batch = builder.build().unwrap();
-        let request = ProduceRequest {
-            acks: wire::Acks::All,
-            timeout_ms: 10_000,
-            topics: vec![ProduceTopic {
-                topic: topic.into(),
-                partitions: vec![ProducePartition {
-                    partition,
-                    records: Records::from_slice(&batch),
-                }],
-            }],
-        };
+        let request =
+            ProduceRequest::to_partition(topic, partition, wire::Acks::All, 10_000, &batch);
         let response: ProduceResponse = self.call(ApiKey::Produce, &request)?;
         let answer = response.topics[0].partitions[0].clone();
         if answer.error.is_ok() {

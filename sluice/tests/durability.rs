@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{Broker, Conn};
 use wire::protocol::{
     decode_response, ApiKey, Durability, FetchResponse, MetadataRequest, MetadataResponse,
-    ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
+    ProduceRequest, ProduceResponse,
 };
 use wire::{BatchBuilder, BatchIter, BatchView};
 
@@ -29,17 +29,7 @@ fn send_produce(conn: &mut Conn, topic: &str, partition: u32, values: &[String])
         builder.push(storage::now_ms(), None, value.as_bytes(), &[], None);
     }
     let batch = builder.build().unwrap();
-    let request = ProduceRequest {
-        acks: wire::Acks::All,
-        timeout_ms: 10_000,
-        topics: vec![ProduceTopic {
-            topic: topic.into(),
-            partitions: vec![ProducePartition {
-                partition,
-                records: Records::from_slice(&batch),
-            }],
-        }],
-    };
+    let request = ProduceRequest::to_partition(topic, partition, wire::Acks::All, 10_000, &batch);
     conn.send(ApiKey::Produce, &request);
 }
 

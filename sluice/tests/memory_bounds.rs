@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Conn};
 use wire::protocol::{
-    decode_response, ApiKey, FetchResponse, MetadataResponse, ProducePartition, ProduceRequest,
-    ProduceResponse, ProduceTopic, Records,
+    decode_response, ApiKey, FetchResponse, MetadataResponse, ProduceRequest, ProduceResponse,
 };
 use wire::BatchBuilder;
 
@@ -124,17 +123,7 @@ fn produce_and_fetch(conn: &mut Conn, topic: &str, value: &[u8]) {
     let mut builder = BatchBuilder::new();
     builder.push(common::now_ms(), Some(b"k"), value, &[], None);
     let batch = builder.build().unwrap();
-    let request = ProduceRequest {
-        acks: wire::Acks::Leader,
-        timeout_ms: 10_000,
-        topics: vec![ProduceTopic {
-            topic: topic.into(),
-            partitions: vec![ProducePartition {
-                partition: 0,
-                records: Records::from_slice(&batch),
-            }],
-        }],
-    };
+    let request = ProduceRequest::to_partition(topic, 0, wire::Acks::Leader, 10_000, &batch);
     let response: ProduceResponse = conn.call(ApiKey::Produce, &request).unwrap();
     let produced = &response.topics[0].partitions[0];
     assert!(produced.error.is_ok(), "{:?}", produced.error);

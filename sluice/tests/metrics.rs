@@ -18,8 +18,7 @@ use common::{Broker, Conn};
 use prometheus_parse::{Scrape, Value};
 use wire::protocol::{
     decode_response, ApiKey, Durability, FetchResponse, OffsetCommitPartition, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetCommitTopic, ProducePartition, ProduceRequest, ProduceResponse,
-    ProduceTopic, Records,
+    OffsetCommitResponse, OffsetCommitTopic, ProduceRequest, ProduceResponse,
 };
 use wire::BatchBuilder;
 
@@ -132,17 +131,7 @@ fn produce_batch(conn: &mut Conn, round: u64) -> u64 {
         builder.push(common::now_ms(), None, value.as_bytes(), &[], None);
     }
     let batch = builder.build().unwrap();
-    let request = ProduceRequest {
-        acks: wire::Acks::All,
-        timeout_ms: 10_000,
-        topics: vec![ProduceTopic {
-            topic: TOPIC.into(),
-            partitions: vec![ProducePartition {
-                partition: 0,
-                records: Records::from_slice(&batch),
-            }],
-        }],
-    };
+    let request = ProduceRequest::to_partition(TOPIC, 0, wire::Acks::All, 10_000, &batch);
     let response: ProduceResponse = conn.call(ApiKey::Produce, &request).unwrap();
     let answer = &response.topics[0].partitions[0];
     assert!(answer.error.is_ok(), "{:?}", answer.error);

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Conn};
 use wire::protocol::{
-    ApiKey, ErrorCode, MetadataRequest, MetadataResponse, ProducePartition, ProduceRequest,
-    ProduceResponse, ProduceTopic, Records,
+    ApiKey, ErrorCode, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
 };
 use wire::{Acks, BatchBuilder, Durability};
 
@@ -148,17 +147,8 @@ fn forwarded_produce_keeps_its_timeout() {
         builder.push(timestamp, None, &value, &[], None);
     }
     let batch = builder.build().unwrap();
-    let produce = |timeout_ms| ProduceRequest {
-        acks: Acks::All,
-        timeout_ms,
-        topics: vec![ProduceTopic {
-            topic: "slow".into(),
-            partitions: vec![ProducePartition {
-                partition: 0,
-                records: Records::from_slice(&batch),
-            }],
-        }],
-    };
+    let produce =
+        |timeout_ms| ProduceRequest::to_partition("slow", 0, Acks::All, timeout_ms, &batch);
     let answered: ProduceResponse = conn.call(ApiKey::Produce, &produce(1)).unwrap();
     let error = &answered.topics[0].partitions[0].error;
     assert_eq!(error.code, ErrorCode::RequestTimedOut, "{error:?}");

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use common::{Broker, Conn};
 use wire::protocol::{
     decode_response, ApiKey, DeleteTopicsRequest, DeleteTopicsResponse, Durability, ErrorCode,
-    FetchResponse, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
-    WireError,
+    FetchResponse, ProduceRequest, ProduceResponse, WireError,
 };
 use wire::{BatchBuilder, BatchIter};
 
@@ -24,17 +23,7 @@ fn produce(conn: &mut Conn, topic: &str, partition: u32, value: &[u8]) -> Result
     let mut builder = BatchBuilder::new();
     builder.push(common::now_ms(), None, value, &[], None);
     let batch = builder.build().unwrap();
-    let request = ProduceRequest {
-        acks: wire::Acks::All,
-        timeout_ms: 10_000,
-        topics: vec![ProduceTopic {
-            topic: topic.into(),
-            partitions: vec![ProducePartition {
-                partition,
-                records: Records::from_slice(&batch),
-            }],
-        }],
-    };
+    let request = ProduceRequest::to_partition(topic, partition, wire::Acks::All, 10_000, &batch);
     let response: ProduceResponse = conn.call(ApiKey::Produce, &request)?;
     let answer = response.topics[0].partitions[0].clone();
     if answer.error.is_ok() {

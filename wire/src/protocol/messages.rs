@@ -244,6 +244,29 @@ message! {
     }
 }
 
+impl<'a> ProduceRequest<'a> {
+    /// A produce of `records` (whole batches) to one partition: the shape most callers need.
+    pub fn to_partition(
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        timeout_ms: u32,
+        records: &'a [u8],
+    ) -> ProduceRequest<'a> {
+        ProduceRequest {
+            acks,
+            timeout_ms,
+            topics: vec![ProduceTopic {
+                topic: topic.into(),
+                partitions: vec![ProducePartition {
+                    partition,
+                    records: Records::from_slice(records),
+                }],
+            }],
+        }
+    }
+}
+
 message! {
     /// Outcome for one partition of a produce.
     pub struct ProducePartitionResponse {
