@@ -186,6 +186,7 @@ impl Conn {
                         partition,
                         fetch_offset: offset,
                         max_bytes: 8 << 20,
+                        current_leader_epoch: None,
                     }],
                 }],
             };

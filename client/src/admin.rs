@@ -61,6 +61,8 @@ pub struct NewTopic {
     pub max_batch_bytes: Option<u32>,
     /// fsync policy.
     pub durability: Option<Durability>,
+    /// `min.insync.replicas` (broker default when unset).
+    pub min_insync_replicas: Option<u16>,
 }
 
 impl NewTopic {
@@ -75,6 +77,7 @@ impl NewTopic {
             segment_bytes: None,
             max_batch_bytes: None,
             durability: None,
+            min_insync_replicas: None,
         }
     }
 
@@ -99,6 +102,12 @@ impl NewTopic {
     /// Sets the durability policy.
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = Some(durability);
+        self
+    }
+
+    /// Sets `min.insync.replicas`.
+    pub fn with_min_insync_replicas(mut self, min_insync_replicas: u16) -> Self {
+        self.min_insync_replicas = Some(min_insync_replicas);
         self
     }
 }
@@ -262,6 +271,7 @@ impl Admin {
                 segment_bytes: topic.segment_bytes,
                 max_batch_bytes: topic.max_batch_bytes,
                 durability: topic.durability,
+                min_insync_replicas: topic.min_insync_replicas,
             }],
             timeout_ms: self.timeout_ms(),
         };

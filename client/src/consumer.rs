@@ -906,6 +906,7 @@ impl Consumer {
                     partition: assigned.tp.partition,
                     fetch_offset: offset,
                     max_bytes: self.config.partition_max_bytes,
+                    current_leader_epoch: None,
                 };
                 match request
                     .topics

@@ -132,6 +132,11 @@ fn api_key_of(request: &Request<'_>) -> ApiKey {
         Request::OffsetFetch(_) => ApiKey::OffsetFetch,
         Request::ListGroups(_) => ApiKey::ListGroups,
         Request::DescribeGroups(_) => ApiKey::DescribeGroups,
+        Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
+        Request::DescribeCluster(_) => ApiKey::DescribeCluster,
+        Request::CreatePartitions(_) => ApiKey::CreatePartitions,
+        Request::ReassignPartitions(_) => ApiKey::ReassignPartitions,
+        Request::ElectLeaders(_) => ApiKey::ElectLeaders,
     }
 }
 
@@ -160,6 +165,11 @@ fn encode_any<'b>(
         Request::OffsetFetch(body) => encode_request(buffer, key, correlation_id, body),
         Request::ListGroups(body) => encode_request(buffer, key, correlation_id, body),
         Request::DescribeGroups(body) => encode_request(buffer, key, correlation_id, body),
+        Request::ReplicaFetch(body) => encode_request(buffer, key, correlation_id, body),
+        Request::DescribeCluster(body) => encode_request(buffer, key, correlation_id, body),
+        Request::CreatePartitions(body) => encode_request(buffer, key, correlation_id, body),
+        Request::ReassignPartitions(body) => encode_request(buffer, key, correlation_id, body),
+        Request::ElectLeaders(body) => encode_request(buffer, key, correlation_id, body),
     }
 }
 
@@ -372,8 +382,8 @@ fn few<S: Strategy>(element: S) -> impl Strategy<Value = Vec<S::Value>> {
     vec(element, 0..3)
 }
 
-/// The highest error code this side knows (the group codes end at `GroupMaxSizeReached`).
-const ERROR_CODE_MAX: u16 = ErrorCode::GroupMaxSizeReached as u16;
+/// The highest error code this side knows.
+const ERROR_CODE_MAX: u16 = ErrorCode::InvalidReplicaAssignment as u16;
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
     (0u16..=ERROR_CODE_MAX).prop_map(ErrorCode::from_u16)
@@ -444,6 +454,7 @@ fn create_topics_request() -> impl Strategy<Value = CreateTopicsRequest> {
                     segment_bytes,
                     max_batch_bytes,
                     durability,
+                    min_insync_replicas: None,
                 }
             },
         );
@@ -457,13 +468,20 @@ fn delete_topics_request() -> impl Strategy<Value = DeleteTopicsRequest> {
 }
 
 fn fetch_request() -> impl Strategy<Value = FetchRequest> {
-    let partition = (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(
-        |(partition, fetch_offset, max_bytes)| FetchPartition {
-            partition,
-            fetch_offset,
-            max_bytes,
-        },
-    );
+    let partition = (
+        any::<u32>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<Option<u32>>(),
+    )
+        .prop_map(
+            |(partition, fetch_offset, max_bytes, current_leader_epoch)| FetchPartition {
+                partition,
+                fetch_offset,
+                max_bytes,
+                current_leader_epoch,
+            },
+        );
     let topic =
         (text(), few(partition)).prop_map(|(topic, partitions)| FetchTopic { topic, partitions });
     (any::<u32>(), any::<u32>(), any::<u32>(), few(topic)).prop_map(

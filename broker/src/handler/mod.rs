@@ -188,6 +188,17 @@ pub async fn dispatch(
         Request::OffsetFetch(request) => {
             group::forward(shard, correlation_id, GroupRequest::OffsetFetch(request))
         }
+        Request::ReplicaFetch(_)
+        | Request::DescribeCluster(_)
+        | Request::CreatePartitions(_)
+        | Request::ReassignPartitions(_)
+        | Request::ElectLeaders(_) => {
+            let error = WireError::new(
+                ErrorCode::UnsupportedVersion,
+                "cluster APIs are not served by this broker yet",
+            );
+            ready(shard, Outgoing::Frame(error_frame(correlation_id, &error)))
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32)
                 partition,
                 fetch_offset: offset,
                 max_bytes: 4 << 20,
+                current_leader_epoch: None,
             }],
         }],
     }

@@ -101,6 +101,19 @@ error_codes! {
     InvalidGroupId = 30, false;
     /// The group has as many members as the broker allows (`--group-max-size`).
     GroupMaxSizeReached = 31, false;
+    /// The request carried an older leader epoch than the replica's: the sender's metadata is
+    /// stale (KIP-320); refresh it and retry.
+    FencedLeaderEpoch = 32, true;
+    /// The request carried a newer leader epoch than the replica knows: this broker has not
+    /// learned the change yet; retry.
+    UnknownLeaderEpoch = 33, true;
+    /// The batch was appended, but the in-sync replicas fell below `min.insync.replicas`
+    /// before it was committed; it may or may not survive a failover.
+    NotEnoughReplicasAfterAppend = 34, true;
+    /// The cluster's controller quorum has no leader or did not answer in time.
+    ControllerNotAvailable = 35, true;
+    /// A replica assignment names an unknown broker, a duplicate, or the wrong count.
+    InvalidReplicaAssignment = 36, false;
 }
 
 impl ErrorCode {

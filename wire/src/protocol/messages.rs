@@ -162,6 +162,9 @@ message! {
         pub max_batch_bytes: Option<u32>,
         /// fsync policy.
         pub durability: Option<Durability>,
+        /// `min.insync.replicas`: acks=all writes are refused while fewer replicas are in
+        /// sync. `None` takes the broker's default (`--min-insync-replicas`).
+        pub min_insync_replicas: Option<u16>,
     }
 }
 
@@ -308,6 +311,10 @@ message! {
         pub fetch_offset: u64,
         /// Most bytes for this partition (at least one batch is returned if there is one).
         pub max_bytes: u32,
+        /// The leader epoch the consumer's metadata names, if it knows one: a leader with a
+        /// newer epoch answers `FencedLeaderEpoch` (KIP-320), so the consumer refreshes its
+        /// metadata instead of reading from a replica that stopped leading.
+        pub current_leader_epoch: Option<u32>,
     }
 }
 

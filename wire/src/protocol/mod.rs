@@ -19,12 +19,14 @@
 //! # Ok::<(), wire::ProtocolError>(())
 //! ```
 
+pub mod cluster_messages;
 pub mod codec;
 pub mod error_code;
 pub mod frame;
 pub mod group_messages;
 pub mod messages;
 
+pub use cluster_messages::*;
 pub use codec::{Decode, Encode, FrameParts, FrameWriter, Reader, Records};
 pub use error_code::{ErrorCode, WireError};
 pub use frame::{
@@ -74,11 +76,21 @@ pub enum ApiKey {
     ListGroups = 15,
     /// Members and assignments of groups.
     DescribeGroups = 16,
+    /// A follower's fetch from its leader (broker to broker).
+    ReplicaFetch = 17,
+    /// Brokers and controller quorum.
+    DescribeCluster = 18,
+    /// Add partitions to topics.
+    CreatePartitions = 19,
+    /// Move partitions to new replica sets.
+    ReassignPartitions = 20,
+    /// Elect partition leaders (preferred or clean).
+    ElectLeaders = 21,
 }
 
 impl ApiKey {
     /// Every API, in key order.
-    pub const ALL: [ApiKey; 17] = [
+    pub const ALL: [ApiKey; 22] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -96,6 +108,11 @@ impl ApiKey {
         ApiKey::OffsetFetch,
         ApiKey::ListGroups,
         ApiKey::DescribeGroups,
+        ApiKey::ReplicaFetch,
+        ApiKey::DescribeCluster,
+        ApiKey::CreatePartitions,
+        ApiKey::ReassignPartitions,
+        ApiKey::ElectLeaders,
     ];
 
     /// The API for a wire value.
@@ -144,6 +161,16 @@ pub enum Request<'a> {
     ListGroups(ListGroupsRequest),
     /// See [`DescribeGroupsRequest`].
     DescribeGroups(DescribeGroupsRequest),
+    /// See [`ReplicaFetchRequest`].
+    ReplicaFetch(ReplicaFetchRequest),
+    /// See [`DescribeClusterRequest`].
+    DescribeCluster(DescribeClusterRequest),
+    /// See [`CreatePartitionsRequest`].
+    CreatePartitions(CreatePartitionsRequest),
+    /// See [`ReassignPartitionsRequest`].
+    ReassignPartitions(ReassignPartitionsRequest),
+    /// See [`ElectLeadersRequest`].
+    ElectLeaders(ElectLeadersRequest),
 }
 
 /// Encodes a request frame into `buffer`; borrowed records are referenced, not copied.
@@ -221,6 +248,11 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request<'_>), Prot
         ApiKey::OffsetFetch => Request::OffsetFetch(Decode::decode(reader)?),
         ApiKey::ListGroups => Request::ListGroups(Decode::decode(reader)?),
         ApiKey::DescribeGroups => Request::DescribeGroups(Decode::decode(reader)?),
+        ApiKey::ReplicaFetch => Request::ReplicaFetch(Decode::decode(reader)?),
+        ApiKey::DescribeCluster => Request::DescribeCluster(Decode::decode(reader)?),
+        ApiKey::CreatePartitions => Request::CreatePartitions(Decode::decode(reader)?),
+        ApiKey::ReassignPartitions => Request::ReassignPartitions(Decode::decode(reader)?),
+        ApiKey::ElectLeaders => Request::ElectLeaders(Decode::decode(reader)?),
     };
     reader.finish()?;
     Ok((header, request))
