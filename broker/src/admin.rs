@@ -1,57 +1,114 @@
-//! Topic creation and deletion, a service of shard 0 (the controller of this node): validate,
-//! update and persist the registry, then have every shard open or drop its partitions (a work
-//! item on each shard's bus) before answering. The Raft controller will take this role when the
-//! cluster lands; the flow stays the same.
+//! Topic and cluster administration: validate here, propose to the controller (openraft), and
+//! answer once this node's shards have applied the change (each follows the controller's
+//! metadata, see `ShardServices::metadata_loop`). Topic creation and deletion run on shard 0,
+//! one at a time; growing topics, reassignments, leader elections and the cluster description
+//! run on any shard.
 
 use std::rc::Rc;
-use std::sync::Arc;
+use std::time::Duration;
 
+use controller::{
+    BrokerId, Command, ControllerError, ElectionKind, MetadataImage, Outcome, TopicPartition,
+};
 use wire::protocol::{
-    CreateTopic, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, TopicConfig, TopicResult,
-    WireError,
+    ClusterBroker, ControllerVoter, CreatePartitionsRequest, CreateTopic, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeClusterResponse, ElectLeadersRequest, ErrorCode, PartitionRef,
+    PartitionResult, ReassignPartitionsRequest, TopicConfig, TopicResult, WireError,
 };
 
+use crate::cluster_metadata::config_strings;
 use crate::services::ShardServices;
 use crate::shard::bus::reply_channel;
 use crate::topics::{is_internal_topic, validate_topic_name, TopicRegistry};
+
+/// How often a topic change's answer looks for the change in this node's metadata: every
+/// 5 ms costs nothing next to the Raft commit it waits for.
+const APPLY_POLL: Duration = Duration::from_millis(5);
+
+/// What a client is told about a controller refusal or failure.
+pub fn controller_error(error: &ControllerError) -> WireError {
+    let code = match error {
+        ControllerError::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
+        ControllerError::UnknownTopic { .. } | ControllerError::UnknownPartition { .. } => {
+            ErrorCode::UnknownTopicOrPartition
+        }
+        ControllerError::InvalidTopic { .. } | ControllerError::NotEnoughBrokers { .. } => {
+            ErrorCode::InvalidConfig
+        }
+        ControllerError::InvalidReplicas { .. } | ControllerError::UnknownBroker { .. } => {
+            ErrorCode::InvalidReplicaAssignment
+        }
+        ControllerError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
+        ControllerError::NotLeader { .. }
+        | ControllerError::Timeout { .. }
+        | ControllerError::Network { .. }
+        | ControllerError::Raft { .. } => ErrorCode::ControllerNotAvailable,
+        ControllerError::ShutDown => ErrorCode::BrokerShuttingDown,
+        _ => ErrorCode::InvalidRequest,
+    };
+    WireError::new(code, error.to_string())
+}
 
 /// Most partitions per topic: bounds the files and memory one request can create.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
 
 impl ShardServices {
-    /// Creates topics (shard 0 only).
+    /// Creates topics (shard 0 only): each is validated here, then proposed to the controller,
+    /// which places its replicas; answered once this node's shards have opened them.
     pub async fn create_topics(self: &Rc<Self>, request: CreateTopicsRequest) -> Vec<TopicResult> {
         let Ok(_permit) = self.admin_lock.acquire_permit(1).await else {
             return shutting_down(request.topics.iter().map(|t| t.name.clone()));
         };
-        let mut registry = (**self.registry.borrow()).clone();
+        let registry = (**self.registry.borrow()).clone();
         let mut results = Vec::new();
         for topic in &request.topics {
-            let error = match self.new_topic_config(topic, &registry) {
-                Ok(config) => {
-                    registry.topics.insert(topic.name.clone(), config);
-                    WireError::none()
-                }
-                Err(error) => error,
+            let proposed = match self.new_topic_config(topic, &registry) {
+                Ok((config, min_insync)) => self
+                    .controller
+                    .propose_async(Command::CreateTopic {
+                        name: topic.name.clone(),
+                        partitions: config.partitions,
+                        replication_factor: config.replication_factor,
+                        min_insync,
+                        config: config_strings(&config),
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| controller_error(&e)),
+                Err(error) => Err(error),
             };
             results.push(TopicResult {
                 name: topic.name.clone(),
-                error,
+                error: proposed.err().unwrap_or_else(WireError::none),
             });
         }
-        self.publish_results(registry, &mut results).await;
+        let created: Vec<&str> = results
+            .iter()
+            .filter(|r| r.error.is_ok())
+            .map(|r| r.name.as_str())
+            .collect();
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1000)));
+        if let Err(error) = self
+            .wait_applied(timeout, |image| {
+                created.iter().all(|name| image.topics.contains_key(*name))
+            })
+            .await
+        {
+            for result in results.iter_mut().filter(|r| r.error.is_ok()) {
+                result.error = error.clone();
+            }
+        }
         for result in results.iter().filter(|r| r.error.is_ok()) {
             tracing::info!(topic = result.name, "topic created");
         }
         results
     }
 
-    /// Deletes topics and their data (shard 0 only).
+    /// Deletes topics and their data (shard 0 only), through the controller.
     pub async fn delete_topics(self: &Rc<Self>, request: DeleteTopicsRequest) -> Vec<TopicResult> {
         let Ok(_permit) = self.admin_lock.acquire_permit(1).await else {
             return shutting_down(request.names.iter().cloned());
         };
-        let mut registry = (**self.registry.borrow()).clone();
         let mut results = Vec::new();
         for name in &request.names {
             let error = if is_internal_topic(name) {
@@ -59,20 +116,37 @@ impl ShardServices {
                     ErrorCode::InvalidConfig,
                     format!("{name:?} is an internal topic and cannot be deleted"),
                 )
-            } else if registry.topics.remove(name).is_some() {
-                WireError::none()
             } else {
-                WireError::new(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                )
+                match self
+                    .controller
+                    .propose_async(Command::DeleteTopic { name: name.clone() })
+                    .await
+                {
+                    Ok(_) => WireError::none(),
+                    Err(error) => controller_error(&error),
+                }
             };
             results.push(TopicResult {
                 name: name.clone(),
                 error,
             });
         }
-        self.publish_results(registry, &mut results).await;
+        let deleted: Vec<&str> = results
+            .iter()
+            .filter(|r| r.error.is_ok())
+            .map(|r| r.name.as_str())
+            .collect();
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1000)));
+        if let Err(error) = self
+            .wait_applied(timeout, |image| {
+                deleted.iter().all(|name| !image.topics.contains_key(*name))
+            })
+            .await
+        {
+            for result in results.iter_mut().filter(|r| r.error.is_ok()) {
+                result.error = error.clone();
+            }
+        }
         for result in results.iter().filter(|r| r.error.is_ok()) {
             let dir = self.config.data_dir.join("topics").join(&result.name);
             let _ = std::fs::remove_dir_all(&dir);
@@ -81,57 +155,234 @@ impl ShardServices {
         results
     }
 
-    /// Publishes `registry` when any topic succeeded; if that fails, those topics fail too.
-    async fn publish_results(
+    /// Grows topics (any shard), through the controller; no data moves, so keys route to
+    /// other partitions from then on.
+    pub async fn create_partitions(
         self: &Rc<Self>,
-        registry: TopicRegistry,
-        results: &mut [TopicResult],
-    ) {
-        if !results.iter().any(|r| r.error.is_ok()) {
-            return;
+        request: CreatePartitionsRequest,
+    ) -> Vec<TopicResult> {
+        let mut results = Vec::new();
+        for topic in &request.topics {
+            let error = if is_internal_topic(&topic.name) {
+                WireError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("{:?} is an internal topic", topic.name),
+                )
+            } else {
+                match self
+                    .controller
+                    .propose_async(Command::AddPartitions {
+                        name: topic.name.clone(),
+                        total_partitions: topic.total_partitions,
+                    })
+                    .await
+                {
+                    Ok(_) => WireError::none(),
+                    Err(error) => controller_error(&error),
+                }
+            };
+            results.push(TopicResult {
+                name: topic.name.clone(),
+                error,
+            });
         }
-        if let Err(error) = self.publish(registry).await {
+        let grown: Vec<(&str, u32)> = request
+            .topics
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.error.is_ok())
+            .map(|(t, _)| (t.name.as_str(), t.total_partitions))
+            .collect();
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1000)));
+        if let Err(error) = self
+            .wait_applied(timeout, |image| {
+                grown.iter().all(|(name, total)| {
+                    image
+                        .topics
+                        .get(*name)
+                        .is_some_and(|t| t.partitions.len() as u32 >= *total)
+                })
+            })
+            .await
+        {
             for result in results.iter_mut().filter(|r| r.error.is_ok()) {
-                result.error = WireError::new(
-                    ErrorCode::StorageError,
-                    format!("saving topics failed: {error}"),
-                );
+                result.error = error.clone();
             }
+        }
+        results
+    }
+
+    /// Starts reassignments (any shard): each is proposed to the controller, which adds the
+    /// new replicas first and drops the old ones once the new ones are in the ISR.
+    pub async fn reassign_partitions(
+        self: &Rc<Self>,
+        request: ReassignPartitionsRequest,
+    ) -> Vec<PartitionResult> {
+        let mut results = Vec::new();
+        for wanted in request.partitions {
+            let error = match self
+                .controller
+                .propose_async(Command::Reassign {
+                    topic: wanted.topic.clone(),
+                    partition: wanted.partition,
+                    target_replicas: wanted.replicas.iter().map(|&id| BrokerId(id)).collect(),
+                })
+                .await
+            {
+                Ok(_) => WireError::none(),
+                Err(error) => controller_error(&error),
+            };
+            tracing::info!(topic = wanted.topic, partition = wanted.partition, replicas = ?wanted.replicas, %error, "reassignment");
+            results.push(PartitionResult {
+                topic: wanted.topic,
+                partition: wanted.partition,
+                error,
+            });
+        }
+        results
+    }
+
+    /// Elects leaders (any shard): preferred-leader rebalancing or clean election of leaderless
+    /// partitions, through the controller. Returns the partitions whose leader changed.
+    pub async fn elect_leaders(
+        self: &Rc<Self>,
+        request: ElectLeadersRequest,
+    ) -> Result<Vec<PartitionRef>, WireError> {
+        let partitions = match request.partitions {
+            Some(partitions) => partitions
+                .into_iter()
+                .map(|p| TopicPartition {
+                    topic: p.topic,
+                    partition: p.partition,
+                })
+                .collect(),
+            None => {
+                let image = self.image.borrow().clone();
+                image
+                    .topics
+                    .iter()
+                    .flat_map(|(name, topic)| {
+                        (0..topic.partitions.len() as u32).map(move |partition| TopicPartition {
+                            topic: name.clone(),
+                            partition,
+                        })
+                    })
+                    .collect()
+            }
+        };
+        let kind = if request.preferred {
+            ElectionKind::Preferred
+        } else {
+            ElectionKind::Clean
+        };
+        match self
+            .controller
+            .propose_async(Command::ElectLeaders { partitions, kind })
+            .await
+        {
+            Ok(Outcome::PartitionsChanged { partitions }) => Ok(partitions
+                .into_iter()
+                .map(|tp| PartitionRef {
+                    topic: tp.topic,
+                    partition: tp.partition,
+                })
+                .collect()),
+            Ok(_) => Ok(Vec::new()),
+            Err(error) => Err(controller_error(&error)),
         }
     }
 
-    /// Persists `registry`, then has every shard (this one included) apply it.
-    async fn publish(self: &Rc<Self>, registry: TopicRegistry) -> Result<(), String> {
-        registry
-            .save(&self.config.data_dir)
-            .await
-            .map_err(|e| e.to_string())?;
-        let registry = Arc::new(registry);
-        let mut acks = Vec::new();
-        for shard in 0..self.shards() {
-            if shard == self.id {
-                continue;
+    /// The cluster as the controller knows it: brokers (fenced ones too), the quorum, and
+    /// counts of under-replicated and leaderless partitions.
+    pub fn describe_cluster(&self) -> DescribeClusterResponse {
+        let image = self.image.borrow().clone();
+        let (mut under_replicated, mut offline) = (0u32, 0u32);
+        for topic in image.topics.values() {
+            for state in &topic.partitions {
+                under_replicated += u32::from(state.isr.len() < state.replicas.len());
+                offline += u32::from(state.leader.is_none());
             }
+        }
+        let voters = if self.config.cluster.controller_voters.is_empty() {
+            vec![ControllerVoter {
+                id: self.config.broker_id,
+                address: self.controller.listen_addr().to_string(),
+            }]
+        } else {
+            self.config
+                .cluster
+                .controller_voters
+                .iter()
+                .map(|v| ControllerVoter {
+                    id: v.id as u32,
+                    address: v.addr.to_string(),
+                })
+                .collect()
+        };
+        DescribeClusterResponse {
+            cluster_id: String::new(),
+            controller_id: self.controller.leader().map_or(-1, |id| id as i32),
+            controller_term: self.controller.current_term(),
+            voters,
+            brokers: image
+                .brokers
+                .values()
+                .map(|b| ClusterBroker {
+                    broker_id: b.id.0,
+                    endpoints: b.endpoints.clone(),
+                    rack: b.rack.clone(),
+                    fenced: b.fenced,
+                    incarnation: b.incarnation,
+                })
+                .collect(),
+            under_replicated_partitions: under_replicated,
+            offline_partitions: offline,
+        }
+    }
+
+    /// Waits (at most `timeout`) until this node's controller image satisfies `done`, then
+    /// until every shard of this node has applied that image.
+    async fn wait_applied(
+        self: &Rc<Self>,
+        timeout: Duration,
+        done: impl Fn(&MetadataImage) -> bool,
+    ) -> Result<(), WireError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let timed_out = || {
+            WireError::new(
+                ErrorCode::RequestTimedOut,
+                "the change was accepted but this broker did not apply it in time",
+            )
+        };
+        let target = loop {
+            let image = self.controller.metadata();
+            if done(&image) {
+                break image.applied_commands;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            glommio::timer::sleep(APPLY_POLL).await;
+        };
+        for shard in 0..self.shards() {
             let (reply, ack) = reply_channel();
-            let registry = registry.clone();
             self.bus
                 .run_on(shard, 0, move |services| async move {
-                    if let Err(error) = services.apply_registry(registry).await {
-                        tracing::error!(shard = services.id, %error, "applying topic changes failed");
-                    }
-                    let _ = reply.send(());
+                    let waiting = services.clone();
+                    let applied = waiting
+                        .changed
+                        .wait_until(|| services.applied_commands() >= target);
+                    let timer = glommio::timer::sleep(
+                        deadline.saturating_duration_since(std::time::Instant::now()),
+                    );
+                    futures_lite::future::or(applied, timer).await;
+                    let _ = reply.send(waiting.applied_commands() >= target);
                 })
                 .await
-                .map_err(|e| e.to_string())?;
-            acks.push(ack);
-        }
-        self.apply_registry(registry)
-            .await
-            .map_err(|e| e.to_string())?;
-        for ack in acks {
-            ack.recv_async()
-                .await
-                .map_err(|_| "a shard stopped while applying topic changes".to_string())?;
+                .map_err(|_| timed_out())?;
+            if !ack.recv_async().await.unwrap_or(false) {
+                return Err(timed_out());
+            }
         }
         Ok(())
     }
@@ -140,7 +391,7 @@ impl ShardServices {
         &self,
         topic: &CreateTopic,
         registry: &TopicRegistry,
-    ) -> Result<TopicConfig, WireError> {
+    ) -> Result<(TopicConfig, u16), WireError> {
         let invalid = |message: String| WireError::new(ErrorCode::InvalidConfig, message);
         validate_topic_name(&topic.name).map_err(invalid)?;
         if is_internal_topic(&topic.name) {
@@ -166,10 +417,29 @@ impl ShardServices {
                 "{partitions} partitions is more than {PARTITIONS_PER_TOPIC_MAX}"
             )));
         }
-        let replication_factor = topic.replication_factor.max(1);
-        if replication_factor > 1 {
+        let replication_factor = match topic.replication_factor {
+            0 => self.config.cluster.default_replication_factor.max(1),
+            factor => factor,
+        };
+        let live = self
+            .image
+            .borrow()
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .count();
+        if usize::from(replication_factor) > live {
             return Err(invalid(format!(
-                "replication factor {replication_factor} needs {replication_factor} brokers; this cluster has 1"
+                "replication factor {replication_factor} needs {replication_factor} live brokers; this cluster has {live}"
+            )));
+        }
+        let min_insync = topic
+            .min_insync_replicas
+            .unwrap_or(self.config.cluster.min_insync_replicas)
+            .max(1);
+        if min_insync > replication_factor {
+            return Err(invalid(format!(
+                "min.insync.replicas {min_insync} is more than the replication factor {replication_factor}: acks=all writes could never succeed"
             )));
         }
         let config = TopicConfig {
@@ -184,7 +454,7 @@ impl ShardServices {
         crate::config::log_config(&config, None)
             .validate()
             .map_err(|e| invalid(e.to_string()))?;
-        Ok(config)
+        Ok((config, min_insync))
     }
 }
 

@@ -81,6 +81,52 @@ pub struct Config {
     /// Address of the metrics and health endpoint (`/metrics`, `/ready`, `/live`); `None`:
     /// no endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// The cluster this node belongs to (one voter of its own when alone).
+    pub cluster: ClusterSettings,
+}
+
+/// How a node takes part in its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The controller quorum's voters (`--controller-voters`), fixed at bootstrap: 1, 3 or 5.
+    /// Empty: this node alone, one voter listening on `controller_listen`.
+    pub controller_voters: Vec<controller::Voter>,
+    /// Where a lone node's controller listens (port 0: any free port).
+    pub controller_listen: SocketAddr,
+    /// This broker's rack, for rack-aware replica placement.
+    pub rack: Option<String>,
+    /// Replicas per partition of a topic created without a replication factor.
+    pub default_replication_factor: u16,
+    /// `min.insync.replicas` of a topic created without one.
+    pub min_insync_replicas: u16,
+    /// `replica.lag.time.max.ms`: a follower not caught up for longer leaves the ISR.
+    pub replica_lag_time_max: Duration,
+    /// A broker that does not heartbeat for this long is fenced: it leads nothing and leaves
+    /// the ISRs; new leaders come from the ISR. Heartbeats go every quarter of it.
+    pub broker_session_timeout: Duration,
+    /// Replicas of `__consumer_offsets` (at most the number of brokers).
+    pub offsets_replication_factor: u16,
+}
+
+impl ClusterSettings {
+    /// A lone node: one voter on a free loopback port, replication factor 1.
+    pub fn single_node() -> ClusterSettings {
+        ClusterSettings {
+            controller_voters: Vec::new(),
+            controller_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            rack: None,
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
+            replica_lag_time_max: Duration::from_secs(10),
+            broker_session_timeout: Duration::from_secs(3),
+            offsets_replication_factor: 3,
+        }
+    }
+
+    /// True when this node is one of several.
+    pub fn is_multi_node(&self) -> bool {
+        self.controller_voters.len() > 1
+    }
 }
 
 impl Config {

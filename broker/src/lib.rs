@@ -25,10 +25,12 @@
 //! `storage` and `wire` sit below all of them.
 
 pub mod admin;
+pub mod cluster_metadata;
 pub mod config;
 pub mod error_code;
 pub mod group;
 pub mod handler;
+pub mod membership;
 pub mod metrics;
 pub mod net;
 pub mod node;
@@ -36,9 +38,10 @@ pub mod partition;
 pub mod probe;
 pub mod producer_ids;
 pub mod producer_state;
+pub mod replica;
 pub mod services;
 pub mod shard;
 pub mod topics;
 
-pub use config::{Config, GroupLimits, TopicDefaults};
+pub use config::{ClusterSettings, Config, GroupLimits, TopicDefaults};
 pub use node::{Node, NodeError, NodeHandle, ShutdownTrigger};

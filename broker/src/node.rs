@@ -32,6 +32,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use wire::protocol::{ShardEndpoint, CONSUMER_OFFSETS_TOPIC};
 
 use crate::config::Config;
+use crate::membership;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::Readiness;
 use crate::net::limits::{NetStats, ShardNet};
@@ -39,7 +40,7 @@ use crate::net::listener::{Acceptors, Target};
 use crate::services::{ServiceBus, ShardServices};
 use crate::shard::bus::{Bus, Inbox};
 use crate::shard::Shard;
-use crate::topics::{RegistryError, TopicRegistry};
+use crate::topics::RegistryError;
 
 /// Longest wait for requests in flight at shutdown before the logs are closed anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,6 +103,9 @@ pub enum NodeError {
         /// glommio's reason.
         message: String,
     },
+    /// The node could not join its cluster (controller, registration).
+    #[error(transparent)]
+    Membership(#[from] membership::MembershipError),
     /// A shard failed.
     #[error("shard {shard}: {source}")]
     Shard {
@@ -134,8 +138,7 @@ impl Node {
         let lock = DataDirLock::acquire(&config.data_dir)?;
         storage::check_direct_io(&config.data_dir)?;
         let mut config = config;
-        let registry = load_registry(&mut config)?;
-        tracing::info!(?config, topics = registry.topics.len(), "starting");
+        tracing::info!(?config, "starting");
         let deadline = Instant::now() + config.bind_retry;
         let main_socket = bind(config.listen, deadline)?;
         let main_addr = local_addr(&main_socket, config.listen)?;
@@ -149,7 +152,47 @@ impl Node {
             let addr = SocketAddr::new(config.listen.ip(), port);
             shard_sockets.push(bind(addr, deadline)?);
         }
+        let shard_addrs = shard_sockets
+            .iter()
+            .map(|socket| local_addr(socket, config.listen))
+            .collect::<Result<Vec<_>, _>>()?;
+        let registration = membership::registration_endpoints(&config, main_addr, &shard_addrs);
+        let controller = Arc::new(membership::start_controller(&config)?);
+        let incarnation = membership::next_incarnation(&config.data_dir)?;
+        membership::register(&controller, &config, &registration, incarnation)?;
+        membership::migrate_registry(&controller, &config)?;
+        if !config.cluster.is_multi_node()
+            && !membership::ensure_offsets_topic(&controller, &config)
+        {
+            return Err(NodeError::Membership(
+                membership::MembershipError::NoQuorum {
+                    broker: config.broker_id,
+                    timeout_s: 0,
+                },
+            ));
+        }
+        let image = controller.metadata();
+        if let Some(offsets) = image.topics.get(CONSUMER_OFFSETS_TOPIC) {
+            config.offsets_partitions = offsets.partitions.len() as u32;
+        }
+        tracing::info!(
+            broker = config.broker_id,
+            incarnation,
+            topics = image.topics.len(),
+            "registered with the controller"
+        );
         let config = Arc::new(config);
+        // Heartbeats start now: opening many partitions may take longer than a session.
+        let membership = membership::Membership::start(
+            controller.clone(),
+            config.clone(),
+            registration,
+            incarnation,
+        )
+        .map_err(|error| NodeError::Spawn {
+            shard: 0,
+            message: format!("membership thread: {error}"),
+        })?;
         let (bus, inboxes) = Bus::new(config.shards, config.shard_inbox_bytes);
         let net_stats = Arc::new(NetStats::new(config.shards, config.max_connections));
         let readiness = Arc::new(Readiness::default());
@@ -169,21 +212,24 @@ impl Node {
             acceptors: Acceptors::default(),
             executors: Vec::new(),
             metrics,
+            controller: Some(controller.clone()),
+            membership: Some(membership),
             _lock: lock,
         };
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, NodeError>>();
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = allowed_cpus();
         for (id, inbox) in inboxes.into_iter().enumerate() {
             let start = ShardStart {
                 id,
                 config: config.clone(),
                 bus: bus.clone(),
                 inbox,
-                registry: registry.clone(),
+                image: image.clone(),
+                controller: controller.clone(),
                 net_stats: net_stats.clone(),
             };
             let ready = ready_tx.clone();
-            let spawned = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
                 .name(&format!("sluice-shard-{id}"))
                 .spawn(move || async move {
                     match open_shard(start).await {
@@ -329,6 +375,7 @@ impl Config {
             tail_cache_bytes_per_core: crate::config::TAIL_CACHE_BYTES_PER_CORE_DEFAULT,
             storage_faults: None,
             metrics_listen: None,
+            cluster: crate::config::ClusterSettings::single_node(),
         }
     }
 }
@@ -344,6 +391,10 @@ pub struct NodeHandle {
     executors: Vec<ExecutorJoinHandle<Result<(), NodeError>>>,
     /// The metrics endpoint, stopped once the shards have.
     metrics: Option<MetricsServer>,
+    /// The node's controller voter, stopped once the shards have.
+    controller: Option<Arc<controller::ControllerHandle>>,
+    /// The heartbeat thread, stopped once the shards have.
+    membership: Option<membership::Membership>,
     _lock: DataDirLock,
 }
 
@@ -411,19 +462,39 @@ impl NodeHandle {
     }
 
     /// Waits until every shard has stopped; the first shard error, if any.
-    pub fn wait(self) -> Result<(), NodeError> {
-        let result = join(self.executors);
+    pub fn wait(mut self) -> Result<(), NodeError> {
+        let result = join(std::mem::take(&mut self.executors));
+        self.stop_cluster_threads();
         // The endpoint outlives the shards: a scrape during the drain is answered.
-        drop(self.metrics);
+        drop(self.metrics.take());
         tracing::info!("stopped");
         result
     }
 
     /// Stops the shards started so far and returns `error` (a failed start).
-    fn abort(self, error: NodeError) -> NodeError {
+    fn abort(mut self, error: NodeError) -> NodeError {
         self.shutdown();
-        let _ = join(self.executors);
+        let _ = join(std::mem::take(&mut self.executors));
+        self.stop_cluster_threads();
         error
+    }
+
+    /// Stops heartbeating, then the controller voter (once the shards, which hold it, are
+    /// gone).
+    fn stop_cluster_threads(&mut self) {
+        if let Some(mut membership) = self.membership.take() {
+            membership.stop();
+        }
+        if let Some(controller) = self.controller.take() {
+            match Arc::try_unwrap(controller) {
+                Ok(controller) => {
+                    if let Err(error) = controller.shutdown() {
+                        tracing::warn!(%error, "controller shutdown");
+                    }
+                }
+                Err(_) => tracing::warn!("controller still in use at shutdown"),
+            }
+        }
     }
 }
 
@@ -448,24 +519,30 @@ fn join(executors: Vec<ExecutorJoinHandle<Result<(), NodeError>>>) -> Result<(),
     first_error.map_or(Ok(()), Err)
 }
 
-/// Loads the topic registry, creating `__consumer_offsets` on first start (or adopting the
-/// partition count it was created with).
-fn load_registry(config: &mut Config) -> Result<TopicRegistry, NodeError> {
-    let mut registry = TopicRegistry::load(&config.data_dir)?;
-    match registry.topics.get(CONSUMER_OFFSETS_TOPIC) {
-        Some(existing) => config.offsets_partitions = existing.partitions,
-        None => {
-            registry.topics.insert(
-                CONSUMER_OFFSETS_TOPIC.to_owned(),
-                crate::group::offsets_topic_config(
-                    config.offsets_partitions,
-                    config.offsets_segment_bytes,
-                ),
-            );
-            registry.save_blocking(&config.data_dir)?;
+/// The CPUs this process may run on (its affinity mask, as `taskset` sets it), in order:
+/// shard i is pinned to the i-th (modulo their count), so brokers started under different
+/// masks share no core.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain data for which all-zero is a valid (empty) set;
+    // `sched_getaffinity` writes at most `size_of::<cpu_set_t>()` bytes into it, and
+    // `CPU_ISSET` only reads it with an index below `CPU_SETSIZE`. Tested by
+    // `allowed_cpus_follow_the_affinity_mask`.
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            Vec::new()
+        } else {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                .collect()
         }
+    };
+    if cpus.is_empty() {
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..count).collect()
+    } else {
+        cpus
     }
-    Ok(registry)
 }
 
 /// What a shard's executor starts with.
@@ -474,7 +551,10 @@ struct ShardStart {
     config: Arc<Config>,
     bus: ServiceBus,
     inbox: Inbox<ShardServices>,
-    registry: TopicRegistry,
+    /// The cluster metadata at start.
+    image: Arc<controller::MetadataImage>,
+    /// The node's controller.
+    controller: Arc<controller::ControllerHandle>,
     /// The node's network counters.
     net_stats: Arc<NetStats>,
 }
@@ -494,13 +574,14 @@ async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
         config,
         bus,
         inbox,
-        registry,
+        image,
+        controller,
         net_stats,
     } = start;
     crate::net::limits::install(ShardNet::new(&config, net_stats, id));
     let shards = bus.shards();
-    let shard = Shard::open(id, shards, config, registry).await?;
-    let services = ShardServices::open(shard, bus).await?;
+    let (shard, applied) = Shard::open(id, shards, config, image).await?;
+    let services = ShardServices::open(shard, applied, bus, controller).await?;
     let pump = glommio::spawn_local(crate::shard::pump(services.clone(), inbox));
     Ok(OpenedShard { services, pump })
 }
@@ -516,6 +597,8 @@ async fn serve_shard(opened: OpenedShard) -> Result<(), NodeError> {
         .await;
     if !services.shutting_down.get() {
         glommio::spawn_local(services.shard.clone().retention_loop()).detach();
+        glommio::spawn_local(services.clone().metadata_loop()).detach();
+        glommio::spawn_local(services.clone().replication_tick_loop()).detach();
         glommio::spawn_local(
             services
                 .coordinator
@@ -625,6 +708,33 @@ impl DataDirLock {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The CPUs read from the affinity mask are the ones `taskset`-style masks allow: the
+    /// whole machine here, then exactly one CPU once this thread's mask is narrowed to it.
+    #[test]
+    fn allowed_cpus_follow_the_affinity_mask() {
+        let all = allowed_cpus();
+        assert_eq!(
+            all.len(),
+            std::thread::available_parallelism().unwrap().get()
+        );
+        let last = *all.last().unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes one bit below
+            // CPU_SETSIZE; sched_setaffinity(0) narrows only this (test) thread.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(last, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+            assert_eq!(allowed_cpus(), vec![last]);
+        })
+        .join()
+        .unwrap();
+    }
 
     /// A second lock on the same directory fails and names the holder's pid; dropping the
     /// first releases it.

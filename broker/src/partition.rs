@@ -1,31 +1,21 @@
-//! A partition replica as its owner shard holds it: the log, the topic settings, the replica's
-//! [`Role`] and its high watermark. This is the seam where replication plugs in: a follower
-//! role, a high watermark that follows the in-sync replicas, and
-//! [`Partition::wait_acknowledgeable`] — the one point where an appended batch becomes
-//! acknowledgeable, used by local and forwarded produce alike — are all that replication
-//! changes. Lives on exactly one shard.
+//! A partition replica as its owner shard holds it: the log, the topic settings, the producer
+//! state and its replication ([`Replica`]: role, leader epochs, high watermark).
+//! [`Partition::wait_acknowledgeable`] is the one point where an appended batch becomes
+//! acknowledgeable (durability on this replica, then the high watermark for `acks=all`), used
+//! by local and forwarded produce alike. Lives on exactly one shard.
 
 use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
 use storage::{Log, StorageError};
+
+use crate::cluster_metadata::ReplicaAssignment;
+use crate::replica::{Replica, Transition};
 use wire::protocol::{ErrorCode, TopicConfig, WireError};
 use wire::Acks;
 
 /// Bytes read per step while rebuilding producer state at open.
 const REBUILD_READ_BYTES: usize = 4 << 20;
-
-/// What this replica does for its partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Takes produce requests, decides the high watermark. A single node is always leader.
-    Leader,
-    /// Copies the leader's log (replication; not yet).
-    Follower {
-        /// The leader's broker id.
-        leader: u32,
-    },
-}
 
 /// One partition owned by this shard.
 pub struct Partition {
@@ -39,8 +29,8 @@ pub struct Partition {
     pub log: Log,
     /// Idempotent producers' recent batches.
     pub producers: RefCell<crate::producer_state::ProducerStates>,
-    /// This replica's role.
-    role: Role,
+    /// Its replication: role, leader epoch cache, high watermark.
+    pub replica: Replica,
     /// Set when the topic (or this partition) was deleted and its log closed: `Closed` from
     /// the log then means "deleted", not "shutting down".
     deleted: Cell<bool>,
@@ -56,47 +46,132 @@ impl Partition {
         dir: &std::path::Path,
         faults: Option<&std::sync::Arc<storage::FaultPlan>>,
         sync_observer: storage::SyncObserver,
+        replication: ReplicationSettings,
     ) -> Result<Partition, storage::StorageError> {
         let log_config = storage::LogConfig {
             sync_observer: Some(sync_observer),
             ..crate::config::log_config(config, faults)
         };
         let log = Log::open(dir, log_config).await?;
-        let mut producers = crate::producer_state::ProducerStates::default();
-        let mut offset = log.log_start_offset();
-        while offset < log.log_end_offset() {
-            let read = log.read(offset, REBUILD_READ_BYTES).await?;
-            let Some(next) = read.next_offset() else {
-                break;
-            };
-            for batch in &read.batches {
-                if let Ok(header) =
-                    wire::batch::peek_header(&batch.bytes, wire::limits::BATCH_SIZE_MAX)
-                {
-                    producers.replay(&header);
-                }
-            }
-            offset = next;
-        }
+        let producers = replay_producers(&log).await?;
+        let replica = Replica::open(
+            replication.local_broker,
+            replication.replica_lag_time_max_ms,
+            dir,
+            log.log_end_offset(),
+        )
+        .map_err(|reason| storage::StorageError::Corrupt {
+            path: dir.join(crate::replica::EPOCH_CHECKPOINT_FILE),
+            position: 0,
+            reason,
+        })?;
         Ok(Partition {
             topic: topic.to_string(),
             partition,
             config: config.clone(),
             log,
             producers: RefCell::new(producers),
-            role: Role::Leader,
+            replica,
             deleted: Cell::new(false),
         })
     }
 
-    /// This replica's role.
-    pub fn role(&self) -> Role {
-        self.role
+    /// Takes the controller's decision for this partition (role, ISR, epochs). Returns what
+    /// the shard must do next: checkpoint the epoch cache of a new leadership
+    /// ([`Partition::checkpoint_epochs`], in the background), or register with a leader's
+    /// fetch session.
+    pub fn apply_assignment(&self, assignment: &ReplicaAssignment) -> Transition {
+        let transition = self.replica.apply(
+            assignment,
+            self.log.log_start_offset(),
+            self.log.log_end_offset(),
+            now_ms(),
+        );
+        match transition {
+            Ok(Transition::BecameLeader) => {
+                tracing::info!(
+                    topic = self.topic,
+                    partition = self.partition,
+                    epoch = assignment.leader_epoch,
+                    log_end_offset = self.log.log_end_offset(),
+                    "leading"
+                );
+                Transition::BecameLeader
+            }
+            Ok(transition) => transition,
+            Err(error) => {
+                tracing::error!(topic = self.topic, partition = self.partition, %error, ?assignment, "cannot take the controller's decision");
+                Transition::None
+            }
+        }
+    }
+
+    /// Writes the epoch cache's checkpoint (atomically, off the event loop). A failure (or a
+    /// crash before it) is logged and costs no committed record: a replica whose cache lacks
+    /// its newest epoch reports an older last epoch when it next follows, and the leader's
+    /// answer then truncates it further than needed, to a point it fetches again from.
+    pub async fn checkpoint_epochs(&self) {
+        let (path, bytes) = self.replica.epoch_checkpoint();
+        write_epoch_checkpoint(path, bytes).await;
+    }
+
+    /// The checkpoint to write in the background if the epoch cache changed since the last
+    /// one (a new leadership's first append): `None` when nothing changed.
+    pub fn dirty_epoch_checkpoint(
+        &self,
+    ) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        if !self.replica.take_epochs_dirty() {
+            return None;
+        }
+        let (path, bytes) = self.replica.epoch_checkpoint();
+        Some(write_epoch_checkpoint(path, bytes))
+    }
+
+    /// Appends a batch fetched from the leader, as received (the leader's bytes, its offsets):
+    /// checks the CRC (not the records: the leader validated them deeply), appends, checks
+    /// the log put it where the leader did, and replays its producer state so that this
+    /// replica deduplicates retries if it becomes leader.
+    pub async fn append_replicated(&self, bytes: &[u8]) -> Result<(), String> {
+        let view = wire::batch::BatchView::validate(bytes, wire::limits::BATCH_SIZE_MAX)
+            .map_err(|e| format!("fetched batch: {e}"))?;
+        let header = view.header();
+        let info = self.log.append(view).await.map_err(|e| e.to_string())?;
+        if info.base_offset != header.base_offset {
+            return Err(format!(
+                "fetched batch at {} landed at {}",
+                header.base_offset, info.base_offset
+            ));
+        }
+        let mut stamped = header;
+        stamped.base_offset = info.base_offset;
+        self.producers.borrow_mut().replay(&stamped);
+        Ok(())
+    }
+
+    /// True once the partition was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.get()
+    }
+
+    /// Cuts the log's divergent tail at `offset` (a follower told so by its leader) and
+    /// rebuilds the producer state from what is left. Returns the new log end.
+    pub async fn truncate_to(&self, offset: u64) -> Result<u64, StorageError> {
+        let end = self.log.truncate_to(offset).await?;
+        let producers = replay_producers(&self.log).await?;
+        self.producers.replace(producers);
+        tracing::info!(
+            topic = self.topic,
+            partition = self.partition,
+            log_end_offset = end,
+            "truncated a divergent tail"
+        );
+        Ok(end)
     }
 
     /// Marks the partition deleted (before its log closes for the deletion).
     pub fn mark_deleted(&self) {
         self.deleted.set(true);
+        self.replica.changed().notify_all();
     }
 
     /// What a client is told about a storage error of this partition: a `Closed` log of a
@@ -120,19 +195,23 @@ impl Partition {
         self.config.durability.syncs_before_ack()
     }
 
-    /// Offsets below this may be read by consumers: what an acknowledged producer could have
-    /// been told. With `always`, that is what is on disk; otherwise the log end (replication
-    /// will make it the in-sync replicas' common offset).
+    /// Offsets below this may be read by consumers: committed on every in-sync replica (the
+    /// replication high watermark) and, with `always`, on this replica's disk.
     pub fn high_watermark(&self) -> u64 {
+        let replicated = self.replica.high_watermark();
         if self.syncs_before_ack() {
-            self.log.durable_offset()
+            replicated.min(self.log.durable_offset())
         } else {
-            self.log.log_end_offset()
+            replicated.min(self.log.log_end_offset())
         }
     }
 
     /// Waits until the high watermark is past `offset`.
     pub async fn wait_for_high_watermark(&self, offset: u64) {
+        self.replica
+            .changed()
+            .wait_until(|| self.replica.high_watermark() > offset || self.deleted.get())
+            .await;
         if self.syncs_before_ack() {
             self.log.wait_for_durable_offset(offset).await
         } else {
@@ -141,36 +220,100 @@ impl Partition {
     }
 
     /// Waits until a batch appended up to `last_offset` may be acknowledged under `acks`, at
-    /// most until `deadline`: at once for `acks=0`; for `1` and `all`, once the topic's
-    /// durability is met (fsync for `always`). On one node `all` is `1` (the in-sync replicas
-    /// are the leader); replication makes `all` wait for the high watermark here.
+    /// most until `deadline`: at once for `acks=0`; for `1`, once the topic's durability is met
+    /// on this replica (fsync for `always`); for `all`, that and once the high watermark covers
+    /// the batch (every in-sync replica has it). A replica that stops leading meanwhile
+    /// answers `NotLeader`: the batch may or may not be committed, and the (idempotent)
+    /// producer retries on the new leader.
     pub async fn wait_acknowledgeable(
         &self,
         last_offset: u64,
         acks: Acks,
         deadline: Instant,
     ) -> Result<(), WireError> {
-        if let Role::Follower { leader } = self.role {
-            return Err(WireError::new(
-                ErrorCode::NotLeader,
-                format!("broker {leader} leads this partition"),
-            ));
-        }
-        if acks == Acks::None || !self.syncs_before_ack() {
+        if acks == Acks::None {
             return Ok(());
         }
-        let durable = async { Some(self.log.wait_durable(last_offset).await) };
-        let timer = async {
-            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
-            None
-        };
-        match futures_lite::future::or(durable, timer).await {
-            Some(Ok(())) => Ok(()),
-            Some(Err(error)) => Err(self.storage_error(&error)),
-            None => Err(WireError::new(
+        let timed_out = |what: &str| {
+            WireError::new(
                 ErrorCode::RequestTimedOut,
-                "the batch was not synced in time",
-            )),
+                format!("the batch was not {what} in time"),
+            )
+        };
+        if self.syncs_before_ack() {
+            let durable = async { Some(self.log.wait_durable(last_offset).await) };
+            match futures_lite::future::or(durable, sleep_until(deadline)).await {
+                Some(Ok(())) => {}
+                Some(Err(error)) => return Err(self.storage_error(&error)),
+                None => return Err(timed_out("synced")),
+            }
+        }
+        if acks != Acks::All {
+            return Ok(());
+        }
+        let end_offset = last_offset + 1;
+        let committed = async {
+            self.replica
+                .changed()
+                .wait_until(|| !matches!(self.replica.acks_all_status(end_offset), Ok(false)))
+                .await;
+            Some(self.replica.acks_all_status(end_offset))
+        };
+        match futures_lite::future::or(committed, sleep_until(deadline)).await {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(error)) => Err(error),
+            None => Err(timed_out("replicated to the in-sync replicas")),
         }
     }
+}
+
+/// Writes an epoch cache checkpoint; a failure is logged (see
+/// [`Partition::checkpoint_epochs`]).
+async fn write_epoch_checkpoint(path: std::path::PathBuf, bytes: Vec<u8>) {
+    if let Err(error) = storage::metadata::atomic_write(&path, bytes).await {
+        tracing::warn!(path = %path.display(), %error, "writing the leader epoch checkpoint failed");
+    }
+}
+
+/// The idempotent producers' state, rebuilt from the batch headers of the whole log.
+async fn replay_producers(
+    log: &Log,
+) -> Result<crate::producer_state::ProducerStates, StorageError> {
+    let mut producers = crate::producer_state::ProducerStates::default();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, REBUILD_READ_BYTES).await?;
+        let Some(next) = read.next_offset() else {
+            break;
+        };
+        for batch in &read.batches {
+            if let Ok(header) = wire::batch::peek_header(&batch.bytes, wire::limits::BATCH_SIZE_MAX)
+            {
+                producers.replay(&header);
+            }
+        }
+        offset = next;
+    }
+    Ok(producers)
+}
+
+/// Sleeps until `deadline`, then yields `None` (the losing side of a race with a wait).
+async fn sleep_until<T>(deadline: Instant) -> Option<T> {
+    glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+    None
+}
+
+/// Milliseconds of the monotonic clock (the replication state machines' `now_ms`).
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// What a partition's replication needs from the node's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicationSettings {
+    /// This broker's id.
+    pub local_broker: u32,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: u64,
 }

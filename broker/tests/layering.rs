@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 /// Layer of each top-level module, bottom (0) to top. A module may use lower layers; within a
 /// layer only without a cycle. Keep in sync with the diagram in `broker/src/lib.rs`.
 const LAYERS: &[(&str, usize)] = &[
+    ("cluster_metadata", 0),
     ("config", 0),
     ("error_code", 0),
     ("topics", 0),
     ("producer_state", 0),
     ("probe", 0),
+    ("replica", 1),
     ("partition", 1),
     ("shard", 2),
     ("group", 3),
@@ -25,6 +27,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("handler", 4),
     ("net", 5),
     ("metrics", 5),
+    ("membership", 5),
     ("node", 6),
 ];
 

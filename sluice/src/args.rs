@@ -154,6 +154,39 @@ pub struct ServeArgs {
     /// stdout after the readiness line as `sluice metrics on HOST:PORT`.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The controller quorum's voters, `ID@HOST:PORT,...` (1, 3 or 5; the same list on every
+    /// broker of the cluster). A broker whose --broker-id is listed runs that voter on its
+    /// address. Unset: a cluster of one, this broker its only voter (on --controller-listen).
+    #[arg(long, env = "SLUICE_CONTROLLER_VOTERS")]
+    pub controller_voters: Option<String>,
+    /// Where a single node's controller listens (port 0: a free port); ignored with
+    /// --controller-voters.
+    #[arg(long, env = "SLUICE_CONTROLLER_LISTEN", default_value = "127.0.0.1:0")]
+    pub controller_listen: SocketAddr,
+    /// This broker's rack: replicas of a partition are spread over racks first.
+    #[arg(long, env = "SLUICE_RACK")]
+    pub rack: Option<String>,
+    /// Replicas per partition for topics created without a replication factor.
+    #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    pub default_replication_factor: u16,
+    /// `min.insync.replicas` for topics created without one: acks=all writes are refused while
+    /// fewer replicas are in sync.
+    #[arg(long, env = "SLUICE_MIN_INSYNC_REPLICAS", default_value_t = 1)]
+    pub min_insync_replicas: u16,
+    /// A follower not caught up with its leader for this long leaves the ISR (ms).
+    #[arg(long, env = "SLUICE_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
+    pub replica_lag_time_max_ms: u64,
+    /// A broker that does not heartbeat to the controller for this long is fenced: it leads
+    /// nothing, and its partitions get new leaders from their ISR (ms).
+    #[arg(
+        long,
+        env = "SLUICE_BROKER_SESSION_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub broker_session_timeout_ms: u64,
+    /// Replicas of `__consumer_offsets` (at most the number of voters).
+    #[arg(long, env = "SLUICE_OFFSETS_REPLICATION_FACTOR", default_value_t = 3)]
+    pub offsets_replication_factor: u16,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when unset.
     #[arg(long, env = "SLUICE_LOG")]
     pub log: Option<String>,
@@ -240,6 +273,36 @@ impl ServeArgs {
         let advertised_host = self
             .advertised_host
             .unwrap_or_else(|| self.listen.ip().to_string());
+        let controller_voters = match &self.controller_voters {
+            Some(text) => controller::parse_voters(text).context("--controller-voters")?,
+            None => Vec::new(),
+        };
+        if !controller_voters.is_empty()
+            && !controller_voters
+                .iter()
+                .any(|v| v.id == u64::from(self.broker_id))
+        {
+            bail!(
+                "--broker-id {} is not one of --controller-voters: every broker runs a voter (brokers outside the quorum are not supported yet)",
+                self.broker_id
+            );
+        }
+        if self.default_replication_factor == 0 || self.min_insync_replicas == 0 {
+            bail!("--default-replication-factor and --min-insync-replicas must be at least 1");
+        }
+        if self.broker_session_timeout_ms < 500 || self.replica_lag_time_max_ms < 100 {
+            bail!("--broker-session-timeout-ms must be at least 500 and --replica-lag-time-max-ms at least 100");
+        }
+        let cluster = broker::ClusterSettings {
+            controller_voters,
+            controller_listen: self.controller_listen,
+            rack: self.rack.clone(),
+            default_replication_factor: self.default_replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+            replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms),
+            broker_session_timeout: Duration::from_millis(self.broker_session_timeout_ms),
+            offsets_replication_factor: self.offsets_replication_factor.max(1),
+        };
         Ok(Config {
             data_dir,
             listen: self.listen,
@@ -272,6 +335,7 @@ impl ServeArgs {
             tail_cache_bytes_per_core: self.tail_cache_bytes_per_core,
             storage_faults: None,
             metrics_listen: self.metrics_listen,
+            cluster,
             topic_defaults: TopicDefaults {
                 partitions: self.default_partitions,
                 retention_ms: self.default_retention_ms,

@@ -490,6 +490,7 @@ impl OffsetStore {
         let info = log
             .append(BatchView::validate(batch, wire::limits::BATCH_SIZE_MAX)?)
             .await?;
+        self.partition.replica.on_appended(info.last_offset + 1);
         self.in_flight.borrow_mut().insert(info.base_offset);
         log.wait_durable(info.last_offset).await?;
         self.in_flight.borrow_mut().remove(&info.base_offset);

@@ -32,6 +32,8 @@ pub struct FetchTarget {
     pub offset: u64,
     /// Most bytes for this partition.
     pub max_bytes: u32,
+    /// The leader epoch the consumer believes current, if it said.
+    pub leader_epoch: Option<u32>,
 }
 
 /// One partition's fetch result with owned bytes (what crosses shards).
@@ -187,6 +189,7 @@ pub fn dispatch(
                     partition: wanted.partition,
                     offset: wanted.fetch_offset,
                     max_bytes: wanted.max_bytes,
+                    leader_epoch: wanted.current_leader_epoch,
                 };
                 match shard.route(&topic.topic, wanted.partition) {
                     Err(error) => {
@@ -359,6 +362,12 @@ async fn read_one(
         }
         Err(error) => return FetchedPartition::failed(target.partition, error),
     };
+    if let Err(error) = partition
+        .replica
+        .check_consumer_fetch(target.offset, target.leader_epoch)
+    {
+        return FetchedPartition::failed(target.partition, error);
+    }
     let high_watermark = partition.high_watermark();
     let log_start_offset = partition.log.log_start_offset();
     let max_bytes = (target.max_bytes as usize).min(budget);

@@ -116,6 +116,62 @@ pub fn find_coordinator(
     }
     let partitions = shard.coordinator.offsets_partitions();
     let offsets_partition = offsets_partition_for(&request.group_id, partitions);
+    // The coordinator is the leader of the group's offsets partition (its writes replicate
+    // like any topic's); another broker's leader is found in the metadata.
+    let leader = crate::cluster_metadata::assignment(
+        &shard.image.borrow(),
+        wire::protocol::CONSUMER_OFFSETS_TOPIC,
+        offsets_partition,
+    )
+    .and_then(|a| a.leader);
+    match leader {
+        Some(leader) if leader == shard.config.broker_id => {}
+        Some(leader) => {
+            let image = shard.image.borrow().clone();
+            let endpoints =
+                crate::cluster_metadata::broker_endpoints(&image, leader).unwrap_or(&[]);
+            let shard_count = endpoints.len().saturating_sub(1).max(1);
+            let owner = shard_for(
+                wire::protocol::CONSUMER_OFFSETS_TOPIC,
+                offsets_partition,
+                shard_count,
+            );
+            let endpoint = endpoints
+                .get(1 + owner)
+                .and_then(|e| e.rsplit_once(':'))
+                .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)));
+            return match endpoint {
+                Some((host, port)) => response_frame(
+                    correlation_id,
+                    &FindCoordinatorResponse {
+                        broker_id: leader,
+                        host,
+                        port,
+                        shard: owner as u16,
+                        offsets_partition,
+                    },
+                ),
+                None => error_frame(
+                    correlation_id,
+                    &WireError::new(
+                        ErrorCode::CoordinatorNotAvailable,
+                        format!(
+                            "broker {leader} coordinates the group but its endpoints are unknown"
+                        ),
+                    ),
+                ),
+            };
+        }
+        None => {
+            return error_frame(
+                correlation_id,
+                &WireError::new(
+                    ErrorCode::CoordinatorNotAvailable,
+                    "the group's offsets partition has no leader yet",
+                ),
+            )
+        }
+    }
     let owner = shard_for(
         wire::protocol::CONSUMER_OFFSETS_TOPIC,
         offsets_partition,

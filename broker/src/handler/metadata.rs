@@ -1,11 +1,11 @@
-//! Handshake and Metadata: answered from the shard's own snapshot of the registry and of the
-//! shard endpoints, no cross-shard hop.
+//! Handshake and Metadata: answered from the shard's own copy of the controller's metadata
+//! image (brokers and their endpoints, topics, leaders, ISR), no cross-shard hop.
 
 use std::rc::Rc;
 
 use wire::protocol::{
     ApiKey, ApiVersionRange, BrokerMetadata, ErrorCode, HandshakeRequest, HandshakeResponse,
-    MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata, WireError,
+    MetadataRequest, MetadataResponse, PartitionMetadata, ShardEndpoint, TopicMetadata, WireError,
     PROTOCOL_VERSION,
 };
 
@@ -40,19 +40,72 @@ pub fn handshake(
 }
 
 fn cluster_id(shard: &ShardServices) -> String {
-    format!("sluice-single-node-{}", shard.config.broker_id)
+    if shard.config.cluster.is_multi_node() {
+        let voters: Vec<String> = shard
+            .config
+            .cluster
+            .controller_voters
+            .iter()
+            .map(|v| v.id.to_string())
+            .collect();
+        format!("sluice-cluster-{}", voters.join("-"))
+    } else {
+        format!("sluice-single-node-{}", shard.config.broker_id)
+    }
 }
 
-/// Brokers, topics, and for every partition the shard endpoint that owns it.
+/// A broker's metadata from its registration: `endpoints` is the main listener then one
+/// `host:port` per shard.
+fn broker_metadata(broker_id: u32, endpoints: &[String]) -> Option<BrokerMetadata> {
+    let split = |endpoint: &str| -> Option<(String, u16)> {
+        let (host, port) = endpoint.rsplit_once(':')?;
+        Some((host.to_owned(), port.parse().ok()?))
+    };
+    let (host, port) = split(endpoints.first()?)?;
+    let shards = endpoints[1..]
+        .iter()
+        .enumerate()
+        .filter_map(|(shard, endpoint)| {
+            let (host, port) = split(endpoint)?;
+            Some(ShardEndpoint {
+                shard: shard as u16,
+                host,
+                port,
+            })
+        })
+        .collect();
+    Some(BrokerMetadata {
+        broker_id,
+        host,
+        port,
+        shards,
+    })
+}
+
+/// Brokers, topics, and for every partition its leader, the leader's shard that owns it,
+/// the epochs, replicas and ISR: from the shard's copy of the controller's image.
 pub fn metadata(
     shard: &Rc<ShardServices>,
     correlation_id: u32,
     request: &MetadataRequest,
 ) -> Vec<u8> {
     let registry = shard.registry.borrow().clone();
-    let broker_id = shard.config.broker_id;
+    let image = shard.image.borrow().clone();
+    let brokers: Vec<BrokerMetadata> = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| broker_metadata(b.id.0, &b.endpoints))
+        .collect();
+    let shard_count = |broker: u32| {
+        brokers
+            .iter()
+            .find(|b| b.broker_id == broker)
+            .map_or(1, |b| b.shards.len().max(1))
+    };
     let describe = |name: &str| -> TopicMetadata {
-        let Some(config) = registry.topics.get(name) else {
+        let (Some(config), Some(topic)) = (registry.topics.get(name), image.topics.get(name))
+        else {
             return TopicMetadata {
                 name: name.to_string(),
                 error: WireError::new(
@@ -66,15 +119,29 @@ pub fn metadata(
             name: name.to_string(),
             error: WireError::none(),
             config: config.clone(),
-            partitions: (0..config.partitions)
-                .map(|partition| PartitionMetadata {
-                    partition,
-                    error: WireError::none(),
-                    leader: broker_id as i32,
-                    leader_shard: shard_for(name, partition, shard.shards()) as u16,
-                    leader_epoch: 0,
-                    replicas: vec![broker_id],
-                    isr: vec![broker_id],
+            partitions: topic
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(index, state)| {
+                    let partition = index as u32;
+                    let leader = state.leader.map(|id| id.0);
+                    PartitionMetadata {
+                        partition,
+                        error: match leader {
+                            Some(_) => WireError::none(),
+                            None => WireError::new(
+                                ErrorCode::NotLeader,
+                                "no leader: no in-sync replica is live",
+                            ),
+                        },
+                        leader: leader.map_or(-1, |id| id as i32),
+                        leader_shard: leader
+                            .map_or(0, |id| shard_for(name, partition, shard_count(id)) as u16),
+                        leader_epoch: state.leader_epoch,
+                        replicas: state.replicas.iter().map(|id| id.0).collect(),
+                        isr: state.isr.iter().map(|id| id.0).collect(),
+                    }
                 })
                 .collect(),
         }
@@ -92,13 +159,8 @@ pub fn metadata(
     };
     let response = MetadataResponse {
         cluster_id: cluster_id(shard),
-        controller_id: broker_id as i32,
-        brokers: vec![BrokerMetadata {
-            broker_id,
-            host: shard.config.advertised_host.clone(),
-            port: shard.main_port.get(),
-            shards: shard.endpoints.borrow().as_ref().clone(),
-        }],
+        controller_id: shard.controller.leader().map_or(-1, |id| id as i32),
+        brokers,
         topics,
     };
     response_frame(correlation_id, &response)

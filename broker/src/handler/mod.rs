@@ -11,6 +11,7 @@ pub mod group;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod replica_fetch;
 
 use std::rc::Rc;
 
@@ -32,6 +33,8 @@ pub enum Outgoing {
     Frame(Vec<u8>),
     /// A fetch response whose batches are written straight from the log's buffers.
     Fetch(fetch::FetchReply),
+    /// A replica fetch response, written the same way.
+    ReplicaFetch(replica_fetch::ReplicaFetchReply),
 }
 
 /// Records of one fetched partition.
@@ -188,16 +191,39 @@ pub async fn dispatch(
         Request::OffsetFetch(request) => {
             group::forward(shard, correlation_id, GroupRequest::OffsetFetch(request))
         }
-        Request::ReplicaFetch(_)
-        | Request::DescribeCluster(_)
-        | Request::CreatePartitions(_)
-        | Request::ReassignPartitions(_)
-        | Request::ElectLeaders(_) => {
-            let error = WireError::new(
-                ErrorCode::UnsupportedVersion,
-                "cluster APIs are not served by this broker yet",
-            );
-            ready(shard, Outgoing::Frame(error_frame(correlation_id, &error)))
+        Request::ReplicaFetch(request) => replica_fetch::dispatch(shard, correlation_id, request),
+        Request::DescribeCluster(_) => ready(
+            shard,
+            Outgoing::Frame(response_frame(correlation_id, &shard.describe_cluster())),
+        ),
+        Request::CreatePartitions(request) => {
+            spawn_frame(shard, correlation_id, |shard, correlation_id| async move {
+                let topics = shard.create_partitions(request).await;
+                response_frame(
+                    correlation_id,
+                    &wire::protocol::CreatePartitionsResponse { topics },
+                )
+            })
+        }
+        Request::ReassignPartitions(request) => {
+            spawn_frame(shard, correlation_id, |shard, correlation_id| async move {
+                let partitions = shard.reassign_partitions(request).await;
+                response_frame(
+                    correlation_id,
+                    &wire::protocol::ReassignPartitionsResponse { partitions },
+                )
+            })
+        }
+        Request::ElectLeaders(request) => {
+            spawn_frame(shard, correlation_id, |shard, correlation_id| async move {
+                match shard.elect_leaders(request).await {
+                    Ok(changed) => response_frame(
+                        correlation_id,
+                        &wire::protocol::ElectLeadersResponse { changed },
+                    ),
+                    Err(error) => error_frame(correlation_id, &error),
+                }
+            })
         }
     }
 }

@@ -78,14 +78,16 @@ pub async fn dispatch(
             };
             let pending = match route {
                 Err(error) => Pending::Done(failed(data.partition, error)),
-                Ok(Route::Local(partition)) => match append_all(shard, &partition, records).await {
-                    Err(error) => Pending::Done(failed(data.partition, error)),
-                    Ok((base_offset, last_offset)) => Pending::Appended {
-                        partition,
-                        base_offset,
-                        last_offset,
-                    },
-                },
+                Ok(Route::Local(partition)) => {
+                    match append_all(shard, &partition, records, acks).await {
+                        Err(error) => Pending::Done(failed(data.partition, error)),
+                        Ok((base_offset, last_offset)) => Pending::Appended {
+                            partition,
+                            base_offset,
+                            last_offset,
+                        },
+                    }
+                }
                 Ok(Route::Remote(owner)) => {
                     // The one copy of a forwarded batch: it crosses to the owner's core.
                     let mut copy = AlignedVec::<16>::with_capacity(records.len());
@@ -193,7 +195,7 @@ pub async fn produce_owned(
             partition,
             WireError::new(ErrorCode::NotLeader, "partition moved to another shard"),
         )),
-        Ok(Route::Local(local)) => match append_all(shard, &local, records).await {
+        Ok(Route::Local(local)) => match append_all(shard, &local, records, acks).await {
             Err(error) => Pending::Done(failed(partition, error)),
             Ok((base_offset, last_offset)) => Pending::Appended {
                 partition: local,
@@ -205,13 +207,17 @@ pub async fn produce_owned(
     complete(pending, acks, deadline).await
 }
 
-/// Validates every batch (deeply: the bytes come from the network), then appends them all
-/// (counted in the owner `shard`'s probe). Either all batches are appended or none.
+/// Checks that this replica leads and may take `acks` (the ISR against
+/// `min.insync.replicas`), validates every batch (deeply: the bytes come from the network),
+/// then appends them all (counted in the owner `shard`'s probe), telling the replication state
+/// each new log end. Either all batches are appended or none.
 pub async fn append_all(
     shard: &Shard,
     partition: &Partition,
     records: &[u8],
+    acks: Acks,
 ) -> Result<(u64, u64), WireError> {
+    partition.replica.check_produce(acks)?;
     let max = partition.config.max_batch_bytes as usize;
     if records.is_empty() {
         return Err(WireError::new(
@@ -257,6 +263,7 @@ pub async fn append_all(
                         info.base_offset,
                         info.last_offset,
                     );
+                    partition.replica.on_appended(info.last_offset + 1);
                     (info.base_offset, info.last_offset)
                 }
                 Err(error) => {
@@ -268,5 +275,6 @@ pub async fn append_all(
         first.get_or_insert(base_offset);
         last = last_offset;
     }
+    shard.checkpoint_in_background(partition);
     Ok((first.unwrap_or(last), last))
 }

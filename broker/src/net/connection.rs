@@ -334,6 +334,13 @@ async fn write_responses(
                 let parts: Vec<&[u8]> = frame.parts().collect();
                 write_parts(&mut stream, &parts).await
             }
+            Outgoing::ReplicaFetch(reply) => {
+                let ok = WireError::none();
+                let mut response = wire::protocol::ReplicaFetchResponse::default();
+                let frame = reply.encode(&mut head, &mut response, &ok);
+                let parts: Vec<&[u8]> = frame.parts().collect();
+                write_parts(&mut stream, &parts).await
+            }
         };
         drop(charge);
         if let Err(error) = result {

@@ -25,6 +25,7 @@ pub fn connection_budget(bytes: usize) -> ConnectionBudget {
 pub fn response_bytes_max(request: &Request<'_>) -> usize {
     match request {
         Request::Fetch(fetch) => fetch.max_bytes as usize,
+        Request::ReplicaFetch(fetch) => fetch.max_bytes as usize,
         _ => SMALL_RESPONSE_BYTES,
     }
 }

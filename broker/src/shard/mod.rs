@@ -17,14 +17,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use controller::MetadataImage;
 use wire::protocol::{ShardEndpoint, TopicConfig, WireError};
 
 use self::bus::Inbox;
 use self::router::shard_for;
+use crate::cluster_metadata::{assignment, holds_replica, registry_of};
 use crate::config::Config;
 use crate::error_code;
-use crate::partition::Partition;
+use crate::partition::{Partition, ReplicationSettings};
 use crate::probe::ShardProbe;
+use crate::replica::Transition;
 use crate::topics::TopicRegistry;
 
 /// The partitions a shard owns, by topic then number: looked up with a borrowed topic name,
@@ -99,8 +102,10 @@ pub struct Shard {
     shards: usize,
     /// Node configuration.
     pub config: Arc<Config>,
-    /// The current topic registry snapshot.
+    /// The current topic registry snapshot (the topics of `image`).
     pub registry: RefCell<Arc<TopicRegistry>>,
+    /// The cluster metadata this shard last applied.
+    pub image: RefCell<Arc<MetadataImage>>,
     /// Partitions owned by this shard.
     pub partitions: RefCell<OwnedPartitions>,
     /// Every shard's endpoint, once all are bound.
@@ -115,24 +120,39 @@ pub struct Shard {
     pub changed: Rc<storage::Signal>,
     /// Counters and latency histograms of this shard's work (read by the metrics endpoint).
     pub probe: ShardProbe,
+    /// `applied_commands` of the image applied last (see [`Shard::apply_metadata`]).
+    applied_commands: Cell<u64>,
+}
+
+/// What applying a metadata image changed, for the layer above.
+#[derive(Default)]
+pub struct MetadataApplied {
+    /// Topics the image no longer has.
+    pub deleted_topics: HashSet<String>,
+    /// Partitions that now follow a leader: (partition, leader broker id).
+    pub followers: Vec<(Rc<Partition>, u32)>,
+    /// The applied image's version (its `applied_commands`).
+    pub applied_commands: u64,
 }
 
 impl Shard {
     /// Creates the shard: installs the core's storage resources (one tail-cache budget for
     /// every log of this core, [`Config::tail_cache_bytes_per_core`]), then opens the logs of
-    /// every partition of `registry` it owns. Runs on the shard's executor.
+    /// every partition of `image` it owns a replica of and takes each one's role. Runs on the
+    /// shard's executor.
     pub async fn open(
         id: usize,
         shards: usize,
         config: Arc<Config>,
-        registry: TopicRegistry,
-    ) -> Result<Rc<Shard>, storage::StorageError> {
+        image: Arc<MetadataImage>,
+    ) -> Result<(Rc<Shard>, MetadataApplied), storage::StorageError> {
         storage::CoreResources::install(config.shard_budget());
         let shard = Rc::new(Shard {
             id,
             shards,
             config,
             registry: RefCell::new(Arc::new(TopicRegistry::default())),
+            image: RefCell::new(Arc::new(MetadataImage::default())),
             partitions: RefCell::new(OwnedPartitions::default()),
             endpoints: RefCell::new(Arc::new(Vec::new())),
             main_port: Cell::new(0),
@@ -140,9 +160,15 @@ impl Shard {
             requests_in_flight: Rc::new(Cell::new(0)),
             changed: Rc::new(storage::Signal::default()),
             probe: ShardProbe::default(),
+            applied_commands: Cell::new(0),
         });
-        shard.apply_registry(Arc::new(registry)).await?;
-        Ok(shard)
+        let applied = shard.apply_metadata(image).await?;
+        Ok((shard, applied))
+    }
+
+    /// This broker's id.
+    pub fn broker_id(&self) -> u32 {
+        self.config.broker_id
     }
 
     /// Number of shards on this node.
@@ -176,6 +202,18 @@ impl Shard {
         if partition >= config.partitions {
             return Err(error_code::unknown_partition(topic, partition));
         }
+        if !holds_replica(&self.image.borrow(), self.broker_id(), topic, partition) {
+            let leader = assignment(&self.image.borrow(), topic, partition).and_then(|a| a.leader);
+            return Err(WireError::new(
+                wire::protocol::ErrorCode::NotLeader,
+                match leader {
+                    Some(leader) => {
+                        format!("broker {leader} leads partition {partition} of {topic:?}")
+                    }
+                    None => format!("partition {partition} of {topic:?} has no leader"),
+                },
+            ));
+        }
         let owner = shard_for(topic, partition, self.shards());
         if owner != self.id {
             return Ok(Route::Remote(owner));
@@ -189,14 +227,20 @@ impl Shard {
         }
     }
 
-    /// Makes the owned partitions match `registry`: opens new ones, closes and deletes the
-    /// data of removed ones. Returns the topics the registry no longer has (the layer above
-    /// forgets what it kept about them, e.g. committed offsets).
-    pub async fn apply_registry(
+    /// Makes the owned partitions match `image`: opens the new replicas this shard owns,
+    /// closes and deletes the data of the ones removed (topic deleted, or replica moved away),
+    /// and gives every owned partition its role from the image. Returns the topics the image
+    /// no longer has (the layer above forgets what it kept about them, e.g. committed offsets)
+    /// and the partitions that now follow a leader (the layer above fetches for them).
+    pub async fn apply_metadata(
         &self,
-        registry: Arc<TopicRegistry>,
-    ) -> Result<HashSet<String>, storage::StorageError> {
+        image: Arc<MetadataImage>,
+    ) -> Result<MetadataApplied, storage::StorageError> {
+        let fallback = self.default_topic_config();
+        let registry = Arc::new(registry_of(&image, &fallback));
+        self.image.replace(image.clone());
         let previous = self.registry.replace(registry.clone());
+        let broker = self.broker_id();
         let deleted_topics: HashSet<String> = previous
             .topics
             .keys()
@@ -207,6 +251,7 @@ impl Shard {
         for (topic, config) in &registry.topics {
             for partition in 0..config.partitions {
                 if shard_for(topic, partition, self.shards()) != self.id
+                    || !holds_replica(&image, broker, topic, partition)
                     || self.partitions.borrow().get(topic, partition).is_some()
                 {
                     continue;
@@ -220,6 +265,14 @@ impl Shard {
                     &dir,
                     faults,
                     self.probe.sync_observer(),
+                    ReplicationSettings {
+                        local_broker: broker,
+                        replica_lag_time_max_ms: self
+                            .config
+                            .cluster
+                            .replica_lag_time_max
+                            .as_millis() as u64,
+                    },
                 )
                 .await?;
                 tracing::debug!(
@@ -244,6 +297,7 @@ impl Shard {
                     .topics
                     .get(topic)
                     .is_none_or(|config| *partition >= config.partitions)
+                    || !holds_replica(&image, broker, topic, *partition)
             })
             .collect();
         for key in removed {
@@ -268,7 +322,69 @@ impl Shard {
                 "partition deleted"
             );
         }
-        Ok(deleted_topics)
+        let mut followers = Vec::new();
+        for partition in self.partitions.borrow().values() {
+            let Some(decided) = assignment(&image, &partition.topic, partition.partition) else {
+                continue;
+            };
+            match partition.apply_assignment(&decided) {
+                Transition::BecameFollower { leader } => {
+                    followers.push((partition.clone(), leader))
+                }
+                Transition::BecameLeader => {
+                    // An empty log's new epoch is checkpointed with its first append (the
+                    // produce path); a non-empty one's now, in the background.
+                    if partition.log.log_end_offset() > partition.log.log_start_offset() {
+                        self.checkpoint_in_background(&partition);
+                    }
+                }
+                Transition::None => {}
+            }
+        }
+        Ok(MetadataApplied {
+            deleted_topics,
+            followers,
+            applied_commands: image.applied_commands,
+        })
+    }
+
+    /// Records that the layer above finished applying the image of `applied_commands` (what
+    /// topic administration waits for before answering).
+    pub fn mark_applied(&self, applied_commands: u64) {
+        self.applied_commands.set(applied_commands);
+        self.changed.notify_all();
+    }
+
+    /// Writes `partition`'s epoch checkpoint if it changed, in the background; counted as in
+    /// flight, so a shutdown waits for the write.
+    pub fn checkpoint_in_background(&self, partition: &Partition) {
+        if let Some(write) = partition.dirty_epoch_checkpoint() {
+            let in_flight = InFlight::new(self);
+            glommio::spawn_local(async move {
+                write.await;
+                drop(in_flight);
+            })
+            .detach();
+        }
+    }
+
+    /// The settings a topic gets where the image says nothing (the broker's defaults).
+    pub fn default_topic_config(&self) -> TopicConfig {
+        let defaults = &self.config.topic_defaults;
+        TopicConfig {
+            partitions: defaults.partitions,
+            replication_factor: self.config.cluster.default_replication_factor,
+            retention_ms: defaults.retention_ms,
+            retention_bytes: -1,
+            segment_bytes: defaults.segment_bytes,
+            max_batch_bytes: defaults.max_batch_bytes,
+            durability: defaults.durability,
+        }
+    }
+
+    /// The image version (its count of applied commands) this shard has applied.
+    pub fn applied_commands(&self) -> u64 {
+        self.applied_commands.get()
     }
 
     /// Runs retention on every owned partition every `retention_check`.

@@ -4,8 +4,9 @@
 //! handlers take a `ShardServices`; the shard layer never sees it (it is only the `C` of its
 //! generic bus and pump).
 
+pub mod follower_fetch;
+
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,11 +14,15 @@ use std::time::Duration;
 
 use wire::protocol::{ErrorCode, WireError};
 
+use controller::{BrokerId, Command, ControllerHandle, MetadataImage};
+
+use self::follower_fetch::FollowerFetchers;
 use crate::group::Coordinator;
+use crate::partition::{now_ms, Partition};
 use crate::producer_ids::ProducerIds;
+use crate::replica::IsrProposal;
 use crate::shard::bus::Bus;
-use crate::shard::Shard;
-use crate::topics::TopicRegistry;
+use crate::shard::{MetadataApplied, Shard};
 
 /// Why a shard's services could not open.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +52,15 @@ pub struct ShardServices {
     producer_ids_lock: glommio::sync::Semaphore,
     /// Serialises topic creation and deletion (shard 0 only).
     pub admin_lock: glommio::sync::Semaphore,
+    /// The node's controller: proposals (topics, ISR changes) and the metadata image.
+    pub controller: Arc<ControllerHandle>,
+    /// This shard's follower fetch sessions.
+    pub fetchers: FollowerFetchers,
 }
+
+/// How often a shard's leaders check their followers' lag: a tenth of the default 10 s
+/// `replica.lag.time.max`, so a lagging follower leaves the ISR at most 10 % late.
+const REPLICATION_TICK: Duration = Duration::from_millis(1000);
 
 /// The services extend their shard: `services.id`, `services.route(..)` and the like read the
 /// shard layer directly.
@@ -64,7 +77,9 @@ impl ShardServices {
     /// on shard 0 the producer-id allocator).
     pub async fn open(
         shard: Rc<Shard>,
+        applied: MetadataApplied,
         bus: ServiceBus,
+        controller: Arc<ControllerHandle>,
     ) -> Result<Rc<ShardServices>, ServicesError> {
         let config = shard.config.clone();
         let coordinator = Rc::new(Coordinator::new(
@@ -82,27 +97,117 @@ impl ShardServices {
         } else {
             None
         };
-        Ok(Rc::new(ShardServices {
+        let services = Rc::new(ShardServices {
             shard,
             bus,
             coordinator,
             producer_ids: RefCell::new(producer_ids),
             producer_ids_lock: glommio::sync::Semaphore::new(1),
             admin_lock: glommio::sync::Semaphore::new(1),
-        }))
+            controller,
+            fetchers: FollowerFetchers::default(),
+        });
+        services.follow(applied);
+        Ok(services)
     }
 
-    /// Makes the shard's partitions match `registry`; the committed offsets of deleted topics
-    /// go too, on whichever shard coordinates the groups that committed them.
-    pub async fn apply_registry(
-        &self,
-        registry: Arc<TopicRegistry>,
+    /// Makes the shard's partitions match `image`; the committed offsets of deleted topics go
+    /// too, on whichever shard coordinates the groups that committed them; followers start
+    /// fetching from their leaders.
+    pub async fn apply_metadata(
+        self: &Rc<Self>,
+        image: Arc<MetadataImage>,
     ) -> Result<(), storage::StorageError> {
-        let deleted_topics: HashSet<String> = self.shard.apply_registry(registry).await?;
-        if !deleted_topics.is_empty() {
-            self.coordinator.forget_topics(&deleted_topics).await;
+        let applied = self.shard.apply_metadata(image).await?;
+        if !applied.deleted_topics.is_empty() {
+            self.coordinator
+                .forget_topics(&applied.deleted_topics)
+                .await;
         }
+        self.follow(applied);
         Ok(())
+    }
+
+    fn follow(self: &Rc<Self>, applied: MetadataApplied) {
+        for (partition, leader) in applied.followers {
+            FollowerFetchers::follow(self, partition, leader);
+        }
+        self.shard.mark_applied(applied.applied_commands);
+    }
+
+    /// Follows the controller's metadata: applies every new image, in order, until shutdown.
+    pub async fn metadata_loop(self: Rc<Self>) {
+        let mut images = self.controller.subscribe();
+        loop {
+            let stopping = self.clone();
+            let stop = async move {
+                stopping
+                    .changed
+                    .wait_until(|| stopping.shutting_down.get())
+                    .await;
+                false
+            };
+            let changed = async { images.changed().await.is_ok() };
+            if !futures_lite::future::or(changed, stop).await {
+                return;
+            }
+            let image = images.borrow_and_update().clone();
+            if image.applied_commands <= self.applied_commands() {
+                continue;
+            }
+            if let Err(error) = self.apply_metadata(image).await {
+                tracing::error!(shard = self.id, %error, "applying cluster metadata failed");
+            }
+        }
+    }
+
+    /// Ticks every leader replica of this shard (followers that lag too long are proposed out
+    /// of the ISR), until shutdown.
+    pub async fn replication_tick_loop(self: Rc<Self>) {
+        loop {
+            let stopping = self.clone();
+            let stop = async move {
+                stopping
+                    .changed
+                    .wait_until(|| stopping.shutting_down.get())
+                    .await
+            };
+            futures_lite::future::or(glommio::timer::sleep(REPLICATION_TICK), stop).await;
+            if self.shutting_down.get() {
+                return;
+            }
+            let now = now_ms();
+            for partition in self.partitions.borrow().values() {
+                if !partition.replica.is_leader() {
+                    continue;
+                }
+                partition.replica.on_tick(now);
+                if let Some(proposal) = partition.replica.take_isr_proposal() {
+                    self.send_isr_proposal(partition, proposal);
+                }
+            }
+        }
+    }
+
+    /// Sends a leader's ISR change to the controller (in the background); a refusal lets the
+    /// leader propose again later. The committed change comes back with the metadata.
+    pub fn send_isr_proposal(&self, partition: Rc<Partition>, proposal: IsrProposal) {
+        let controller = self.controller.clone();
+        glommio::spawn_local(async move {
+            let command = Command::AlterIsr {
+                topic: partition.topic.clone(),
+                partition: partition.partition,
+                leader_epoch: proposal.leader_epoch,
+                partition_epoch: proposal.partition_epoch,
+                new_isr: proposal.isr.iter().map(|&id| BrokerId(id)).collect(),
+            };
+            tracing::info!(topic = partition.topic, partition = partition.partition, isr = ?proposal.isr, "proposing an ISR change");
+            if let Err(error) = controller.propose_async(command).await {
+                tracing::warn!(topic = partition.topic, partition = partition.partition, %error, "ISR change refused");
+                partition.replica.on_isr_proposal_failed();
+            }
+        })
+        .detach();
     }
 
     /// A new producer id (shard 0 only). When a block is used up, the next one is reserved

@@ -1,0 +1,319 @@
+//! This node's membership in its cluster: it starts the node's controller (an openraft voter
+//! on a thread of its own, see the `controller` crate), registers the broker with a new
+//! incarnation and its client endpoints, creates `__consumer_offsets` once enough brokers are
+//! live, and heartbeats from a thread of its own, re-registering when the controller forgot
+//! it. A node started with no `--controller-voters` is a cluster of one: the same code, one
+//! voter. The shards never block on any of this: they read the controller's metadata image.
+//!
+//! ```text
+//!  Node::start ─ start_controller ─ register (waits for a quorum) ─ migrate topics.meta
+//!              └ shards start with the image ─ Membership thread: heartbeat every session/4
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use controller::{BrokerId, Command, ControllerConfig, ControllerError, ControllerHandle, Voter};
+use wire::protocol::CONSUMER_OFFSETS_TOPIC;
+
+use crate::cluster_metadata::config_strings;
+use crate::config::Config;
+use crate::topics::TopicRegistry;
+
+/// Longest wait at start for the controller quorum to accept this broker's registration: the
+/// other voters may start a little later (an operator starting three machines).
+pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Pause between two registration attempts while there is no quorum.
+const REGISTRATION_RETRY: Duration = Duration::from_millis(200);
+/// Name of the file holding the incarnation counter in the data directory.
+const INCARNATION_FILE: &str = "incarnation";
+
+/// Why the node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// The controller could not start or refused the registration.
+    #[error("controller: {0}")]
+    Controller(#[from] ControllerError),
+    /// The incarnation file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// No quorum accepted the registration in time.
+    #[error("no controller quorum accepted broker {broker} within {timeout_s} s: are the other --controller-voters running?")]
+    NoQuorum {
+        /// This broker.
+        broker: u32,
+        /// The wait.
+        timeout_s: u64,
+    },
+}
+
+/// Starts this node's controller voter: `<data-dir>/controller` holds its Raft state.
+pub fn start_controller(config: &Config) -> Result<ControllerHandle, MembershipError> {
+    let cluster = &config.cluster;
+    let dir = config.data_dir.join("controller");
+    let node_id = u64::from(config.broker_id);
+    let mut controller_config = if cluster.controller_voters.is_empty() {
+        let listener =
+            std::net::TcpListener::bind(cluster.controller_listen).map_err(|source| {
+                MembershipError::Io {
+                    path: dir.clone(),
+                    source,
+                }
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| MembershipError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        let mut single = ControllerConfig::new(node_id, vec![Voter { id: node_id, addr }], &dir);
+        single.listener = Some(listener);
+        single
+    } else {
+        ControllerConfig::new(node_id, cluster.controller_voters.clone(), &dir)
+    };
+    controller_config = controller_config
+        .with_broker_session_timeout_ms(cluster.broker_session_timeout.as_millis() as u64);
+    Ok(controller::Controller::start(controller_config)?)
+}
+
+/// The client endpoints this broker registers: the main listener, then one per shard.
+pub fn registration_endpoints(
+    config: &Config,
+    main: SocketAddr,
+    shards: &[SocketAddr],
+) -> Vec<String> {
+    let host = &config.advertised_host;
+    std::iter::once(format!("{host}:{}", main.port()))
+        .chain(shards.iter().enumerate().map(|(shard, addr)| {
+            let port = config
+                .advertised_shard_port_base
+                .map_or(addr.port(), |base| base.saturating_add(shard as u16));
+            format!("{host}:{port}")
+        }))
+        .collect()
+}
+
+/// The next incarnation of this broker (one more than the last start's), persisted first so
+/// a crash cannot reuse one.
+pub fn next_incarnation(data_dir: &Path) -> Result<u64, MembershipError> {
+    let path = data_dir.join(INCARNATION_FILE);
+    let last = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let next = last + 1;
+    storage::metadata::atomic_write_blocking(&path, next.to_string().as_bytes())
+        .map_err(|source| MembershipError::Io { path, source })?;
+    Ok(next)
+}
+
+/// Registers the broker and waits until this node's image shows it live: retried while there
+/// is no quorum, up to [`REGISTRATION_TIMEOUT`].
+pub fn register(
+    controller: &ControllerHandle,
+    config: &Config,
+    endpoints: &[String],
+    incarnation: u64,
+) -> Result<(), MembershipError> {
+    let deadline = Instant::now() + REGISTRATION_TIMEOUT;
+    let id = BrokerId(config.broker_id);
+    let mut last_log = Instant::now();
+    loop {
+        let proposed = controller.propose(Command::RegisterBroker {
+            id,
+            endpoints: endpoints.to_vec(),
+            rack: config.cluster.rack.clone(),
+            incarnation,
+        });
+        match proposed {
+            Ok(_) => break,
+            Err(error) if Instant::now() < deadline => {
+                if last_log.elapsed() > Duration::from_secs(5) {
+                    tracing::info!(%error, "waiting for the controller quorum");
+                    last_log = Instant::now();
+                }
+                std::thread::sleep(REGISTRATION_RETRY);
+            }
+            Err(_) => {
+                return Err(MembershipError::NoQuorum {
+                    broker: config.broker_id,
+                    timeout_s: REGISTRATION_TIMEOUT.as_secs(),
+                })
+            }
+        }
+    }
+    wait_for_image(controller, deadline, |image| {
+        image
+            .brokers
+            .get(&id)
+            .is_some_and(|b| b.incarnation == incarnation && !b.fenced)
+    })
+    .then_some(())
+    .ok_or(MembershipError::NoQuorum {
+        broker: config.broker_id,
+        timeout_s: REGISTRATION_TIMEOUT.as_secs(),
+    })
+}
+
+/// Waits until this node's image satisfies `done` (polling: start-up only).
+fn wait_for_image(
+    controller: &ControllerHandle,
+    deadline: Instant,
+    done: impl Fn(&controller::MetadataImage) -> bool,
+) -> bool {
+    while Instant::now() < deadline {
+        if done(&controller.metadata()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// Moves a single node's topics from its `topics.meta` (written before the controller
+/// existed) into the controller, once: topics the image lacks are proposed with their
+/// settings and replication factor 1, and the file is renamed `topics.meta.migrated`.
+pub fn migrate_registry(
+    controller: &ControllerHandle,
+    config: &Config,
+) -> Result<(), MembershipError> {
+    let path = TopicRegistry::path(&config.data_dir);
+    if !path.exists() {
+        return Ok(());
+    }
+    let registry = TopicRegistry::load(&config.data_dir).map_err(|error| MembershipError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(error.to_string()),
+    })?;
+    let image = controller.metadata();
+    for (name, topic) in &registry.topics {
+        if image.topics.contains_key(name) {
+            continue;
+        }
+        let created = controller.propose(Command::CreateTopic {
+            name: name.clone(),
+            partitions: topic.partitions,
+            replication_factor: 1,
+            min_insync: 1,
+            config: config_strings(topic),
+        });
+        match created {
+            Ok(_) | Err(ControllerError::TopicExists { .. }) => {
+                tracing::info!(topic = name, "topic moved into the controller")
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let migrated = config.data_dir.join("topics.meta.migrated");
+    std::fs::rename(&path, &migrated).map_err(|source| MembershipError::Io { path, source })?;
+    Ok(())
+}
+
+/// Creates `__consumer_offsets` if the image lacks it and enough brokers are live for its
+/// replication factor (`min(offsets_replication_factor, voters)`); returns whether it exists.
+pub fn ensure_offsets_topic(controller: &ControllerHandle, config: &Config) -> bool {
+    let image = controller.metadata();
+    if image.topics.contains_key(CONSUMER_OFFSETS_TOPIC) {
+        return true;
+    }
+    let voters = config.cluster.controller_voters.len().max(1);
+    let factor = usize::from(config.cluster.offsets_replication_factor)
+        .min(voters)
+        .max(1);
+    let live = image.brokers.values().filter(|b| !b.fenced).count();
+    if live < factor {
+        return false;
+    }
+    let topic =
+        crate::group::offsets_topic_config(config.offsets_partitions, config.offsets_segment_bytes);
+    let created = controller.propose(Command::CreateTopic {
+        name: CONSUMER_OFFSETS_TOPIC.to_owned(),
+        partitions: topic.partitions,
+        replication_factor: factor as u16,
+        min_insync: (factor as u16).min(2),
+        config: config_strings(&topic),
+    });
+    match created {
+        Ok(_) | Err(ControllerError::TopicExists { .. }) => true,
+        Err(error) => {
+            tracing::debug!(%error, "creating __consumer_offsets failed; retrying");
+            false
+        }
+    }
+}
+
+/// The heartbeat thread: heartbeats every quarter of the session, re-registers when the
+/// controller lost the registration, creates `__consumer_offsets` when it can. Stops (and is
+/// joined) with the node.
+pub struct Membership {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Membership {
+    /// Starts the thread.
+    pub fn start(
+        controller: Arc<ControllerHandle>,
+        config: Arc<Config>,
+        endpoints: Vec<String>,
+        incarnation: u64,
+    ) -> std::io::Result<Membership> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-membership".into())
+            .spawn(move || {
+                let period = config.cluster.broker_session_timeout / 4;
+                let id = BrokerId(config.broker_id);
+                let mut offsets_ready = false;
+                while !stopping.load(Ordering::Acquire) {
+                    match controller.broker_heartbeat(id, incarnation) {
+                        Ok(()) => {}
+                        Err(ControllerError::UnknownBroker { .. }) => {
+                            let _ = controller.propose(Command::RegisterBroker {
+                                id,
+                                endpoints: endpoints.clone(),
+                                rack: config.cluster.rack.clone(),
+                                incarnation,
+                            });
+                        }
+                        Err(error) => tracing::debug!(%error, "heartbeat failed"),
+                    }
+                    if !offsets_ready {
+                        offsets_ready = ensure_offsets_topic(&controller, &config);
+                    }
+                    let until = Instant::now() + period;
+                    while Instant::now() < until && !stopping.load(Ordering::Acquire) {
+                        std::thread::sleep(Duration::from_millis(20).min(period));
+                    }
+                }
+            })?;
+        Ok(Membership {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops heartbeating (the controller fences this broker after the session) and joins.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
