@@ -190,19 +190,36 @@ impl Coordinator {
 
     /// Loads the committed offsets of every `__consumer_offsets` partition this shard owns.
     pub async fn load(&self, shard: &Shard) -> anyhow::Result<()> {
+        self.follow_leadership(shard).await
+    }
+
+    /// Coordinates the groups of exactly the offsets partitions this shard owns and leads:
+    /// loads the committed offsets of a partition it now leads (replaying its replicated
+    /// log), drops those of one it no longer leads (their groups find the new coordinator
+    /// through `NotCoordinator`). Called at start and after every metadata change.
+    pub async fn follow_leadership(&self, shard: &Shard) -> anyhow::Result<()> {
         for partition in 0..self.offsets_partitions {
             if shard_for(CONSUMER_OFFSETS_TOPIC, partition, shard.shards()) != self.shard_id {
                 continue;
             }
-            let Some(owned) = shard
+            let owned = shard
                 .partitions
                 .borrow()
-                .get(CONSUMER_OFFSETS_TOPIC, partition)
-            else {
-                anyhow::bail!("{CONSUMER_OFFSETS_TOPIC} partition {partition} is not open");
-            };
-            let store = OffsetStore::load(owned, self.snapshot_records).await?;
-            self.stores.borrow_mut().insert(partition, Rc::new(store));
+                .get(CONSUMER_OFFSETS_TOPIC, partition);
+            let leads = owned.as_ref().is_some_and(|p| p.replica.is_leader());
+            let loaded = self.stores.borrow().contains_key(&partition);
+            match (leads, loaded, owned) {
+                (true, false, Some(owned)) => {
+                    let store = OffsetStore::load(owned, self.snapshot_records).await?;
+                    self.stores.borrow_mut().insert(partition, Rc::new(store));
+                    tracing::info!(shard = self.shard_id, partition, "coordinating the groups of an offsets partition");
+                }
+                (false, true, _) => {
+                    self.stores.borrow_mut().remove(&partition);
+                    tracing::info!(shard = self.shard_id, partition, "no longer coordinating an offsets partition's groups");
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
