@@ -225,9 +225,21 @@ struct PartitionQueue {
     builder: BatchBuilder,
     open: Option<OpenBatch>,
     ready: VecDeque<ProducerBatch>,
-    in_flight: usize,
+    /// `min_seq` of each batch in flight, in send order; at most `max_in_flight` entries
+    /// (its capacity is kept, so sending allocates nothing in steady state).
+    in_flight: VecDeque<u64>,
     /// Retry backoff: nothing of this partition is sent before this instant.
     retry_at: Option<Instant>,
+}
+
+impl PartitionQueue {
+    /// A retried batch heads the queue while batches are still out: it waits until every one
+    /// of them has come back, so that it cannot reach the broker after a later batch of the
+    /// partition, or while an earlier one is still on its way (possibly to an old leader's
+    /// endpoint, or on a connection that failed before writing it).
+    fn retry_waits(&self) -> bool {
+        !self.in_flight.is_empty() && self.ready.front().is_some_and(|batch| batch.attempts > 0)
+    }
 }
 
 /// What the accumulator knows about incomplete records, apart from the queues.
@@ -350,7 +362,7 @@ impl Accumulator {
         let index = self.queue_index(topic, partition);
         let ledger = &mut self.ledger;
         let queue = &mut self.queues[index];
-        let window_full = queue.in_flight + queue.ready.len() >= self.config.max_in_flight;
+        let window_full = queue.in_flight.len() + queue.ready.len() >= self.config.max_in_flight;
         let limit = if window_full {
             self.config.batch_size_bytes.max(BLOCKED_BATCH_BYTES_MAX)
         } else {
@@ -443,14 +455,15 @@ impl Accumulator {
             }
             queue.retry_at = None;
             if let Some(open) = &queue.open {
-                let slot_free = queue.in_flight < config.max_in_flight && queue.ready.is_empty();
+                let slot_free =
+                    queue.in_flight.len() < config.max_in_flight && queue.ready.is_empty();
                 // Grown past the batch size while the window was full: goes at the next slot.
                 let full = queue.builder.estimated_size() >= config.batch_size_bytes;
                 let due = slot_free
                     && (flushing
                         || full
                         || if config.linger.is_zero() {
-                            queue.in_flight == 0
+                            queue.in_flight.is_empty()
                         } else {
                             now >= open.created + config.linger
                         });
@@ -458,11 +471,14 @@ impl Accumulator {
                     cut_open(&mut self.ledger, topic, *partition, queue);
                 }
             }
-            while queue.in_flight < config.max_in_flight {
+            if queue.retry_waits() {
+                continue;
+            }
+            while queue.in_flight.len() < config.max_in_flight {
                 let Some(batch) = queue.ready.pop_front() else {
                     break;
                 };
-                queue.in_flight += 1;
+                queue.in_flight.push_back(batch.min_seq);
                 out.push(batch);
             }
         }
@@ -481,17 +497,33 @@ impl Accumulator {
                     return has_work.then_some(at);
                 }
                 let open = queue.open.as_ref()?;
-                let sendable = queue.in_flight < config.max_in_flight && queue.ready.is_empty();
+                let sendable =
+                    queue.in_flight.len() < config.max_in_flight && queue.ready.is_empty();
                 (sendable && !config.linger.is_zero()).then_some(open.created + config.linger)
             })
             .min()
     }
 
     /// A drained batch came back: its partition has one more free in-flight slot.
-    pub fn returned(&mut self, topic: &Arc<str>, partition: u32) {
-        if let Some(queue) = self.queue_mut(topic, partition) {
-            queue.in_flight = queue.in_flight.saturating_sub(1);
+    pub fn returned(&mut self, batch: &ProducerBatch) {
+        if let Some(queue) = self.queue_mut(&batch.topic, batch.partition) {
+            if let Some(at) = queue.in_flight.iter().position(|&seq| seq == batch.min_seq) {
+                queue.in_flight.remove(at);
+            }
         }
+    }
+
+    /// True when a batch of `batch`'s partition enqueued before it is neither acknowledged
+    /// nor failed yet (in flight, or waiting to be retried). An idempotent batch refused with
+    /// `OutOfOrderSequence` in that state only arrived before its predecessor: it is retried
+    /// behind it rather than failed.
+    pub fn has_earlier_incomplete(&self, batch: &ProducerBatch) -> bool {
+        let Some(&index) = self.index.get(&(batch.topic.clone(), batch.partition)) else {
+            return false;
+        };
+        let queue = &self.queues[index];
+        queue.in_flight.iter().any(|&seq| seq < batch.min_seq)
+            || queue.ready.iter().any(|ready| ready.min_seq < batch.min_seq)
     }
 
     /// A batch is done (acknowledged or failed for good): `flush` no longer waits for it.
@@ -501,7 +533,9 @@ impl Accumulator {
 
     /// Puts a batch back in its queue, to be sent again at `retry_at`: before every batch
     /// enqueued after it, so that batches of one partition failing together (a lost
-    /// connection fails all those in flight, oldest first) are sent again in send order.
+    /// connection fails all those in flight, oldest first) are sent again in send order. The
+    /// partition then sends nothing until every batch still in flight has come back (see
+    /// `PartitionQueue::retry_waits`).
     pub fn retry(&mut self, batch: ProducerBatch, retry_at: Instant) {
         let index = self.queue_index(&batch.topic, batch.partition);
         let queue = &mut self.queues[index];
@@ -621,7 +655,7 @@ mod tests {
         // is not over.
         let sent_before: usize = batches.iter().map(ProducerBatch::record_count).sum();
         let first = batches.into_iter().next().unwrap();
-        acc.returned(&topic, 0);
+        acc.returned(&first);
         acc.finished(&first);
         let grown = acc.drain(now);
         assert_eq!(grown.len(), 1);
@@ -653,7 +687,7 @@ mod tests {
         assert_eq!(acc.next_deadline(), None);
         // Completion resolves records with consecutive offsets.
         let batch = batches.into_iter().next().unwrap();
-        acc.returned(&topic, 0);
+        acc.returned(&batch);
         acc.finished(&batch);
         let _buffer = batch.complete(Some(40));
         let metadata = receiver.try_recv().unwrap().unwrap();
@@ -675,7 +709,7 @@ mod tests {
         append(&mut acc, &topic, b"c", 2, now);
         assert!(acc.drain(now + Duration::from_secs(1)).is_empty());
         assert_eq!(acc.min_incomplete(), Some(0));
-        acc.returned(&topic, 0);
+        acc.returned(&first[0]);
         acc.finished(&first[0]);
         assert_eq!(acc.min_incomplete(), Some(1));
         let second = acc.drain(now);
@@ -695,7 +729,7 @@ mod tests {
         let mut batches = acc.drain(now);
         assert_eq!(batches.len(), 1);
         let mut batch = batches.pop().unwrap();
-        acc.returned(&topic, 0);
+        acc.returned(&batch);
         batch.attempts += 1;
         acc.retry(batch, now + Duration::from_millis(100));
         append(&mut acc, &topic, b"b", 1, now);
@@ -726,7 +760,7 @@ mod tests {
         assert_eq!(in_flight.len(), 2, "two batches in flight");
         append(&mut acc, &topic, b"c", 2, now);
         for mut batch in in_flight {
-            acc.returned(&topic, 0);
+            acc.returned(&batch);
             batch.attempts += 1;
             acc.retry(batch, now + Duration::from_millis(100));
         }
@@ -735,11 +769,46 @@ mod tests {
             let batches = acc.drain(now + Duration::from_millis(100));
             sent_again.extend(batches.iter().map(|b| b.min_seq));
             for batch in batches {
-                acc.returned(&topic, 0);
+                acc.returned(&batch);
                 acc.finished(&batch);
             }
         }
         assert_eq!(sent_again, [0, 1, 2]);
+    }
+
+    /// A retry never overtakes a batch still out: with one of two in-flight batches back for
+    /// a retry, nothing of the partition leaves (not the retry, not newer batches) until the
+    /// other one is back too; then they go in send order. A batch refused while an earlier
+    /// one is incomplete knows it.
+    #[test]
+    fn retry_waits_for_every_batch_in_flight() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut acc = accumulator(1 << 20, 60_000);
+        let now = Instant::now();
+        acc.flushing = true;
+        append(&mut acc, &topic, b"a", 0, now);
+        let mut in_flight = acc.drain(now);
+        append(&mut acc, &topic, b"b", 1, now);
+        in_flight.extend(acc.drain(now));
+        assert_eq!(in_flight.len(), 2);
+        let second = in_flight.pop().unwrap();
+        let mut first = in_flight.pop().unwrap();
+        assert!(!acc.has_earlier_incomplete(&first));
+        assert!(acc.has_earlier_incomplete(&second), "the first is in flight");
+        acc.returned(&first);
+        first.attempts += 1;
+        acc.retry(first, now);
+        append(&mut acc, &topic, b"c", 2, now);
+        let later = now + Duration::from_secs(1);
+        assert!(acc.drain(later).is_empty(), "the second batch is still out");
+        assert_eq!(acc.next_deadline(), None, "only its return can unblock");
+        assert!(acc.has_earlier_incomplete(&second), "the first waits for a retry");
+        acc.returned(&second);
+        let mut second = second;
+        second.attempts += 1;
+        acc.retry(second, later);
+        let sent: Vec<u64> = acc.drain(later).iter().map(|b| b.min_seq).collect();
+        assert_eq!(sent, [0, 1]);
     }
 
     /// The size bound used to cut batches really bounds the builder's estimate.

@@ -330,7 +330,7 @@ mod tests {
                 // A flush sends the ready batches first, then the open one.
                 while !accumulator.is_idle() {
                     for batch in accumulator.drain(now) {
-                        accumulator.returned(&topic, 0);
+                        accumulator.returned(&batch);
                         accumulator.finished(&batch);
                         built.push(batch.complete(Some(0)));
                     }

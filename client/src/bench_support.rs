@@ -67,7 +67,7 @@ impl AccumulatorBench {
         let mut built_bytes = 0;
         for batch in self.accumulator.drain(now) {
             built_bytes += batch.bytes.len();
-            self.accumulator.returned(&self.topic, 0);
+            self.accumulator.returned(&batch);
             self.accumulator.finished(&batch);
             self.pool.give_back(batch.complete(Some(0)));
         }
@@ -110,7 +110,7 @@ impl AccumulatorBench {
         let mut built_bytes = 0;
         for batch in self.accumulator.drain(now) {
             built_bytes += batch.bytes.len();
-            self.accumulator.returned(&self.topic, 0);
+            self.accumulator.returned(&batch);
             self.accumulator.finished(&batch);
             let bytes = batch.complete(Some(0));
             self.accumulator.recycle(&self.topic, 0, bytes);

@@ -74,6 +74,9 @@ pub(crate) struct PartitionRoute {
     /// `host:port` of that shard's listener (the broker's main listener if it advertises no
     /// shard endpoints); `None` without a leader.
     pub endpoint: Option<Arc<str>>,
+    /// The leader epoch the metadata named: sent with fetches, so a replica that stopped
+    /// leading (or has not learned it leads yet) says so instead of serving stale data.
+    pub leader_epoch: u32,
 }
 
 /// A topic's settings and partitions, as cached.
@@ -126,6 +129,17 @@ pub(crate) struct ClusterMetadata {
     pub topics: HashMap<String, Arc<TopicRoute>>,
     /// Bumped at every refresh, to coalesce concurrent refreshes.
     pub generation: u64,
+    /// When this snapshot was fetched (`None` before the first refresh): producers and
+    /// consumers refresh once it is older than their `metadata_max_age`.
+    pub refreshed_at: Option<Instant>,
+}
+
+impl ClusterMetadata {
+    /// True when the snapshot was never fetched or is at least `max_age` old at `now`.
+    pub fn is_older_than(&self, max_age: Duration, now: Instant) -> bool {
+        self.refreshed_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= max_age)
+    }
 }
 
 /// `host:port`, bracketing IPv6 hosts.
@@ -186,6 +200,7 @@ impl ClusterMetadata {
                     PartitionRoute {
                         partition: partition.partition,
                         endpoint,
+                        leader_epoch: partition.leader_epoch,
                     }
                 })
                 .collect();
@@ -201,6 +216,7 @@ impl ClusterMetadata {
             brokers,
             topics,
             generation: self.generation + 1,
+            refreshed_at: Some(Instant::now()),
         }
     }
 }
@@ -320,8 +336,29 @@ impl Cluster {
         }
     }
 
+    /// True when the last connection attempt to `addr` failed and its backoff has not ended:
+    /// a new attempt would first wait for it.
+    fn in_backoff(&self, addr: &str) -> bool {
+        let slot = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+            .cloned();
+        let Some(slot) = slot else {
+            return false;
+        };
+        // A slot locked right now is being (re)connected by another caller: not known dead.
+        let Ok(slot) = slot.try_lock() else {
+            return false;
+        };
+        slot.connection.is_none() && slot.retry_at.is_some_and(|at| at > Instant::now())
+    }
+
     /// Sends a request to the first bootstrap address (then any known broker's main listener)
-    /// that answers. Used for metadata and admin requests.
+    /// that answers. Used for metadata and admin requests. Addresses whose last connection
+    /// attempt failed recently go last, so a dead first bootstrap address costs one refused
+    /// connection, not a reconnection backoff at every request.
     pub async fn bootstrap_request<T: Encode + Sync>(
         &self,
         api: ApiKey,
@@ -334,6 +371,8 @@ impl Cluster {
                 addresses.push(addr);
             }
         }
+        // Stable: the bootstrap order is kept among the live and among the backing-off ones.
+        addresses.sort_by_key(|addr| self.in_backoff(addr));
         let mut last_error = ClientError::Closed;
         for addr in &addresses {
             let result = match self.connection(addr).await {

@@ -19,9 +19,12 @@
 //!   a group: it never resets a position by itself (seek to recover). A group consumer moves
 //!   such a partition to [`GroupConfig::auto_offset_reset`] and logs a warning (Kafka's
 //!   `auto.offset.reset`).
-//! * Connection errors, `NotLeader` and `UnknownTopicOrPartition` refresh the metadata and the
-//!   fetch is retried after `retry_backoff`; a consumer therefore rides out a broker restart
-//!   and continues from its position.
+//! * Connection errors, `NotLeader`, `UnknownTopicOrPartition`, `FencedLeaderEpoch` and
+//!   `UnknownLeaderEpoch` refresh the metadata and the fetch is retried after `retry_backoff`;
+//!   a consumer therefore rides out a broker restart or a leader change and continues from its
+//!   position. Each partition's fetch names the leader epoch of the consumer's metadata
+//!   (KIP-320), so a replica that no longer leads refuses it instead of serving it; the
+//!   metadata is also refreshed every `metadata_max_age`.
 //! * With a group, positions are committed according to [`GroupConfig::delivery`]: in the
 //!   background at the start of a poll (at-least-once) or before records are returned
 //!   (at-most-once). A rebalance never blocks poll: partitions that stay assigned keep being
@@ -91,6 +94,9 @@ pub struct ConsumerConfig {
     pub request_timeout: Duration,
     /// Pause after a retriable error before fetching again. Default 100 ms.
     pub retry_backoff: Duration,
+    /// Longest time the consumer uses its metadata without refreshing it. Default 30 s
+    /// (Kafka's `metadata.max.age.ms`).
+    pub metadata_max_age: Duration,
     /// Consumer group membership: needed for [`Consumer::subscribe`] and for committing
     /// offsets. Default `None` (manual assignment only).
     pub group: Option<GroupConfig>,
@@ -106,6 +112,7 @@ impl Default for ConsumerConfig {
             partition_max_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
+            metadata_max_age: crate::producer::DEFAULT_METADATA_MAX_AGE,
             group: None,
         }
     }
@@ -132,6 +139,11 @@ impl ConsumerConfig {
     pub fn validate(&self) -> Result<(), ClientError> {
         if let Some(group) = &self.group {
             group.validate()?;
+        }
+        if self.metadata_max_age.is_zero() {
+            return Err(ClientError::Config(
+                "metadata_max_age must be positive".into(),
+            ));
         }
         let limit = wire::protocol::FRAME_SIZE_MAX - 1024 * 1024;
         if self.fetch_max_bytes == 0 || self.fetch_max_bytes as usize > limit {
@@ -716,6 +728,13 @@ impl Consumer {
             return Ok(());
         }
         self.retry_at = None;
+        if self
+            .cluster
+            .snapshot()
+            .is_older_than(self.config.metadata_max_age, Instant::now())
+        {
+            self.metadata_stale = true;
+        }
         if self.metadata_stale && !self.assignment.is_empty() {
             let mut topics: Vec<String> = self.index.keys().cloned().collect();
             topics.sort();
@@ -859,21 +878,25 @@ impl Consumer {
             return;
         }
         let snapshot = self.cluster.snapshot();
-        let mut groups: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        let mut groups: HashMap<Arc<str>, Vec<(usize, Option<u32>)>> = HashMap::new();
         let mut stale = false;
         for (index, assigned) in self.assignment.iter().enumerate() {
             if assigned.fetching.is_some() || assigned.position.is_none() {
                 continue;
             }
-            let endpoint = match snapshot.topics.get(&assigned.tp.topic) {
+            let route = snapshot.topics.get(&assigned.tp.topic);
+            let endpoint = match route {
                 Some(route) => route.endpoint(assigned.tp.partition),
                 None => Err(ClientError::UnknownTopic {
                     topic: assigned.tp.topic.clone(),
                 }),
             };
+            let leader_epoch = route
+                .and_then(|route| route.partition(assigned.tp.partition))
+                .map(|partition| partition.leader_epoch);
             match endpoint {
                 Ok(endpoint) if !self.busy_endpoints.contains(&endpoint) => {
-                    groups.entry(endpoint).or_default().push(index);
+                    groups.entry(endpoint).or_default().push((index, leader_epoch));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -895,7 +918,7 @@ impl Consumer {
                 topics: Vec::new(),
             };
             let mut requested = Vec::with_capacity(indexes.len());
-            for index in indexes {
+            for (index, current_leader_epoch) in indexes {
                 let assigned = &mut self.assignment[index];
                 let Some(offset) = assigned.position else {
                     continue;
@@ -906,7 +929,7 @@ impl Consumer {
                     partition: assigned.tp.partition,
                     fetch_offset: offset,
                     max_bytes: self.config.partition_max_bytes,
-                    current_leader_epoch: None,
+                    current_leader_epoch,
                 };
                 match request
                     .topics

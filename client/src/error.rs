@@ -199,7 +199,8 @@ impl ClientError {
     }
 
     /// True when the error suggests the cached metadata is stale (the partition moved, the
-    /// broker restarted or went away), so it should be refreshed before retrying.
+    /// broker restarted or went away, the leader epoch the request named is older or newer
+    /// than the replica's), so it should be refreshed before retrying.
     pub fn invalidates_metadata(&self) -> bool {
         match self {
             ClientError::Io { .. }
@@ -212,6 +213,8 @@ impl ClientError {
                 ErrorCode::NotLeader
                     | ErrorCode::UnknownTopicOrPartition
                     | ErrorCode::BrokerShuttingDown
+                    | ErrorCode::FencedLeaderEpoch
+                    | ErrorCode::UnknownLeaderEpoch
             ),
             _ => false,
         }
@@ -248,6 +251,23 @@ mod tests {
         assert!(lost.is_retriable() && lost.invalidates_metadata());
         assert!(!ClientError::Closed.is_retriable());
         assert_eq!(corrupt.code(), Some(ErrorCode::CorruptMessage));
+    }
+
+    /// A stale or too-new leader epoch (KIP-320) is retried after a metadata refresh; a
+    /// controller without a leader is retried without one.
+    #[test]
+    fn leader_epoch_errors_refresh_metadata() {
+        let broker = |code| ClientError::Broker {
+            code,
+            message: String::new(),
+        };
+        for code in [ErrorCode::FencedLeaderEpoch, ErrorCode::UnknownLeaderEpoch] {
+            assert!(broker(code).is_retriable(), "{code:?}");
+            assert!(broker(code).invalidates_metadata(), "{code:?}");
+        }
+        assert!(broker(ErrorCode::ControllerNotAvailable).is_retriable());
+        assert!(!broker(ErrorCode::ControllerNotAvailable).invalidates_metadata());
+        assert!(!broker(ErrorCode::InvalidReplicaAssignment).is_retriable());
     }
 
     /// Group errors: a missing or moved coordinator is retried (after finding it again);

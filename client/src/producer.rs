@@ -15,16 +15,25 @@
 //! Delivery: `acks = 0` resolves records once their batch is written to the socket (no offset);
 //! `acks = 1` / `all` once the broker answers. Retriable errors (connection loss, `NotLeader`,
 //! `UnknownTopicOrPartition`, timeouts, ...) are retried up to `retries` times with exponential
-//! backoff, refreshing the metadata when it may be stale; non-retriable ones (`CorruptMessage`,
-//! `MessageTooLarge`, ...) fail the records at once. This is at-least-once delivery: a retried
-//! batch whose first answer was lost may be written twice — unless `enable_idempotence` is set:
-//! then the broker recognises the retry by its producer id and sequence number and writes it
-//! once.
+//! backoff, refreshing the metadata when it may be stale (also every `metadata_max_age`, so
+//! leadership moves are learned even without an error); non-retriable ones (`CorruptMessage`,
+//! `MessageTooLarge`, ...) fail the records at once.
 //!
-//! Ordering: records of one partition are appended in the order `send` enqueues them. Without
-//! idempotence, a retried batch can land after a batch sent later when
-//! `max_in_flight_per_partition > 1`; with it, the broker refuses a batch that does not follow
-//! its predecessor (`OutOfOrderSequence`), so a retry is never written after a later batch.
+//! Idempotence (on by default, as in Kafka 3+; not with `acks = 0`): the producer gets a
+//! producer id and numbers each partition's batches, so the broker recognises a retry whose
+//! first answer was lost (after a failover, a restart, a timeout) and writes it once. Without
+//! it (`enable_idempotence = false`, or `acks = 0`) delivery is at-least-once: such a retry may
+//! be written twice.
+//!
+//! Ordering: records of one partition are appended in the order `send` enqueues them. A batch
+//! put back for a retry waits until every batch of its partition still in flight has come back,
+//! then leaves ahead of the later ones. With idempotence that makes retries keep send order:
+//! the broker refuses a batch that does not follow its predecessor (`OutOfOrderSequence`), and
+//! such a refusal while an earlier batch of the partition is still incomplete (it failed on a
+//! connection that died before writing it, or went to an old leader) only means the batch
+//! arrived first: it is retried behind its predecessor, whatever its attempt count. Without
+//! idempotence, a batch that was written but whose answer was lost is written again by its
+//! retry, after the batches sent since.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -40,7 +49,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use wire::limits::BATCH_SIZE_MAX;
 use wire::protocol::{
-    ApiKey, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
+    ApiKey, ErrorCode, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Records,
 };
 
 use crate::accumulator::{
@@ -55,6 +64,12 @@ use crate::partitioner::{partition_for_key, Partitioner};
 
 /// When the broker answers a produce: the one `Acks` type of the project, from `wire`.
 pub use wire::Acks;
+
+/// Default `metadata_max_age` of producers and consumers: 30 s, Kafka's
+/// `metadata.max.age.ms`. One metadata request per client per 30 s is nothing for a broker;
+/// a leader change that no error reveals (a consumer reading a follower that stayed up) is
+/// learned within it.
+pub const DEFAULT_METADATA_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// Settings of a [`Producer`].
 #[derive(Debug, Clone)]
@@ -93,8 +108,14 @@ pub struct ProducerConfig {
     pub max_buffered_bytes: usize,
     /// Idempotent producer: ask the broker for a producer id and number every batch per
     /// partition, so a batch retried after a lost acknowledgement is written once. Default
-    /// false. Batches are stamped when first sent and retried byte for byte.
+    /// true, as in Kafka 3+. Batches are stamped when first sent and retried byte for byte.
+    /// Ignored with `acks = 0` (Kafka even requires `acks = all`): the broker does not answer,
+    /// so there is no retry to deduplicate and a refused batch would go unnoticed.
     pub enable_idempotence: bool,
+    /// Longest time the producer uses its metadata without refreshing it, so it learns new
+    /// leaders and partitions even when no error says so. Default 30 s (Kafka's
+    /// `metadata.max.age.ms`).
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -110,7 +131,8 @@ impl Default for ProducerConfig {
             retry_backoff_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             max_buffered_bytes: 64 * 1024 * 1024,
-            enable_idempotence: false,
+            enable_idempotence: true,
+            metadata_max_age: DEFAULT_METADATA_MAX_AGE,
         }
     }
 }
@@ -139,7 +161,15 @@ impl ProducerConfig {
         if self.request_timeout.is_zero() {
             return fail("request_timeout must be positive");
         }
+        if self.metadata_max_age.is_zero() {
+            return fail("metadata_max_age must be positive");
+        }
         Ok(())
+    }
+
+    /// Whether batches are stamped for idempotence: asked for, and answered (`acks` 1 or all).
+    pub fn idempotent(&self) -> bool {
+        self.enable_idempotence && self.acks != Acks::None
     }
 
     /// Backoff before retry number `attempt` (1-based).
@@ -729,7 +759,7 @@ impl SenderTask {
         pool: Arc<BatchPool>,
     ) -> Self {
         let (events_sender, events) = mpsc::unbounded_channel();
-        let config_idempotent = config.enable_idempotence;
+        let config_idempotent = config.idempotent();
         let accumulator = Accumulator::new(AccumulatorConfig {
             batch_size_bytes: config.batch_size_bytes,
             linger: config.linger,
@@ -818,10 +848,32 @@ impl SenderTask {
         self.accumulator.is_idle() && self.parked.is_empty() && !self.metadata.in_flight
     }
 
+    /// When the cached metadata reaches `metadata_max_age` (if the producer uses any topic and
+    /// no refresh is under way), but not before the backoff of a failed refresh: the next
+    /// periodic refresh.
+    fn metadata_expiry(&self) -> Option<Instant> {
+        if self.metadata.in_flight {
+            return None;
+        }
+        let snapshot = self.cluster.snapshot();
+        if snapshot.topics.is_empty() {
+            return None;
+        }
+        let expiry = snapshot.refreshed_at? + self.config.metadata_max_age;
+        Some(
+            self.metadata
+                .not_before
+                .map_or(expiry, |not_before| expiry.max(not_before)),
+        )
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let metadata = (self.metadata.wanted && !self.metadata.in_flight)
             .then_some(self.metadata.not_before)
-            .flatten();
+            .flatten()
+            .into_iter()
+            .chain(self.metadata_expiry())
+            .min();
         match (self.accumulator.next_deadline(), metadata) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1021,6 +1073,9 @@ impl SenderTask {
     }
 
     fn maybe_refresh_metadata(&mut self, now: Instant) {
+        if self.metadata_expiry().is_some_and(|at| at <= now) {
+            self.metadata.wanted = true;
+        }
         let state = &mut self.metadata;
         if !state.wanted || state.in_flight || state.not_before.is_some_and(|at| at > now) {
             return;
@@ -1043,7 +1098,7 @@ impl SenderTask {
         match event {
             Event::Produced(outcomes) => {
                 for (batch, outcome) in outcomes {
-                    self.accumulator.returned(&batch.topic, batch.partition);
+                    self.accumulator.returned(&batch);
                     match outcome {
                         Ok(base_offset) => {
                             self.accumulator.finished(&batch);
@@ -1154,7 +1209,12 @@ impl SenderTask {
         if error.invalidates_metadata() {
             self.metadata.wanted = true;
         }
-        if error.is_retriable() && batch.attempts <= self.config.retries {
+        // Refused because an earlier batch of the partition has not been written yet (it is
+        // in flight or waits for its own retry): not this batch's failure, so not bounded by
+        // its retries; it ends when the earlier batch succeeds or fails for good.
+        let overtook = error.code() == Some(ErrorCode::OutOfOrderSequence)
+            && self.accumulator.has_earlier_incomplete(&batch);
+        if overtook || (error.is_retriable() && batch.attempts <= self.config.retries) {
             let backoff = self.config.backoff(batch.attempts);
             debug!(
                 topic = %batch.topic,
@@ -1267,7 +1327,7 @@ impl SenderTask {
                 _ => self.stamp(&mut batch),
             };
             if let Err(error) = stamped {
-                self.accumulator.returned(&batch.topic, batch.partition);
+                self.accumulator.returned(&batch);
                 self.fail_batch(batch, &error);
                 continue;
             }
@@ -1288,7 +1348,7 @@ impl SenderTask {
             match endpoint {
                 Ok(endpoint) => groups.entry(endpoint).or_default().push(batch),
                 Err(error) => {
-                    self.accumulator.returned(&batch.topic, batch.partition);
+                    self.accumulator.returned(&batch);
                     // Unknown topic here means it vanished from the metadata: retriable
                     // until the refreshes confirm it.
                     let error = match error {

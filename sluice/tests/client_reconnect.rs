@@ -75,9 +75,6 @@ async fn producer_and_consumer_survive_a_restart() {
 /// retries: the acknowledged offsets of each partition also follow send order, across the
 /// several batches retried together over the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "client bug: after a broker restart the idempotent producer sends a later batch \
-            before the retries of earlier ones and fails it with OutOfOrderSequence (about 1 \
-            run in 6); un-ignore once fixed"]
 async fn idempotent_producer_keeps_send_order_across_a_restart() {
     survive_a_restart(true).await;
 }
