@@ -523,7 +523,10 @@ impl Accumulator {
         };
         let queue = &self.queues[index];
         queue.in_flight.iter().any(|&seq| seq < batch.min_seq)
-            || queue.ready.iter().any(|ready| ready.min_seq < batch.min_seq)
+            || queue
+                .ready
+                .iter()
+                .any(|ready| ready.min_seq < batch.min_seq)
     }
 
     /// A batch is done (acknowledged or failed for good): `flush` no longer waits for it.
@@ -794,7 +797,10 @@ mod tests {
         let second = in_flight.pop().unwrap();
         let mut first = in_flight.pop().unwrap();
         assert!(!acc.has_earlier_incomplete(&first));
-        assert!(acc.has_earlier_incomplete(&second), "the first is in flight");
+        assert!(
+            acc.has_earlier_incomplete(&second),
+            "the first is in flight"
+        );
         acc.returned(&first);
         first.attempts += 1;
         acc.retry(first, now);
@@ -802,7 +808,10 @@ mod tests {
         let later = now + Duration::from_secs(1);
         assert!(acc.drain(later).is_empty(), "the second batch is still out");
         assert_eq!(acc.next_deadline(), None, "only its return can unblock");
-        assert!(acc.has_earlier_incomplete(&second), "the first waits for a retry");
+        assert!(
+            acc.has_earlier_incomplete(&second),
+            "the first waits for a retry"
+        );
         acc.returned(&second);
         let mut second = second;
         second.attempts += 1;

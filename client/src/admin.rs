@@ -1,26 +1,40 @@
-//! Cluster administration: create, delete, list and describe topics, look offsets up, and
-//! inspect consumer groups (list, describe, committed offsets and lag, offset resets).
+//! Cluster administration: create, delete, list and describe topics, add partitions, look
+//! offsets up, inspect consumer groups (list, describe, committed offsets and lag, offset
+//! resets), and operate the cluster (describe its brokers and controller quorum, reassign
+//! partitions, elect leaders).
 //!
-//! Topic changes, metadata and group listings go to a bootstrap address (a broker's main
-//! listener); offset lookups go to the shard that owns each partition, like every data
-//! request; requests about one group go to that group's coordinator shard.
+//! Topic changes, metadata, group listings and cluster operations go to a bootstrap address
+//! (a broker's main listener; any broker forwards cluster changes to the controller, and
+//! `ControllerNotAvailable` is retried while the quorum elects a leader); offset lookups go to
+//! the shard that owns each partition, like every data request; requests about one group go to
+//! that group's coordinator shard.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::debug;
 use wire::protocol::{
-    decode_payload, ApiKey, ConsumerAssignment, CreateTopic, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, DescribedGroup, Durability, ErrorCode, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    OffsetFetchTopic, TopicMetadata, TopicResult, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    decode_payload, ApiKey, ClusterBroker, ConsumerAssignment, ControllerVoter,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreatePartitionsTopic, CreateTopic,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    DescribedGroup, Durability, ElectLeadersRequest, ElectLeadersResponse, Encode, ErrorCode,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, OffsetFetchTopic, PartitionReassignment, PartitionRef,
+    ReassignPartitionsRequest, ReassignPartitionsResponse, TopicMetadata, TopicResult,
+    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 
 use crate::cluster::{Cluster, TopicPartition};
-use crate::connection::{decode_body, ConnectionConfig};
+use crate::connection::{decode_body, ConnectionConfig, Frame};
 use crate::error::ClientError;
+
+/// First pause before retrying a cluster operation the controller could not take yet.
+const CONTROLLER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between those retries (a Raft election takes a few hundred ms).
+const CONTROLLER_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Settings of an [`Admin`].
 #[derive(Debug, Clone)]
@@ -49,7 +63,7 @@ pub struct NewTopic {
     pub name: String,
     /// Number of partitions (at least 1).
     pub partitions: u32,
-    /// Copies of each partition.
+    /// Copies of each partition; 0 takes the broker's default (`--default-replication-factor`).
     pub replication_factor: u16,
     /// Delete sealed segments older than this; -1 keeps data forever.
     pub retention_ms: Option<i64>,
@@ -66,12 +80,13 @@ pub struct NewTopic {
 }
 
 impl NewTopic {
-    /// A topic with `partitions` partitions, replication factor 1 and default settings.
+    /// A topic with `partitions` partitions and the broker's default replication factor and
+    /// settings.
     pub fn new(name: impl Into<String>, partitions: u32) -> Self {
         NewTopic {
             name: name.into(),
             partitions,
-            replication_factor: 1,
+            replication_factor: 0,
             retention_ms: None,
             retention_bytes: None,
             segment_bytes: None,
@@ -131,6 +146,50 @@ pub struct PartitionDescription {
     pub log_start_offset: Option<u64>,
     /// Offset the next record will get.
     pub log_end_offset: Option<u64>,
+}
+
+impl PartitionDescription {
+    /// Fewer replicas in sync than assigned: a write acknowledged now has fewer copies than
+    /// the replication factor promises.
+    pub fn is_under_replicated(&self) -> bool {
+        self.replicas
+            .iter()
+            .any(|replica| !self.isr.contains(replica))
+    }
+
+    /// No leader: the partition can be neither written nor read.
+    pub fn is_offline(&self) -> bool {
+        self.leader.is_none()
+    }
+}
+
+/// The cluster's brokers and controller quorum, as `sluice cluster status` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// The cluster id.
+    pub cluster_id: String,
+    /// The controller quorum's leader, if one is known.
+    pub controller_id: Option<u32>,
+    /// The quorum's current Raft term.
+    pub controller_term: u64,
+    /// The voters, sorted by id.
+    pub voters: Vec<ControllerVoter>,
+    /// Every registered broker (fenced ones too), sorted by id.
+    pub brokers: Vec<ClusterBroker>,
+    /// Partitions whose ISR is smaller than their replica set.
+    pub under_replicated_partitions: u32,
+    /// Partitions without a leader.
+    pub offline_partitions: u32,
+}
+
+/// A partition reassignment to submit: the replica set `partition` should end with,
+/// preferred leader first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Its target replicas.
+    pub replicas: Vec<u32>,
 }
 
 /// A topic's metadata with its partitions' offsets.
@@ -258,7 +317,8 @@ impl Admin {
     }
 
     /// Creates a topic. An existing name fails with a [`ClientError::Broker`] error whose code
-    /// is `TopicAlreadyExists`.
+    /// is `TopicAlreadyExists`. A replication factor of 0 takes the broker's default
+    /// (`--default-replication-factor`).
     pub async fn create_topic(&self, topic: NewTopic) -> Result<(), ClientError> {
         let name = topic.name.clone();
         let request = CreateTopicsRequest {
@@ -357,6 +417,123 @@ impl Admin {
             metadata,
             partitions,
         })
+    }
+
+    /// Grows `topic` to `total_partitions` partitions. No data moves: existing records stay
+    /// where they are, and keys hash over the new count from now on, so records with a given
+    /// key may go to another partition than before. Fewer partitions than the topic has
+    /// fails with `InvalidConfig` (partitions are never removed).
+    pub async fn create_partitions(
+        &self,
+        topic: &str,
+        total_partitions: u32,
+    ) -> Result<(), ClientError> {
+        let request = CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic {
+                name: topic.to_owned(),
+                total_partitions,
+            }],
+            timeout_ms: self.timeout_ms(),
+        };
+        let frame = self
+            .controller_request(ApiKey::CreatePartitions, &request)
+            .await?;
+        let response: CreatePartitionsResponse = decode_body(&frame)?;
+        topic_result(&response.topics, topic)
+    }
+
+    /// The cluster's brokers (fenced ones too), its controller quorum and the count of
+    /// under-replicated and offline partitions.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
+        let request = DescribeClusterRequest {
+            include_fenced: true,
+        };
+        let frame = self
+            .cluster
+            .bootstrap_request(ApiKey::DescribeCluster, &request)
+            .await?;
+        let response: DescribeClusterResponse = decode_body(&frame)?;
+        Ok(cluster_description(response))
+    }
+
+    /// Starts moving partitions to new replica sets. The controller adds the new replicas
+    /// first and drops the old ones only once every new one is in sync, so this returns when
+    /// the moves are accepted, not done (`sluice topic describe` shows the progress). One
+    /// outcome per reassignment, in order; a request the broker refused as a whole is the
+    /// error.
+    pub async fn reassign_partitions(
+        &self,
+        reassignments: &[Reassignment],
+    ) -> Result<Vec<(TopicPartition, Result<(), ClientError>)>, ClientError> {
+        let request = ReassignPartitionsRequest {
+            partitions: reassignments
+                .iter()
+                .map(|r| PartitionReassignment {
+                    topic: r.partition.topic.clone(),
+                    partition: r.partition.partition,
+                    replicas: r.replicas.clone(),
+                })
+                .collect(),
+            timeout_ms: self.timeout_ms(),
+        };
+        let frame = self
+            .controller_request(ApiKey::ReassignPartitions, &request)
+            .await?;
+        let response: ReassignPartitionsResponse = decode_body(&frame)?;
+        Ok(reassignments
+            .iter()
+            .map(|r| {
+                let tp = &r.partition;
+                let outcome = match response
+                    .partitions
+                    .iter()
+                    .find(|p| p.topic == tp.topic && p.partition == tp.partition)
+                {
+                    None => Err(ClientError::Broker {
+                        code: ErrorCode::Unknown,
+                        message: format!("the answer does not mention {tp}"),
+                    }),
+                    Some(result) if result.error.is_ok() => Ok(()),
+                    Some(result) => Err(partition_error(tp, result.error.clone())),
+                };
+                (tp.clone(), outcome)
+            })
+            .collect())
+    }
+
+    /// Elects partition leaders: with `preferred`, moves leadership back to each partition's
+    /// first replica where it is in sync (rebalancing leaders after a broker came back);
+    /// otherwise gives a leader, from the ISR, to partitions that have none. `None` means
+    /// every partition of the cluster. Returns the partitions whose leader changed, sorted.
+    pub async fn elect_leaders(
+        &self,
+        preferred: bool,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<Vec<TopicPartition>, ClientError> {
+        let request = ElectLeadersRequest {
+            preferred,
+            partitions: partitions.map(|partitions| {
+                partitions
+                    .iter()
+                    .map(|tp| PartitionRef {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                    })
+                    .collect()
+            }),
+            timeout_ms: self.timeout_ms(),
+        };
+        let frame = self
+            .controller_request(ApiKey::ElectLeaders, &request)
+            .await?;
+        let response: ElectLeadersResponse = decode_body(&frame)?;
+        let mut changed: Vec<TopicPartition> = response
+            .changed
+            .into_iter()
+            .map(|p| TopicPartition::new(p.topic, p.partition))
+            .collect();
+        changed.sort();
+        Ok(changed)
     }
 
     /// The offset of `tp` for `timestamp`: [`EARLIEST_TIMESTAMP`] (log start),
@@ -599,6 +776,31 @@ impl Admin {
         })
     }
 
+    /// A cluster change (sent to any broker, which proposes it to the controller), retried
+    /// while the answer is `ControllerNotAvailable` (the quorum is electing a leader), within
+    /// the request timeout. Other errors, top-level or not, are returned as they are.
+    async fn controller_request<T: Encode + Sync>(
+        &self,
+        api: ApiKey,
+        body: &T,
+    ) -> Result<Frame, ClientError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let mut backoff = CONTROLLER_BACKOFF_MIN;
+        loop {
+            let frame = self.cluster.bootstrap_request(api, body).await?;
+            let (_, mut reader) = wire::protocol::decode_response_header(&frame)?;
+            let error = <wire::protocol::WireError as wire::protocol::Decode>::decode(&mut reader)?;
+            if error.code != ErrorCode::ControllerNotAvailable
+                || Instant::now() + backoff >= deadline
+            {
+                return Ok(frame);
+            }
+            debug!(?api, %error, "controller not available; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(CONTROLLER_BACKOFF_MAX);
+        }
+    }
+
     /// A group request to the group's coordinator, retried while the coordinator moves or
     /// is loading, within the request timeout.
     async fn coordinator_request<T: wire::protocol::Encode + Sync>(
@@ -611,6 +813,23 @@ impl Admin {
         self.cluster
             .coordinator_request(group, api, body, self.request_timeout, deadline)
             .await
+    }
+}
+
+/// The cluster description `sluice cluster status` shows: brokers and voters sorted by id.
+fn cluster_description(response: DescribeClusterResponse) -> ClusterDescription {
+    let mut brokers = response.brokers;
+    brokers.sort_by_key(|broker| broker.broker_id);
+    let mut voters = response.voters;
+    voters.sort_by_key(|voter| voter.id);
+    ClusterDescription {
+        cluster_id: response.cluster_id,
+        controller_id: u32::try_from(response.controller_id).ok(),
+        controller_term: response.controller_term,
+        voters,
+        brokers,
+        under_replicated_partitions: response.under_replicated_partitions,
+        offline_partitions: response.offline_partitions,
     }
 }
 

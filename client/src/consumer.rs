@@ -896,7 +896,10 @@ impl Consumer {
                 .map(|partition| partition.leader_epoch);
             match endpoint {
                 Ok(endpoint) if !self.busy_endpoints.contains(&endpoint) => {
-                    groups.entry(endpoint).or_default().push((index, leader_epoch));
+                    groups
+                        .entry(endpoint)
+                        .or_default()
+                        .push((index, leader_epoch));
                 }
                 Ok(_) => {}
                 Err(e) => {

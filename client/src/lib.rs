@@ -151,7 +151,8 @@
 //! [`batch_send`] (batches built by the caller of `send_batch`),
 //! [`records`] (zero-copy views), [`consumer`], [`group`] (consumer-group membership and
 //! commits behind [`Consumer::subscribe`]), [`assignor`] (range, round-robin,
-//! cooperative-sticky), [`admin`], [`error`].
+//! cooperative-sticky), [`admin`], [`decommission`] (the plan that drains a broker),
+//! [`error`].
 
 mod accumulator;
 pub mod admin;
@@ -162,6 +163,7 @@ pub mod bench_support;
 mod cluster;
 pub mod connection;
 pub mod consumer;
+pub mod decommission;
 pub mod error;
 pub mod group;
 pub mod partitioner;
@@ -169,22 +171,26 @@ pub mod producer;
 pub mod records;
 
 pub use admin::{
-    Admin, AdminConfig, CommittedOffset, GroupDescription, GroupLag, GroupListing,
-    MemberDescription, NewTopic, PartitionDescription, PartitionLag, TopicDescription,
+    Admin, AdminConfig, ClusterDescription, CommittedOffset, GroupDescription, GroupLag,
+    GroupListing, MemberDescription, NewTopic, PartitionDescription, PartitionLag, Reassignment,
+    TopicDescription,
 };
 pub use assignor::{Assignment, AssignorKind, MemberSubscription};
 pub use batch_send::{BatchDelivery, BatchMetadata, BatchRecord};
 pub use cluster::TopicPartition;
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, Offset};
+pub use decommission::{plan_decommission, PartitionPlacement, PlanError, PlannedMove};
 pub use error::ClientError;
 pub use group::{Delivery, GroupConfig, GroupMetadata, RebalanceEvent};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    DEFAULT_METADATA_MAX_AGE, IDEMPOTENT_IN_FLIGHT_MAX,
 };
 pub use records::{ConsumerRecord, Headers, Records, RecordsIter, Tags};
 pub use wire::protocol::{
-    ErrorCode, TopicConfig, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    ClusterBroker, ControllerVoter, ErrorCode, TopicConfig, TopicMetadata, EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
 };
 /// Wire types that appear in this crate's API.
 pub use wire::Durability;

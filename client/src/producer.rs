@@ -65,6 +65,11 @@ use crate::partitioner::{partition_for_key, Partitioner};
 /// When the broker answers a produce: the one `Acks` type of the project, from `wire`.
 pub use wire::Acks;
 
+/// Most batches in flight per partition for an idempotent producer: the broker remembers a
+/// producer's last 5 batches per partition (`IDEMPOTENCE_WINDOW` of its producer state), so a
+/// retry of any batch in flight is recognised only with at most this many. Kafka's limit too.
+pub const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
+
 /// Default `metadata_max_age` of producers and consumers: 30 s, Kafka's
 /// `metadata.max.age.ms`. One metadata request per client per 30 s is nothing for a broker;
 /// a leader change that no error reveals (a consumer reading a follower that stayed up) is
@@ -89,8 +94,9 @@ pub struct ProducerConfig {
     /// `Duration::ZERO`: send as soon as the partition has nothing in flight (records arriving
     /// meanwhile are batched behind the request in flight).
     pub linger: Duration,
-    /// Most batches in flight per partition. Default 5; keep it at most 5 with
-    /// `enable_idempotence` (the broker recognises a retry among a partition's last 5 batches).
+    /// Most batches in flight per partition. Default 5; at most
+    /// [`IDEMPOTENT_IN_FLIGHT_MAX`] (5) with `enable_idempotence` (the broker recognises a
+    /// retry among a partition's last 5 batches).
     pub max_in_flight_per_partition: usize,
     /// Retries of a batch after a retriable error. Default 5.
     pub retries: u32,
@@ -154,6 +160,13 @@ impl ProducerConfig {
         }
         if self.max_in_flight_per_partition == 0 {
             return fail("max_in_flight_per_partition must be at least 1");
+        }
+        if self.idempotent() && self.max_in_flight_per_partition > IDEMPOTENT_IN_FLIGHT_MAX {
+            return fail(
+                "max_in_flight_per_partition must be at most 5 with enable_idempotence \
+                 (the broker deduplicates a retry among a partition's last 5 batches); \
+                 lower it or set enable_idempotence = false",
+            );
         }
         if self.max_buffered_bytes == 0 || self.max_buffered_bytes > u32::MAX as usize {
             return fail("max_buffered_bytes must be between 1 and u32::MAX");
@@ -1554,6 +1567,30 @@ mod tests {
             ..ProducerConfig::default()
         };
         assert!(bad.validate().is_err());
+        // Idempotent by default, within the broker's deduplication window; not with acks = 0.
+        assert!(ProducerConfig::default().idempotent());
+        let deep = ProducerConfig {
+            max_in_flight_per_partition: IDEMPOTENT_IN_FLIGHT_MAX + 1,
+            ..ProducerConfig::default()
+        };
+        assert!(deep.validate().is_err());
+        let deep = ProducerConfig {
+            enable_idempotence: false,
+            ..deep
+        };
+        assert!(deep.validate().is_ok());
+        let fire_and_forget = ProducerConfig {
+            acks: Acks::None,
+            max_in_flight_per_partition: IDEMPOTENT_IN_FLIGHT_MAX + 1,
+            ..ProducerConfig::default()
+        };
+        assert!(!fire_and_forget.idempotent());
+        assert!(fire_and_forget.validate().is_ok());
+        let never = ProducerConfig {
+            metadata_max_age: Duration::ZERO,
+            ..ProducerConfig::default()
+        };
+        assert!(never.validate().is_err());
     }
 
     /// Sends to an address where nothing listens: the records fail with a retriable error

@@ -14,7 +14,7 @@ use client::{
 };
 
 use super::consume::parse_from;
-use super::BrokerArg;
+use super::{render_table, BrokerArg};
 
 /// Consumer group administration.
 #[derive(Debug, Subcommand)]
@@ -186,32 +186,6 @@ fn or_dash(text: &str) -> String {
     } else {
         text.to_owned()
     }
-}
-
-/// Left-aligned columns as wide as their widest cell, one space apart, no trailing spaces.
-fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (index, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if index > 0 {
-                line.push(' ');
-            }
-            line.push_str(cell);
-            let pad = width.saturating_sub(cell.chars().count());
-            line.extend(std::iter::repeat_n(' ', pad));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// The text of `sluice group list`.

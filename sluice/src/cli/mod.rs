@@ -1,14 +1,17 @@
-//! The client side of the `sluice` command line: `sluice topic create|delete|list|describe`,
-//! `sluice group list|describe|reset-offsets`, `sluice produce` and `sluice consume`, all
-//! through the native client (`sluice-client`).
+//! The client side of the `sluice` command line: `sluice topic
+//! create|delete|list|describe|add-partitions`, `sluice group list|describe|reset-offsets`,
+//! `sluice cluster status|decommission|elect-leaders`, `sluice partition reassign`,
+//! `sluice produce` and `sluice consume`, all through the native client (`sluice-client`).
 //!
 //! `main` parses these subcommands (flattened next to `serve`) and runs [`run`] on a tokio
 //! runtime. Every command takes `--broker host:port` (env `SLUICE_BROKER`, default
 //! 127.0.0.1:9092). Raw arguments are checked and turned into client settings here, before
 //! anything is sent.
 
+mod cluster;
 mod consume;
 mod group;
+mod partition;
 mod produce;
 mod topic;
 
@@ -16,8 +19,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+pub use cluster::ClusterCommand;
 pub use consume::ConsumeArgs;
 pub use group::GroupCommand;
+pub use partition::PartitionCommand;
 pub use produce::ProduceArgs;
 pub use topic::TopicCommand;
 
@@ -32,9 +37,16 @@ pub struct BrokerArg {
 /// The client subcommands of `sluice`.
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
-    /// Create, delete, list and describe topics.
+    /// Create, delete, list and describe topics; add partitions.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// The cluster: its brokers and controller (status), draining a broker (decommission),
+    /// leader elections.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Move partitions between brokers.
+    #[command(subcommand)]
+    Partition(PartitionCommand),
     /// List and describe consumer groups (members, committed offsets, lag); reset their
     /// offsets.
     #[command(subcommand)]
@@ -52,10 +64,46 @@ pub enum CliCommand {
 pub async fn run(command: CliCommand) -> anyhow::Result<ExitCode> {
     match command {
         CliCommand::Topic(command) => topic::run(command).await,
+        CliCommand::Cluster(command) => cluster::run(command).await,
+        CliCommand::Partition(command) => partition::run(command).await,
         CliCommand::Group(command) => group::run(command).await,
         CliCommand::Produce(args) => produce::run(args).await,
         CliCommand::Consume(args) => consume::run(args).await,
     }
+}
+
+/// Left-aligned columns as wide as their widest cell, one space apart, no trailing spaces.
+fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (index, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if index > 0 {
+                line.push(' ');
+            }
+            line.push_str(cell);
+            let pad = width.saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Broker ids as `1,2,3`; `-` for none.
+fn list_ids(ids: &[u32]) -> String {
+    if ids.is_empty() {
+        return "-".to_owned();
+    }
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -106,6 +154,33 @@ mod tests {
         assert!(parse(&["topic", "list"]).is_ok());
         assert!(parse(&["topic", "delete", "x"]).is_ok());
         assert!(parse(&["topic", "describe", "x"]).is_ok());
+        let grow = parse(&["topic", "add-partitions", "x", "--total", "8"]).unwrap();
+        let CliCommand::Topic(TopicCommand::AddPartitions(args)) = grow else {
+            panic!("{grow:?}")
+        };
+        assert_eq!((args.name.as_str(), args.total), ("x", 8));
+        assert!(
+            parse(&["topic", "add-partitions", "x"]).is_err(),
+            "--total needed"
+        );
+        let replicated = parse(&[
+            "topic",
+            "create",
+            "r",
+            "--replication-factor",
+            "3",
+            "--min-insync-replicas",
+            "2",
+        ])
+        .unwrap();
+        let CliCommand::Topic(TopicCommand::Create(args)) = replicated else {
+            panic!("{replicated:?}")
+        };
+        let topic = args.to_new_topic().unwrap();
+        assert_eq!(
+            (topic.replication_factor, topic.min_insync_replicas),
+            (3, Some(2))
+        );
         assert!(parse(&[
             "produce",
             "--topic",
@@ -133,6 +208,58 @@ mod tests {
         };
         assert_eq!(args.from, client::Offset::Timestamp(1_700_000_000_000));
         assert!(parse(&["consume", "--topic", "t", "--from", "yesterday"]).is_err());
+    }
+
+    /// The cluster and partition commands parse as documented.
+    #[test]
+    fn parses_cluster_commands() {
+        assert!(matches!(
+            parse(&["cluster", "status"]).unwrap(),
+            CliCommand::Cluster(ClusterCommand::Status(_))
+        ));
+        let drain = parse(&["cluster", "decommission", "--broker-id", "3", "--dry-run"]).unwrap();
+        let CliCommand::Cluster(ClusterCommand::Decommission(args)) = drain else {
+            panic!("{drain:?}")
+        };
+        assert_eq!((args.broker_id, args.dry_run), (3, true));
+        assert!(
+            parse(&["cluster", "decommission"]).is_err(),
+            "--broker-id needed"
+        );
+        let elect = parse(&["cluster", "elect-leaders", "--preferred", "--topic", "t"]).unwrap();
+        let CliCommand::Cluster(ClusterCommand::ElectLeaders(args)) = elect else {
+            panic!("{elect:?}")
+        };
+        assert!(args.preferred);
+        assert_eq!(args.topic.as_deref(), Some("t"));
+        assert!(parse(&["cluster", "elect-leaders", "--partition", "1"]).is_err());
+        let reassign = parse(&[
+            "partition",
+            "reassign",
+            "--topic",
+            "t",
+            "--partition",
+            "2",
+            "--replicas",
+            "1,2,3",
+        ])
+        .unwrap();
+        let CliCommand::Partition(PartitionCommand::Reassign(args)) = reassign else {
+            panic!("{reassign:?}")
+        };
+        assert_eq!(args.replicas, vec![1, 2, 3]);
+        assert_eq!((args.topic.as_str(), args.partition), ("t", 2));
+        assert!(parse(&[
+            "partition",
+            "reassign",
+            "--topic",
+            "t",
+            "--partition",
+            "2",
+            "--replicas",
+            "1,x"
+        ])
+        .is_err());
     }
 
     /// The group commands parse; `reset-offsets` needs `--topic` and a valid `--to`.
