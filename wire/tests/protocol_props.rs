@@ -299,6 +299,11 @@ fn exercise(bytes: &[u8]) {
     exercise_response!(frame, OffsetFetchResponse);
     exercise_response!(frame, ListGroupsResponse);
     exercise_response!(frame, DescribeGroupsResponse);
+    exercise_response!(frame, ReplicaFetchResponse<'_>);
+    exercise_response!(frame, DescribeClusterResponse);
+    exercise_response!(frame, CreatePartitionsResponse);
+    exercise_response!(frame, ReassignPartitionsResponse);
+    exercise_response!(frame, ElectLeadersResponse);
 }
 
 /// Runs `decode_response::<T>` for every response type: per type, the correlation id and whether
@@ -325,6 +330,11 @@ fn decode_every_response(frame: &[u8]) -> Vec<Result<(u32, bool), ProtocolError>
         one::<OffsetFetchResponse>(frame),
         one::<ListGroupsResponse>(frame),
         one::<DescribeGroupsResponse>(frame),
+        one::<ReplicaFetchResponse<'_>>(frame),
+        one::<DescribeClusterResponse>(frame),
+        one::<CreatePartitionsResponse>(frame),
+        one::<ReassignPartitionsResponse>(frame),
+        one::<ElectLeadersResponse>(frame),
     ]
 }
 
@@ -593,6 +603,11 @@ enum RequestSpec {
     OffsetFetch(OffsetFetchRequest),
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
+    ReplicaFetch(ReplicaFetchRequest),
+    DescribeCluster(DescribeClusterRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    ReassignPartitions(ReassignPartitionsRequest),
+    ElectLeaders(ElectLeadersRequest),
 }
 
 impl RequestSpec {
@@ -615,6 +630,11 @@ impl RequestSpec {
             RequestSpec::OffsetFetch(r) => Request::OffsetFetch(r.clone()),
             RequestSpec::ListGroups(r) => Request::ListGroups(r.clone()),
             RequestSpec::DescribeGroups(r) => Request::DescribeGroups(r.clone()),
+            RequestSpec::ReplicaFetch(r) => Request::ReplicaFetch(r.clone()),
+            RequestSpec::DescribeCluster(r) => Request::DescribeCluster(r.clone()),
+            RequestSpec::CreatePartitions(r) => Request::CreatePartitions(r.clone()),
+            RequestSpec::ReassignPartitions(r) => Request::ReassignPartitions(r.clone()),
+            RequestSpec::ElectLeaders(r) => Request::ElectLeaders(r.clone()),
         }
     }
 }
@@ -640,6 +660,26 @@ fn request_spec() -> impl Strategy<Value = RequestSpec> {
         offset_fetch_request().prop_map(RequestSpec::OffsetFetch),
         Just(RequestSpec::ListGroups(ListGroupsRequest {})),
         describe_groups_request().prop_map(RequestSpec::DescribeGroups),
+        replica_fetch_request().prop_map(RequestSpec::ReplicaFetch),
+        any::<bool>().prop_map(|include_fenced| {
+            RequestSpec::DescribeCluster(DescribeClusterRequest { include_fenced })
+        }),
+        create_partitions_request().prop_map(RequestSpec::CreatePartitions),
+        reassign_partitions_request().prop_map(RequestSpec::ReassignPartitions),
+        elect_leaders_request().prop_map(RequestSpec::ElectLeaders),
+    ]
+}
+
+/// Only the cluster requests (replication and cluster operations).
+fn cluster_request_spec() -> impl Strategy<Value = RequestSpec> {
+    prop_oneof![
+        replica_fetch_request().prop_map(RequestSpec::ReplicaFetch),
+        any::<bool>().prop_map(|include_fenced| {
+            RequestSpec::DescribeCluster(DescribeClusterRequest { include_fenced })
+        }),
+        create_partitions_request().prop_map(RequestSpec::CreatePartitions),
+        reassign_partitions_request().prop_map(RequestSpec::ReassignPartitions),
+        elect_leaders_request().prop_map(RequestSpec::ElectLeaders),
     ]
 }
 
@@ -854,6 +894,233 @@ fn fetch_spec() -> impl Strategy<Value = FetchSpec> {
             },
         );
     few((text(), vec(partition, 1..4))).prop_map(|topics| FetchSpec { topics })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strategies: the cluster APIs (replication between brokers, cluster operations)
+// ---------------------------------------------------------------------------------------------
+
+fn replica_fetch_request() -> impl Strategy<Value = ReplicaFetchRequest> {
+    let partition = (
+        text(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<Option<u32>>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(
+                topic,
+                partition,
+                current_leader_epoch,
+                fetch_offset,
+                last_fetched_epoch,
+                max_bytes,
+            )| {
+                ReplicaFetchPartition {
+                    topic,
+                    partition,
+                    current_leader_epoch,
+                    fetch_offset,
+                    last_fetched_epoch,
+                    max_bytes,
+                }
+            },
+        );
+    (any::<u32>(), any::<u32>(), any::<u32>(), few(partition)).prop_map(
+        |(replica_id, max_wait_ms, max_bytes, partitions)| ReplicaFetchRequest {
+            replica_id,
+            max_wait_ms,
+            max_bytes,
+            partitions,
+        },
+    )
+}
+
+fn create_partitions_request() -> impl Strategy<Value = CreatePartitionsRequest> {
+    let topic = (text(), any::<u32>()).prop_map(|(name, total_partitions)| CreatePartitionsTopic {
+        name,
+        total_partitions,
+    });
+    (few(topic), any::<u32>())
+        .prop_map(|(topics, timeout_ms)| CreatePartitionsRequest { topics, timeout_ms })
+}
+
+fn reassign_partitions_request() -> impl Strategy<Value = ReassignPartitionsRequest> {
+    let reassignment =
+        (text(), any::<u32>(), vec(any::<u32>(), 0..5)).prop_map(|(topic, partition, replicas)| {
+            PartitionReassignment {
+                topic,
+                partition,
+                replicas,
+            }
+        });
+    (few(reassignment), any::<u32>()).prop_map(|(partitions, timeout_ms)| {
+        ReassignPartitionsRequest {
+            partitions,
+            timeout_ms,
+        }
+    })
+}
+
+fn partition_ref() -> impl Strategy<Value = PartitionRef> {
+    (text(), any::<u32>()).prop_map(|(topic, partition)| PartitionRef { topic, partition })
+}
+
+fn elect_leaders_request() -> impl Strategy<Value = ElectLeadersRequest> {
+    (
+        any::<bool>(),
+        option::of(few(partition_ref())),
+        any::<u32>(),
+    )
+        .prop_map(|(preferred, partitions, timeout_ms)| ElectLeadersRequest {
+            preferred,
+            partitions,
+            timeout_ms,
+        })
+}
+
+fn partition_result() -> impl Strategy<Value = PartitionResult> {
+    (text(), any::<u32>(), wire_error()).prop_map(|(topic, partition, error)| PartitionResult {
+        topic,
+        partition,
+        error,
+    })
+}
+
+fn describe_cluster_response() -> impl Strategy<Value = DescribeClusterResponse> {
+    let broker = (
+        any::<u32>(),
+        few("[a-z0-9.]{1,12}:[0-9]{1,5}"),
+        option::of("[a-z0-9-]{0,8}"),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(broker_id, endpoints, rack, fenced, incarnation)| ClusterBroker {
+                broker_id,
+                endpoints,
+                rack,
+                fenced,
+                incarnation,
+            },
+        );
+    let voter = (any::<u32>(), "[a-z0-9.]{1,12}:[0-9]{1,5}")
+        .prop_map(|(id, address)| ControllerVoter { id, address });
+    (
+        text(),
+        any::<i32>(),
+        any::<u64>(),
+        few(voter),
+        few(broker),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(
+                cluster_id,
+                controller_id,
+                controller_term,
+                voters,
+                brokers,
+                under_replicated_partitions,
+                offline_partitions,
+            )| DescribeClusterResponse {
+                cluster_id,
+                controller_id,
+                controller_term,
+                voters,
+                brokers,
+                under_replicated_partitions,
+                offline_partitions,
+            },
+        )
+}
+
+/// A replica fetch answer whose records are real batches, one contiguous run per partition.
+#[derive(Debug, Clone)]
+struct ReplicaFetchSpec {
+    partitions: Vec<ReplicaFetchPartitionSpec>,
+}
+
+#[derive(Debug, Clone)]
+struct ReplicaFetchPartitionSpec {
+    topic: String,
+    partition: u32,
+    error: WireError,
+    high_watermark: u64,
+    log_start_offset: u64,
+    diverging: Option<DivergingEpoch>,
+    epochs: Vec<EpochStart>,
+    batches: Vec<Batch>,
+    contiguous: Vec<u8>,
+}
+
+impl ReplicaFetchSpec {
+    fn response(&self) -> ReplicaFetchResponse<'_> {
+        ReplicaFetchResponse {
+            partitions: self
+                .partitions
+                .iter()
+                .map(|p| ReplicaFetchPartitionResponse {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    error: p.error.clone(),
+                    high_watermark: p.high_watermark,
+                    log_start_offset: p.log_start_offset,
+                    diverging: p.diverging.clone(),
+                    epochs: p.epochs.clone(),
+                    // Empty records decode to no part at all.
+                    records: if p.contiguous.is_empty() {
+                        Records::default()
+                    } else {
+                        Records::from_slice(&p.contiguous)
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+fn replica_fetch_spec() -> impl Strategy<Value = ReplicaFetchSpec> {
+    let epoch_start = (any::<u32>(), any::<u64>()).prop_map(|(epoch, start_offset)| EpochStart {
+        epoch,
+        start_offset,
+    });
+    let diverging = option::of(
+        (any::<u32>(), any::<u64>())
+            .prop_map(|(epoch, end_offset)| DivergingEpoch { epoch, end_offset }),
+    );
+    let partition = (
+        (text(), any::<u32>(), wire_error()),
+        (any::<u64>(), any::<u64>(), diverging, few(epoch_start)),
+        vec(batch(), 0..3),
+    )
+        .prop_map(
+            |(
+                (topic, partition, error),
+                (high_watermark, log_start_offset, diverging, epochs),
+                batches,
+            )| {
+                let contiguous = batches
+                    .iter()
+                    .flat_map(|b| b.bytes.iter().copied())
+                    .collect();
+                ReplicaFetchPartitionSpec {
+                    topic,
+                    partition,
+                    error,
+                    high_watermark,
+                    log_start_offset,
+                    diverging,
+                    epochs,
+                    batches,
+                    contiguous,
+                }
+            },
+        );
+    vec(partition, 0..4).prop_map(|partitions| ReplicaFetchSpec { partitions })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1201,6 +1468,11 @@ enum ResponseSpec {
     OffsetFetch(OffsetFetchResponse),
     ListGroups(ListGroupsResponse),
     DescribeGroups(DescribeGroupsResponse),
+    ReplicaFetch(ReplicaFetchSpec),
+    DescribeCluster(DescribeClusterResponse),
+    CreatePartitions(CreatePartitionsResponse),
+    ReassignPartitions(ReassignPartitionsResponse),
+    ElectLeaders(ElectLeadersResponse),
 }
 
 impl ResponseSpec {
@@ -1224,6 +1496,11 @@ impl ResponseSpec {
             ResponseSpec::OffsetFetch(_) => ApiKey::OffsetFetch,
             ResponseSpec::ListGroups(_) => ApiKey::ListGroups,
             ResponseSpec::DescribeGroups(_) => ApiKey::DescribeGroups,
+            ResponseSpec::ReplicaFetch(_) => ApiKey::ReplicaFetch,
+            ResponseSpec::DescribeCluster(_) => ApiKey::DescribeCluster,
+            ResponseSpec::CreatePartitions(_) => ApiKey::CreatePartitions,
+            ResponseSpec::ReassignPartitions(_) => ApiKey::ReassignPartitions,
+            ResponseSpec::ElectLeaders(_) => ApiKey::ElectLeaders,
         }
     }
 }
@@ -1255,6 +1532,32 @@ fn response_spec() -> impl Strategy<Value = ResponseSpec> {
         offset_fetch_response().prop_map(ResponseSpec::OffsetFetch),
         list_groups_response().prop_map(ResponseSpec::ListGroups),
         describe_groups_response().prop_map(ResponseSpec::DescribeGroups),
+        replica_fetch_spec().prop_map(ResponseSpec::ReplicaFetch),
+        describe_cluster_response().prop_map(ResponseSpec::DescribeCluster),
+        topic_results().prop_map(|topics| {
+            ResponseSpec::CreatePartitions(CreatePartitionsResponse { topics })
+        }),
+        few(partition_result()).prop_map(|partitions| {
+            ResponseSpec::ReassignPartitions(ReassignPartitionsResponse { partitions })
+        }),
+        few(partition_ref())
+            .prop_map(|changed| ResponseSpec::ElectLeaders(ElectLeadersResponse { changed })),
+    ]
+}
+
+/// Only the cluster responses (see `cluster_request_spec`).
+fn cluster_response_spec() -> impl Strategy<Value = ResponseSpec> {
+    prop_oneof![
+        replica_fetch_spec().prop_map(ResponseSpec::ReplicaFetch),
+        describe_cluster_response().prop_map(ResponseSpec::DescribeCluster),
+        topic_results().prop_map(|topics| {
+            ResponseSpec::CreatePartitions(CreatePartitionsResponse { topics })
+        }),
+        few(partition_result()).prop_map(|partitions| {
+            ResponseSpec::ReassignPartitions(ReassignPartitionsResponse { partitions })
+        }),
+        few(partition_ref())
+            .prop_map(|changed| ResponseSpec::ElectLeaders(ElectLeadersResponse { changed })),
     ]
 }
 
@@ -1298,6 +1601,11 @@ fn with_response_frame<R>(
         ResponseSpec::OffsetFetch(b) => encoded(b, correlation_id, error, f),
         ResponseSpec::ListGroups(b) => encoded(b, correlation_id, error, f),
         ResponseSpec::DescribeGroups(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::ReplicaFetch(spec) => encoded(&spec.response(), correlation_id, error, f),
+        ResponseSpec::DescribeCluster(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::CreatePartitions(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::ReassignPartitions(b) => encoded(b, correlation_id, error, f),
+        ResponseSpec::ElectLeaders(b) => encoded(b, correlation_id, error, f),
     }
 }
 
@@ -1325,6 +1633,13 @@ fn decode_own(spec: &ResponseSpec, frame: &[u8]) -> Result<(), ProtocolError> {
         ResponseSpec::OffsetFetch(_) => decode_resp::<OffsetFetchResponse>(frame),
         ResponseSpec::ListGroups(_) => decode_resp::<ListGroupsResponse>(frame),
         ResponseSpec::DescribeGroups(_) => decode_resp::<DescribeGroupsResponse>(frame),
+        ResponseSpec::ReplicaFetch(_) => {
+            decode_response::<ReplicaFetchResponse<'_>>(frame).map(drop)
+        }
+        ResponseSpec::DescribeCluster(_) => decode_resp::<DescribeClusterResponse>(frame),
+        ResponseSpec::CreatePartitions(_) => decode_resp::<CreatePartitionsResponse>(frame),
+        ResponseSpec::ReassignPartitions(_) => decode_resp::<ReassignPartitionsResponse>(frame),
+        ResponseSpec::ElectLeaders(_) => decode_resp::<ElectLeadersResponse>(frame),
     }
 }
 
@@ -1370,6 +1685,24 @@ fn decode_as(
         ResponseSpec::OffsetFetch(b) => owned(frame, correlation_id, b),
         ResponseSpec::ListGroups(b) => owned(frame, correlation_id, b),
         ResponseSpec::DescribeGroups(b) => owned(frame, correlation_id, b),
+        ResponseSpec::DescribeCluster(b) => owned(frame, correlation_id, b),
+        ResponseSpec::CreatePartitions(b) => owned(frame, correlation_id, b),
+        ResponseSpec::ReassignPartitions(b) => owned(frame, correlation_id, b),
+        ResponseSpec::ElectLeaders(b) => owned(frame, correlation_id, b),
+        ResponseSpec::ReplicaFetch(spec) => {
+            let (id, result) = decode_response::<ReplicaFetchResponse<'_>>(frame).unwrap();
+            prop_assert_eq!(id, correlation_id);
+            let decoded = match result {
+                Ok(body) => body,
+                Err(error) => return Ok(Err(error)),
+            };
+            // One contiguous part per partition on both sides: equal as values.
+            prop_assert_eq!(&decoded, &spec.response());
+            for (partition, expected) in decoded.partitions.iter().zip(&spec.partitions) {
+                check_records(&partition.records, &expected.batches)?;
+            }
+            Ok(Ok(()))
+        }
         ResponseSpec::Fetch(spec) => {
             let (id, result) = decode_response::<FetchResponse<'_>>(frame).unwrap();
             prop_assert_eq!(id, correlation_id);
@@ -1851,6 +2184,32 @@ fn count_sites() -> Vec<CountSite> {
         decode_resp::<DescribeGroupsResponse>,
     );
 
+    // Cluster APIs: collections that end their message.
+    last(
+        "ReplicaFetchRequest.partitions",
+        request_and_end(ApiKey::ReplicaFetch, &ReplicaFetchRequest::default()),
+        req,
+    );
+    last(
+        "ReplicaFetchResponse.partitions",
+        response_and_end(&ReplicaFetchResponse::default()),
+        |frame| decode_response::<ReplicaFetchResponse<'_>>(frame).map(drop),
+    );
+    last(
+        "CreatePartitionsResponse.topics",
+        response_and_end(&CreatePartitionsResponse::default()),
+        decode_resp::<CreatePartitionsResponse>,
+    );
+    last(
+        "ReassignPartitionsResponse.partitions",
+        response_and_end(&ReassignPartitionsResponse::default()),
+        decode_resp::<ReassignPartitionsResponse>,
+    );
+    last(
+        "ElectLeadersResponse.changed",
+        response_and_end(&ElectLeadersResponse::default()),
+        decode_resp::<ElectLeadersResponse>,
+    );
     // Counts followed by other fields: at a fixed position.
     let (frame, _) = request_and_end(ApiKey::CreateTopics, &CreateTopicsRequest::default());
     sites.push(CountSite {
@@ -1864,6 +2223,20 @@ fn count_sites() -> Vec<CountSite> {
         name: "DeleteTopicsRequest.names",
         frame,
         at: REQUEST_HEADER_SIZE,
+        decode: req,
+    });
+    let (frame, end) = request_and_end(
+        ApiKey::ReassignPartitions,
+        &ReassignPartitionsRequest {
+            partitions: vec![PartitionReassignment::default()],
+            timeout_ms: 0,
+        },
+    );
+    sites.push(CountSite {
+        name: "PartitionReassignment.replicas",
+        frame,
+        // followed only by the request's timeout
+        at: end - 8,
         decode: req,
     });
     let cluster_id = "cluster-1".to_string();
@@ -2265,6 +2638,28 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The cluster APIs on their own (replication between brokers and the cluster operations),
+    /// like the group APIs above: exact round trips (with a top-level error too), every strict
+    /// prefix refused, mutated frames never panic.
+    #[test]
+    fn cluster_messages_round_trip_and_refuse_truncation(
+        request in cluster_request_spec(),
+        response in cluster_response_spec(),
+        correlation_id in any::<u32>(),
+        error in top_level_error(),
+        edits in vec((any::<Index>(), any::<u8>()), 1..8),
+        fix in any::<bool>(),
+    ) {
+        check_request_round_trip(&request, correlation_id)?;
+        check_response_round_trip(&response, correlation_id, error.as_ref())?;
+        check_truncations(&request, &response, correlation_id)?;
+        exercise_mutated(&request, &response, &edits, fix);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// `ConsumerSubscription` and `ConsumerAssignment` through `encode_payload` and
@@ -2391,6 +2786,16 @@ fn strategies_cover_every_api() {
         groups
     );
     assert_eq!(keys(group_response_spec(), ResponseSpec::api_key), groups);
+    let cluster: BTreeSet<u16> =
+        (ApiKey::ReplicaFetch as u16..=ApiKey::ElectLeaders as u16).collect();
+    assert_eq!(
+        keys(cluster_request_spec(), |r| api_key_of(&r.request())),
+        cluster
+    );
+    assert_eq!(
+        keys(cluster_response_spec(), ResponseSpec::api_key),
+        cluster
+    );
 }
 
 /// See `mutated_valid_frames_never_panic`.

@@ -1,6 +1,7 @@
 //! Fuzz target: arbitrary bytes into every decode entry point of the protocol codec
 //! (`check_frame`, `decode_request_header`, `decode_response_header`, `decode_request`, and
-//! `decode_response::<T>` for every response type, consumer-group APIs included). None of them
+//! `decode_response::<T>` for every response type, consumer-group and cluster APIs included).
+//! None of them
 //! may panic, and whatever decodes must re-encode consistently: a request to exactly the same
 //! bytes, a response body to a frame that decodes to the same body. The consumer protocol
 //! payloads inside a decoded `JoinGroup` or `SyncGroup` request go through `decode_payload`
@@ -41,6 +42,13 @@ fn encode_any<'b>(
         Request::OffsetFetch(b) => encode_request(buffer, ApiKey::OffsetFetch, id, b),
         Request::ListGroups(b) => encode_request(buffer, ApiKey::ListGroups, id, b),
         Request::DescribeGroups(b) => encode_request(buffer, ApiKey::DescribeGroups, id, b),
+        Request::ReplicaFetch(b) => encode_request(buffer, ApiKey::ReplicaFetch, id, b),
+        Request::DescribeCluster(b) => encode_request(buffer, ApiKey::DescribeCluster, id, b),
+        Request::CreatePartitions(b) => encode_request(buffer, ApiKey::CreatePartitions, id, b),
+        Request::ReassignPartitions(b) => {
+            encode_request(buffer, ApiKey::ReassignPartitions, id, b)
+        }
+        Request::ElectLeaders(b) => encode_request(buffer, ApiKey::ElectLeaders, id, b),
     }
 }
 
@@ -135,4 +143,9 @@ fuzz_target!(|data: &[u8]| {
     response!(frame, OffsetFetchResponse);
     response!(frame, ListGroupsResponse);
     response!(frame, DescribeGroupsResponse);
+    response!(frame, ReplicaFetchResponse<'_>);
+    response!(frame, DescribeClusterResponse);
+    response!(frame, CreatePartitionsResponse);
+    response!(frame, ReassignPartitionsResponse);
+    response!(frame, ElectLeadersResponse);
 });
