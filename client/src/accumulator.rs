@@ -130,6 +130,8 @@ pub(crate) struct ProducerBatch {
     pub min_seq: u64,
     /// Sends attempted so far.
     pub attempts: u32,
+    /// Stamped for idempotence (producer id, epoch, sequence) when first sent.
+    pub stamped: bool,
 }
 
 /// Who learns a batch's outcome.
@@ -282,6 +284,10 @@ pub(crate) struct Accumulator {
     ledger: Ledger,
     /// Cut every open batch as soon as it can be sent (a flush is waiting).
     pub flushing: bool,
+    /// Send only batches already sent once (retries), none for the first time: set by the
+    /// idempotent producer while it waits for its stamped batches to complete before it
+    /// bumps its epoch.
+    pub hold_new: bool,
 }
 
 impl Accumulator {
@@ -294,6 +300,7 @@ impl Accumulator {
             last_queue: None,
             ledger: Ledger::default(),
             flushing: false,
+            hold_new: false,
         }
     }
 
@@ -439,6 +446,7 @@ impl Accumulator {
             reserved_bytes,
             min_seq: seq,
             attempts: 0,
+            stamped: false,
         });
     }
 
@@ -475,6 +483,9 @@ impl Accumulator {
                 continue;
             }
             while queue.in_flight.len() < config.max_in_flight {
+                if self.hold_new && queue.ready.front().is_some_and(|b| b.attempts == 0) {
+                    break;
+                }
                 let Some(batch) = queue.ready.pop_front() else {
                     break;
                 };
@@ -567,6 +578,7 @@ fn cut_open(ledger: &mut Ledger, topic: &Arc<str>, partition: u32, queue: &mut P
             reserved_bytes: open.reserved_bytes,
             min_seq: open.min_seq,
             attempts: 0,
+            stamped: false,
         }),
         Err(e) => {
             queue.builder.clear();
@@ -818,6 +830,32 @@ mod tests {
         acc.retry(second, later);
         let sent: Vec<u64> = acc.drain(later).iter().map(|b| b.min_seq).collect();
         assert_eq!(sent, [0, 1]);
+    }
+
+    /// While `hold_new` is set only retries leave; new batches wait, in order, behind them.
+    #[test]
+    fn hold_new_lets_only_retries_leave() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut acc = accumulator(1 << 20, 60_000);
+        let now = Instant::now();
+        acc.flushing = true;
+        append(&mut acc, &topic, b"a", 0, now);
+        let mut first = acc.drain(now).pop().unwrap();
+        acc.returned(&first);
+        first.attempts += 1;
+        acc.retry(first, now);
+        append(&mut acc, &topic, b"b", 1, now);
+        acc.hold_new = true;
+        let sent = acc.drain(now);
+        assert_eq!(sent.iter().map(|b| b.min_seq).collect::<Vec<_>>(), [0]);
+        for batch in &sent {
+            acc.returned(batch);
+            acc.finished(batch);
+        }
+        assert!(acc.drain(now).is_empty(), "the new batch is held");
+        acc.hold_new = false;
+        let sent = acc.drain(now);
+        assert_eq!(sent.iter().map(|b| b.min_seq).collect::<Vec<_>>(), [1]);
     }
 
     /// The size bound used to cut batches really bounds the builder's estimate.

@@ -23,7 +23,10 @@
 //! producer id and numbers each partition's batches, so the broker recognises a retry whose
 //! first answer was lost (after a failover, a restart, a timeout) and writes it once. Without
 //! it (`enable_idempotence = false`, or `acks = 0`) delivery is at-least-once: such a retry may
-//! be written twice.
+//! be written twice. A stamped batch that fails for good leaves a gap in its partition's
+//! sequence numbers; the producer then holds new batches until the stamped ones are done, bumps
+//! its epoch and restarts its sequences at 0 (Kafka's KIP-360), so the partition stays
+//! writable.
 //!
 //! Ordering: records of one partition are appended in the order `send` enqueues them. A batch
 //! put back for a retry waits until every batch of its partition still in flight has come back,
@@ -761,6 +764,14 @@ struct SenderTask {
     producer_id: ProducerIdState,
     /// Next sequence number per partition (idempotent producer).
     sequences: HashMap<(Arc<str>, u32), i32>,
+    /// Stamped batches not yet acknowledged or failed.
+    stamped_outstanding: usize,
+    /// A stamped batch failed for good: its sequence numbers were never written, so every
+    /// later batch of its partition would be refused (`OutOfOrderSequence`). Once every stamped
+    /// batch is done, the producer bumps its epoch and starts the sequences again at 0, which
+    /// the broker accepts (a newer epoch resets its record of the producer), as Kafka's
+    /// idempotent producer does (KIP-360). New batches wait meanwhile.
+    epoch_bump_wanted: bool,
 }
 
 impl SenderTask {
@@ -804,6 +815,8 @@ impl SenderTask {
                 ProducerIdState::Off
             },
             sequences: HashMap::new(),
+            stamped_outstanding: 0,
+            epoch_bump_wanted: false,
         }
     }
 
@@ -811,6 +824,7 @@ impl SenderTask {
         loop {
             let now = Instant::now();
             self.maybe_refresh_metadata(now);
+            self.maybe_bump_epoch();
             self.maybe_init_producer_id();
             self.dispatch(now);
             self.release(0);
@@ -1114,6 +1128,9 @@ impl SenderTask {
                     self.accumulator.returned(&batch);
                     match outcome {
                         Ok(base_offset) => {
+                            if batch.stamped {
+                                self.stamped_outstanding -= 1;
+                            }
                             self.accumulator.finished(&batch);
                             self.release(batch.reserved_bytes);
                             let (topic, partition) = (batch.topic.clone(), batch.partition);
@@ -1253,12 +1270,46 @@ impl SenderTask {
 
     /// Gives up on a batch: its records fail with `error`.
     fn fail_batch(&mut self, batch: ProducerBatch, error: &ClientError) {
+        if batch.stamped {
+            self.stamped_outstanding -= 1;
+            if !self.epoch_bump_wanted {
+                warn!(
+                    topic = %batch.topic,
+                    partition = batch.partition,
+                    "an idempotent batch failed for good: new batches wait for the others, \
+                     then the producer epoch is bumped"
+                );
+            }
+            self.epoch_bump_wanted = true;
+            self.accumulator.hold_new = true;
+        }
         self.accumulator.finished(&batch);
         self.release(batch.reserved_bytes);
         let (topic, partition) = (batch.topic.clone(), batch.partition);
         let prebuilt = batch.prebuilt();
         let bytes = batch.fail(error);
         self.recycle(&topic, partition, prebuilt, bytes);
+    }
+
+    /// Bumps the producer epoch once every stamped batch is done after one failed for good
+    /// (see `epoch_bump_wanted`): sequences restart at 0 under the new epoch; at the last
+    /// epoch a new producer id is asked for instead.
+    fn maybe_bump_epoch(&mut self) {
+        if !self.epoch_bump_wanted || self.stamped_outstanding > 0 {
+            return;
+        }
+        self.epoch_bump_wanted = false;
+        self.accumulator.hold_new = false;
+        self.sequences.clear();
+        if let ProducerIdState::Ready { id, epoch } = self.producer_id {
+            self.producer_id = match epoch.checked_add(1) {
+                Some(next) => {
+                    debug!(producer_id = id, epoch = next, "producer epoch bumped");
+                    ProducerIdState::Ready { id, epoch: next }
+                }
+                None => ProducerIdState::Wanted,
+            };
+        }
     }
 
     /// Asks for a producer id once (idempotent producer), retrying retriable failures.
@@ -1304,7 +1355,7 @@ impl SenderTask {
         let ProducerIdState::Ready { id, epoch } = self.producer_id else {
             return Ok(());
         };
-        if batch.attempts > 0 {
+        if batch.stamped {
             return Ok(());
         }
         let header = wire::peek_header(&batch.bytes, wire::limits::BATCH_SIZE_MAX)
@@ -1314,6 +1365,8 @@ impl SenderTask {
             .entry((batch.topic.clone(), batch.partition))
             .or_insert(0);
         wire::stamp_producer(&mut batch.bytes, id, epoch, *next).map_err(ClientError::Batch)?;
+        batch.stamped = true;
+        self.stamped_outstanding += 1;
         // Sequences wrap from i32::MAX to 0, as the broker expects.
         *next = ((i64::from(*next) + i64::from(header.record_count)) % (i64::from(i32::MAX) + 1))
             as i32;
@@ -1635,6 +1688,7 @@ mod tests {
                 reserved_bytes: 0,
                 min_seq: seq,
                 attempts: 0,
+                stamped: false,
             }
         };
         let lens = [40, 50, 20, 200, 10, 10, 90];

@@ -203,3 +203,80 @@ async fn survive_a_restart(idempotent: bool) {
     }
     producer.close().await.unwrap();
 }
+
+/// An idempotent batch that fails for good leaves a gap in its partition's sequence numbers:
+/// the broker is stopped, a record's few retries run out (its batch is never written), the
+/// broker comes back. The producer then bumps its epoch and starts its sequences again, so
+/// the same producer keeps writing that partition: later records are acknowledged at the next
+/// offsets (not refused with `OutOfOrderSequence` forever), in send order, and read back
+/// exactly once with the failed record absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_recovers_from_a_failed_batch() {
+    let dir = common::data_dir();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut broker = Broker::start_at(dir.path(), &listen, &[]);
+    let bootstrap = broker.addr.to_string();
+    Admin::new(&bootstrap)
+        .unwrap()
+        .create_topic(NewTopic::new("gap", 1))
+        .await
+        .unwrap();
+    let producer = Producer::new(ProducerConfig {
+        retries: 2,
+        retry_backoff: Duration::from_millis(20),
+        retry_backoff_max: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(5),
+        ..ProducerConfig::new(&bootstrap)
+    })
+    .unwrap();
+    let send = |value: &str| producer.send(ProducerRecord::new("gap", value.as_bytes().to_vec()));
+    assert_eq!(send("first").await.unwrap().offset, Some(0));
+
+    assert!(broker.terminate().success());
+    let lost = send("lost").await;
+    assert!(lost.is_err(), "the broker is down: {lost:?}");
+
+    let restarted = tokio::task::spawn_blocking({
+        let path = dir.path().to_path_buf();
+        move || Broker::start_at(&path, &listen, &[])
+    })
+    .await
+    .unwrap();
+    // The producer's retries ride out its reconnection backoff; the first send may still
+    // find the broker's shard ports unknown, so allow a few attempts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        match send("after").await {
+            Ok(metadata) => break metadata,
+            Err(error) => {
+                assert_ne!(
+                    error.code(),
+                    Some(client::ErrorCode::OutOfOrderSequence),
+                    "the sequence gap must not stick: {error}"
+                );
+                assert!(std::time::Instant::now() < deadline, "{error}");
+            }
+        }
+    };
+    assert_eq!(after.offset, Some(1));
+    let mut pending = Vec::new();
+    for n in 0..20 {
+        pending.push(send(&format!("then:{n}")));
+    }
+    for (n, delivery) in pending.into_iter().enumerate() {
+        assert_eq!(delivery.await.unwrap().offset, Some(2 + n as u64));
+    }
+
+    let mut consumer = Consumer::new(ConsumerConfig {
+        fetch_max_wait: Duration::from_millis(100),
+        ..ConsumerConfig::new(restarted.addr.to_string())
+    })
+    .unwrap();
+    consumer.assign(&[client::TopicPartition::new("gap", 0)]);
+    let read = receive(&mut consumer, 22, Duration::from_secs(20)).await;
+    let values: Vec<&str> = read.iter().map(Received::text).collect();
+    let mut expected = vec!["first".to_owned(), "after".to_owned()];
+    expected.extend((0..20).map(|n| format!("then:{n}")));
+    assert_eq!(values, expected);
+    producer.close().await.unwrap();
+}
