@@ -24,11 +24,12 @@ use wire::protocol::{
     ListGroupsRequest, ListGroupsResponse, OffsetCommitResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetFetchTopic, PartitionReassignment, PartitionRef,
     ReassignPartitionsRequest, ReassignPartitionsResponse, TopicMetadata, TopicResult,
-    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    CONSUMER_OFFSETS_TOPIC, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 
 use crate::cluster::{Cluster, TopicPartition};
 use crate::connection::{decode_body, ConnectionConfig, Frame};
+use crate::decommission::PartitionPlacement;
 use crate::error::ClientError;
 
 /// First pause before retrying a cluster operation the controller could not take yet.
@@ -367,6 +368,29 @@ impl Admin {
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
+    }
+
+    /// Where every partition of the cluster has its replicas, internal topics
+    /// (`__consumer_offsets`) included: what [`crate::plan_decommission`] plans from. Sorted
+    /// by topic and partition.
+    pub async fn partition_placement(&self) -> Result<Vec<PartitionPlacement>, ClientError> {
+        let mut topics = self.cluster.fetch_metadata(None).await?.topics;
+        // "Every topic" leaves the internal ones out: ask for them by name.
+        let internal = vec![CONSUMER_OFFSETS_TOPIC.to_owned()];
+        topics.extend(self.cluster.fetch_metadata(Some(internal)).await?.topics);
+        let mut placement: Vec<PartitionPlacement> = topics
+            .iter()
+            .filter(|topic| topic.error.is_ok())
+            .flat_map(|topic| {
+                topic.partitions.iter().map(|partition| PartitionPlacement {
+                    partition: TopicPartition::new(&topic.name, partition.partition),
+                    replicas: partition.replicas.clone(),
+                })
+            })
+            .collect();
+        placement.sort_by(|a, b| a.partition.cmp(&b.partition));
+        placement.dedup_by(|a, b| a.partition == b.partition);
+        Ok(placement)
     }
 
     /// A topic's settings and placement, with each partition's log start and end offsets.

@@ -189,8 +189,8 @@ pub use producer::{
 };
 pub use records::{ConsumerRecord, Headers, Records, RecordsIter, Tags};
 pub use wire::protocol::{
-    ClusterBroker, ControllerVoter, ErrorCode, TopicConfig, TopicMetadata, EARLIEST_TIMESTAMP,
-    LATEST_TIMESTAMP,
+    ClusterBroker, ControllerVoter, ErrorCode, TopicConfig, TopicMetadata, CONSUMER_OFFSETS_TOPIC,
+    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 /// Wire types that appear in this crate's API.
 pub use wire::Durability;

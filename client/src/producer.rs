@@ -1129,7 +1129,8 @@ impl SenderTask {
                     match outcome {
                         Ok(base_offset) => {
                             if batch.stamped {
-                                self.stamped_outstanding -= 1;
+                                self.stamped_outstanding =
+                                    self.stamped_outstanding.saturating_sub(1);
                             }
                             self.accumulator.finished(&batch);
                             self.release(batch.reserved_bytes);
@@ -1271,7 +1272,7 @@ impl SenderTask {
     /// Gives up on a batch: its records fail with `error`.
     fn fail_batch(&mut self, batch: ProducerBatch, error: &ClientError) {
         if batch.stamped {
-            self.stamped_outstanding -= 1;
+            self.stamped_outstanding = self.stamped_outstanding.saturating_sub(1);
             if !self.epoch_bump_wanted {
                 warn!(
                     topic = %batch.topic,

@@ -587,3 +587,56 @@ fn add_partitions_grows_a_topic() {
     );
     assert!(!output.status.success(), "shrinking must be refused");
 }
+
+/// `cluster decommission` on one node: draining the only broker is refused (no other broker
+/// can take its replicas), moving nothing, with the reason on stderr, `--dry-run` or not; an
+/// unknown broker id is refused naming the registered ones. (Needs the broker's
+/// DescribeCluster.)
+#[ignore = "waits for the broker side of the cluster APIs (the lead's cluster commit)"]
+#[test]
+fn decommission_of_the_only_broker_is_refused() {
+    let broker = Broker::start(&[]);
+    let output = sluice(
+        &broker,
+        &["topic", "create", "kept", "--partitions", "2"],
+        None,
+    );
+    assert_success(&output, "topic create");
+    let output = sluice(&broker, &["cluster", "status"], None);
+    assert_success(&output, "cluster status");
+    let text = stdout(&output);
+    let id = text
+        .lines()
+        .skip_while(|l| !l.starts_with("BROKER"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    for dry_run in [true, false] {
+        let mut args = vec!["cluster", "decommission", "--broker-id", id.as_str()];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let output = sluice(&broker, &args, None);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            stderr(&output).contains("add a broker first"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    let output = sluice(
+        &broker,
+        &["cluster", "decommission", "--broker-id", "9999"],
+        None,
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("broker 9999 is not registered"),
+        "{}",
+        stderr(&output)
+    );
+    let output = sluice(&broker, &["topic", "describe", "kept"], None);
+    let rows = partition_rows(&stdout(&output));
+    assert!(rows.iter().all(|r| r[4] == id), "nothing moved");
+}

@@ -172,6 +172,44 @@ async fn producer_learns_a_recreated_topic_by_periodic_refresh() {
     producer.close().await.unwrap();
 }
 
+/// `partition_placement` (what `cluster decommission` plans from) lists every partition of
+/// every topic with its replicas, `__consumer_offsets` included though "every topic" listings
+/// leave it out, sorted, each on the one broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_covers_user_and_internal_topics() {
+    let broker = Broker::start(&[]);
+    let admin = Admin::new(broker.addr.to_string()).unwrap();
+    admin.create_topic(NewTopic::new("b", 2)).await.unwrap();
+    admin.create_topic(NewTopic::new("a", 1)).await.unwrap();
+    let leader = admin.describe_topic("a").await.unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let placement = admin.partition_placement().await.unwrap();
+    let names: Vec<String> = placement.iter().map(|p| p.partition.to_string()).collect();
+    let offsets = admin
+        .describe_topic(client::CONSUMER_OFFSETS_TOPIC)
+        .await
+        .unwrap()
+        .partitions
+        .len();
+    assert!(offsets > 0);
+    let mut expected: Vec<String> = (0..offsets)
+        .map(|p| format!("{}/{p}", client::CONSUMER_OFFSETS_TOPIC))
+        .collect();
+    expected.sort();
+    expected.extend(["a/0".to_owned(), "b/0".to_owned(), "b/1".to_owned()]);
+    let mut sorted_names = names.clone();
+    sorted_names.sort();
+    assert_eq!(names, sorted_names, "sorted");
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(names, expected_sorted);
+    assert!(
+        placement.iter().all(|p| p.replicas == [leader]),
+        "{placement:?}"
+    );
+}
+
 /// `min_insync_replicas` 2 on a one-broker cluster reaches the broker: either the topic is
 /// refused (`InvalidConfig`), or it is created and an acks=all write is refused with
 /// `NotEnoughReplicas` (only one replica can ever be in sync), as Kafka does. Either way the

@@ -3,16 +3,16 @@
 //! [`client::Admin`].
 //!
 //! `decommission` computes its plan here with [`client::plan_decommission`] from the current
-//! placement (the metadata of every topic) and the live brokers (`DescribeCluster`), prints
-//! it, and submits it as partition reassignments unless `--dry-run`.
+//! placement (the metadata of every topic, `__consumer_offsets` included) and the live
+//! brokers (`DescribeCluster`), prints it, and submits it as partition reassignments unless
+//! `--dry-run`.
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use client::{
-    plan_decommission, Admin, ClusterDescription, PartitionPlacement, PlannedMove, Reassignment,
-    TopicPartition,
+    plan_decommission, Admin, ClusterDescription, PlannedMove, Reassignment, TopicPartition,
 };
 
 use super::{list_ids, render_table, BrokerArg};
@@ -144,15 +144,10 @@ async fn decommission(args: DecommissionArgs) -> anyhow::Result<ExitCode> {
         .filter(|b| !b.fenced)
         .map(|b| b.broker_id)
         .collect();
-    let mut placement = Vec::new();
-    for topic in admin.list_topics().await.context("listing topics")? {
-        for partition in &topic.partitions {
-            placement.push(PartitionPlacement {
-                partition: TopicPartition::new(&topic.name, partition.partition),
-                replicas: partition.replicas.clone(),
-            });
-        }
-    }
+    let placement = admin
+        .partition_placement()
+        .await
+        .context("reading the partitions' placement")?;
     let moves = plan_decommission(&placement, args.broker_id, &live)
         .with_context(|| format!("planning the decommission of broker {}", args.broker_id))?;
     if moves.is_empty() {
