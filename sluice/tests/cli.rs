@@ -458,7 +458,6 @@ fn replication_flags_are_checked() {
 /// `cluster status` on one node: one live broker, which is also the controller leader and
 /// the only voter; nothing under-replicated or offline. (Needs the broker's DescribeCluster.)
 #[test]
-#[ignore = "waits for the broker side of the cluster APIs (the lead's cluster commit)"]
 fn cluster_status_shows_the_one_broker_as_controller() {
     let broker = Broker::start(&[]);
     let output = sluice(&broker, &["cluster", "status"], None);
@@ -499,7 +498,6 @@ fn cluster_status_shows_the_one_broker_as_controller() {
 /// ones take messages (`produce --partition 4`) that `consume` reads back; shrinking is
 /// refused. (Needs the broker's CreatePartitions.)
 #[test]
-#[ignore = "waits for the broker side of the cluster APIs (the lead's cluster commit)"]
 fn add_partitions_grows_a_topic() {
     let broker = Broker::start(&[]);
     let help = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -592,7 +590,6 @@ fn add_partitions_grows_a_topic() {
 /// can take its replicas), moving nothing, with the reason on stderr, `--dry-run` or not; an
 /// unknown broker id is refused naming the registered ones. (Needs the broker's
 /// DescribeCluster.)
-#[ignore = "waits for the broker side of the cluster APIs (the lead's cluster commit)"]
 #[test]
 fn decommission_of_the_only_broker_is_refused() {
     let broker = Broker::start(&[]);

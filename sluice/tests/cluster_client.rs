@@ -72,7 +72,6 @@ async fn bootstrap_skips_a_dead_first_address() {
 /// periodic refresh, then succeed; a consumer reads them there. (Needs the broker's
 /// CreatePartitions.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the broker side of the cluster APIs (the lead's cluster commit)"]
 async fn producer_learns_new_partitions_by_periodic_refresh() {
     let broker = Broker::start(&[]);
     let bootstrap = broker.addr.to_string();
@@ -215,7 +214,6 @@ async fn placement_covers_user_and_internal_topics() {
 /// `NotEnoughReplicas` (only one replica can ever be in sync), as Kafka does. Either way the
 /// setting was not dropped on the way. (Needs the broker's min.insync.replicas.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the broker side of the cluster APIs (the lead's cluster commit)"]
 async fn min_insync_replicas_reaches_the_broker() {
     let broker = Broker::start(&[]);
     let bootstrap = broker.addr.to_string();

@@ -204,7 +204,12 @@ async fn decommission(args: DecommissionArgs) -> anyhow::Result<ExitCode> {
 fn render_status(cluster: &ClusterDescription) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "cluster id:       {}", cluster.cluster_id);
+    let cluster_id = if cluster.cluster_id.is_empty() {
+        "-"
+    } else {
+        cluster.cluster_id.as_str()
+    };
+    let _ = writeln!(out, "cluster id:       {cluster_id}");
     let controller = match cluster.controller_id {
         Some(id) => format!("{id} (term {})", cluster.controller_term),
         None => "none (no quorum leader)".to_owned(),
