@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a broker node (data in ./data, listening on 127.0.0.1:9092 by default).
-    Serve(args::ServeArgs),
+    Serve(Box<args::ServeArgs>),
     #[command(flatten)]
     Client(cli::CliCommand),
     /// Benchmark a broker (the `sluice-bench` harness; starts its own broker by default).
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            serve(args)
+            serve(*args)
         }
         Command::Client(command) => run_client(command),
         Command::Bench(args) => bench::run(*args),
