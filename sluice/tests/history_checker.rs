@@ -88,8 +88,11 @@ fn simulate(ops: &[(u8, u8, u8)], partitions: u32, read_percent: u8) -> (History
     (history, log)
 }
 
+/// An acknowledged message: its id, partition and offset.
+type AckedAt = (MessageId, u32, u64);
+
 /// The acknowledged messages with their partition and offset, in id order.
-fn acked(history: &History, ids: impl Iterator<Item = MessageId>) -> Vec<(MessageId, u32, u64)> {
+fn acked(history: &History, ids: impl Iterator<Item = MessageId>) -> Vec<AckedAt> {
     ids.filter_map(|id| match history.outcome(id) {
         Some(Outcome::Acked { partition, offset }) => Some((id, *partition, *offset)),
         _ => None,
@@ -164,7 +167,7 @@ proptest! {
     fn planted_reorder_is_caught(ops in ops_strategy(), partitions in 1u32..4, pick in any::<usize>()) {
         let (history, mut log) = simulate(&ops, partitions, 0);
         let acked = acked(&history, all_ids(&ops));
-        let pairs: Vec<((MessageId, u32, u64), (MessageId, u32, u64))> = acked
+        let pairs: Vec<(AckedAt, AckedAt)> = acked
             .iter()
             .flat_map(|a| acked.iter().map(move |b| (*a, *b)))
             .filter(|(a, b)| a.0.producer == b.0.producer && a.1 == b.1 && a.0.seq < b.0.seq)
