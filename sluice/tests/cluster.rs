@@ -97,8 +97,9 @@ fn check_history(
     let mut log = FinalLog::default();
     for partition in 0..partitions {
         cluster.wait_full_isr(topic, partition);
+        let end = history.committed_end(partition).unwrap_or(0);
         log.partitions
-            .insert(partition, cluster.read_partition(topic, partition));
+            .insert(partition, cluster.read_partition_to(topic, partition, end));
     }
     let report = history.check(&log);
     eprintln!("[check {topic}] {report}");
@@ -133,7 +134,8 @@ fn reread_after_leader_loss(
         "a new leader after the re-read kill",
         |p| p.leader >= 0 && p.leader != old,
     );
-    let again = cluster.read_partition(topic, partition);
+    let end = expected.last().map_or(0, |(offset, _)| offset + 1);
+    let again = cluster.read_partition_to(topic, partition, end);
     assert!(
         again.len() >= expected.len() && again[..expected.len()] == *expected,
         "{topic}/{partition} read from the next leader differs: {} records before, {} now; \

@@ -321,3 +321,20 @@ fn message_ids_parse_only_canonical_values() {
         assert_eq!(MessageId::parse(bad), None, "{bad:?}");
     }
 }
+
+/// A full read must reach one past the highest offset acknowledged or read.
+#[test]
+fn committed_end_covers_acks_and_reads() {
+    let mut history = History::new();
+    assert_eq!(history.committed_end(0), None);
+    let (a, b) = (MessageId::new(0, 0), MessageId::new(0, 1));
+    history.attempt(a, 0);
+    history.attempt(b, 1);
+    history.acked(a, 0, 4);
+    history.acked(b, 1, 2);
+    assert_eq!(history.committed_end(0), Some(5));
+    history.read("c", 0, 9, b"p0-7");
+    assert_eq!(history.committed_end(0), Some(10));
+    assert_eq!(history.committed_end(1), Some(3));
+    assert_eq!(history.committed_end(2), None);
+}

@@ -631,6 +631,19 @@ impl TestCluster {
     /// `(offset, value)` of every record in log order. Follows leader changes; panics after
     /// [`CONDITION_DEADLINE`].
     pub fn read_partition(&mut self, topic: &str, partition: u32) -> Vec<(u64, Vec<u8>)> {
+        self.read_partition_to(topic, partition, 0)
+    }
+
+    /// [`TestCluster::read_partition`], reading on while the high watermark is below `end`
+    /// (a new leader's high watermark can trail what the previous one exposed until its
+    /// followers fetch again). If it stays below `end` until [`CONDITION_DEADLINE`], says so
+    /// and returns what it read: the history check then reports what is missing.
+    pub fn read_partition_to(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        end: u64,
+    ) -> Vec<(u64, Vec<u8>)> {
         let deadline = Instant::now() + CONDITION_DEADLINE;
         let mut records = Vec::new();
         let mut offset = 0u64;
@@ -640,7 +653,15 @@ impl TestCluster {
             match fetch_from(self.nodes[leader].listen, topic, partition, offset) {
                 Ok(chunk) => {
                     if chunk.next_offset.is_none() && offset >= chunk.high_watermark {
-                        return records;
+                        if offset >= end {
+                            return records;
+                        }
+                        last_error = format!(
+                            "high watermark {} on broker {leader} is below {end}",
+                            chunk.high_watermark
+                        );
+                        std::thread::sleep(POLL_INTERVAL);
+                        continue;
                     }
                     for (record_offset, value) in chunk.records {
                         if record_offset >= offset {
@@ -654,6 +675,14 @@ impl TestCluster {
                     std::thread::sleep(POLL_INTERVAL);
                 }
             }
+        }
+        if offset < end {
+            eprintln!(
+                "[cluster {}] reading {topic}/{partition}: stuck at offset {offset} below \
+                 {end}: {last_error}",
+                self.name
+            );
+            return records;
         }
         panic!(
             "reading {topic}/{partition}: stuck at offset {offset}: {last_error}\n{}",

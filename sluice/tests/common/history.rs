@@ -190,6 +190,24 @@ impl History {
         self.reads.len()
     }
 
+    /// The end a full read of `partition` must reach: one past the highest offset
+    /// acknowledged or read there, if any.
+    pub fn committed_end(&self, partition: u32) -> Option<u64> {
+        let acked = self.attempts.values().filter_map(|a| match a.outcome {
+            Outcome::Acked {
+                partition: p,
+                offset,
+            } if p == partition => Some(offset),
+            _ => None,
+        });
+        let read = self
+            .reads
+            .iter()
+            .filter(|r| r.partition == partition)
+            .map(|r| r.offset);
+        acked.chain(read).max().map(|offset| offset + 1)
+    }
+
     /// The outcome of `id`, if it was attempted.
     pub fn outcome(&self, id: MessageId) -> Option<&Outcome> {
         self.attempts.get(&id).map(|a| &a.outcome)
