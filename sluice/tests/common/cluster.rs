@@ -137,7 +137,8 @@ impl TestCluster {
     /// its readiness line (not until the cluster formed: see [`TestCluster::wait_ready`]).
     /// `name` names the data directory (one per test).
     pub fn start(name: &str, brokers: usize, options: ClusterOptions) -> TestCluster {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let base = workspace.join("target/test-data");
         let root = base.join(format!("cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("logs")).unwrap();
