@@ -366,6 +366,26 @@ fn leader_cut_off_from_the_others() {
             std::thread::spawn(move || (id, produce_direct(isolated, topic, id)))
         })
         .collect();
+    // The cut is what it should be (checked while the direct writes wait).
+    let lab = cluster.lab();
+    assert!(
+        lab.can_connect(None, cluster.addr(leader)),
+        "clients must still reach the leader"
+    );
+    for &other in &others {
+        assert!(
+            !lab.can_connect(Some(other), cluster.addr(leader)),
+            "{other} reaches {leader}"
+        );
+        assert!(
+            !lab.can_connect(Some(leader), cluster.addr(other)),
+            "{leader} reaches {other}"
+        );
+    }
+    assert!(
+        lab.can_connect(Some(others[0]), cluster.addr(others[1])),
+        "the majority is cut"
+    );
 
     let after = cluster.wait_partition(topic, 0, "a new leader on the majority side", |p| {
         p.leader >= 0 && p.leader != before.leader && p.leader_epoch > before.leader_epoch

@@ -181,6 +181,30 @@ impl NetLab {
         Ok(())
     }
 
+    /// Whether a TCP connection to `addr` opens within 2 s from broker `from`'s namespace
+    /// (`None`: from the root namespace, where the test runs). Checks a cut does what it
+    /// should (uses bash's /dev/tcp and coreutils' timeout).
+    pub fn can_connect(&self, from: Option<usize>, addr: std::net::SocketAddr) -> bool {
+        let script = format!(
+            "timeout 2 bash -c '</dev/tcp/{}/{}'",
+            addr.ip(),
+            addr.port()
+        );
+        let mut command = match from {
+            Some(i) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &self.namespaces[i], "bash", "-c", &script]);
+                command
+            }
+            None => {
+                let mut command = Command::new("bash");
+                command.args(["-c", &script]);
+                command
+            }
+        };
+        command.status().is_ok_and(|status| status.success())
+    }
+
     /// Removes the cut of broker `i`, if any.
     pub fn heal(&self, i: usize) -> Result<(), String> {
         let namespace = &self.namespaces[i];
