@@ -62,6 +62,44 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
+/// What went wrong during a test without stopping it: the test goes on (heals, stops the
+/// workload) and still checks the history, then fails with everything it saw.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    /// The value, or `None` after noting the error.
+    fn check<T>(&mut self, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                eprintln!("PROBLEM: {e}");
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    /// Notes `problem` unless `ok`.
+    fn expect(&mut self, ok: bool, problem: impl FnOnce() -> String) {
+        if !ok {
+            self.check::<()>(Err(problem()));
+        }
+    }
+
+    /// Panics with every problem noted (and the brokers' logs) if there is any.
+    fn assert_none(self, cluster: &TestCluster) {
+        if !self.0.is_empty() {
+            panic!(
+                "{} problem(s):\n{}\n{}",
+                self.0.len(),
+                self.0.join("\n----\n"),
+                cluster.logs()
+            );
+        }
+    }
+}
+
 /// Creates `topic` with replication factor 3 and min.insync.replicas 2 (retrying while the
 /// controller is being elected), and waits until every partition has its full ISR.
 fn create_topic(runtime: &Runtime, cluster: &mut TestCluster, topic: &str, partitions: u32) {
@@ -86,34 +124,31 @@ fn create_topic(runtime: &Runtime, cluster: &mut TestCluster, topic: &str, parti
     }
 }
 
-/// Heals, reads every partition whole from its leader and checks `history` against it;
-/// panics with the report (and the brokers' logs) on any violation.
+/// Waits for the full ISR, reads every partition whole from its leader and checks `history`
+/// against it; every violation becomes a problem. Returns the report and the final log.
 fn check_history(
     cluster: &mut TestCluster,
     history: &History,
     topic: &str,
     partitions: u32,
-) -> Report {
+    problems: &mut Problems,
+) -> (Report, FinalLog) {
     let mut log = FinalLog::default();
     for partition in 0..partitions {
-        cluster.wait_full_isr(topic, partition);
+        problems.check(cluster.try_wait_full_isr(topic, partition));
         let end = history.committed_end(partition).unwrap_or(0);
         log.partitions
             .insert(partition, cluster.read_partition_to(topic, partition, end));
     }
     let report = history.check(&log);
     eprintln!("[check {topic}] {report}");
-    if !report.is_valid() {
-        panic!(
-            "history check of {topic} failed:\n{report}\n{}",
-            cluster.logs()
-        );
-    }
-    assert!(
-        report.acked as u64 >= 3 * STEP_ACKS,
-        "too little was acknowledged to mean anything: {report}"
-    );
-    report
+    problems.expect(report.is_valid(), || {
+        format!("history check of {topic} failed:\n{report}")
+    });
+    problems.expect(report.acked as u64 >= 3 * STEP_ACKS, || {
+        format!("{topic}: too little was acknowledged to mean anything: {report}")
+    });
+    (report, log)
 }
 
 /// Kills the leader of `topic`/`partition`, reads the partition again from the next leader
@@ -124,26 +159,31 @@ fn reread_after_leader_loss(
     topic: &str,
     partition: u32,
     expected: &[(u64, Vec<u8>)],
+    problems: &mut Problems,
 ) {
     let leader = cluster.leader_of(topic, partition);
     let old = cluster.id(leader) as i32;
     cluster.kill9(leader);
-    cluster.wait_partition(
-        topic,
-        partition,
-        "a new leader after the re-read kill",
-        |p| p.leader >= 0 && p.leader != old,
-    );
-    let end = expected.last().map_or(0, |(offset, _)| offset + 1);
-    let again = cluster.read_partition_to(topic, partition, end);
-    assert!(
-        again.len() >= expected.len() && again[..expected.len()] == *expected,
-        "{topic}/{partition} read from the next leader differs: {} records before, {} now; \
-         first difference at index {:?}",
-        expected.len(),
-        again.len(),
-        expected.iter().zip(&again).position(|(a, b)| a != b)
-    );
+    let elected =
+        cluster.try_wait_partition(topic, partition, "a leader after the re-read kill", |p| {
+            p.leader >= 0 && p.leader != old
+        });
+    if problems.check(elected).is_some() {
+        let end = expected.last().map_or(0, |(offset, _)| offset + 1);
+        let again = cluster.read_partition_to(topic, partition, end);
+        problems.expect(
+            again.len() >= expected.len() && again[..expected.len()] == *expected,
+            || {
+                format!(
+                    "{topic}/{partition} read from the next leader differs: {} records \
+                     before, {} now; first difference at index {:?}",
+                    expected.len(),
+                    again.len(),
+                    expected.iter().zip(&again).position(|(a, b)| a != b)
+                )
+            },
+        );
+    }
     cluster.restart(leader);
 }
 
@@ -154,40 +194,55 @@ fn reread_after_leader_loss(
 fn leader_killed_during_acks_all_stream() {
     let _one = one_at_a_time();
     let runtime = runtime();
+    let mut problems = Problems::default();
     let topic = "kill-leader";
     let mut cluster = TestCluster::start("kill-leader", 3, ClusterOptions::default());
     cluster.wait_ready();
     create_topic(&runtime, &mut cluster, topic, 1);
     let workload = Workload::start(&runtime, WorkloadConfig::new(cluster.bootstrap(), topic, 1));
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "before the kill");
+    problems.check(workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "before the kill"));
 
     let before = cluster.partition(topic, 0).unwrap();
     let leader = cluster.index_of(before.leader as u32);
     let old_id = before.leader;
     cluster.kill9(leader);
-    let unavailable =
-        workload.wait_more_acked_in(0, 1, RESUME_DEADLINE, "first ack after the kill");
-    eprintln!("unavailability after killing leader {old_id}: {unavailable:?}");
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "stream on the new leader");
-    let after = cluster.wait_partition(topic, 0, "a new leader with a newer epoch", |p| {
+    if let Some(took) = problems.check(workload.wait_more_acked_in(
+        0,
+        1,
+        RESUME_DEADLINE,
+        "first ack after the kill",
+    )) {
+        eprintln!("unavailability after killing leader {old_id}: {took:?}");
+    }
+    problems.check(workload.wait_more_acked_in(
+        0,
+        STEP_ACKS,
+        RESUME_DEADLINE,
+        "stream on the new leader",
+    ));
+    let after = cluster.try_wait_partition(topic, 0, "a new leader with a newer epoch", |p| {
         p.leader >= 0 && p.leader != old_id && p.leader_epoch > before.leader_epoch
     });
-    assert!(
-        before.isr.contains(&(after.leader as u32)),
-        "the new leader {} was not in the ISR {:?}",
-        after.leader,
-        before.isr
-    );
+    if let Some(after) = problems.check(after) {
+        problems.expect(before.isr.contains(&(after.leader as u32)), || {
+            format!(
+                "the new leader {} was not in the ISR {:?}",
+                after.leader, before.isr
+            )
+        });
+    }
 
     cluster.restart(leader);
-    cluster.wait_partition(topic, 0, "the old leader back in the ISR", |p| {
-        p.isr.contains(&(old_id as u32))
-    });
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "after the rejoin");
+    problems.check(
+        cluster.try_wait_partition(topic, 0, "the old leader back in the ISR", |p| {
+            p.isr.contains(&(old_id as u32))
+        }),
+    );
+    problems.check(workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "after the rejoin"));
     let history = workload.stop(&runtime);
-    check_history(&mut cluster, &history, topic, 1);
-    let log = cluster.read_partition(topic, 0);
-    reread_after_leader_loss(&mut cluster, topic, 0, &log);
+    let (_, log) = check_history(&mut cluster, &history, topic, 1, &mut problems);
+    reread_after_leader_loss(&mut cluster, topic, 0, &log.partitions[&0], &mut problems);
+    problems.assert_none(&cluster);
 }
 
 /// (b) kill a follower, keep producing (the ISR of 2 still meets min.insync.replicas), bring
@@ -196,12 +251,13 @@ fn leader_killed_during_acks_all_stream() {
 fn follower_killed_catches_up_and_rejoins() {
     let _one = one_at_a_time();
     let runtime = runtime();
+    let mut problems = Problems::default();
     let topic = "kill-follower";
     let mut cluster = TestCluster::start("kill-follower", 3, ClusterOptions::default());
     cluster.wait_ready();
     create_topic(&runtime, &mut cluster, topic, 1);
     let workload = Workload::start(&runtime, WorkloadConfig::new(cluster.bootstrap(), topic, 1));
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "before the kill");
+    problems.check(workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "before the kill"));
 
     let before = cluster.partition(topic, 0).unwrap();
     let follower_id = *before
@@ -211,21 +267,30 @@ fn follower_killed_catches_up_and_rejoins() {
         .unwrap();
     let follower = cluster.index_of(follower_id);
     cluster.kill9(follower);
-    cluster.wait_partition(topic, 0, "the dead follower out of the ISR", |p| {
-        !p.isr.contains(&follower_id) && p.isr.len() == 2
-    });
+    problems.check(
+        cluster.try_wait_partition(topic, 0, "the dead follower out of the ISR", |p| {
+            !p.isr.contains(&follower_id) && p.isr.len() == 2
+        }),
+    );
     // The records the follower misses while it is down.
-    workload.wait_more_acked_in(0, 2 * STEP_ACKS, RESUME_DEADLINE, "with the follower down");
+    problems.check(workload.wait_more_acked_in(
+        0,
+        2 * STEP_ACKS,
+        RESUME_DEADLINE,
+        "with the follower down",
+    ));
 
     cluster.restart(follower);
-    cluster.wait_partition(topic, 0, "the follower back in the ISR", |p| {
-        p.isr.contains(&follower_id)
-    });
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "after the rejoin");
+    problems.check(
+        cluster.try_wait_partition(topic, 0, "the follower back in the ISR", |p| {
+            p.isr.contains(&follower_id)
+        }),
+    );
+    problems.check(workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "after the rejoin"));
     let history = workload.stop(&runtime);
-    check_history(&mut cluster, &history, topic, 1);
-    let log = cluster.read_partition(topic, 0);
-    reread_after_leader_loss(&mut cluster, topic, 0, &log);
+    let (_, log) = check_history(&mut cluster, &history, topic, 1, &mut problems);
+    reread_after_leader_loss(&mut cluster, topic, 0, &log.partitions[&0], &mut problems);
+    problems.assert_none(&cluster);
 }
 
 /// (c) kill -9 the controller leader: another voter takes over, the topics' metadata is
@@ -234,6 +299,7 @@ fn follower_killed_catches_up_and_rejoins() {
 fn controller_leader_killed() {
     let _one = one_at_a_time();
     let runtime = runtime();
+    let mut problems = Problems::default();
     let topic = "kill-controller";
     let partitions = 3;
     let mut cluster = TestCluster::start("kill-controller", 3, ClusterOptions::default());
@@ -243,7 +309,11 @@ fn controller_leader_killed() {
         &runtime,
         WorkloadConfig::new(cluster.bootstrap(), topic, partitions),
     );
-    workload.wait_more_acked_everywhere(STEP_ACKS / 3, RESUME_DEADLINE, "before the kill");
+    problems.check(workload.wait_more_acked_everywhere(
+        STEP_ACKS / 3,
+        RESUME_DEADLINE,
+        "before the kill",
+    ));
 
     let placement_before: Vec<Vec<u32>> = (0..partitions)
         .map(|p| sorted(cluster.partition(topic, p).unwrap().replicas))
@@ -251,7 +321,7 @@ fn controller_leader_killed() {
     let controller = cluster.controller_leader();
     let old_id = cluster.id(controller) as i32;
     cluster.kill9(controller);
-    cluster.wait_for(
+    problems.check(cluster.try_wait_for(
         "a new controller leader",
         CONDITION_DEADLINE,
         |cluster| cluster.cluster_views(),
@@ -261,18 +331,22 @@ fn controller_leader_killed() {
                     .is_ok_and(|v| v.controller_id >= 0 && v.controller_id != old_id)
             })
         },
-    );
+    ));
     for (partition, replicas) in placement_before.iter().enumerate() {
-        let now = cluster.wait_partition(topic, partition as u32, "a leader that runs", |p| {
+        let now = cluster.try_wait_partition(topic, partition as u32, "a leader that runs", |p| {
             p.leader >= 0 && p.leader != old_id
         });
-        assert_eq!(
-            &sorted(now.replicas),
-            replicas,
-            "placement of partition {partition} changed"
-        );
+        if let Some(now) = problems.check(now) {
+            problems.expect(&sorted(now.replicas.clone()) == replicas, || {
+                format!("placement of partition {partition} changed: {replicas:?} -> {now:?}")
+            });
+        }
     }
-    workload.wait_more_acked_everywhere(STEP_ACKS / 3, RESUME_DEADLINE, "after the kill");
+    problems.check(workload.wait_more_acked_everywhere(
+        STEP_ACKS / 3,
+        RESUME_DEADLINE,
+        "after the kill",
+    ));
 
     // The new controller takes writes: a new topic, produced to and checked too.
     let second = "after-controller-kill";
@@ -281,15 +355,25 @@ fn controller_leader_killed() {
     config.first_producer = 100;
     config.producers = 1;
     let second_workload = Workload::start(&runtime, config);
-    second_workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "the new topic");
+    problems.check(second_workload.wait_more_acked_in(
+        0,
+        STEP_ACKS,
+        RESUME_DEADLINE,
+        "the new topic",
+    ));
 
     cluster.restart(controller);
     cluster.wait_ready();
-    workload.wait_more_acked_everywhere(STEP_ACKS / 3, RESUME_DEADLINE, "after the restart");
+    problems.check(workload.wait_more_acked_everywhere(
+        STEP_ACKS / 3,
+        RESUME_DEADLINE,
+        "after the restart",
+    ));
     let history = workload.stop(&runtime);
     let second_history = second_workload.stop(&runtime);
-    check_history(&mut cluster, &history, topic, partitions);
-    check_history(&mut cluster, &second_history, second, 1);
+    check_history(&mut cluster, &history, topic, partitions, &mut problems);
+    check_history(&mut cluster, &second_history, second, 1, &mut problems);
+    problems.assert_none(&cluster);
 }
 
 /// (d) kill -9 all three brokers at once and start them again: everything acknowledged is
@@ -298,6 +382,7 @@ fn controller_leader_killed() {
 fn all_brokers_killed_at_once() {
     let _one = one_at_a_time();
     let runtime = runtime();
+    let mut problems = Problems::default();
     let topic = "kill-all";
     let partitions = 2;
     let mut cluster = TestCluster::start("kill-all", 3, ClusterOptions::default());
@@ -307,19 +392,30 @@ fn all_brokers_killed_at_once() {
         &runtime,
         WorkloadConfig::new(cluster.bootstrap(), topic, partitions),
     );
-    workload.wait_more_acked_everywhere(STEP_ACKS / 2, RESUME_DEADLINE, "before the kill");
+    problems.check(workload.wait_more_acked_everywhere(
+        STEP_ACKS / 2,
+        RESUME_DEADLINE,
+        "before the kill",
+    ));
 
     cluster.kill9_all();
     let acked_at_kill = workload.acked();
     cluster.restart_all();
     cluster.wait_ready();
     for partition in 0..partitions {
-        cluster.wait_full_isr(topic, partition);
+        problems.check(cluster.try_wait_full_isr(topic, partition));
     }
-    workload.wait_more_acked_everywhere(STEP_ACKS / 2, RESUME_DEADLINE, "after the restart");
+    problems.check(workload.wait_more_acked_everywhere(
+        STEP_ACKS / 2,
+        RESUME_DEADLINE,
+        "after the restart",
+    ));
     let history = workload.stop(&runtime);
-    let report = check_history(&mut cluster, &history, topic, partitions);
-    assert!(report.acked as u64 > acked_at_kill);
+    let (report, _) = check_history(&mut cluster, &history, topic, partitions, &mut problems);
+    problems.expect(report.acked as u64 > acked_at_kill, || {
+        format!("nothing acknowledged after the restart: {report}")
+    });
+    problems.assert_none(&cluster);
 }
 
 /// (e) cut the leader off from the other two brokers (nftables in its network namespace;
@@ -340,6 +436,7 @@ fn leader_cut_off_from_the_others() {
     }
     let _one = one_at_a_time();
     let runtime = runtime();
+    let mut problems = Problems::default();
     let topic = "cut-leader";
     let options = ClusterOptions {
         network: Network::Namespaces,
@@ -349,13 +446,17 @@ fn leader_cut_off_from_the_others() {
     cluster.wait_ready();
     create_topic(&runtime, &mut cluster, topic, 1);
     let workload = Workload::start(&runtime, WorkloadConfig::new(cluster.bootstrap(), topic, 1));
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "before the cut");
+    problems.check(workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "before the cut"));
 
     let before = cluster.partition(topic, 0).unwrap();
     let leader = cluster.index_of(before.leader as u32);
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let controller_before = cluster.controller_leader();
     cluster.lab().cut(leader, &others).unwrap();
-    eprintln!("cut broker {leader} off from {others:?}");
+    eprintln!(
+        "cut broker {leader} (partition leader; controller leader is {controller_before}) off \
+         from {others:?}"
+    );
 
     // Writes straight to the cut-off leader: none may be acknowledged.
     let isolated = cluster.addr(leader);
@@ -387,14 +488,21 @@ fn leader_cut_off_from_the_others() {
         "the majority is cut"
     );
 
-    let after = cluster.wait_partition(topic, 0, "a new leader on the majority side", |p| {
+    let after = cluster.try_wait_partition(topic, 0, "a new leader on the majority side", |p| {
         p.leader >= 0 && p.leader != before.leader && p.leader_epoch > before.leader_epoch
     });
-    eprintln!(
-        "new leader {} at epoch {}",
-        after.leader, after.leader_epoch
-    );
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "stream on the majority side");
+    if let Some(after) = problems.check(after) {
+        eprintln!(
+            "new leader {} at epoch {}",
+            after.leader, after.leader_epoch
+        );
+        problems.check(workload.wait_more_acked_in(
+            0,
+            STEP_ACKS,
+            RESUME_DEADLINE,
+            "stream on the majority side",
+        ));
+    }
     let mut acknowledged_by_isolated = Vec::new();
     for handle in direct {
         let (id, outcome) = handle.join().unwrap();
@@ -409,18 +517,21 @@ fn leader_cut_off_from_the_others() {
             }
         }
     }
+    problems.expect(acknowledged_by_isolated.is_empty(), || {
+        format!("the cut-off leader acknowledged acks=all writes: {acknowledged_by_isolated:?}")
+    });
 
     cluster.lab().heal(leader).unwrap();
-    cluster.wait_partition(topic, 0, "the old leader back in the ISR", |p| {
-        p.isr.contains(&(before.leader as u32))
-    });
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "after healing");
-    let history = workload.stop(&runtime);
-    let report = check_history(&mut cluster, &history, topic, 1);
-    assert!(
-        acknowledged_by_isolated.is_empty(),
-        "the cut-off leader acknowledged acks=all writes: {acknowledged_by_isolated:?}\n{report}"
+    eprintln!("healed broker {leader}");
+    problems.check(
+        cluster.try_wait_partition(topic, 0, "the old leader back in the ISR", |p| {
+            p.isr.contains(&(before.leader as u32))
+        }),
     );
+    problems.check(workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "after healing"));
+    let history = workload.stop(&runtime);
+    check_history(&mut cluster, &history, topic, 1, &mut problems);
+    problems.assert_none(&cluster);
 }
 
 /// (f) reassign a partition under load to a broker that joined later (id 3, not a
@@ -430,12 +541,18 @@ fn leader_cut_off_from_the_others() {
 fn partition_reassigned_to_a_new_broker_under_load() {
     let _one = one_at_a_time();
     let runtime = runtime();
+    let mut problems = Problems::default();
     let topic = "reassign";
     let mut cluster = TestCluster::start("reassign", 3, ClusterOptions::default());
     cluster.wait_ready();
     create_topic(&runtime, &mut cluster, topic, 1);
     let workload = Workload::start(&runtime, WorkloadConfig::new(cluster.bootstrap(), topic, 1));
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "before the new broker");
+    problems.check(workload.wait_more_acked_in(
+        0,
+        STEP_ACKS,
+        RESUME_DEADLINE,
+        "before the new broker",
+    ));
 
     let newcomer = cluster.add_broker();
     let newcomer_id = cluster.id(newcomer);
@@ -447,7 +564,7 @@ fn partition_reassigned_to_a_new_broker_under_load() {
         .map(|&r| if r == 0 { newcomer_id } else { r })
         .collect();
     let controller = cluster.controller_leader();
-    let response: ReassignPartitionsResponse = call(
+    let response: Result<ReassignPartitionsResponse, String> = call(
         cluster.addr(controller),
         ApiKey::ReassignPartitions,
         &ReassignPartitionsRequest {
@@ -458,21 +575,34 @@ fn partition_reassigned_to_a_new_broker_under_load() {
             }],
             timeout_ms: 10_000,
         },
-    )
-    .unwrap_or_else(|e| panic!("reassign: {e}\n{}", cluster.logs()));
-    assert!(
-        response.partitions.iter().all(|p| p.error.is_ok()),
-        "{response:?}"
     );
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "during the reassignment");
+    if let Some(response) = problems.check(response) {
+        problems.expect(response.partitions.iter().all(|p| p.error.is_ok()), || {
+            format!("reassign: {response:?}")
+        });
+    }
+    problems.check(workload.wait_more_acked_in(
+        0,
+        STEP_ACKS,
+        RESUME_DEADLINE,
+        "during the reassignment",
+    ));
     let want = sorted(target.clone());
-    let moved = cluster.wait_partition(topic, 0, "replicas and ISR = the target", |p| {
+    let moved = cluster.try_wait_partition(topic, 0, "replicas and ISR = the target", |p| {
         sorted(p.replicas.clone()) == want && sorted(p.isr.clone()) == want
     });
-    assert!(!moved.replicas.contains(&0), "{moved:?}");
-    workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "after the reassignment");
+    if let Some(moved) = problems.check(moved) {
+        problems.expect(!moved.replicas.contains(&0), || format!("{moved:?}"));
+    }
+    problems.check(workload.wait_more_acked_in(
+        0,
+        STEP_ACKS,
+        RESUME_DEADLINE,
+        "after the reassignment",
+    ));
     let history = workload.stop(&runtime);
-    check_history(&mut cluster, &history, topic, 1);
+    check_history(&mut cluster, &history, topic, 1, &mut problems);
+    problems.assert_none(&cluster);
 }
 
 fn sorted(mut ids: Vec<u32>) -> Vec<u32> {

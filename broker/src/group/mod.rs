@@ -212,11 +212,19 @@ impl Coordinator {
                 (true, false, Some(owned)) => {
                     let store = OffsetStore::load(owned, self.snapshot_records).await?;
                     self.stores.borrow_mut().insert(partition, Rc::new(store));
-                    tracing::info!(shard = self.shard_id, partition, "coordinating the groups of an offsets partition");
+                    tracing::info!(
+                        shard = self.shard_id,
+                        partition,
+                        "coordinating the groups of an offsets partition"
+                    );
                 }
                 (false, true, _) => {
                     self.stores.borrow_mut().remove(&partition);
-                    tracing::info!(shard = self.shard_id, partition, "no longer coordinating an offsets partition's groups");
+                    tracing::info!(
+                        shard = self.shard_id,
+                        partition,
+                        "no longer coordinating an offsets partition's groups"
+                    );
                 }
                 _ => {}
             }

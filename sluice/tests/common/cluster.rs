@@ -486,9 +486,22 @@ impl TestCluster {
         &mut self,
         what: &str,
         timeout: Duration,
+        probe: impl FnMut(&mut TestCluster) -> T,
+        condition: impl FnMut(&T) -> bool,
+    ) -> T {
+        self.try_wait_for(what, timeout, probe, condition)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+
+    /// [`TestCluster::wait_for`] returning the failure (what, and the last value seen)
+    /// instead of panicking, for a test that goes on to check its history.
+    pub fn try_wait_for<T: std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
         mut probe: impl FnMut(&mut TestCluster) -> T,
         mut condition: impl FnMut(&T) -> bool,
-    ) -> T {
+    ) -> Result<T, String> {
         let started = Instant::now();
         loop {
             let value = probe(self);
@@ -501,14 +514,13 @@ impl TestCluster {
                         started.elapsed()
                     );
                 }
-                return value;
+                return Ok(value);
             }
             if started.elapsed() > timeout {
-                panic!(
-                    "[cluster {}] {what}: not within {timeout:?}; last seen: {value:#?}\n{}",
-                    self.name,
-                    self.logs()
-                );
+                return Err(format!(
+                    "[cluster {}] {what}: not within {timeout:?}; last seen: {value:#?}",
+                    self.name
+                ));
             }
             std::thread::sleep(POLL_INTERVAL);
         }
@@ -590,7 +602,8 @@ impl TestCluster {
             .max_by_key(|p| p.leader_epoch)
     }
 
-    /// Waits until the newest view of `topic`/`partition` satisfies `condition`.
+    /// Waits until the newest view of `topic`/`partition` satisfies `condition`; panics after
+    /// [`CONDITION_DEADLINE`].
     pub fn wait_partition(
         &mut self,
         topic: &str,
@@ -598,14 +611,26 @@ impl TestCluster {
         what: &str,
         condition: impl Fn(&PartitionMetadata) -> bool,
     ) -> PartitionMetadata {
+        self.try_wait_partition(topic, partition, what, condition)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+
+    /// [`TestCluster::wait_partition`] returning the failure instead of panicking.
+    pub fn try_wait_partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        what: &str,
+        condition: impl Fn(&PartitionMetadata) -> bool,
+    ) -> Result<PartitionMetadata, String> {
         let what = format!("{topic}/{partition}: {what}");
-        self.wait_for(
+        self.try_wait_for(
             &what,
             CONDITION_DEADLINE,
             |cluster| cluster.partition(topic, partition),
             |p| p.as_ref().is_some_and(&condition),
         )
-        .unwrap()
+        .map(Option::unwrap)
     }
 
     /// Waits until `topic`/`partition` has a leader whose process runs; its broker index.
@@ -623,7 +648,17 @@ impl TestCluster {
 
     /// Waits until every replica of `topic`/`partition` is in its ISR (and it has a leader).
     pub fn wait_full_isr(&mut self, topic: &str, partition: u32) -> PartitionMetadata {
-        self.wait_partition(topic, partition, "every replica in the ISR", |p| {
+        self.try_wait_full_isr(topic, partition)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+
+    /// [`TestCluster::wait_full_isr`] returning the failure instead of panicking.
+    pub fn try_wait_full_isr(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<PartitionMetadata, String> {
+        self.try_wait_partition(topic, partition, "every replica in the ISR", |p| {
             p.leader >= 0 && !p.replicas.is_empty() && p.replicas.iter().all(|r| p.isr.contains(r))
         })
     }

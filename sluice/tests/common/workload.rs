@@ -166,25 +166,25 @@ impl Workload {
         self.shared.acked_in[partition as usize].load(Ordering::Acquire)
     }
 
-    /// Waits until `more` more messages than now are acknowledged in `partition`; panics
-    /// after `timeout` naming `what`. Returns how long it took.
+    /// Waits until `more` more messages than now are acknowledged in `partition`; after
+    /// `timeout`, an error naming `what` and the clients' errors. Returns how long it took.
     pub fn wait_more_acked_in(
         &self,
         partition: u32,
         more: u64,
         timeout: Duration,
         what: &str,
-    ) -> Duration {
+    ) -> Result<Duration, String> {
         let target = self.acked_in(partition) + more;
         let started = Instant::now();
         while self.acked_in(partition) < target {
             if started.elapsed() > timeout {
-                panic!(
+                return Err(format!(
                     "{what}: {} acknowledged in partition {partition}, {more} more expected \
                      within {timeout:?}; client errors: {:#?}",
                     self.acked_in(partition),
                     self.errors()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -192,15 +192,28 @@ impl Workload {
         eprintln!(
             "[workload] {what}: {more} more acknowledged in partition {partition} after {took:?}"
         );
-        took
+        Ok(took)
     }
 
     /// Waits until `more` more messages than now are acknowledged in every partition.
-    pub fn wait_more_acked_everywhere(&self, more: u64, timeout: Duration, what: &str) {
+    pub fn wait_more_acked_everywhere(
+        &self,
+        more: u64,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(), String> {
         let started = Instant::now();
+        let mut stalled = Vec::new();
         for partition in 0..self.shared.acked_in.len() as u32 {
             let left = timeout.saturating_sub(started.elapsed());
-            self.wait_more_acked_in(partition, more, left, what);
+            if let Err(e) = self.wait_more_acked_in(partition, more, left, what) {
+                stalled.push(e);
+            }
+        }
+        if stalled.is_empty() {
+            Ok(())
+        } else {
+            Err(stalled.join("\n"))
         }
     }
 
