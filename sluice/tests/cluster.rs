@@ -103,11 +103,22 @@ impl Problems {
 /// Creates `topic` with replication factor 3 and min.insync.replicas 2 (retrying while the
 /// controller is being elected), and waits until every partition has its full ISR.
 fn create_topic(runtime: &Runtime, cluster: &mut TestCluster, topic: &str, partitions: u32) {
+    create_topic_with(runtime, cluster, topic, partitions, 3);
+}
+
+/// [`create_topic`] with `replication_factor` replicas (min.insync.replicas 2).
+fn create_topic_with(
+    runtime: &Runtime,
+    cluster: &mut TestCluster,
+    topic: &str,
+    partitions: u32,
+    replication_factor: u16,
+) {
     let admin = Admin::new(cluster.bootstrap()).unwrap();
     let deadline = Instant::now() + CONDITION_DEADLINE;
     loop {
         let new = NewTopic::new(topic, partitions)
-            .with_replication_factor(3)
+            .with_replication_factor(replication_factor)
             .with_min_insync_replicas(2);
         match runtime.block_on(admin.create_topic(new)) {
             Ok(()) => break,
@@ -120,7 +131,11 @@ fn create_topic(runtime: &Runtime, cluster: &mut TestCluster, topic: &str, parti
     }
     for partition in 0..partitions {
         let metadata = cluster.wait_full_isr(topic, partition);
-        assert_eq!(metadata.replicas.len(), 3, "{metadata:?}");
+        assert_eq!(
+            metadata.replicas.len(),
+            usize::from(replication_factor),
+            "{metadata:?}"
+        );
     }
 }
 
@@ -348,9 +363,10 @@ fn controller_leader_killed() {
         "after the kill",
     ));
 
-    // The new controller takes writes: a new topic, produced to and checked too.
+    // The new controller takes writes: a new topic (on the two live brokers: a replication
+    // factor above the live brokers is refused), produced to and checked too.
     let second = "after-controller-kill";
-    create_topic(&runtime, &mut cluster, second, 1);
+    create_topic_with(&runtime, &mut cluster, second, 1, 2);
     let mut config = WorkloadConfig::new(cluster.bootstrap(), second, 1);
     config.first_producer = 100;
     config.producers = 1;

@@ -97,7 +97,9 @@ impl Default for ClusterOptions {
             broker_session_timeout_ms: 3_000,
             default_replication_factor: 3,
             min_insync_replicas: 2,
-            log: "info".into(),
+            // openraft logs every vote and append at info: kept at warn, or the tails printed
+            // on failure show nothing else.
+            log: "info,openraft=warn".into(),
             standalone: false,
             extra_args: Vec::new(),
         }
