@@ -19,7 +19,8 @@
 //!
 //! Data and logs live under `target/test-data/` (a real disk: O_DIRECT). A cluster that is
 //! dropped while its test panics prints the end of every broker's stderr and keeps the logs
-//! (not the data) for post-mortem; otherwise everything is removed.
+//! (not the data) for post-mortem (`SLUICE_KEEP_CLUSTER_LOGS=1` keeps them for passing tests
+//! too); otherwise everything is removed.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::fs::File;
@@ -50,6 +51,8 @@ const QUIET_WAIT: Duration = Duration::from_millis(100);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Timeout of one request of the harness (connect, write, answer).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Set (to anything) to keep the brokers' logs of a passing test too.
+pub const KEEP_LOGS_ENV: &str = "SLUICE_KEEP_CLUSTER_LOGS";
 /// Lines of each broker's stderr printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
 /// Main and controller ports of a broker inside its own network namespace (each namespace
@@ -732,6 +735,7 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         let failed = std::thread::panicking();
+        let keep_logs = failed || std::env::var_os(KEEP_LOGS_ENV).is_some();
         if failed {
             eprintln!(
                 "[cluster {}] test failed; broker logs kept in {}\n{}",
@@ -748,7 +752,12 @@ impl Drop for TestCluster {
         }
         // The processes are gone: now the namespaces can go.
         self.lab.take();
-        if failed {
+        if keep_logs {
+            eprintln!(
+                "[cluster {}] logs kept in {}",
+                self.name,
+                self.root.join("logs").display()
+            );
             for node in &self.nodes {
                 let _ = std::fs::remove_dir_all(&node.data_dir);
             }
