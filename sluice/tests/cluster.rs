@@ -509,9 +509,23 @@ fn leader_cut_off_from_the_others() {
     });
     if let Some(after) = problems.check(after) {
         eprintln!(
-            "new leader {} at epoch {}",
-            after.leader, after.leader_epoch
+            "new leader {} at epoch {}, ISR {:?}",
+            after.leader, after.leader_epoch, after.isr
         );
+        // The new leader takes acks=all writes itself (told apart from the client's routing).
+        let id = MessageId::new(1001, 0);
+        workload.record(|history| history.attempt(id, 0));
+        let new_leader = cluster.addr(cluster.index_of(after.leader as u32));
+        match produce_direct(new_leader, topic, id) {
+            Ok(offset) => workload.record(|history| history.acked(id, 0, offset)),
+            Err(why) => {
+                workload.record(|history| history.failed(id, why.clone()));
+                problems.check::<()>(Err(format!(
+                    "the new leader {} refused an acks=all write sent to it: {why}",
+                    after.leader
+                )));
+            }
+        }
         problems.check(workload.wait_more_acked_in(
             0,
             STEP_ACKS,
