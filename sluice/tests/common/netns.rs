@@ -56,6 +56,8 @@ fn ip(args: &[&str]) -> Result<(), String> {
 /// Broker namespaces joined by a bridge; see the module doc.
 pub struct NetLab {
     namespaces: Vec<String>,
+    /// The root-namespace ends of the veth pairs.
+    host_ends: Vec<String>,
     bridge: String,
     /// The second and third octets of the lab's 10.A.B.0/24 subnet.
     subnet: [u8; 2],
@@ -90,6 +92,7 @@ impl NetLab {
         ];
         let mut net = NetLab {
             namespaces: Vec::new(),
+            host_ends: Vec::new(),
             bridge: format!("slb{tag}"),
             subnet,
         };
@@ -110,6 +113,7 @@ impl NetLab {
             ip(&[
                 "link", "add", &host_end, "type", "veth", "peer", "name", &inner_end,
             ])?;
+            self.host_ends.push(host_end.clone());
             ip(&["link", "set", &inner_end, "netns", &namespace])?;
             ip(&["link", "set", &host_end, "master", &self.bridge, "up"])?;
             let address = format!("{}/24", self.broker_ip(broker));
@@ -223,7 +227,13 @@ impl NetLab {
 
 impl Drop for NetLab {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its veth end, which deletes the peer on the bridge.
+        // A namespace's devices go with it only once nothing holds it any more, which may be
+        // later: the veth pairs are deleted explicitly (deleting one end deletes both).
+        for host_end in &self.host_ends {
+            if let Err(e) = ip(&["link", "del", host_end]) {
+                eprintln!("netlab cleanup: {e}");
+            }
+        }
         for namespace in &self.namespaces {
             if let Err(e) = ip(&["netns", "del", namespace]) {
                 eprintln!("netlab cleanup: {e}");
@@ -254,7 +264,11 @@ fn remove_stale_labs() {
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = ip(&["netns", "del", name]);
-            let _ = ip(&["link", "del", &format!("slb{:x}{lab}", pid % 0x10_0000)]);
+            let tag = format!("{:x}{lab}", pid % 0x10_0000);
+            let _ = ip(&["link", "del", &format!("slb{tag}")]);
+            if let Some(broker) = rest.rsplit('-').next() {
+                let _ = ip(&["link", "del", &format!("slh{tag}{broker}")]);
+            }
         }
     }
 }
