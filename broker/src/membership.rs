@@ -151,14 +151,26 @@ pub fn register(
             }
         }
     }
-    wait_for_image(controller, deadline, |image| {
+    let registered = |image: &controller::MetadataImage| {
         image
             .brokers
             .get(&id)
             .is_some_and(|b| b.incarnation == incarnation && !b.fenced)
-    })
-    .then_some(())
-    .ok_or(MembershipError::NoQuorum {
+    };
+    // Heartbeat while waiting: the controller may fence this incarnation before it is seen
+    // unfenced (the session of the previous, killed incarnation can expire right after the
+    // registration is applied), and the heartbeat thread only starts once this returns, so
+    // without a heartbeat here nothing would ever unfence it.
+    while Instant::now() < deadline {
+        let round = (Instant::now() + REGISTRATION_RETRY).min(deadline);
+        if wait_for_image(controller, round, registered) {
+            return Ok(());
+        }
+        if let Err(error) = controller.broker_heartbeat(id, incarnation) {
+            tracing::debug!(%error, "heartbeat while registering failed");
+        }
+    }
+    Err(MembershipError::NoQuorum {
         broker: config.broker_id,
         timeout_s: REGISTRATION_TIMEOUT.as_secs(),
     })

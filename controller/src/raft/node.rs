@@ -52,6 +52,12 @@ pub const HEARTBEAT_QUEUE_MAX: usize = 4096;
 /// Pause between two attempts of a proposal or heartbeat while no leader is known; an election
 /// takes a few election timeouts (500–1000 ms each), so 50 ms costs little and spins little.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait for one heartbeat forwarded to the leader before asking again who leads: a
+/// former leader cut off from the network swallows the request, and a heartbeat stuck on it
+/// for the whole `request_timeout_ms` (10 s) outlives the broker session (3 s), so the new
+/// leader fences this live broker. 500 ms is the shortest election timeout: by then a new
+/// leader may be known.
+const HEARTBEAT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long [`Controller::start`] waits for the thread to open its directory, start Raft and
 /// listen: reading a small log and snapshot takes milliseconds, so 30 s means it is stuck.
@@ -685,12 +691,20 @@ impl Node {
                 }) if leader != self.id => match self.leader_addr(leader) {
                     Some(addr) => {
                         let request = Request::BrokerHeartbeat { id, incarnation };
-                        match network::call_once(&addr, &request, left).await {
+                        let attempt = left.min(HEARTBEAT_ATTEMPT_TIMEOUT);
+                        match network::call_once(&addr, &request, attempt).await {
                             Ok(Response::BrokerHeartbeat(result)) => result,
                             Ok(_) => Err(ControllerError::Network {
                                 peer: addr,
                                 message: "answer of the wrong kind".into(),
                             }),
+                            // Retried below, with whoever leads by then.
+                            Err(ControllerError::Timeout { elapsed_ms }) => {
+                                Err(ControllerError::Network {
+                                    peer: addr,
+                                    message: format!("no answer within {elapsed_ms} ms"),
+                                })
+                            }
                             Err(error) => Err(error),
                         }
                     }
