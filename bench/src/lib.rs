@@ -36,6 +36,7 @@
 
 pub mod args;
 pub mod broker;
+pub mod cluster;
 pub mod cpu;
 pub mod fio;
 pub mod held;
@@ -108,6 +109,9 @@ pub async fn execute(plan: &Plan) -> Result<Report> {
             data_dir.clone().unwrap_or_else(broker::default_data_base)
         }
         (None, BrokerTarget::External { .. }) => broker::default_data_base(),
+        (None, BrokerTarget::Cluster { data_dir, .. }) => {
+            data_dir.clone().unwrap_or_else(broker::default_data_base)
+        }
     };
     let machine = Machine::describe(&data_dir);
     let limits = if plan.with_limits {
@@ -131,9 +135,10 @@ pub async fn execute(plan: &Plan) -> Result<Report> {
     } else {
         None
     };
-    let target = Target {
+    let mut target = Target {
         address: broker.address.clone(),
-        broker_pid: broker.pid,
+        broker_pids: broker.pids.clone(),
+        cluster: broker.cluster.clone(),
         topic_prefix: format!(
             "bench-{}-{}",
             std::process::id(),
@@ -143,6 +148,7 @@ pub async fn execute(plan: &Plan) -> Result<Report> {
     let mut points = Vec::new();
     let mut failed_points = Vec::new();
     for spec in &plan.points {
+        target.broker_pids = broker.current_pids();
         progress.start_point(spec.index, &spec.describe());
         match run_point(spec, &target).await {
             Ok(result) => {
