@@ -598,7 +598,7 @@ async fn one_round(
     .await
     .context("no acknowledgement in 30 s before the kill")?;
 
-    let controller_before = controller_leader(&bootstrap).await;
+    let controller_before = controller_leader(bootstrap).await;
     let killer = cluster.clone();
     let kill_ns = tokio::task::spawn_blocking(move || -> Result<u64> {
         let mut cluster = killer
