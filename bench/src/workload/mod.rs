@@ -1,7 +1,9 @@
 //! One measured point: the topic it uses, the message format, the shared counters of its tasks,
 //! and the [`PointResult`] it produces (throughput, latency percentiles, CPU split, whether the
 //! target rate was held, and what limited it). The workloads live in [`produce`], [`consume`],
-//! [`e2e`] and [`rebalance`] (consumer-group helpers in [`group`]); [`run_point`] picks one.
+//! [`e2e`], [`rebalance`] (consumer-group helpers in [`group`]) and [`failover`] (a cluster the
+//! harness started); [`run_point`] picks one. Topics get the point's replication factor and
+//! min.insync.replicas; a replicated one is used only once every replica is in sync.
 //!
 //! In group mode (`--consume-mode group`) the window starts only once the group is balanced:
 //! consumers poll from the start (joining happens inside `poll`), the harness waits for their
