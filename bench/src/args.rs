@@ -30,12 +30,18 @@ use crate::schedule::Load;
 ///   sluice-bench --scenario e2e --batch 256 --rate max --sweep consume=manual,group
 ///
 ///   sluice-bench --scenario rebalance --consumers 3 --partitions 6 --rate 20k
+///
+///   sluice-bench --cluster 3 --replication-factor 3 --min-insync-replicas 2 --acks all
+///
+///   sluice-bench --scenario failover --cluster 3 --acks all --rounds 10
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sluice-bench", version, verbatim_doc_comment)]
 pub struct Args {
     /// What to measure: `produce` (acknowledgement latency), `consume` (catch-up read of
-    /// existing data), `e2e` (producers and consumers at once; end-to-end latency) or
-    /// `rebalance` (how long a consumer group takes to move a leaving member's partitions).
+    /// existing data), `e2e` (producers and consumers at once; end-to-end latency),
+    /// `rebalance` (how long a consumer group takes to move a leaving member's partitions) or
+    /// `failover` (with `--cluster`: kill -9 the partition leader, time until the new leader
+    /// acknowledges, no acknowledged message lost).
     #[arg(long, value_enum, default_value_t = Scenario::E2e)]
     pub scenario: Scenario,
     /// Value size of each message (at least 16: the first 16 bytes carry the send times).
@@ -133,6 +139,32 @@ pub struct Args {
     /// Use the broker at this address instead of starting one.
     #[arg(long)]
     pub broker: Option<String>,
+    /// Use the cluster reachable at these bootstrap addresses (`host:port,host:port,...`)
+    /// instead of starting a broker. Broker CPU is the sum over the pids found listening on
+    /// those ports on this machine.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Start a cluster of this many local brokers (1, 3 or 5; every one a controller voter),
+    /// each `sluice serve --cores 1` pinned to one CPU with `taskset` (broker i on CPU i mod
+    /// the machine's CPUs), with fresh data directories; stopped at the end. Broker CPU is
+    /// the sum over their processes.
+    #[arg(long)]
+    pub cluster: Option<u32>,
+    /// Replication factor of the benchmark topics (default: the broker's default; 3 for
+    /// `failover`).
+    #[arg(long)]
+    pub replication_factor: Option<u16>,
+    /// `min.insync.replicas` of the benchmark topics (default: the broker's default; 2 for
+    /// `failover`).
+    #[arg(long)]
+    pub min_insync_replicas: Option<u16>,
+    /// `failover` only: leader kills measured.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
+    /// Broker session timeout of a started cluster (`--broker-session-timeout-ms`): how long
+    /// a killed broker keeps its leaderships before it is fenced.
+    #[arg(long, default_value_t = 3000)]
+    pub broker_session_timeout_ms: u64,
     /// Process id of the `--broker` (for its CPU time); found from the port when omitted and
     /// the broker runs on this machine.
     #[arg(long)]
@@ -191,6 +223,11 @@ pub enum Scenario {
     /// A consumer group under steady traffic; one member leaves (gracefully, then by a
     /// crash); the time until its partitions are reassigned and flowing again.
     Rebalance,
+    /// An acks=all producer at a steady rate on a replicated topic of a started cluster;
+    /// the partition's leader is killed (kill -9) and restarted, round after round; the time
+    /// from each kill to the first write acknowledged by the new leader, and a read-back
+    /// check that no acknowledged message was lost.
+    Failover,
 }
 
 impl Scenario {
@@ -201,6 +238,7 @@ impl Scenario {
             Scenario::Consume => "consume",
             Scenario::E2e => "e2e",
             Scenario::Rebalance => "rebalance",
+            Scenario::Failover => "failover",
         }
     }
 }
@@ -642,6 +680,12 @@ pub struct PointSpec {
     pub group: Option<GroupSpec>,
     /// `rebalance`: which leave and how often.
     pub rebalance: Option<RebalanceSpec>,
+    /// Replication factor of the topic (`None`: the broker's default).
+    pub replication_factor: Option<u16>,
+    /// `min.insync.replicas` of the topic (`None`: the broker's default).
+    pub min_insync_replicas: Option<u16>,
+    /// `failover`: leader kills measured.
+    pub rounds: Option<u32>,
 }
 
 impl PointSpec {
@@ -663,8 +707,16 @@ impl PointSpec {
 
     /// One line for progress and logs.
     pub fn describe(&self) -> String {
+        let replication = match (self.replication_factor, self.min_insync_replicas) {
+            (None, None) => String::new(),
+            (factor, min) => format!(
+                " rf={} min-isr={}",
+                factor.map_or_else(|| "default".to_owned(), |f| f.to_string()),
+                min.map_or_else(|| "default".to_owned(), |m| m.to_string())
+            ),
+        };
         format!(
-            "{} {} rate={} size={} batch={} P={} C={} partitions={} mode={}",
+            "{} {} rate={} size={} batch={} P={} C={} partitions={} mode={} acks={}{replication}",
             self.scenario.name(),
             self.curve,
             self.rate_label(),
@@ -673,7 +725,8 @@ impl PointSpec {
             self.producers,
             self.consumers,
             self.partitions,
-            self.mode_label()
+            self.mode_label(),
+            self.acks.name()
         )
     }
 
@@ -705,12 +758,25 @@ pub enum BrokerTarget {
         /// Keep the data afterwards.
         keep_data: bool,
     },
-    /// Use a running one.
+    /// Use a running one (or a running cluster).
     External {
-        /// `host:port`.
+        /// `host:port`, or a comma-separated bootstrap list.
         address: String,
-        /// Its pid, if known.
+        /// Its pid, if known (`--broker-pid`; with `--brokers` looked up per address).
         pid: Option<u32>,
+    },
+    /// Start a local cluster (and stop it afterwards).
+    Cluster {
+        /// Explicit binary.
+        binary: Option<PathBuf>,
+        /// Brokers (every one a controller voter).
+        size: u32,
+        /// Base directory of the data directories.
+        data_dir: Option<PathBuf>,
+        /// Keep the data afterwards.
+        keep_data: bool,
+        /// `--broker-session-timeout-ms` of every broker.
+        session_timeout_ms: u64,
     },
 }
 
@@ -771,6 +837,36 @@ pub const REBALANCE_DEFAULT_PARTITIONS: u32 = 6;
 /// See [`REBALANCE_DEFAULT_CONSUMERS`].
 pub const REBALANCE_DEFAULT_RATE: f64 = 20_000.0;
 
+/// `failover` default rate: 20k msgs/s keeps the partition busy at every instant (an
+/// acknowledgement every 50 µs, so the first one after a failover is timed to well under a
+/// millisecond) while leaving CPU for three brokers and the client on 2 shared cores.
+pub const FAILOVER_DEFAULT_RATE: f64 = 20_000.0;
+
+/// Most `--rounds`: each round waits out the broker session timeout and the restarted
+/// broker's return to the ISR (about 10 s), so 100 rounds take about 20 min.
+pub const ROUNDS_MAX: u32 = 100;
+
+/// `--brokers a:1,b:2`: the bootstrap addresses, each `host:port` with a numeric port, at
+/// least one, no duplicates.
+pub fn parse_brokers(text: &str) -> Result<Vec<String>> {
+    let mut addresses: Vec<String> = Vec::new();
+    for address in text.split(',').map(str::trim) {
+        let (host, port) = address
+            .rsplit_once(':')
+            .with_context(|| format!("`{address}` in --brokers is not host:port"))?;
+        ensure!(
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+            "`{address}` in --brokers is not host:port"
+        );
+        ensure!(
+            !addresses.iter().any(|a| a == address),
+            "`{address}` is given twice in --brokers"
+        );
+        addresses.push(address.to_owned());
+    }
+    Ok(addresses)
+}
+
 /// Default session timeout of the `rebalance` scenario, ms.
 pub const REBALANCE_DEFAULT_SESSION_TIMEOUT_MS: u64 = 2000;
 
@@ -825,6 +921,8 @@ impl Args {
         let rebalance = self.scenario == Scenario::Rebalance;
         let default_rate = if rebalance {
             Rate::PerSecond(REBALANCE_DEFAULT_RATE)
+        } else if self.scenario == Scenario::Failover {
+            Rate::PerSecond(FAILOVER_DEFAULT_RATE)
         } else {
             Rate::Max
         };
@@ -841,7 +939,7 @@ impl Args {
         }
         let mode_swept = swept.contains(&SweepParam::Consume);
         match self.scenario {
-            Scenario::Produce => ensure!(
+            Scenario::Produce | Scenario::Failover => ensure!(
                 self.consume_mode.is_none() && !mode_swept,
                 "--consume-mode and --sweep consume need consumers: --scenario e2e or consume"
             ),
@@ -904,19 +1002,95 @@ impl Args {
                 }
             }
         }
-        let broker = match &self.broker {
-            Some(address) => {
+        ensure!(
+            [
+                self.broker.is_some(),
+                self.brokers.is_some(),
+                self.cluster.is_some()
+            ]
+            .iter()
+            .filter(|given| **given)
+            .count()
+                <= 1,
+            "--broker, --brokers and --cluster exclude each other"
+        );
+        if self.scenario == Scenario::Failover {
+            ensure!(
+                self.cluster.is_some_and(|size| size >= 3),
+                "--scenario failover kills and restarts brokers: it needs a cluster this harness \
+                 starts (--cluster 3)"
+            );
+            ensure!(
+                self.acks == AcksArg::All,
+                "--scenario failover measures acknowledged writes that survive: add --acks all"
+            );
+            ensure!(
+                rates.iter().all(|rate| *rate != Rate::Max),
+                "--scenario failover needs a steady open-loop --rate (default 20k), not max"
+            );
+            ensure!(
+                (1..=ROUNDS_MAX).contains(&self.rounds),
+                "--rounds must be within [1, {ROUNDS_MAX}]"
+            );
+            ensure!(
+                self.messages.is_none() && self.partitions.unwrap_or(1) == 1,
+                "--scenario failover runs one partition for its --rounds: no --messages or \
+                 --partitions"
+            );
+        }
+        if let Some(size) = self.cluster {
+            ensure!(
+                [1, 3, 5].contains(&size),
+                "--cluster takes 1, 3 or 5 brokers (the controller quorum's sizes)"
+            );
+            ensure!(
+                self.broker_cores == 0,
+                "--broker-cores is for the single broker: a --cluster broker runs one shard"
+            );
+        }
+        if let (Some(rf), Some(size)) = (self.replication_factor, self.cluster) {
+            ensure!(
+                (1..=size).contains(&u32::from(rf)),
+                "--replication-factor {rf} needs as many brokers (--cluster {size})"
+            );
+        }
+        if let (Some(rf), Some(min)) = (self.replication_factor, self.min_insync_replicas) {
+            ensure!(
+                min >= 1 && min <= rf,
+                "--min-insync-replicas must be within [1, --replication-factor]"
+            );
+        }
+        let broker = match (&self.broker, &self.brokers, self.cluster) {
+            (Some(address), _, _) | (None, Some(address), _) => {
                 ensure!(
                     self.sluice_bin.is_none() && self.data_dir.is_none(),
                     "--sluice-bin and --data-dir are for the broker this harness starts, not \
-                     for --broker"
+                     for --broker or --brokers"
+                );
+                let addresses = parse_brokers(address)?;
+                ensure!(
+                    self.broker_pid.is_none() || self.broker.is_some(),
+                    "--broker-pid only applies with --broker"
                 );
                 BrokerTarget::External {
-                    address: address.clone(),
+                    address: addresses.join(","),
                     pid: self.broker_pid,
                 }
             }
-            None => {
+            (None, None, Some(size)) => {
+                ensure!(
+                    self.broker_pid.is_none(),
+                    "--broker-pid only applies with --broker"
+                );
+                BrokerTarget::Cluster {
+                    binary: self.sluice_bin.clone(),
+                    size,
+                    data_dir: self.data_dir.clone(),
+                    keep_data: self.keep_data,
+                    session_timeout_ms: self.broker_session_timeout_ms,
+                }
+            }
+            (None, None, None) => {
                 ensure!(
                     self.broker_pid.is_none(),
                     "--broker-pid only applies with --broker"
@@ -965,6 +1139,7 @@ impl Args {
         leave: Option<Leave>,
     ) -> Result<PointSpec> {
         let rebalance = self.scenario == Scenario::Rebalance;
+        let failover = self.scenario == Scenario::Failover;
         let mut message_size = self.message_size;
         let mut batch_messages = Some(self.batch);
         let mut batch_bytes = self.batch_bytes;
@@ -979,9 +1154,13 @@ impl Args {
         } else {
             1
         });
+        if failover {
+            // One producer on one partition; the read-back check is the only consumer.
+            consumers = 1;
+        }
         let mut linger_ms = self.linger_ms;
         let mut consume_mode = match self.scenario {
-            Scenario::Produce => None,
+            Scenario::Produce | Scenario::Failover => None,
             Scenario::Rebalance => Some(ConsumeMode::Group),
             Scenario::Consume | Scenario::E2e => {
                 Some(self.consume_mode.unwrap_or(ConsumeMode::Manual))
@@ -1121,6 +1300,9 @@ impl Args {
                 leave,
                 repeats: self.repeats,
             }),
+            replication_factor: self.replication_factor.or(failover.then_some(3)),
+            min_insync_replicas: self.min_insync_replicas.or(failover.then_some(2)),
+            rounds: failover.then_some(self.rounds),
         })
     }
 }
@@ -1453,6 +1635,128 @@ mod tests {
             "--consume-mode",
             "group"
         ]));
+    }
+
+    /// `--brokers` takes a list of distinct `host:port`s; anything else is refused.
+    #[test]
+    fn brokers_list() {
+        assert_eq!(
+            parse_brokers("127.0.0.1:9092, 127.0.0.1:9093,localhost:1").unwrap(),
+            ["127.0.0.1:9092", "127.0.0.1:9093", "localhost:1"]
+        );
+        assert!(parse_brokers("").is_err());
+        assert!(parse_brokers("127.0.0.1").is_err());
+        assert!(parse_brokers("127.0.0.1:0").is_err());
+        assert!(parse_brokers(":9092").is_err());
+        assert!(parse_brokers("a:1,a:1").is_err());
+        assert!(parse_brokers("a:1,,b:2").is_err());
+        let plan = parse(&["--brokers", "a:1,b:2", "--no-files"])
+            .into_plan()
+            .unwrap();
+        match plan.broker {
+            BrokerTarget::External { address, pid } => {
+                assert_eq!((address.as_str(), pid), ("a:1,b:2", None));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `--cluster` starts brokers with replicated topics; `failover` needs it, acks=all and
+    /// an open-loop rate, and defaults to RF 3, min.insync 2, 20k msgs/s.
+    #[test]
+    fn cluster_and_failover_plans() {
+        let refused = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.push("--no-files");
+            parse(&all).into_plan().is_err()
+        };
+        let plan = parse(&[
+            "--cluster",
+            "3",
+            "--replication-factor",
+            "3",
+            "--min-insync-replicas",
+            "2",
+            "--acks",
+            "all",
+            "--no-files",
+        ])
+        .into_plan()
+        .unwrap();
+        assert!(matches!(
+            plan.broker,
+            BrokerTarget::Cluster {
+                size: 3,
+                session_timeout_ms: 3000,
+                ..
+            }
+        ));
+        let point = &plan.points[0];
+        assert_eq!(
+            (point.replication_factor, point.min_insync_replicas),
+            (Some(3), Some(2))
+        );
+        assert!(point.describe().contains("acks=all rf=3 min-isr=2"));
+        assert_eq!(point.rounds, None);
+        // The single-broker default is unchanged.
+        let plain = parse(&["--no-files"]).into_plan().unwrap();
+        assert!(matches!(plain.broker, BrokerTarget::Own { .. }));
+        assert_eq!(plain.points[0].replication_factor, None);
+
+        let failover = parse(&[
+            "--scenario",
+            "failover",
+            "--cluster",
+            "3",
+            "--acks",
+            "all",
+            "--no-files",
+        ])
+        .into_plan()
+        .unwrap();
+        let point = &failover.points[0];
+        assert_eq!(point.rounds, Some(10));
+        assert_eq!(point.target_rate, Some(FAILOVER_DEFAULT_RATE));
+        assert_eq!(
+            (point.replication_factor, point.min_insync_replicas),
+            (Some(3), Some(2))
+        );
+        assert_eq!((point.partitions, point.producers), (1, 1));
+        assert_eq!(point.consume_mode, None);
+
+        assert!(refused(&["--scenario", "failover", "--acks", "all"]));
+        assert!(refused(&["--scenario", "failover", "--cluster", "3"]));
+        assert!(refused(&[
+            "--scenario",
+            "failover",
+            "--cluster",
+            "3",
+            "--acks",
+            "all",
+            "--rate",
+            "max"
+        ]));
+        assert!(refused(&[
+            "--scenario",
+            "failover",
+            "--cluster",
+            "3",
+            "--acks",
+            "all",
+            "--rounds",
+            "0"
+        ]));
+        assert!(refused(&["--cluster", "2"]));
+        assert!(refused(&["--cluster", "3", "--broker", "a:1"]));
+        assert!(refused(&["--brokers", "a:1", "--broker", "a:1"]));
+        assert!(refused(&["--cluster", "3", "--replication-factor", "4"]));
+        assert!(refused(&[
+            "--replication-factor",
+            "2",
+            "--min-insync-replicas",
+            "3"
+        ]));
+        assert!(refused(&["--cluster", "3", "--broker-cores", "2"]));
     }
 
     /// Arguments are quoted for a shell only when needed, single quotes included.

@@ -10,17 +10,23 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::args::BrokerTarget;
+use crate::cluster::LocalCluster;
+
+/// A cluster started by the harness, shared with the `failover` scenario (which kills and
+/// restarts its brokers); the lock is taken only for those rare operations, never per message.
+pub type SharedCluster = Arc<Mutex<LocalCluster>>;
 
 /// Longest wait for the readiness line of a started broker.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Longest wait for a clean exit after SIGTERM before kill -9.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `statfs` magic number of tmpfs, where O_DIRECT fails.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -30,8 +36,10 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 pub struct Broker {
     /// Address for the client (`host:port`).
     pub address: String,
-    /// Process id, when known (for CPU time).
-    pub pid: Option<u32>,
+    /// Process ids, when known (for CPU time; summed over a cluster's brokers).
+    pub pids: Vec<u32>,
+    /// The cluster this harness started (`--cluster`).
+    pub cluster: Option<SharedCluster>,
     /// Shards the broker reported (started broker only).
     pub shards: Option<u32>,
     /// Data directory (started broker only).
@@ -48,18 +56,27 @@ impl Broker {
     pub fn open(target: &BrokerTarget) -> Result<Broker> {
         match target {
             BrokerTarget::External { address, pid } => {
-                let pid = pid.or_else(|| pid_listening_on(address));
+                let pids: Vec<u32> = match pid {
+                    Some(pid) => vec![*pid],
+                    None => address.split(',').filter_map(pid_listening_on).collect(),
+                };
+                let known = pids.len() == address.split(',').count();
                 Ok(Broker {
                     address: address.clone(),
-                    pid,
+                    pids: if known { pids.clone() } else { Vec::new() },
+                    cluster: None,
                     shards: None,
                     data_dir: None,
                     description: format!(
-                        "external broker at {address} (pid {})",
-                        pid.map_or_else(
-                            || "unknown: no broker CPU figures".into(),
-                            |p| p.to_string()
-                        )
+                        "external broker(s) at {address} (pids {})",
+                        if known {
+                            pids.iter()
+                                .map(u32::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        } else {
+                            "not all found: no broker CPU figures".into()
+                        }
                     ),
                     child: None,
                     keep_data: true,
@@ -78,6 +95,32 @@ impl Broker {
                 };
                 let base = data_dir.clone().unwrap_or_else(default_data_base);
                 Broker::start(&binary, &base, *cores, *keep_data)
+            }
+            BrokerTarget::Cluster {
+                binary,
+                size,
+                data_dir,
+                keep_data,
+                session_timeout_ms,
+            } => {
+                let binary = match binary {
+                    Some(binary) => binary.clone(),
+                    None => find_sluice_binary()?,
+                };
+                let base = data_dir.clone().unwrap_or_else(default_data_base);
+                let cluster =
+                    LocalCluster::start(&binary, &base, *size, *keep_data, *session_timeout_ms)?;
+                Ok(Broker {
+                    address: cluster.bootstrap(),
+                    pids: cluster.pids(),
+                    description: cluster.description(),
+                    shards: Some(*size),
+                    data_dir: Some(base),
+                    cluster: Some(Arc::new(Mutex::new(cluster))),
+                    child: None,
+                    keep_data: *keep_data,
+                    remove_dir: None,
+                })
             }
         }
     }
@@ -104,61 +147,16 @@ impl Broker {
             .with_context(|| format!("cannot create a directory in {}", base.display()))?
             .keep();
         let log_path = dir.join("broker.log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("cannot create {}", log_path.display()))?;
         let data = dir.join("data");
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("serve")
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-            .args(["--cores", &cores.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+            .args(["--cores", &cores.to_string()]);
+        let (child, address, shards) = spawn_ready(command, &log_path)?;
         let pid = child.id();
-        let stdout = child.stdout.take().context("no stdout pipe")?;
-        // Read the readiness line on a thread (a read has no timeout), then keep draining
-        // stdout so the broker never blocks on a full pipe.
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("broker-stdout".into())
-            .spawn(move || {
-                let mut reader = BufReader::new(stdout);
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                let _ = ready_tx.send(line);
-                let mut sink = String::new();
-                while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
-                    sink.clear();
-                }
-            })
-            .context("cannot spawn a thread")?;
-        let line = match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "the broker printed no readiness line within {START_TIMEOUT:?}; see {}",
-                    log_path.display()
-                );
-            }
-        };
-        let Some((address, shards)) = parse_ready_line(&line) else {
-            let _ = child.kill();
-            let status = child.wait().ok();
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            bail!(
-                "the broker did not start ({status:?}): {}{}\n(ulimit -l too low for io_uring? \
-                 log: {})",
-                line.trim(),
-                log.lines().rev().take(5).collect::<Vec<_>>().join("\n"),
-                log_path.display()
-            );
-        };
         Ok(Broker {
             description: format!(
                 "{} serve --cores {cores} ({shards} shards), data in {}",
@@ -166,7 +164,8 @@ impl Broker {
                 data.display()
             ),
             address,
-            pid: Some(pid),
+            pids: vec![pid],
+            cluster: None,
             shards: Some(shards),
             data_dir: Some(data),
             child: Some(child),
@@ -175,8 +174,23 @@ impl Broker {
         })
     }
 
+    /// The pids to sample for broker CPU now (a cluster's brokers change pid when the
+    /// `failover` scenario restarts them).
+    pub fn current_pids(&self) -> Vec<u32> {
+        match &self.cluster {
+            Some(cluster) => cluster.lock().map_or_else(|_| Vec::new(), |c| c.pids()),
+            None => self.pids.clone(),
+        }
+    }
+
     /// Fails when a started broker has exited (an external one is assumed alive).
     pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(cluster) = &self.cluster {
+            let mut cluster = cluster
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the cluster lock is poisoned"))?;
+            return cluster.check_alive();
+        }
         if let Some(child) = &mut self.child {
             if let Some(status) = child.try_wait()? {
                 self.child = None;
@@ -195,6 +209,12 @@ impl Broker {
     /// Stops a started broker (SIGTERM, then kill -9 after [`STOP_TIMEOUT`]) and removes its
     /// data unless kept. Does nothing for an external broker.
     pub fn stop(&mut self) -> Result<()> {
+        if let Some(cluster) = self.cluster.take() {
+            let mut cluster = cluster
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the cluster lock is poisoned"))?;
+            return cluster.stop();
+        }
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -240,6 +260,94 @@ impl Drop for Broker {
                 }
             }
         }
+    }
+}
+
+/// Spawns a `sluice serve` command with its standard error appended to `log_path` and waits
+/// (up to [`START_TIMEOUT`]) for its readiness line: [`spawn`], then [`Starting::wait`].
+pub fn spawn_ready(command: Command, log_path: &Path) -> Result<(Child, String, u32)> {
+    spawn(command, log_path)?.wait()
+}
+
+/// A broker process started and not yet known to be ready.
+#[derive(Debug)]
+pub struct Starting {
+    child: Child,
+    ready: std::sync::mpsc::Receiver<String>,
+    log_path: PathBuf,
+}
+
+/// Spawns a `sluice serve` command with its standard error appended to `log_path`; its
+/// standard output is read on a thread, which hands over the first line and then keeps
+/// draining, so the broker never blocks on a full pipe. Several can be spawned before any is
+/// waited for (a cluster's brokers are ready only once a majority of voters runs).
+pub fn spawn(mut command: Command, log_path: &Path) -> Result<Starting> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", command.get_program()))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("broker-stdout".into())
+        .spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = ready_tx.send(line);
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        })
+        .context("cannot spawn a thread")?;
+    Ok(Starting {
+        child,
+        ready,
+        log_path: log_path.to_path_buf(),
+    })
+}
+
+impl Starting {
+    /// Waits (up to [`START_TIMEOUT`]) for the readiness line; returns the child, the address
+    /// it listens on and its shard count. The child is killed when it does not become ready.
+    pub fn wait(self) -> Result<(Child, String, u32)> {
+        let Starting {
+            mut child,
+            ready,
+            log_path,
+        } = self;
+        let line = match ready.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "the broker printed no readiness line within {START_TIMEOUT:?}; see {}",
+                    log_path.display()
+                );
+            }
+        };
+        let Some((address, shards)) = parse_ready_line(&line) else {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!(
+                "the broker did not start ({status:?}): {}{}\n(ulimit -l too low for io_uring? \
+                 log: {})",
+                line.trim(),
+                log.lines().rev().take(5).collect::<Vec<_>>().join("\n"),
+                log_path.display()
+            );
+        };
+        Ok((child, address, shards))
     }
 }
 

@@ -142,15 +142,25 @@ pub struct CpuSample {
 }
 
 impl CpuSample {
-    /// Reads both now.
-    pub fn take(broker_pid: Option<u32>) -> Self {
+    /// Reads both now; the broker's figures are summed over `broker_pids` (a cluster's
+    /// brokers), unknown when that is empty or one of them cannot be read.
+    pub fn take(broker_pids: &[u32]) -> Self {
+        let broker_s = if broker_pids.is_empty() {
+            None
+        } else {
+            broker_pids
+                .iter()
+                .map(|pid| cpu_seconds(Some(*pid)))
+                .sum::<Option<f64>>()
+        };
         CpuSample {
-            broker_s: broker_pid.and_then(|pid| cpu_seconds(Some(pid))),
+            broker_s,
             client_s: cpu_seconds(None),
             machine_s: machine_busy_seconds(),
-            broker_threads: broker_pid
-                .map(|pid| thread_ticks(Some(pid)))
-                .unwrap_or_default(),
+            broker_threads: broker_pids
+                .iter()
+                .flat_map(|pid| thread_ticks(Some(*pid)))
+                .collect(),
             client_threads: thread_ticks(None),
         }
     }
@@ -258,14 +268,14 @@ mod tests {
     /// This process's own CPU time is readable and grows with work.
     #[test]
     fn reads_own_cpu_time() {
-        let before = CpuSample::take(None);
+        let before = CpuSample::take(&[]);
         let mut x = 0u64;
         let start = std::time::Instant::now();
         while start.elapsed() < std::time::Duration::from_millis(100) {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         std::hint::black_box(x);
-        let after = CpuSample::take(None);
+        let after = CpuSample::take(&[]);
         let usage = before.until(&after, 0.1);
         assert!(usage.client_s.unwrap() > 0.0);
         let busiest = usage.client_busiest_thread.clone().unwrap();

@@ -7,13 +7,14 @@
 //! Run it as `sluice-bench` or `sluice bench` (both take [`Args`]); [`run`] is the whole
 //! program. By default it starts its own broker (`sluice serve` on an ephemeral loopback port,
 //! data under `target/bench-data` on the real disk) and stops it afterwards; `--broker
-//! host:port` targets a running one.
+//! host:port` targets a running one, `--brokers a,b,c` a running cluster, and `--cluster 3`
+//! starts three local brokers (one CPU each) for replicated topics and the `failover` scenario.
 //!
 //! ```text
 //!  args ──▶ Plan (points: sweep values × rates)
 //!            │ broker: start or attach           limits: fio + iperf3 (--with-limits)
 //!            ▼
-//!  for each point: workload::{produce, consume, e2e, rebalance}
+//!  for each point: workload::{produce, consume, e2e, rebalance, failover}
 //!     producers: send thread (schedule::Pacer, open/closed loop) ─▶ client::Producer
 //!                ack collector task ─▶ histogram::Latency (corrected + uncorrected)
 //!     consumers: client::Consumer poll tasks ─▶ end-to-end latency from stamped send times
@@ -27,15 +28,18 @@
 //!  report: table on stdout, NAME.md / .csv / .json / .svg; peers' figures as reference only
 //! ```
 //!
-//! Modules: [`args`] (command line → plan), [`workload`] (one point), [`schedule`] (open-loop
+//! Modules: [`args`] (command line → plan), [`workload`] (one point; `failover` kills and
+//! restarts the partition leader of a [`cluster`]), [`schedule`] (open-loop
 //! schedule, coordinated-omission correction, the clock), [`held`] (whether an open-loop
 //! point held its rate: slices of the window, no growing backlog), [`histogram`] (HDR
 //! histograms, merged per point), [`cpu`] (/proc), [`broker`] (start/stop), [`limits`] (fio,
 //! iperf3), [`fio`] (the fio runner, shared with the storage bench), [`peers`] (PEERS.md
-//! figures, reference only), [`report`] (outputs), [`progress`] (bar or lines).
+//! figures, reference only), [`report`] (outputs), [`progress`] (bar or lines), [`cluster`]
+//! (a local cluster of `--cluster N` brokers: start, kill, restart, stop).
 
 pub mod args;
 pub mod broker;
+pub mod cluster;
 pub mod cpu;
 pub mod fio;
 pub mod held;
@@ -108,6 +112,9 @@ pub async fn execute(plan: &Plan) -> Result<Report> {
             data_dir.clone().unwrap_or_else(broker::default_data_base)
         }
         (None, BrokerTarget::External { .. }) => broker::default_data_base(),
+        (None, BrokerTarget::Cluster { data_dir, .. }) => {
+            data_dir.clone().unwrap_or_else(broker::default_data_base)
+        }
     };
     let machine = Machine::describe(&data_dir);
     let limits = if plan.with_limits {
@@ -131,9 +138,10 @@ pub async fn execute(plan: &Plan) -> Result<Report> {
     } else {
         None
     };
-    let target = Target {
+    let mut target = Target {
         address: broker.address.clone(),
-        broker_pid: broker.pid,
+        broker_pids: broker.pids.clone(),
+        cluster: broker.cluster.clone(),
         topic_prefix: format!(
             "bench-{}-{}",
             std::process::id(),
@@ -143,6 +151,7 @@ pub async fn execute(plan: &Plan) -> Result<Report> {
     let mut points = Vec::new();
     let mut failed_points = Vec::new();
     for spec in &plan.points {
+        target.broker_pids = broker.current_pids();
         progress.start_point(spec.index, &spec.describe());
         match run_point(spec, &target).await {
             Ok(result) => {

@@ -414,6 +414,91 @@ impl Report {
         (headers, rows)
     }
 
+    /// The `failover` points' table (rows of cells), empty without such points.
+    fn failover_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let headers = vec![
+            "curve",
+            "rate",
+            "rounds",
+            "unavailable min/p50/p99/max",
+            "target p99",
+            "met",
+            "rejoin ISR median/max",
+            "acknowledged data",
+            "failed/skipped sends",
+        ];
+        let rows = self
+            .points
+            .iter()
+            .filter_map(|point| Some((point, point.failover.as_ref()?)))
+            .map(|(point, outcome)| {
+                let rejoin = Spread::of(&outcome.rejoin_ms).map_or_else(
+                    || "-".to_owned(),
+                    |s| format!("{} / {} ms", fmt_ms(s.median_ms), fmt_ms(s.max_ms)),
+                );
+                vec![
+                    point.spec.curve.clone(),
+                    point.spec.rate_label(),
+                    format!("{}/{}", outcome.rounds.len(), outcome.rounds_wanted),
+                    outcome
+                        .unavailability
+                        .map_or_else(|| "-".to_owned(), |u| u.label()),
+                    format!("< {} ms", fmt_ms(outcome.target_ms)),
+                    if outcome.met { "met" } else { "NOT MET" }.to_owned(),
+                    rejoin,
+                    outcome.loss.as_ref().map_or_else(
+                        || "read-back INCOMPLETE".to_owned(),
+                        crate::workload::failover::LossCheck::label,
+                    ),
+                    format!("{}/{}", outcome.failed_sends, outcome.skipped_sends),
+                ]
+            })
+            .collect();
+        (headers, rows)
+    }
+
+    /// Each `failover` round (rows of cells).
+    fn failover_round_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let headers = vec![
+            "round",
+            "killed (epoch)",
+            "controller leader before",
+            "unavailable",
+            "new leader in metadata",
+            "killed out of ISR",
+            "restart to ready",
+            "ready to in ISR",
+            "leader after (epoch)",
+        ];
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{} ms", fmt_ms(v)));
+        let rows = self
+            .points
+            .iter()
+            .filter_map(|point| point.failover.as_ref())
+            .flat_map(|outcome| outcome.rounds.iter().enumerate())
+            .map(|(i, round)| {
+                vec![
+                    (i + 1).to_string(),
+                    format!("{} ({})", round.killed, round.epoch_before),
+                    match round.controller_before {
+                        Some(id) if id == round.killed => format!("{id} (killed too)"),
+                        Some(id) => id.to_string(),
+                        None => "?".to_owned(),
+                    },
+                    ms(round.unavailable_ms),
+                    ms(round.new_leader_seen_ms),
+                    ms(round.isr_shrunk_seen_ms),
+                    ms(Some(round.restart_ms)),
+                    ms(round.rejoin_ms),
+                    round
+                        .leader_after
+                        .map_or_else(|| "-".to_owned(), |(l, e)| format!("{l} ({e})")),
+                ]
+            })
+            .collect();
+        (headers, rows)
+    }
+
     /// The slices of each open-loop point that has them (rows of cells).
     fn slice_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
         let headers = vec![
@@ -468,6 +553,12 @@ impl Report {
         let (headers, rows) = self.rebalance_rows();
         if !rows.is_empty() {
             let _ = writeln!(out, "Rebalance:\n{}", align(&headers, &rows));
+        }
+        let (headers, rows) = self.failover_rows();
+        if !rows.is_empty() {
+            let _ = writeln!(out, "Failover:\n{}", align(&headers, &rows));
+            let (headers, rows) = self.failover_round_rows();
+            let _ = writeln!(out, "{}", align(&headers, &rows));
         }
         for comparison in self.mode_comparisons() {
             let _ = writeln!(out, "{}", comparison.line());
@@ -727,6 +818,33 @@ impl Report {
                 fmt_ms(UNMOVED_GAP_TOLERANCE_MS)
             );
         }
+        let (headers, rows) = self.failover_rows();
+        if !rows.is_empty() {
+            md.push_str("\n### Failover after killing the partition leader\n\n");
+            md.push_str(&markdown_table(&headers, &rows));
+            let (headers, rows) = self.failover_round_rows();
+            md.push('\n');
+            md.push_str(&markdown_table(&headers, &rows));
+            let settings = self
+                .points
+                .iter()
+                .find_map(|p| p.failover.as_ref())
+                .map_or_else(String::new, |o| o.producer_settings.clone());
+            let _ = writeln!(
+                md,
+                "\nEach round: the partition's leader (every replica in sync) is killed with \
+                 kill -9 under a steady producer ({settings}); `unavailable` runs from the kill \
+                 to the first acknowledgement at an offset beyond every offset acknowledged up \
+                 to {} ms after the kill (the dead leader's last answers), i.e. the first write \
+                 acknowledged by the new leader; it includes the broker session timeout, the \
+                 election, the metadata refresh and the producer's retry backoff. Then the \
+                 killed broker is restarted and the round ends when it is back in the ISR. \
+                 Percentiles are nearest-rank (with 10 rounds the p99 is the largest). At the \
+                 end the partition is read back from the start: every acknowledged message must \
+                 be present once, at the offset it was acknowledged with, in send order.",
+                crate::workload::failover::KILL_GRACE.as_millis()
+            );
+        }
         md.push_str("\n### Latency with and without coordinated-omission correction\n\n");
         md.push_str(&self.correction_table());
         md.push_str("\n## Peer brokers (reference, not side by side)\n\n");
@@ -964,6 +1082,8 @@ pub struct CsvRow<'a> {
     linger_ms: f64,
     acks: &'a str,
     durability: String,
+    replication_factor: Option<u16>,
+    min_insync_replicas: Option<u16>,
     partitions: u32,
     producers: u32,
     consumers: u32,
@@ -1054,6 +1174,8 @@ impl<'a> CsvRow<'a> {
             linger_ms: spec.linger_ms,
             acks: spec.acks.name(),
             durability: durability_name(spec),
+            replication_factor: spec.replication_factor,
+            min_insync_replicas: spec.min_insync_replicas,
             partitions: spec.partitions,
             producers: spec.producers,
             consumers: spec.consumers,
@@ -1252,9 +1374,15 @@ fn workload_lines(specs: &[&PointSpec]) -> String {
     );
     let _ = writeln!(
         out,
-        "- acks: {}; durability: {}",
+        "- acks: {}; durability: {}; replication factor: {}; min.insync.replicas: {}",
         distinct(specs, |s| s.acks.name().to_owned()),
-        distinct(specs, durability_name)
+        distinct(specs, durability_name),
+        distinct(specs, |s| s
+            .replication_factor
+            .map_or_else(|| "broker default".to_owned(), |f| f.to_string())),
+        distinct(specs, |s| s
+            .min_insync_replicas
+            .map_or_else(|| "broker default".to_owned(), |m| m.to_string()))
     );
     let _ = writeln!(
         out,
@@ -1649,6 +1777,7 @@ mod tests {
             verdict: "not CPU-bound (latency/round-trip bound); ...".into(),
             client_bound: false,
             rebalance: None,
+            failover: None,
         }
     }
 

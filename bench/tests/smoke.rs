@@ -3,7 +3,8 @@
 //! at 1k/s, held with its window's slices, and closed loop), every report file written and
 //! read back (CSV with the `csv` crate), CPU per message on both sides; an e2e point consuming
 //! through a consumer group; a one-repeat rebalance run (graceful and crash leave, 600 ms
-//! session timeout); plus `sluice bench` reachable through the broker binary.
+//! session timeout); a three-broker cluster (`--cluster 3`: an RF=3 acks=all e2e point and one
+//! failover round); plus `sluice bench` reachable through the broker binary.
 //!
 //! The runs take turns ([`SERIAL`]): on 2 shared cores, two harnesses at once would disturb
 //! each other's open-loop figures.
@@ -311,6 +312,114 @@ fn rebalance_after_a_leave_is_measured() {
     let markdown = std::fs::read_to_string(out.path().join("rebalance.md")).unwrap();
     assert!(
         markdown.contains("### Rebalance after a consumer leaves"),
+        "{markdown}"
+    );
+}
+
+/// Runs the harness with `args` against a cluster it starts itself (`--cluster` in `args`),
+/// writing `NAME.*` into `out`; fails the test when it exits non-zero.
+fn run_cluster_harness(out: &Path, name: &str, args: &[&str]) {
+    let _turn = serial();
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+        .arg("--sluice-bin")
+        .arg(sluice_binary())
+        .args(["--progress", "plain", "--name", name])
+        .arg("--output-dir")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "sluice-bench {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Three local brokers started by the harness: an RF=3 acks=all e2e point delivers with the
+/// broker CPU summed over the three processes; then one failover round kills the leader,
+/// measures the time until the new leader acknowledges (at least the fencing, which waits for
+/// the broker session), brings the broker back into the ISR and reads back every
+/// acknowledged message.
+#[test]
+fn cluster_e2e_and_failover_round() {
+    let out = tempfile::tempdir().unwrap();
+    run_cluster_harness(
+        out.path(),
+        "cluster",
+        &[
+            "--cluster",
+            "3",
+            "--replication-factor",
+            "3",
+            "--min-insync-replicas",
+            "2",
+            "--acks",
+            "all",
+            "--rate",
+            "2k",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0.3s",
+            "--batch",
+            "16",
+        ],
+    );
+    let json = json_report(out.path(), "cluster");
+    let point = &json["points"][0];
+    assert_eq!(point["spec"]["replication_factor"], 3, "{point:#}");
+    assert!(point["msgs_per_s"].as_f64().unwrap() > 0.0, "{point:#}");
+    assert!(
+        point["cpu"]["broker_s"].as_f64().unwrap() > 0.0,
+        "{point:#}"
+    );
+    assert!(json["broker"].as_str().unwrap().contains("3 local brokers"));
+
+    let session_ms = 1500.0;
+    run_cluster_harness(
+        out.path(),
+        "failover",
+        &[
+            "--scenario",
+            "failover",
+            "--cluster",
+            "3",
+            "--acks",
+            "all",
+            "--rounds",
+            "1",
+            "--rate",
+            "2k",
+            "--batch",
+            "16",
+            "--broker-session-timeout-ms",
+            "1500",
+        ],
+    );
+    let json = json_report(out.path(), "failover");
+    let outcome = &json["points"][0]["failover"];
+    let rounds = outcome["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 1, "{outcome:#}");
+    let unavailable = rounds[0]["unavailable_ms"].as_f64().unwrap();
+    // The dead leader is fenced no earlier than a session after its last heartbeat (brokers
+    // heartbeat every quarter session, so at least 0.75 of a session after the kill); 60 s
+    // bounds a hang.
+    assert!(
+        unavailable >= session_ms * 0.5 && unavailable < 60_000.0,
+        "{outcome:#}"
+    );
+    assert!(rounds[0]["rejoin_ms"].as_f64().is_some(), "{outcome:#}");
+    let loss = &outcome["loss"];
+    assert!(loss["acked"].as_u64().unwrap() > 0, "{outcome:#}");
+    for field in ["lost", "duplicated", "misplaced", "reordered", "unknown"] {
+        assert_eq!(loss[field], 0, "{field}: {outcome:#}");
+    }
+    let markdown = std::fs::read_to_string(out.path().join("failover.md")).unwrap();
+    assert!(
+        markdown.contains("### Failover after killing the partition leader"),
         "{markdown}"
     );
 }

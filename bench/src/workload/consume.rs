@@ -534,7 +534,7 @@ async fn run_on(
         end_ns: None,
     };
     cell.set(window);
-    let cpu = CpuWindow::start(window, target.broker_pid);
+    let cpu = CpuWindow::start(window, &target.broker_pids);
     let deadline = tokio::time::Instant::now() + READ_TIME_MAX;
     let stall = Duration::from_secs_f64(spec.drain_timeout_s);
     let complete = wait_for(&state, || expected, stall, deadline).await;
@@ -580,5 +580,6 @@ async fn run_on(
         verdict: String::new(),
         client_bound: false,
         rebalance: None,
+        failover: None,
     })
 }

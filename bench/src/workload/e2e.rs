@@ -50,7 +50,7 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
     let warmup_ns = (spec.warmup_s * 1e9) as u64;
     let (start_ns, window) = timeline(spec.amount, warmup_ns);
     cell.set(window);
-    let cpu = CpuWindow::start(window, target.broker_pid);
+    let cpu = CpuWindow::start(window, &target.broker_pids);
     let producers = match start_all(
         spec,
         target,
@@ -120,5 +120,6 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         verdict: String::new(),
         client_bound: false,
         rebalance: None,
+        failover: None,
     })
 }

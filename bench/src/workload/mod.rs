@@ -1,7 +1,9 @@
 //! One measured point: the topic it uses, the message format, the shared counters of its tasks,
 //! and the [`PointResult`] it produces (throughput, latency percentiles, CPU split, whether the
 //! target rate was held, and what limited it). The workloads live in [`produce`], [`consume`],
-//! [`e2e`] and [`rebalance`] (consumer-group helpers in [`group`]); [`run_point`] picks one.
+//! [`e2e`], [`rebalance`] (consumer-group helpers in [`group`]) and [`failover`] (a cluster the
+//! harness started); [`run_point`] picks one. Topics get the point's replication factor and
+//! min.insync.replicas; a replicated one is used only once every replica is in sync.
 //!
 //! In group mode (`--consume-mode group`) the window starts only once the group is balanced:
 //! consumers poll from the start (joining happens inside `poll`), the harness waits for their
@@ -28,11 +30,13 @@
 
 pub mod consume;
 pub mod e2e;
+pub mod failover;
 pub mod group;
 pub mod produce;
 pub mod rebalance;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use client::{Admin, ClientError, NewTopic};
@@ -56,8 +60,10 @@ pub const STAMP_BYTES: usize = 16;
 pub struct Target {
     /// `host:port` for the client.
     pub address: String,
-    /// Broker pid for CPU figures.
-    pub broker_pid: Option<u32>,
+    /// Broker pids for CPU figures (summed; empty: unknown).
+    pub broker_pids: Vec<u32>,
+    /// The cluster this harness started, for `failover`.
+    pub cluster: Option<crate::broker::SharedCluster>,
     /// Prefix of topic names (unique per run).
     pub topic_prefix: String,
 }
@@ -159,22 +165,23 @@ impl WindowCell {
 pub struct CpuWindow {
     start: tokio::task::JoinHandle<(CpuSample, u64)>,
     end: Option<tokio::task::JoinHandle<(CpuSample, u64)>>,
-    broker_pid: Option<u32>,
+    broker_pids: Vec<u32>,
 }
 
 impl CpuWindow {
     /// Schedules the samples of `window`.
-    pub fn start(window: Window, broker_pid: Option<u32>) -> CpuWindow {
-        let sample_at = move |at_ns: u64| {
+    pub fn start(window: Window, broker_pids: &[u32]) -> CpuWindow {
+        let sample_at = |at_ns: u64| {
+            let pids = broker_pids.to_vec();
             tokio::spawn(async move {
                 tokio::time::sleep_until(instant_at(at_ns)).await;
-                (CpuSample::take(broker_pid), now_ns())
+                (CpuSample::take(&pids), now_ns())
             })
         };
         CpuWindow {
             start: sample_at(window.start_ns),
             end: window.end_ns.map(sample_at),
-            broker_pid,
+            broker_pids: broker_pids.to_vec(),
         }
     }
 
@@ -182,7 +189,7 @@ impl CpuWindow {
     pub async fn finish(self) -> CpuUsage {
         let end = match self.end {
             Some(end) => end.await.ok(),
-            None => Some((CpuSample::take(self.broker_pid), now_ns())),
+            None => Some((CpuSample::take(&self.broker_pids), now_ns())),
         };
         match (self.start.await.ok(), end) {
             (Some((start, start_ns)), Some((end, end_ns))) => {
@@ -346,6 +353,8 @@ pub struct PointResult {
     pub client_bound: bool,
     /// `rebalance`: the rebalance times and their verdict.
     pub rebalance: Option<rebalance::RebalanceOutcome>,
+    /// `failover`: the unavailability after each leader kill and the loss check.
+    pub failover: Option<failover::FailoverOutcome>,
 }
 
 /// CPU time per message of broker and client over the measured window: each side's CPU
@@ -404,6 +413,7 @@ impl PointResult {
             && self.problems.is_empty()
             && self.msgs_per_s > 0.0
             && self.rebalance.is_none()
+            && self.failover.is_none()
     }
 }
 
@@ -414,11 +424,13 @@ pub async fn run_point(spec: &PointSpec, target: &Target) -> Result<PointResult>
         Scenario::Consume => consume::run(spec, target).await?,
         Scenario::E2e => e2e::run(spec, target).await?,
         Scenario::Rebalance => rebalance::run(spec, target).await?,
+        Scenario::Failover => failover::run(spec, target).await?,
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
-    let (verdict, client_bound) = match &result.rebalance {
-        Some(outcome) => (outcome.verdict(), false),
-        None => verdict(&result, cores),
+    let (verdict, client_bound) = match (&result.rebalance, &result.failover) {
+        (Some(outcome), _) => (outcome.verdict(), false),
+        (None, Some(outcome)) => (outcome.verdict(), false),
+        (None, None) => verdict(&result, cores),
     };
     result.verdict = verdict;
     result.client_bound = client_bound;
@@ -568,6 +580,12 @@ pub async fn create_topic(spec: &PointSpec, target: &Target) -> Result<String> {
         if spec.batch_bytes > 8 << 20 {
             topic.max_batch_bytes = u32::try_from(spec.batch_bytes).ok();
         }
+        if let Some(factor) = spec.replication_factor {
+            topic = topic.with_replication_factor(factor);
+        }
+        if let Some(min) = spec.min_insync_replicas {
+            topic = topic.with_min_insync_replicas(min);
+        }
         topic
     };
     match admin.create_topic(new_topic()).await {
@@ -581,7 +599,45 @@ pub async fn create_topic(spec: &PointSpec, target: &Target) -> Result<String> {
             return Err(error).with_context(|| format!("cannot create topic {name}"));
         }
     }
+    if spec.replication_factor.is_some_and(|factor| factor > 1) {
+        wait_fully_replicated(&admin, &name, TOPIC_READY_TIMEOUT).await?;
+    }
     Ok(name)
+}
+
+/// Longest wait for a new replicated topic to have a leader and every replica in sync.
+pub const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the metadata is asked while waiting for leaders and ISRs.
+pub const METADATA_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Waits until every partition of `topic` has a leader and all its replicas in the ISR;
+/// returns the partitions' descriptions then.
+pub async fn wait_fully_replicated(
+    admin: &Admin,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<client::PartitionDescription>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match admin.describe_topic(topic).await {
+            Ok(description)
+                if description.partitions.iter().all(|p| {
+                    p.leader.is_some() && !p.replicas.is_empty() && p.isr.len() == p.replicas.len()
+                }) =>
+            {
+                return Ok(description.partitions);
+            }
+            Ok(description) => format!("{:?}", description.partitions),
+            Err(error) => error.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "topic {topic} was not fully replicated within {timeout:?}; last seen: {last}"
+            );
+        }
+        tokio::time::sleep(METADATA_POLL_INTERVAL).await;
+    }
 }
 
 /// Deletes a point's topic (frees its disk space); failures only warn.

@@ -477,7 +477,7 @@ pub fn start_all(
         Scenario::Produce | Scenario::E2e => SliceLayout::span_ns(spec)
             .filter(|_| matches!(load, Load::Open { .. }))
             .and_then(|span_ns| SliceLayout::new(window.start_ns, span_ns)),
-        Scenario::Consume | Scenario::Rebalance => None,
+        Scenario::Consume | Scenario::Rebalance | Scenario::Failover => None,
     };
     let ack_slices = slices.filter(|_| spec.scenario == Scenario::Produce);
     let mut running = Vec::new();
@@ -674,7 +674,7 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         timeline(spec.amount, warmup_ns),
     )?;
     let window = producers.window;
-    let cpu = CpuWindow::start(window, target.broker_pid);
+    let cpu = CpuWindow::start(window, &target.broker_pids);
     let outcome = producers
         .finish(Duration::from_secs_f64(spec.drain_timeout_s))
         .await;
@@ -716,5 +716,6 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         verdict: String::new(),
         client_bound: false,
         rebalance: None,
+        failover: None,
     })
 }

@@ -321,7 +321,7 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
     let (start_ns, mut window) = timeline(amount, 0);
     window.end_ns = None;
     cell.set(window);
-    let cpu = CpuWindow::start(window, target.broker_pid);
+    let cpu = CpuWindow::start(window, &target.broker_pids);
     let producers = match start_all(
         spec,
         target,
@@ -427,6 +427,7 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         verdict: String::new(),
         client_bound: false,
         rebalance: Some(outcome),
+        failover: None,
     })
 }
 
