@@ -154,6 +154,17 @@ pub fn holds_replica(image: &MetadataImage, broker: u32, topic: &str, partition:
         .is_some_and(|state| state.replicas.contains(&BrokerId(broker)))
 }
 
+/// A registered `host:port` endpoint split into host and port.
+pub fn split_endpoint(endpoint: &str) -> Option<(String, u16)> {
+    let (host, port) = endpoint.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// How many shards `broker` registered endpoints for (at least 1).
+pub fn broker_shard_count(image: &MetadataImage, broker: u32) -> usize {
+    broker_endpoints(image, broker).map_or(1, |endpoints| endpoints.len().saturating_sub(1).max(1))
+}
+
 /// The client endpoints a broker registered: the main listener first, then one per shard.
 /// `None` for an unknown broker.
 pub fn broker_endpoints(image: &MetadataImage, broker: u32) -> Option<&[String]> {

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use glommio::Task;
@@ -335,15 +334,7 @@ pub async fn fetch_local(
             .wait_until(move || shard_for_stop.shutting_down.get());
         waits.push(Box::pin(stop));
         waits.push(Box::pin(glommio::timer::sleep(deadline - now)));
-        std::future::poll_fn(|cx| {
-            for wait in waits.iter_mut() {
-                if wait.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(());
-                }
-            }
-            Poll::Pending
-        })
-        .await;
+        super::first_ready(waits).await;
     }
 }
 

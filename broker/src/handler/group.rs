@@ -130,16 +130,14 @@ pub fn find_coordinator(
             let image = shard.image.borrow().clone();
             let endpoints =
                 crate::cluster_metadata::broker_endpoints(&image, leader).unwrap_or(&[]);
-            let shard_count = endpoints.len().saturating_sub(1).max(1);
             let owner = shard_for(
                 wire::protocol::CONSUMER_OFFSETS_TOPIC,
                 offsets_partition,
-                shard_count,
+                crate::cluster_metadata::broker_shard_count(&image, leader),
             );
             let endpoint = endpoints
                 .get(1 + owner)
-                .and_then(|e| e.rsplit_once(':'))
-                .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)));
+                .and_then(|e| crate::cluster_metadata::split_endpoint(e));
             return match endpoint {
                 Some((host, port)) => response_frame(
                     correlation_id,

@@ -57,10 +57,7 @@ fn cluster_id(shard: &ShardServices) -> String {
 /// A broker's metadata from its registration: `endpoints` is the main listener then one
 /// `host:port` per shard.
 fn broker_metadata(broker_id: u32, endpoints: &[String]) -> Option<BrokerMetadata> {
-    let split = |endpoint: &str| -> Option<(String, u16)> {
-        let (host, port) = endpoint.rsplit_once(':')?;
-        Some((host.to_owned(), port.parse().ok()?))
-    };
+    let split = crate::cluster_metadata::split_endpoint;
     let (host, port) = split(endpoints.first()?)?;
     let shards = endpoints[1..]
         .iter()
@@ -97,12 +94,7 @@ pub fn metadata(
         .filter(|b| !b.fenced)
         .filter_map(|b| broker_metadata(b.id.0, &b.endpoints))
         .collect();
-    let shard_count = |broker: u32| {
-        brokers
-            .iter()
-            .find(|b| b.broker_id == broker)
-            .map_or(1, |b| b.shards.len().max(1))
-    };
+    let shard_count = |broker: u32| crate::cluster_metadata::broker_shard_count(&image, broker);
     let describe = |name: &str| -> TopicMetadata {
         let (Some(config), Some(topic)) = (registry.topics.get(name), image.topics.get(name))
         else {

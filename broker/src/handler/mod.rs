@@ -68,6 +68,22 @@ fn ready(shard: &Rc<ShardServices>, outgoing: Outgoing) -> Task<Option<Outgoing>
     })
 }
 
+/// Waits until the first of `waits` is done (a long poll's wake-ups: data, shutdown, its
+/// deadline); the others are dropped.
+pub async fn first_ready<'a>(
+    mut waits: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>>,
+) {
+    std::future::poll_fn(|cx| {
+        for wait in waits.iter_mut() {
+            if wait.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// Spawns a request's task inside the caller's current span (the request's, see
 /// `crate::net::connection`), so what the task logs is attributed to that request.
 pub fn spawn_in_request_span<F>(future: F) -> Task<F::Output>

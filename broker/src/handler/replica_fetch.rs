@@ -10,7 +10,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use glommio::Task;
@@ -251,13 +250,5 @@ async fn wait_for_appends(
             .await
     }));
     waits.push(Box::pin(glommio::timer::sleep(wait)));
-    std::future::poll_fn(|cx| {
-        for wait in waits.iter_mut() {
-            if wait.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    })
-    .await;
+    super::first_ready(waits).await;
 }

@@ -29,7 +29,7 @@ use wire::protocol::{
 };
 use wire::AlignedVec;
 
-use crate::cluster_metadata::broker_endpoints;
+use crate::cluster_metadata::{broker_endpoints, broker_shard_count};
 use crate::partition::Partition;
 use crate::services::ShardServices;
 use crate::shard::router::shard_for;
@@ -72,14 +72,14 @@ impl FollowerFetchers {
     /// count), starting that pair's session if it has none.
     pub fn follow(services: &Rc<ShardServices>, partition: Rc<Partition>, leader: u32) {
         let image = services.image.borrow().clone();
-        let Some(endpoints) = broker_endpoints(&image, leader) else {
+        let Some(_) = broker_endpoints(&image, leader) else {
             tracing::warn!(
                 leader,
                 "following an unregistered broker; waiting for metadata"
             );
             return;
         };
-        let leader_shards = endpoints.len().saturating_sub(1).max(1);
+        let leader_shards = broker_shard_count(&image, leader);
         let leader_shard = shard_for(&partition.topic, partition.partition, leader_shards);
         let key = (leader, leader_shard);
         let existing = services.fetchers.sessions.borrow().get(&key).cloned();
