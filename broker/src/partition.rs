@@ -195,12 +195,24 @@ impl Partition {
         self.config.durability.syncs_before_ack()
     }
 
+    /// True when this replica must have a batch written to its file (not only in memory)
+    /// before it counts as replicated here: a partition with several replicas whose topic is
+    /// not synced before every ack. Followers report only written offsets, and the leader
+    /// writes before it acknowledges, so a record the high watermark covers survives a kill -9
+    /// of every replica at once (not a power loss: that takes `always`).
+    pub fn writes_before_ack(&self) -> bool {
+        !self.syncs_before_ack() && self.replica.replica_count() > 1
+    }
+
     /// Offsets below this may be read by consumers: committed on every in-sync replica (the
-    /// replication high watermark) and, with `always`, on this replica's disk.
+    /// replication high watermark) and on this replica's disk: synced with `always`, written
+    /// when [`Partition::writes_before_ack`].
     pub fn high_watermark(&self) -> u64 {
         let replicated = self.replica.high_watermark();
         if self.syncs_before_ack() {
             replicated.min(self.log.durable_offset())
+        } else if self.writes_before_ack() {
+            replicated.min(self.log.written_offset())
         } else {
             replicated.min(self.log.log_end_offset())
         }
@@ -214,6 +226,8 @@ impl Partition {
             .await;
         if self.syncs_before_ack() {
             self.log.wait_for_durable_offset(offset).await
+        } else if self.writes_before_ack() {
+            self.log.wait_for_written_offset(offset).await
         } else {
             self.log.wait_for_offset(offset).await
         }
@@ -221,7 +235,8 @@ impl Partition {
 
     /// Waits until a batch appended up to `last_offset` may be acknowledged under `acks`, at
     /// most until `deadline`: at once for `acks=0`; for `1`, once the topic's durability is met
-    /// on this replica (fsync for `always`); for `all`, that and once the high watermark covers
+    /// on this replica (fsync for `always`, written to the file when
+    /// [`Partition::writes_before_ack`]); for `all`, that and once the high watermark covers
     /// the batch (every in-sync replica has it). A replica that stops leading meanwhile
     /// answers `NotLeader`: the batch may or may not be committed, and the (idempotent)
     /// producer retries on the new leader.
@@ -232,6 +247,11 @@ impl Partition {
         deadline: Instant,
     ) -> Result<(), WireError> {
         if acks == Acks::None {
+            if self.writes_before_ack() {
+                // Nobody waits for this batch, but the high watermark only covers it once it
+                // is written here: start the write (the tail write is shared with any other).
+                self.log.write_soon(last_offset);
+            }
             return Ok(());
         }
         let timed_out = |what: &str| {
@@ -246,6 +266,13 @@ impl Partition {
                 Some(Ok(())) => {}
                 Some(Err(error)) => return Err(self.storage_error(&error)),
                 None => return Err(timed_out("synced")),
+            }
+        } else if self.writes_before_ack() {
+            let written = async { Some(self.log.wait_written(last_offset).await) };
+            match futures_lite::future::or(written, sleep_until(deadline)).await {
+                Some(Ok(())) => {}
+                Some(Err(error)) => return Err(self.storage_error(&error)),
+                None => return Err(timed_out("written")),
             }
         }
         if acks != Acks::All {

@@ -245,6 +245,11 @@ impl Replica {
         self.high_watermark.get()
     }
 
+    /// Number of replicas in the controller's assignment (1 for an unreplicated partition).
+    pub fn replica_count(&self) -> usize {
+        self.assignment.borrow().replicas.len().max(1)
+    }
+
     /// Notified when the high watermark moves or the role changes.
     pub fn changed(&self) -> &storage::Signal {
         &self.changed

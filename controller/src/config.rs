@@ -43,8 +43,9 @@ pub struct ControllerConfig {
     /// A broker that does not heartbeat for this long is fenced (Kafka's
     /// `broker.session.timeout.ms`, 9 s).
     pub broker_session_timeout_ms: u64,
-    /// How often the leader checks broker sessions: a quarter of the session by default, so a
-    /// silent broker is fenced between 1 and 1.25 sessions after its last heartbeat.
+    /// How often the leader checks broker sessions: a tenth of the session, at most 250 ms, so
+    /// a silent broker is fenced at most 250 ms after its session ends. A tick only compares
+    /// one timestamp per broker.
     pub liveness_tick_ms: u64,
     /// Take a snapshot after this many log entries since the last one; the log before a
     /// snapshot is then purged but for `snapshot_log_keep_entries`.
@@ -54,6 +55,12 @@ pub struct ControllerConfig {
     pub snapshot_log_keep_entries: u64,
     /// How long a `propose` or `broker_heartbeat` call may wait for a leader and its answer.
     pub request_timeout_ms: u64,
+}
+
+/// The session check period for a session of `session_ms`: a tenth of it, between 1 and
+/// 250 ms (see [`ControllerConfig::liveness_tick_ms`]).
+fn liveness_tick_ms(session_ms: u64) -> u64 {
+    (session_ms / 10).clamp(1, 250)
 }
 
 /// Voter counts a controller quorum may have: odd, at most 5 (more adds latency, not safety).
@@ -72,7 +79,7 @@ impl ControllerConfig {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1_000,
             broker_session_timeout_ms,
-            liveness_tick_ms: broker_session_timeout_ms / 4,
+            liveness_tick_ms: liveness_tick_ms(broker_session_timeout_ms),
             snapshot_every_entries: 1_000,
             snapshot_log_keep_entries: 100,
             request_timeout_ms: 10_000,
@@ -84,10 +91,10 @@ impl ControllerConfig {
         ControllerConfig::new(1, vec![Voter { id: 1, addr }], data_dir)
     }
 
-    /// Set the broker session timeout and the tick that checks it (a quarter of it).
+    /// Set the broker session timeout and the tick that checks it.
     pub fn with_broker_session_timeout_ms(mut self, session_ms: u64) -> Self {
         self.broker_session_timeout_ms = session_ms;
-        self.liveness_tick_ms = (session_ms / 4).max(1);
+        self.liveness_tick_ms = liveness_tick_ms(session_ms);
         self
     }
 

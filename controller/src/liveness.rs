@@ -6,8 +6,11 @@
 //! [`Liveness::tick`], and proposes the [`LivenessAction`]s that come back as
 //! `FenceBroker` / `UnfenceBroker` commands. No clock, no I/O: time comes in as `now_ms`.
 //!
-//! A new leader knows no heartbeat yet; [`Liveness::reset`] gives every registered broker a
-//! full session from the moment it took over, so a leader change does not fence the cluster.
+//! A new leader knows no heartbeat yet; [`Liveness::reset`] gives every registered broker half
+//! a session from the moment it took over: a live broker heartbeats every quarter session and
+//! finds the new leader within one retry, so it is heard from in time, while a broker that died
+//! with the old leader (often the same process) is fenced half a session after the takeover
+//! instead of a whole one, which keeps a controller failover within the failover budget.
 
 use std::collections::BTreeMap;
 
@@ -38,14 +41,16 @@ impl Liveness {
         }
     }
 
-    /// Forget every heartbeat and count every live broker as heard from at `now_ms` (called
-    /// when this node becomes leader). Fenced brokers stay fenced until they heartbeat.
+    /// Forget every heartbeat and count every live broker as heard from half a session before
+    /// `now_ms` (called when this node becomes leader; see the module docs). Fenced brokers
+    /// stay fenced until they heartbeat.
     pub fn reset(&mut self, now_ms: u64, image: &MetadataImage) {
+        let heard = now_ms.saturating_sub(self.session_timeout_ms / 2);
         self.last_heartbeat_ms = image
             .brokers
             .values()
             .filter(|broker| !broker.fenced)
-            .map(|broker| (broker.id, now_ms))
+            .map(|broker| (broker.id, heard))
             .collect();
     }
 
@@ -112,22 +117,24 @@ mod tests {
     fn silent_broker_is_fenced_after_the_session_and_unfenced_when_back() {
         let mut image = image_with(&[1, 2]);
         let mut liveness = Liveness::new(1_000);
+        // A new leader counts both as heard half a session ago (9_500).
         liveness.reset(10_000, &image);
-        liveness.heartbeat(BrokerId(1), 10_900);
-        assert_eq!(liveness.tick(10_900, &image), vec![]);
-        liveness.heartbeat(BrokerId(1), 11_500);
+        liveness.heartbeat(BrokerId(1), 10_400);
+        assert_eq!(liveness.tick(10_400, &image), vec![]);
+        liveness.heartbeat(BrokerId(1), 10_600);
         assert_eq!(
-            liveness.tick(11_500, &image),
-            vec![LivenessAction::Fence(BrokerId(2))]
+            liveness.tick(10_600, &image),
+            vec![LivenessAction::Fence(BrokerId(2))],
+            "a broker silent since before the takeover is fenced half a session after it"
         );
         image
             .apply(&Command::FenceBroker { id: BrokerId(2) })
             .expect("fence");
         liveness.forget(BrokerId(2));
-        assert_eq!(liveness.tick(11_600, &image), vec![]);
-        liveness.heartbeat(BrokerId(2), 11_700);
+        assert_eq!(liveness.tick(10_700, &image), vec![]);
+        liveness.heartbeat(BrokerId(2), 10_800);
         assert_eq!(
-            liveness.tick(11_700, &image),
+            liveness.tick(10_800, &image),
             vec![LivenessAction::Unfence(BrokerId(2))]
         );
     }

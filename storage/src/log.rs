@@ -5,8 +5,10 @@
 //! retention and the flusher's hand-off of the tail are serialised by one async lock (never
 //! held by readers); no `RefCell` borrow is ever held across an `.await`.
 //!
-//! Offsets: `log_start_offset() <= durable_offset() <= log_end_offset()`; offsets below
-//! `durable_offset()` have been fdatasync'ed.
+//! Offsets: `log_start_offset() <= durable_offset() <= written_offset() <= log_end_offset()`;
+//! offsets below `durable_offset()` have been fdatasync'ed, offsets below `written_offset()`
+//! have been written to the file (O_DIRECT: they survive a crash of the process, not of the
+//! machine).
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -91,7 +93,7 @@ struct LogInner {
     state: RefCell<LogState>,
     /// Serialises everything that changes the segments or the active segment's bytes.
     mutation: Semaphore,
-    /// The durable offset moved, or the log was poisoned or closed.
+    /// The durable or the written offset moved, or the log was poisoned or closed.
     durable_changed: Signal,
     /// The flusher has work (a sync was asked for, or unsynced data appeared).
     flush_wanted: Signal,
@@ -105,6 +107,11 @@ struct LogState {
     log_start_offset: u64,
     next_offset: u64,
     durable_offset: u64,
+    /// Every offset below it is written to the file (not necessarily synced).
+    written_offset: u64,
+    /// End offset a write of the tail now in flight will cover ([`Log::wait_written`]), so
+    /// concurrent waiters share one write.
+    tail_write_to: Option<u64>,
     /// Bumped by truncation, so a sync that started before it does not report stale offsets.
     epoch: u64,
     flush_requested: bool,
@@ -253,6 +260,8 @@ impl Log {
                 log_start_offset,
                 next_offset,
                 durable_offset: next_offset,
+                written_offset: next_offset,
+                tail_write_to: None,
                 epoch: 0,
                 flush_requested: false,
                 unflushed_bytes: 0,
@@ -295,6 +304,12 @@ impl Log {
     /// Every offset below this one has been fdatasync'ed.
     pub fn durable_offset(&self) -> u64 {
         self.inner.state.borrow().durable_offset
+    }
+
+    /// Every offset below this one has been written to the segment file (it survives a crash
+    /// of the process); `durable_offset() <= written_offset() <= log_end_offset()`.
+    pub fn written_offset(&self) -> u64 {
+        self.inner.state.borrow().written_offset
     }
 
     /// Total bytes of segment data.
@@ -414,6 +429,38 @@ impl Log {
             inner.check_usable()?;
             Err(inner.closed_error())
         }
+    }
+
+    /// Waits until `offset` is written to the segment file, not necessarily synced: a crash of
+    /// the process no longer loses it. Writes the partial tail at once if it holds `offset`
+    /// (no fsync); concurrent waiters share that write. Replicas of a log that is not synced
+    /// before every ack use it so that what they report replicated survives a kill -9.
+    pub async fn wait_written(&self, offset: u64) -> Result<()> {
+        self.inner.wait_written(offset).await
+    }
+
+    /// Starts writing the tail up to `offset` in the background, as [`Log::wait_written`] would,
+    /// for a caller that does not wait (the write moves the written offset; a failure poisons
+    /// the log as any failed write does).
+    pub fn write_soon(&self, offset: u64) {
+        let inner = self.inner.clone();
+        glommio::spawn_local(async move {
+            let _ = inner.wait_written(offset).await;
+        })
+        .detach();
+    }
+
+    /// Waits until the written offset is past `offset` (without asking for a write), or the
+    /// log closes or is poisoned.
+    pub async fn wait_for_written_offset(&self, offset: u64) {
+        let inner = &self.inner;
+        inner
+            .durable_changed
+            .wait_until(|| {
+                let state = inner.state.borrow();
+                state.written_offset > offset || state.closed || state.poisoned.is_some()
+            })
+            .await
     }
 
     /// Syncs everything appended so far, whatever the policy.
@@ -763,6 +810,7 @@ impl Log {
             state.active = active.segment;
             state.next_offset = new_end;
             state.durable_offset = state.durable_offset.min(new_end);
+            state.written_offset = state.written_offset.min(new_end);
             state.epoch += 1;
             state.unflushed_bytes = 0;
             state.first_unflushed_ms = None;
@@ -1072,6 +1120,7 @@ impl LogInner {
             }));
             state.loaded_indexes.push(summary.base_offset);
             state.durable_offset = state.durable_offset.max(summary.next_offset);
+            state.written_offset = state.written_offset.max(summary.next_offset);
             state.unflushed_bytes = 0;
             state.first_unflushed_ms = None;
         }
@@ -1104,6 +1153,7 @@ impl LogInner {
         state.log_start_offset = offset;
         state.next_offset = offset;
         state.durable_offset = offset;
+        state.written_offset = offset;
         state.epoch += 1;
         state.unflushed_bytes = 0;
         state.first_unflushed_ms = None;
@@ -1139,6 +1189,72 @@ impl LogInner {
 
     /// Hands the unwritten tail to the disk, waits for it, syncs, and publishes the new
     /// durable offset. Appends that arrive meanwhile wait for the next round: group commit.
+    /// See [`Log::wait_written`].
+    async fn wait_written(&self, offset: u64) -> Result<()> {
+        let inner = self;
+        loop {
+            let sharing = {
+                let state = inner.state.borrow();
+                if offset >= state.next_offset {
+                    return Err(StorageError::OffsetOutOfRange {
+                        requested: offset,
+                        log_start_offset: state.log_start_offset,
+                        log_end_offset: state.next_offset,
+                    });
+                }
+                if state.written_offset > offset {
+                    return Ok(());
+                }
+                state.tail_write_to.is_some_and(|to| to > offset)
+            };
+            inner.check_usable()?;
+            if inner.state.borrow().closed {
+                return Err(inner.closed_error());
+            }
+            if sharing {
+                inner
+                    .durable_changed
+                    .wait_until(|| {
+                        let state = inner.state.borrow();
+                        state.written_offset > offset
+                            || state.tail_write_to.is_none_or(|to| to <= offset)
+                            || state.poisoned.is_some()
+                            || state.closed
+                    })
+                    .await;
+            } else {
+                inner.write_tail().await?;
+            }
+        }
+    }
+
+    /// Writes the partial tail of the active segment (no fsync) and moves the written offset
+    /// to the log end it had when the write started.
+    async fn write_tail(&self) -> Result<()> {
+        let (tracker, target_position, target_offset, epoch) = {
+            let _permit = self.lock().await?;
+            let mut state = self.state.borrow_mut();
+            let target_offset = state.next_offset;
+            state.tail_write_to = Some(target_offset);
+            let epoch = state.epoch;
+            let appender = &mut state.active.appender;
+            let target_position = appender.submit_tail();
+            (appender.tracker(), target_position, target_offset, epoch)
+        };
+        let written = tracker.wait_written(target_position).await;
+        {
+            let mut state = self.state.borrow_mut();
+            if state.tail_write_to == Some(target_offset) {
+                state.tail_write_to = None;
+            }
+            if written.is_ok() && state.epoch == epoch && target_offset > state.written_offset {
+                state.written_offset = target_offset;
+            }
+        }
+        self.durable_changed.notify_all();
+        written.map_err(|reason| self.poison(reason))
+    }
+
     async fn sync_now(&self) -> Result<()> {
         let (file, tracker, target_position, target_offset, epoch) = {
             let _permit = self.lock().await?;
@@ -1174,6 +1290,7 @@ impl LogInner {
             let mut state = self.state.borrow_mut();
             if state.epoch == epoch && target_offset > state.durable_offset {
                 state.durable_offset = target_offset;
+                state.written_offset = state.written_offset.max(target_offset);
             }
         }
         self.durable_changed.notify_all();

@@ -426,3 +426,43 @@ fn tmpfs_is_refused() {
     drop(dir);
     drop(mounted);
 }
+
+/// `wait_written` puts the tail in the file without a sync: the written offset moves, the
+/// durable offset does not, and the bytes are in the file for any other reader (what a kill -9
+/// of this process would leave). Concurrent waiters share the write, and waiting past the end
+/// is an error.
+#[test]
+fn wait_written_writes_the_tail_without_a_sync() {
+    let dir = test_dir();
+    run(async {
+        let log = Rc::new(
+            Log::open(dir.path(), small_config(Durability::Never))
+                .await
+                .unwrap(),
+        );
+        let bytes = batch(0, 4, 100, 1_000);
+        let info = log.append(view(&bytes)).await.unwrap();
+        assert_eq!(log.written_offset(), 0, "a small append stays in memory");
+        let (first, second) = futures_lite::future::zip(
+            log.wait_written(info.last_offset),
+            log.wait_written(info.base_offset),
+        )
+        .await;
+        first.unwrap();
+        second.unwrap();
+        assert_eq!(log.written_offset(), 4);
+        assert_eq!(log.durable_offset(), 0, "written is not synced");
+        let file = std::fs::read(dir.path().join(format!("{:020}.log", 0))).unwrap();
+        let on_disk = &file[..bytes.len()];
+        assert_eq!(values(on_disk), values(&bytes));
+        assert!(matches!(
+            log.wait_written(4).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        // A sync moves both offsets.
+        let more = batch(4, 2, 100, 1_001);
+        log.append(view(&more)).await.unwrap();
+        log.flush().await.unwrap();
+        assert_eq!((log.durable_offset(), log.written_offset()), (6, 6));
+    });
+}

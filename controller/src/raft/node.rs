@@ -814,13 +814,17 @@ async fn drive_liveness(
                     leading_term = None;
                     continue;
                 }
-                let image = node.metadata.borrow().clone();
-                if leading_term != term {
-                    liveness.reset(now_ms(), &image);
-                    leading_term = term;
-                    continue;
-                }
-                for action in liveness.tick(now_ms(), &image) {
+                // Borrowed, not cloned: a tick runs several times a second.
+                let actions = {
+                    let image = node.metadata.borrow();
+                    if leading_term != term {
+                        liveness.reset(now_ms(), &image);
+                        leading_term = term;
+                        continue;
+                    }
+                    liveness.tick(now_ms(), &image)
+                };
+                for action in actions {
                     let command = match action {
                         LivenessAction::Fence(id) => Command::FenceBroker { id },
                         LivenessAction::Unfence(id) => Command::UnfenceBroker { id },
