@@ -55,12 +55,14 @@ pub enum MembershipError {
     },
 }
 
-/// Starts this node's controller voter: `<data-dir>/controller` holds its Raft state.
+/// Starts this node's controller: `<data-dir>/controller` holds its Raft state. A voter
+/// listens on its voter address; a broker that is not a voter (or a lone node) listens on
+/// `--controller-listen`, and joins the quorum as a learner.
 pub fn start_controller(config: &Config) -> Result<ControllerHandle, MembershipError> {
     let cluster = &config.cluster;
     let dir = config.data_dir.join("controller");
     let node_id = u64::from(config.broker_id);
-    let mut controller_config = if cluster.controller_voters.is_empty() {
+    let bind_own = || {
         let listener =
             std::net::TcpListener::bind(cluster.controller_listen).map_err(|source| {
                 MembershipError::Io {
@@ -74,11 +76,19 @@ pub fn start_controller(config: &Config) -> Result<ControllerHandle, MembershipE
                 path: dir.clone(),
                 source,
             })?;
+        Ok::<_, MembershipError>((listener, addr))
+    };
+    let mut controller_config = if cluster.controller_voters.is_empty() {
+        let (listener, addr) = bind_own()?;
         let mut single = ControllerConfig::new(node_id, vec![Voter { id: node_id, addr }], &dir);
         single.listener = Some(listener);
         single
     } else {
-        ControllerConfig::new(node_id, cluster.controller_voters.clone(), &dir)
+        let mut quorum = ControllerConfig::new(node_id, cluster.controller_voters.clone(), &dir);
+        if quorum.is_learner() {
+            quorum.listener = Some(bind_own()?.0);
+        }
+        quorum
     };
     controller_config = controller_config
         .with_broker_session_timeout_ms(cluster.broker_session_timeout.as_millis() as u64);

@@ -103,6 +103,12 @@ impl ControllerConfig {
         self.voters.iter().find(|voter| voter.id == self.node_id)
     }
 
+    /// True when this node is not a voter: it joins the quorum as a Raft learner (a broker
+    /// outside the quorum, which follows the metadata log without voting; Kafka's observer).
+    pub fn is_learner(&self) -> bool {
+        self.own_voter().is_none()
+    }
+
     /// Check the voter list and the timings.
     pub fn validate(&self) -> Result<(), ControllerError> {
         let invalid = |reason: String| Err(ControllerError::InvalidConfig { reason });
@@ -120,8 +126,11 @@ impl ControllerConfig {
                 return invalid(format!("voter {}@{} is given twice", voter.id, voter.addr));
             }
         }
-        if self.own_voter().is_none() {
-            return invalid(format!("node {} is not among the voters", self.node_id));
+        if self.is_learner() && self.listener.is_none() {
+            return invalid(format!(
+                "node {} is not among the voters: it joins as a learner and needs a listener of its own",
+                self.node_id
+            ));
         }
         if self.heartbeat_interval_ms == 0
             || self.election_timeout_min_ms <= self.heartbeat_interval_ms

@@ -156,11 +156,14 @@ pub struct ServeArgs {
     pub metrics_listen: Option<SocketAddr>,
     /// The controller quorum's voters, `ID@HOST:PORT,...` (1, 3 or 5; the same list on every
     /// broker of the cluster). A broker whose --broker-id is listed runs that voter on its
-    /// address. Unset: a cluster of one, this broker its only voter (on --controller-listen).
+    /// address; any other broker joins the quorum as a non-voting learner (on
+    /// --controller-listen). Unset: a cluster of one, this broker its only voter (on
+    /// --controller-listen).
     #[arg(long, env = "SLUICE_CONTROLLER_VOTERS")]
     pub controller_voters: Option<String>,
-    /// Where a single node's controller listens (port 0: a free port); ignored with
-    /// --controller-voters.
+    /// Where the controller of a single node, or of a broker outside --controller-voters,
+    /// listens (port 0: a free port). The voters must reach a learner there: give a routable
+    /// address when the brokers run on several hosts. Ignored for voters.
     #[arg(long, env = "SLUICE_CONTROLLER_LISTEN", default_value = "127.0.0.1:0")]
     pub controller_listen: SocketAddr,
     /// This broker's rack: replicas of a partition are spread over racks first.
@@ -277,16 +280,6 @@ impl ServeArgs {
             Some(text) => controller::parse_voters(text).context("--controller-voters")?,
             None => Vec::new(),
         };
-        if !controller_voters.is_empty()
-            && !controller_voters
-                .iter()
-                .any(|v| v.id == u64::from(self.broker_id))
-        {
-            bail!(
-                "--broker-id {} is not one of --controller-voters: every broker runs a voter (brokers outside the quorum are not supported yet)",
-                self.broker_id
-            );
-        }
         if self.default_replication_factor == 0 || self.min_insync_replicas == 0 {
             bail!("--default-replication-factor and --min-insync-replicas must be at least 1");
         }

@@ -594,8 +594,6 @@ fn leader_cut_off_from_the_others() {
 /// controller voter): replicas {0,1,2} -> {3,1,2}; the new replica catches up, the old one is
 /// dropped only then, and nothing is lost.
 #[test]
-#[ignore = "brokers outside the controller quorum are not supported yet: `sluice serve` refuses a \
-            --broker-id that is not one of --controller-voters"]
 fn partition_reassigned_to_a_new_broker_under_load() {
     let _one = one_at_a_time();
     let runtime = runtime();

@@ -54,6 +54,14 @@ pub enum Request {
         /// Its registration's incarnation.
         incarnation: u64,
     },
+    /// A node outside the voters asks the leader to make it a learner at `addr` (or to move
+    /// it there).
+    AddLearner {
+        /// The node's id.
+        id: u64,
+        /// Where its controller listens.
+        addr: String,
+    },
 }
 
 /// The answer to a [`Request`], same variant.
@@ -69,6 +77,8 @@ pub enum Response {
     Propose(CommandResult),
     /// Answer to `BrokerHeartbeat`.
     BrokerHeartbeat(Result<(), ControllerError>),
+    /// Answer to `AddLearner`: done, or `NotLeader`.
+    AddLearner(Result<(), ControllerError>),
 }
 
 /// What the server cannot answer through openraft alone: proposals and heartbeats, handled by
@@ -81,6 +91,12 @@ pub trait LocalHandler: Clone + Send + Sync + 'static {
         &self,
         id: BrokerId,
         incarnation: u64,
+    ) -> impl std::future::Future<Output = Result<(), ControllerError>> + Send;
+    /// Add (or move) learner `id` at `addr` if this node leads; otherwise `NotLeader`.
+    fn add_learner(
+        &self,
+        id: u64,
+        addr: String,
     ) -> impl std::future::Future<Output = Result<(), ControllerError>> + Send;
 }
 
@@ -213,6 +229,9 @@ async fn serve_connection<H: LocalHandler>(
             Request::Propose(command) => Response::Propose(local.propose(command).await),
             Request::BrokerHeartbeat { id, incarnation } => {
                 Response::BrokerHeartbeat(local.heartbeat(id, incarnation).await)
+            }
+            Request::AddLearner { id, addr } => {
+                Response::AddLearner(local.add_learner(id, addr).await)
             }
         };
         if let Err(error) = write_frame(&mut stream, &response, "controller response").await {

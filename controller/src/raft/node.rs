@@ -17,6 +17,11 @@
 //!   of the partitions the broker led (so no committed state ever has a fenced leader).
 //! - Bootstrap: a node whose directory holds nothing (no vote, no log, no snapshot)
 //!   initialises Raft with the configured voters; afterwards the voters come from the log.
+//! - Learners: a node that is not a voter never initialises; it asks the voters
+//!   ([`join_as_learner`]) until the leader adds it as a Raft learner at its listening address
+//!   (again at every start, so a new address replaces the old one). It then receives the log
+//!   like a voter, serves the same image and forwards proposals and heartbeats to the leader,
+//!   but never votes: brokers join and leave without touching the quorum.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{RaftMetrics, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -58,6 +63,11 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 /// leader fences this live broker. 500 ms is the shortest election timeout: by then a new
 /// leader may be known.
 const HEARTBEAT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Pause between two rounds of a learner's join requests to the voters.
+const JOIN_RETRY: Duration = Duration::from_millis(200);
+/// Longest wait for one voter's answer to a join request.
+const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long [`Controller::start`] waits for the thread to open its directory, start Raft and
 /// listen: reading a small log and snapshot takes milliseconds, so 30 s means it is stuck.
@@ -469,6 +479,13 @@ fn run_thread(
             config.broker_session_timeout_ms,
             config.liveness_tick_ms,
         ));
+        let joiner = config.is_learner().then(|| {
+            tokio::spawn(join_as_learner(
+                node.clone(),
+                config.voters.clone(),
+                listen_addr,
+            ))
+        });
         let _ = started.send(Ok(Started {
             listen_addr,
             metadata: node.metadata.clone(),
@@ -487,6 +504,9 @@ fn run_thread(
         }
         server.abort();
         liveness.abort();
+        if let Some(joiner) = joiner {
+            joiner.abort();
+        }
         match tokio::time::timeout(RAFT_SHUTDOWN_TIMEOUT, node.raft.shutdown()).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => warn!(%error, "raft shutdown"),
@@ -544,7 +564,7 @@ async fn set_up(
     )
     .await
     .map_err(|error| raft_error(&error))?;
-    if pristine {
+    if pristine && !config.is_learner() {
         let members: BTreeMap<u64, BasicNode> = config
             .voters
             .iter()
@@ -769,6 +789,89 @@ impl LocalHandler for Node {
 
     async fn heartbeat(&self, id: BrokerId, incarnation: u64) -> Result<(), ControllerError> {
         self.take_heartbeat(id, incarnation)
+    }
+
+    async fn add_learner(&self, id: u64, addr: String) -> Result<(), ControllerError> {
+        let (leading, leader) = self.leader();
+        if !leading {
+            return Err(ControllerError::NotLeader { leader });
+        }
+        let known = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            if membership.voter_ids().any(|voter| voter == id) {
+                return Err(ControllerError::InvalidConfig {
+                    reason: format!("node {id} is a voter, not a learner"),
+                });
+            }
+            membership.get_node(&id).map(|node| node.addr.clone())
+        };
+        let node = BasicNode { addr: addr.clone() };
+        let change = async {
+            match known {
+                Some(known) if known == addr => Ok(()),
+                Some(_) => self
+                    .raft
+                    .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), true)
+                    .await
+                    .map(|_| ()),
+                None => self.raft.add_learner(id, node, false).await.map(|_| ()),
+            }
+        };
+        match tokio::time::timeout(self.request_timeout, change).await {
+            Ok(Ok(())) => {
+                info!(learner = id, %addr, "controller learner added");
+                Ok(())
+            }
+            Ok(Err(error)) => Err(ControllerError::Raft {
+                message: error.to_string(),
+            }),
+            Err(_) => Err(ControllerError::Timeout {
+                elapsed_ms: self.request_timeout.as_millis() as u64,
+            }),
+        }
+    }
+}
+
+/// A learner's way in: ask every voter in turn to add this node at `addr` until the leader
+/// does (or this node already is a member there, from an earlier start).
+async fn join_as_learner(node: Node, voters: Vec<crate::config::Voter>, addr: SocketAddr) {
+    let addr = addr.to_string();
+    loop {
+        let member = {
+            let metrics = node.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&node.id)
+                .is_some_and(|known| known.addr == addr)
+        };
+        if member {
+            info!(node = node.id, %addr, "joined the controller quorum as a learner");
+            return;
+        }
+        for voter in &voters {
+            let request = Request::AddLearner {
+                id: node.id,
+                addr: addr.clone(),
+            };
+            match network::call_once(&voter.addr.to_string(), &request, JOIN_ATTEMPT_TIMEOUT).await
+            {
+                Ok(Response::AddLearner(Ok(()))) => break,
+                Ok(Response::AddLearner(Err(error))) => {
+                    debug!(voter = voter.id, %error, "join request refused")
+                }
+                Ok(_) => debug!(
+                    voter = voter.id,
+                    "join request answered with the wrong kind"
+                ),
+                Err(error) => debug!(voter = voter.id, %error, "join request failed"),
+            }
+        }
+        // Wait for the membership entry to reach this node (or retry the round).
+        tokio::time::sleep(JOIN_RETRY).await;
     }
 }
 
