@@ -409,7 +409,6 @@ impl Coordinator {
         }
         if !entries.is_empty() {
             if let Err(error) = store.commit(entries).await {
-                let error = crate::error_code::from_storage(&error);
                 for partition in topics
                     .iter_mut()
                     .flat_map(|t| t.partitions.iter_mut())

@@ -30,6 +30,11 @@ use wire::AlignedVec;
 use storage::StorageError;
 
 use crate::partition::Partition;
+use wire::protocol::WireError;
+
+/// Longest wait for an offset commit to reach every in-sync replica: Kafka's
+/// `offsets.commit.timeout.ms`.
+pub const COMMIT_REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLO1";
 const RECORD_VERSION: u16 = 1;
@@ -435,14 +440,36 @@ impl OffsetStore {
         .await
     }
 
-    /// Appends a commit, waits until it is on disk, then applies it. The work runs as its own
-    /// task: a caller that goes away (its connection closed) cannot cancel a commit between its
-    /// append and its application to the table.
-    pub async fn commit(self: &Rc<Self>, entries: Vec<CommitEntry>) -> Result<(), StorageError> {
+    /// Appends a commit, waits until it is on disk here and on every in-sync replica of the
+    /// offsets partition (as a produce with acks=all would), then applies it. The work runs as
+    /// its own task: a caller that goes away (its connection closed) cannot cancel a commit
+    /// between its append and its application to the table. A commit that is not replicated
+    /// within [`COMMIT_REPLICATION_TIMEOUT`] (or whose coordinator stops leading meanwhile) is
+    /// refused and not applied here; the client retries it, on the new coordinator if it moved.
+    pub async fn commit(self: &Rc<Self>, entries: Vec<CommitEntry>) -> Result<(), WireError> {
         self.detached(move |store| async move {
             let now = storage::now_ms();
             let batch = commit_batch(&entries, now)?;
             let base_offset = store.append_durably(&batch, entries.len()).await?;
+            let last_offset = base_offset + entries.len().max(1) as u64 - 1;
+            let deadline = std::time::Instant::now() + COMMIT_REPLICATION_TIMEOUT;
+            if let Err(error) = store
+                .partition
+                .wait_acknowledgeable(last_offset, wire::Acks::All, deadline)
+                .await
+            {
+                // The group moves with the offsets partition's leadership: tell the client to
+                // find the new coordinator rather than which partition lost its leader.
+                let error = match error.code {
+                    wire::protocol::ErrorCode::NotLeader
+                    | wire::protocol::ErrorCode::FencedLeaderEpoch => WireError::new(
+                        wire::protocol::ErrorCode::NotCoordinator,
+                        format!("the coordinator moved before the commit was replicated: {error}"),
+                    ),
+                    _ => error,
+                };
+                return Ok(Err(error));
+            }
             for (delta, entry) in entries.into_iter().enumerate() {
                 store.apply(
                     entry.group,
@@ -456,9 +483,10 @@ impl OffsetStore {
                     },
                 );
             }
-            Ok(())
+            Ok(Ok(()))
         })
         .await
+        .unwrap_or_else(|error| Err(crate::error_code::from_storage(&error)))
     }
 
     /// Runs `work` as its own task, so that a caller going away cannot cancel it between an
