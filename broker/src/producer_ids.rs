@@ -1,7 +1,13 @@
-//! Producer id allocation, a service of shard 0 (the controller of this node). Ids are handed
-//! out from blocks reserved durably in `<data>/producer_ids.meta`, so no id is ever given twice,
-//! even across crashes, at the cost of one fsync per block instead of one per id. The file is
+//! Producer id allocation, a service of shard 0 of every broker. Ids are handed out from
+//! blocks reserved durably in `<data>/producer_ids.meta`, so no id is ever given twice, even
+//! across crashes, at the cost of one fsync per block instead of one per id. The file is
 //! written with [`storage::metadata::atomic_write`], off the shard's event loop.
+//!
+//! Ids are unique across the cluster without asking the controller: an id is the broker id in
+//! its high 32 bits and this broker's counter in the low 32 (4 billion producers per broker),
+//! so a producer that fails over to another broker's partitions is never mistaken for another
+//! producer there. A broker id reused on a fresh data directory starts its counter again: give
+//! a replaced machine a new broker id.
 //!
 //! ```text
 //!  producer_ids.meta: "SLP1" | next_block_start: u64 | crc32c: u32
@@ -34,9 +40,15 @@ pub enum ProducerIdsError {
     },
 }
 
+/// Ids one broker can hand out: the low 32 bits of an id.
+const LOCAL_IDS: i64 = 1 << 32;
+
 /// Hands out producer ids.
 #[derive(Debug)]
 pub struct ProducerIds {
+    /// The broker id, shifted into the high bits of every id.
+    prefix: i64,
+    /// Next local counter value.
     next: i64,
     block_end: i64,
 }
@@ -47,9 +59,9 @@ impl ProducerIds {
         data_dir.join("producer_ids.meta")
     }
 
-    /// Loads the allocator (at start-up); the first id handed out is past every id reserved
-    /// before.
-    pub fn load(data_dir: &Path) -> Result<ProducerIds, ProducerIdsError> {
+    /// Loads broker `broker_id`'s allocator (at start-up); the first id handed out is past
+    /// every id reserved before.
+    pub fn load(data_dir: &Path, broker_id: u32) -> Result<ProducerIds, ProducerIdsError> {
         let path = Self::path(data_dir);
         let start = match std::fs::read(&path) {
             Ok(bytes) => decode(&bytes).map_err(|reason| ProducerIdsError::Damaged {
@@ -60,6 +72,8 @@ impl ProducerIds {
             Err(source) => return Err(ProducerIdsError::Io { path, source }),
         };
         Ok(ProducerIds {
+            // Broker ids below 2^31 keep every id positive, as the wire needs (-1 is "none").
+            prefix: i64::from(broker_id & 0x7fff_ffff) << 32,
             next: start,
             block_end: start,
         })
@@ -76,12 +90,13 @@ impl ProducerIds {
         self.block_end = self.block_end.max(block_end);
     }
 
-    /// The next id of the reserved block; `None` when a block must be reserved first.
+    /// The next id of the reserved block; `None` when a block must be reserved first, or
+    /// when this broker has handed out all its [`LOCAL_IDS`].
     pub fn take(&mut self) -> Option<i64> {
-        if self.next >= self.block_end {
+        if self.next >= self.block_end || self.next >= LOCAL_IDS {
             return None;
         }
-        let id = self.next;
+        let id = self.prefix | self.next;
         self.next += 1;
         Some(id)
     }
@@ -135,13 +150,31 @@ mod tests {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data");
         std::fs::create_dir_all(&base).unwrap();
         let dir = tempfile::tempdir_in(&base).unwrap();
-        let mut ids = ProducerIds::load(dir.path()).unwrap();
+        let mut ids = ProducerIds::load(dir.path(), 0).unwrap();
         assert_eq!(ids.take(), None, "nothing is reserved yet");
         let first: Vec<i64> = (0..3).map(|_| allocate(&mut ids, dir.path())).collect();
         assert_eq!(first, vec![0, 1, 2]);
-        let mut reloaded = ProducerIds::load(dir.path()).unwrap();
+        let mut reloaded = ProducerIds::load(dir.path(), 0).unwrap();
         assert_eq!(allocate(&mut reloaded, dir.path()), BLOCK_SIZE);
         std::fs::write(ProducerIds::path(dir.path()), b"garbage").unwrap();
-        assert!(ProducerIds::load(dir.path()).is_err());
+        assert!(ProducerIds::load(dir.path(), 0).is_err());
+    }
+
+    /// Two brokers hand out disjoint, positive ids from the same counter values.
+    #[test]
+    fn ids_of_two_brokers_never_collide() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data");
+        std::fs::create_dir_all(&base).unwrap();
+        let (one, two) = (
+            tempfile::tempdir_in(&base).unwrap(),
+            tempfile::tempdir_in(&base).unwrap(),
+        );
+        let mut first = ProducerIds::load(one.path(), 1).unwrap();
+        let mut second = ProducerIds::load(two.path(), u32::MAX).unwrap();
+        let a: Vec<i64> = (0..5).map(|_| allocate(&mut first, one.path())).collect();
+        let b: Vec<i64> = (0..5).map(|_| allocate(&mut second, two.path())).collect();
+        assert!(a.iter().chain(&b).all(|id| *id > 0));
+        assert!(a.iter().all(|id| !b.contains(id)), "{a:?} vs {b:?}");
+        assert_eq!(a[0], 1 << 32);
     }
 }

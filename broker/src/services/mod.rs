@@ -93,7 +93,7 @@ impl ShardServices {
             .await
             .map_err(|error| ServicesError::CommittedOffsets(format!("{error:#}")))?;
         let producer_ids = if shard.id == 0 {
-            Some(ProducerIds::load(&config.data_dir)?)
+            Some(ProducerIds::load(&config.data_dir, config.broker_id)?)
         } else {
             None
         };
