@@ -82,9 +82,11 @@ pub(crate) fn record_size_upper_bound(
     size
 }
 
-/// Estimated size of a batch with no record yet.
+/// Estimated size of a batch with no record yet. Computed once (a builder allocates its
+/// header), since `send` needs it for every record.
 pub(crate) fn empty_batch_size() -> usize {
-    BatchBuilder::new().estimated_size()
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| BatchBuilder::new().estimated_size())
 }
 
 /// The cutting parameters.
@@ -515,6 +517,14 @@ impl Accumulator {
             .min()
     }
 
+    /// True when every partition with records waiting (an open or a ready batch) has a batch
+    /// in flight, whose answer will make it look again (see the producer's lazy intake).
+    pub fn every_loaded_partition_in_flight(&self) -> bool {
+        self.queues.iter().all(|queue| {
+            !queue.in_flight.is_empty() || (queue.open.is_none() && queue.ready.is_empty())
+        })
+    }
+
     /// A drained batch came back: its partition has one more free in-flight slot.
     pub fn returned(&mut self, batch: &ProducerBatch) {
         if let Some(queue) = self.queue_mut(&batch.topic, batch.partition) {
@@ -717,11 +727,21 @@ mod tests {
         let topic: Arc<str> = Arc::from("t");
         let mut acc = accumulator(1 << 20, 0);
         let now = Instant::now();
+        assert!(acc.every_loaded_partition_in_flight(), "nothing loaded");
         append(&mut acc, &topic, b"a", 0, now);
+        assert!(
+            !acc.every_loaded_partition_in_flight(),
+            "a record waits on an idle partition"
+        );
         let first = acc.drain(now);
         assert_eq!(first.len(), 1);
+        assert!(acc.every_loaded_partition_in_flight());
         append(&mut acc, &topic, b"b", 1, now);
         append(&mut acc, &topic, b"c", 2, now);
+        assert!(
+            acc.every_loaded_partition_in_flight(),
+            "records behind a request in flight wait for its answer"
+        );
         assert!(acc.drain(now + Duration::from_secs(1)).is_empty());
         assert_eq!(acc.min_incomplete(), Some(0));
         acc.returned(&first[0]);

@@ -582,14 +582,115 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         filled += read;
     }
     let total = check_frame(&prefix, frame_size_max)?.unwrap_or(LENGTH_PREFIX_SIZE);
-    let mut frame = Frame::with_capacity(total);
+    let mut frame = FRAME_POOL.take(total);
     frame.extend_from_slice(&prefix);
-    frame.resize(total, 0);
-    reader
-        .read_exact(&mut frame[LENGTH_PREFIX_SIZE..])
+    read_uninit(reader, &mut frame, total)
         .await
         .map_err(|e| ClientError::io(addr, e))?;
     Ok(Some(frame))
+}
+
+/// Reads until `frame` holds `total` bytes, straight into its spare capacity: a fetch
+/// response of megabytes is not zero-filled first only to be overwritten.
+async fn read_uninit<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame: &mut Frame,
+    total: usize,
+) -> std::io::Result<()> {
+    frame.reserve(total.saturating_sub(frame.len()));
+    while frame.len() < total {
+        let filled = std::future::poll_fn(|cx| {
+            let len = frame.len();
+            // SAFETY: `reserve` above made the capacity at least `total`, so the
+            // `total - len` bytes after `len` are allocated (uninitialised) memory of `frame`,
+            // borrowed mutably here and nowhere else; `ReadBuf::uninit` never reads them, it
+            // only records how many the reader initialised.
+            let spare = unsafe {
+                std::slice::from_raw_parts_mut(
+                    frame
+                        .as_mut_ptr()
+                        .add(len)
+                        .cast::<std::mem::MaybeUninit<u8>>(),
+                    total - len,
+                )
+            };
+            let mut buf = tokio::io::ReadBuf::uninit(spare);
+            match std::pin::Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+                std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(buf.filled().len())),
+                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await?;
+        if filled == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        // SAFETY: the reader initialised `filled` bytes right after `len` (`ReadBuf` counts
+        // only bytes written through it), and `len + filled <= total <= capacity`.
+        unsafe { frame.set_len(frame.len() + filled) };
+    }
+    Ok(())
+}
+
+/// Smallest frame worth recycling: below this, the allocator's own free lists are as fast.
+const FRAME_RECYCLE_MIN: usize = READ_BUFFER_BYTES;
+
+/// Most bytes of spare frames the pool keeps: a consumer's fetch responses (a few MiB each)
+/// come back when their `Records` drop and serve the next responses, so steady state neither
+/// allocates nor page-faults per fetch. Bounded at 64 MiB: a frame given back beyond it is
+/// freed.
+const FRAME_POOL_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Spare response buffers of every connection of the process, taken once per large frame
+/// read and given back once per frame dropped (its lock is never taken per record).
+pub(crate) static FRAME_POOL: FramePool = FramePool {
+    state: Mutex::new(PoolState {
+        frames: Vec::new(),
+        bytes: 0,
+    }),
+};
+
+/// See [`FRAME_POOL`].
+pub(crate) struct FramePool {
+    state: Mutex<PoolState>,
+}
+
+struct PoolState {
+    frames: Vec<Frame>,
+    /// Sum of the capacities of `frames`, at most [`FRAME_POOL_BYTES_MAX`].
+    bytes: usize,
+}
+
+impl FramePool {
+    /// An empty frame with room for `len` bytes: a spare one if `len` is large enough to be
+    /// worth it and one fits, else a new one.
+    pub(crate) fn take(&self, len: usize) -> Frame {
+        if len >= FRAME_RECYCLE_MIN {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = state.frames.iter().position(|f| f.capacity() >= len) {
+                let mut frame = state.frames.swap_remove(at);
+                state.bytes -= frame.capacity();
+                drop(state);
+                frame.clear();
+                return frame;
+            }
+        }
+        Frame::with_capacity(len)
+    }
+
+    /// Keeps `frame` for a later [`FramePool::take`], or frees it if it is small or the pool
+    /// is full.
+    pub(crate) fn give_back(&self, frame: Frame) {
+        let capacity = frame.capacity();
+        if capacity < FRAME_RECYCLE_MIN {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.bytes + capacity <= FRAME_POOL_BYTES_MAX {
+            state.bytes += capacity;
+            state.frames.push(frame);
+        }
+    }
 }
 
 /// The reader task: reads frames until the stream ends, fails or the connection is killed,
@@ -599,10 +700,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
     shared: Arc<Shared>,
     frame_size_max: usize,
 ) {
+    // One registration for the connection's life: a fresh `notified()` per frame would lock
+    // the `Notify`'s waiter list twice per response.
+    let shutdown = shared.shutdown.notified();
+    tokio::pin!(shutdown);
     let reason = loop {
         let frame = tokio::select! {
-            _ = shared.shutdown.notified() => break "connection closed".to_owned(),
+            biased;
             frame = read_frame(&mut reader, &shared.addr, frame_size_max) => frame,
+            _ = shutdown.as_mut() => break "connection closed".to_owned(),
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,
@@ -686,6 +792,53 @@ mod tests {
             .unwrap();
         assert_eq!(&read[..], &frame[..]);
         assert_eq!(read.as_ptr() as usize % 16, 0);
+    }
+
+    /// A large frame arriving in small pieces is read whole into uninitialised capacity
+    /// (no zero fill), byte for byte; its buffer goes back to the pool and serves the next
+    /// large frame; a stream cut inside the frame is an error.
+    #[tokio::test]
+    async fn large_frames_are_read_in_pieces_and_recycled() {
+        // Frames are multiples of 16 bytes, length prefix included.
+        let len = FRAME_RECYCLE_MIN * 3 + 12;
+        let mut frame = (len as u32).to_le_bytes().to_vec();
+        frame.extend((0..len).map(|i| (i % 251) as u8));
+        let (mut writer, mut reader) = tokio::io::duplex(1000);
+        let sent = frame.clone();
+        let writing = tokio::spawn(async move {
+            for piece in sent.chunks(777) {
+                writer.write_all(piece).await.unwrap();
+            }
+            writer
+        });
+        let read = read_frame(&mut reader, "test", FRAME_SIZE_MAX)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&read[..], &frame[..]);
+        assert_eq!(read.as_ptr() as usize % 16, 0);
+        let address = read.as_ptr();
+        let pool = FramePool {
+            state: Mutex::new(PoolState {
+                frames: Vec::new(),
+                bytes: 0,
+            }),
+        };
+        pool.give_back(read);
+        let again = pool.take(len);
+        assert_eq!(again.as_ptr(), address, "the spare buffer is reused");
+        assert!(again.is_empty());
+        // Small frames are not kept.
+        pool.give_back(Frame::with_capacity(16));
+        assert_eq!(pool.state.lock().unwrap().frames.len(), 0);
+        let mut writer = writing.await.unwrap();
+        let cut_short = frame[..frame.len() - 10].to_vec();
+        tokio::spawn(async move {
+            // The reader may stop reading early; the write's outcome does not matter then.
+            let _ = writer.write_all(&cut_short).await;
+        });
+        let cut = read_frame(&mut reader, "test", FRAME_SIZE_MAX).await;
+        assert!(matches!(cut, Err(ClientError::Io { .. })), "{cut:?}");
     }
 
     /// Responses arriving out of order reach the right callers; an absurd frame from the peer

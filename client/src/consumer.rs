@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -49,6 +50,11 @@ use crate::connection::{decode_body, ConnectionConfig, Frame};
 use crate::error::ClientError;
 use crate::group::{Delivery, GroupConfig, GroupHandle, GroupMetadata, RebalanceEvent};
 use crate::records::Records;
+
+/// Longest wait in `poll`, before it returns records, for the next fetches' requests to be
+/// written (see `Consumer::poll`): a pooled connection writes in microseconds; one still
+/// connecting does not hold the records longer than this.
+const PREFETCH_WRITE_WAIT: Duration = Duration::from_millis(2);
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -700,8 +706,17 @@ impl Consumer {
                 self.assignment[index].position = Some(next);
             }
             if !records.is_empty() {
-                // Start the next fetches now, so they overlap with the caller's processing.
-                self.issue_fetches();
+                // Start the next fetches now, so they overlap with the caller's processing:
+                // wait until their requests are on the socket. A task spawned here waits in
+                // this worker's LIFO slot, which no other worker steals, until this task
+                // yields: without the wait, the requests would only leave once the caller has
+                // processed these records and polls again.
+                let written = self.issue_fetches();
+                if !written.is_empty() {
+                    let all = futures::future::join_all(written);
+                    // Bounded: a fetch that must first connect does not hold the records.
+                    let _ = tokio::time::timeout(PREFETCH_WRITE_WAIT, all).await;
+                }
                 return Ok(records);
             }
             if Instant::now() >= deadline {
@@ -873,9 +888,12 @@ impl Consumer {
     }
 
     /// Starts a fetch for every endpoint that has fetchable partitions and none in flight.
-    fn issue_fetches(&mut self) {
+    /// Returns, per fetch started, a signal fired once its request is written (dropped
+    /// unfired if it fails first).
+    fn issue_fetches(&mut self) -> Vec<oneshot::Receiver<()>> {
+        let mut written_signals = Vec::new();
         if self.backing_off() || self.metadata_stale {
-            return;
+            return written_signals;
         }
         let snapshot = self.cluster.snapshot();
         let mut groups: HashMap<Arc<str>, Vec<(usize, Option<u32>)>> = HashMap::new();
@@ -948,10 +966,14 @@ impl Consumer {
             }
             self.busy_endpoints.insert(endpoint.clone());
             let cluster = self.cluster.clone();
+            let (written, written_signal) = oneshot::channel();
+            written_signals.push(written_signal);
             self.in_flight.push(tokio::spawn(async move {
                 let result = async {
                     let connection = cluster.connection(&endpoint).await?;
-                    connection.request(ApiKey::Fetch, &request).await
+                    connection
+                        .request_ordered(ApiKey::Fetch, &request, Some(written))
+                        .await
                 }
                 .await;
                 FetchOutcome {
@@ -961,6 +983,7 @@ impl Consumer {
                 }
             }));
         }
+        written_signals
     }
 
     /// Turns finished fetches into records and the positions they lead to (index in

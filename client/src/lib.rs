@@ -177,6 +177,8 @@ pub use admin::{
 };
 pub use assignor::{Assignment, AssignorKind, MemberSubscription};
 pub use batch_send::{BatchDelivery, BatchMetadata, BatchRecord};
+/// Values and keys of [`ProducerRecord`]s (re-exported, so callers need not depend on `bytes`).
+pub use bytes::Bytes;
 pub use cluster::TopicPartition;
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, Offset};

@@ -12,6 +12,11 @@
 //!                                                  sender task itself)  retries with backoff
 //! ```
 //!
+//! Wake-ups: a `send` wakes the sender task only when that can change what is sent. While
+//! every partition holding records has a request in flight (whose answer wakes the task
+//! anyway), callers only count their bytes and wake it once per batch's worth (`Intake`), so
+//! a fast producer costs one wake-up, not one thread hand-off, per batch.
+//!
 //! Delivery: `acks = 0` resolves records once their batch is written to the socket (no offset);
 //! `acks = 1` / `all` once the broker answers. Retriable errors (connection loss, `NotLeader`,
 //! `UnknownTopicOrPartition`, timeouts, ...) are retried up to `retries` times with exponential
@@ -46,6 +51,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
@@ -205,9 +211,10 @@ pub struct ProducerRecord {
     /// Partition; `None` lets the partitioner choose (by key, else sticky).
     pub partition: Option<u32>,
     /// Optional key: records with the same key go to the same partition.
-    pub key: Option<Vec<u8>>,
-    /// Payload.
-    pub value: Vec<u8>,
+    pub key: Option<Bytes>,
+    /// Payload. A `Bytes` (or a `Vec<u8>`, converted without a copy) moves to the sender
+    /// task as it is; its bytes are copied once, into the batch being built.
+    pub value: Bytes,
     /// Application headers (name, value).
     pub headers: Vec<(String, Vec<u8>)>,
     /// Tags the broker may filter on without reading values.
@@ -218,8 +225,9 @@ pub struct ProducerRecord {
 }
 
 impl ProducerRecord {
-    /// A keyless record.
-    pub fn new(topic: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+    /// A keyless record. `value`: a `Vec<u8>` or `Bytes` (no copy), a `&'static [u8]`, or
+    /// `Bytes::copy_from_slice` of borrowed bytes.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
         ProducerRecord {
             topic: topic.into(),
             value: value.into(),
@@ -228,7 +236,7 @@ impl ProducerRecord {
     }
 
     /// Sets the key.
-    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
         self
     }
@@ -308,11 +316,43 @@ struct BuiltBatch {
     reply: BatchReply,
 }
 
+/// When callers wake the sender task for new records.
+///
+/// Eager (the default): every command wakes it (the channel's own wake-up), so a record
+/// leaves at once when its partition may send. Lazy: the sender task set it because a record
+/// appended now could not leave before some other event wakes it anyway (every partition
+/// with records has a request in flight, whose answer wakes it): callers then only count
+/// the bytes they enqueue and wake it once per `wake_bytes` (a batch's worth), so a fast
+/// producer costs one wake-up per batch instead of one per record. Flush, close and
+/// `send_batch` always wake it.
+struct Intake {
+    lazy: AtomicBool,
+    /// Bytes enqueued since the sender task last took its commands (counted while lazy).
+    pending_bytes: AtomicUsize,
+    /// `batch_size_bytes`: records worth a batch wake the sender task even while lazy.
+    wake_bytes: usize,
+    wake: tokio::sync::Notify,
+}
+
+impl Intake {
+    /// After enqueueing a record of `bytes`: wakes the sender task if it is lazy and a
+    /// batch's worth has now accumulated (eager: the channel woke it already).
+    fn record_enqueued(&self, bytes: usize) {
+        if self.lazy.load(Ordering::Acquire) {
+            let before = self.pending_bytes.fetch_add(bytes, Ordering::AcqRel);
+            if before < self.wake_bytes && before + bytes >= self.wake_bytes {
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
 /// State shared by every clone of a producer.
 struct Shared {
     /// Builders and buffers of `send_batch` batches.
     pool: Arc<BatchPool>,
     commands: mpsc::UnboundedSender<Command>,
+    intake: Arc<Intake>,
     /// One permit per buffered byte; `send` waits for permits, the sender task gives them back
     /// when records complete.
     buffer: Arc<Semaphore>,
@@ -321,6 +361,13 @@ struct Shared {
     waiting: AtomicUsize,
     closed: AtomicBool,
     max_record_bytes: usize,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: a lazy sender task must see the channel close.
+        self.intake.wake.notify_one();
+    }
 }
 
 /// Decrements `waiting` when a waiting send is done (enqueued, failed or dropped).
@@ -372,12 +419,26 @@ impl Producer {
         let max_record_bytes = config.max_buffered_bytes.min(BATCH_SIZE_MAX);
         debug!(?config, "producer starting");
         let pool = Arc::new(BatchPool::default());
-        let task = SenderTask::new(config, cluster, receiver, buffer.clone(), pool.clone());
+        let intake = Arc::new(Intake {
+            lazy: AtomicBool::new(false),
+            pending_bytes: AtomicUsize::new(0),
+            wake_bytes: config.batch_size_bytes,
+            wake: tokio::sync::Notify::new(),
+        });
+        let task = SenderTask::new(
+            config,
+            cluster,
+            receiver,
+            buffer.clone(),
+            pool.clone(),
+            intake.clone(),
+        );
         runtime.spawn(task.run());
         Ok(Producer {
             shared: Arc::new(Shared {
                 pool,
                 commands,
+                intake,
                 buffer,
                 waiting: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
@@ -435,16 +496,17 @@ impl Producer {
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let size_bytes = empty_batch_size()
-            + record_size_upper_bound(
-                record.key.as_deref(),
-                &record.value,
-                &record.headers,
-                &record.tags,
-            );
-        if size_bytes > shared.max_record_bytes {
+        // The buffer holds what the record adds to a batch; the batch's own overhead (its
+        // header) is checked here but not reserved per record.
+        let size_bytes = record_size_upper_bound(
+            record.key.as_deref(),
+            &record.value,
+            &record.headers,
+            &record.tags,
+        );
+        if empty_batch_size() + size_bytes > shared.max_record_bytes {
             return Err(ClientError::RecordTooLarge {
-                size_bytes,
+                size_bytes: empty_batch_size() + size_bytes,
                 max_bytes: shared.max_record_bytes,
             });
         }
@@ -522,6 +584,7 @@ impl Producer {
                 shared.buffer.add_permits(reserved_bytes);
                 return Err(ClientError::Closed);
             }
+            shared.intake.wake.notify_one();
             Ok(BatchDelivery { receiver })
         }
     }
@@ -535,6 +598,7 @@ impl Producer {
             .commands
             .send(Command::Flush(done))
             .map_err(|_| ClientError::Closed)?;
+        self.shared.intake.wake.notify_one();
         wait.await.map_err(|_| ClientError::Closed)
     }
 
@@ -546,6 +610,7 @@ impl Producer {
         if self.shared.commands.send(Command::Close(done)).is_err() {
             return Ok(()); // already stopped
         }
+        self.shared.intake.wake.notify_one();
         // An error here means the task already stopped, which is what we want.
         let _ = wait.await;
         Ok(())
@@ -568,6 +633,7 @@ fn push(
         shared.buffer.add_permits(reserved_bytes);
         return Err(ClientError::Closed);
     }
+    shared.intake.record_enqueued(reserved_bytes);
     Ok(DeliveryFuture { receiver })
 }
 
@@ -746,12 +812,20 @@ struct SenderTask {
     buffer: Arc<Semaphore>,
     /// Where completed `send_batch` buffers go back.
     pool: Arc<BatchPool>,
+    /// How callers wake this task (see [`Intake`]).
+    intake: Arc<Intake>,
+    /// The last round of commands stopped at [`COMMANDS_PER_ROUND_MAX`]: more may be
+    /// queued, so the intake stays eager.
+    commands_left: bool,
     parked: HashMap<String, ParkedTopic>,
     /// The route of the topic of the previous record, valid for the current round of
     /// commands: a run of records to one topic looks its route up once.
     round_route: Option<Arc<TopicRoute>>,
     /// Wall-clock time read once per round of commands, for records without a timestamp.
     round_now_ms: i64,
+    /// Monotonic time read once per round of commands: when batches opened in the round
+    /// were created (for their linger).
+    round_now: Instant,
     metadata: MetadataState,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     close_waiters: Vec<oneshot::Sender<()>>,
@@ -781,6 +855,7 @@ impl SenderTask {
         commands: mpsc::UnboundedReceiver<Command>,
         buffer: Arc<Semaphore>,
         pool: Arc<BatchPool>,
+        intake: Arc<Intake>,
     ) -> Self {
         let (events_sender, events) = mpsc::unbounded_channel();
         let config_idempotent = config.idempotent();
@@ -799,9 +874,12 @@ impl SenderTask {
             partitioner: Partitioner::default(),
             buffer,
             pool,
+            intake,
+            commands_left: false,
             parked: HashMap::new(),
             round_route: None,
             round_now_ms: 0,
+            round_now: Instant::now(),
             metadata: MetadataState::default(),
             flush_waiters: Vec::new(),
             close_waiters: Vec::new(),
@@ -822,6 +900,11 @@ impl SenderTask {
 
     async fn run(mut self) {
         loop {
+            // Commands that arrived without waking this task (lazy intake), or while it was
+            // busy: taken before anything is sent.
+            if self.input_open {
+                self.take_commands(None);
+            }
             let now = Instant::now();
             self.maybe_refresh_metadata(now);
             self.maybe_bump_epoch();
@@ -833,30 +916,20 @@ impl SenderTask {
                 break;
             }
             let deadline = self.next_deadline();
+            let lazy = self.lazy_intake();
+            self.intake.lazy.store(lazy, Ordering::Release);
             tokio::select! {
                 biased;
                 Some(results) = self.requests.next(), if !self.requests.is_empty() => {
                     self.on_event(Event::Produced(results));
                 }
                 Some(event) = self.events.recv() => self.on_event(event),
-                command = self.commands.recv(), if self.input_open => match command {
-                    Some(command) => {
-                        self.round_route = None;
-                        self.round_now_ms = now_ms();
-                        self.on_command(command);
-                        for _ in 1..COMMANDS_PER_ROUND_MAX {
-                            match self.commands.try_recv() {
-                                Ok(command) => self.on_command(command),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    None => {
-                        // Every producer handle is gone: send what is buffered, then stop.
-                        self.input_open = false;
-                        self.accumulator.flushing = true;
-                    }
-                },
+                command = self.commands.recv(), if self.input_open && !lazy => {
+                    self.take_commands(Some(command));
+                }
+                // Lazy: woken by a batch's worth of records, a flush, a close or a
+                // `send_batch`; the loop's top takes the commands.
+                () = self.intake.wake.notified(), if self.input_open && lazy => {}
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {}
             }
         }
@@ -869,6 +942,57 @@ impl SenderTask {
         // Wake `send`s waiting for room: they fail with Closed.
         self.buffer.close();
         debug!("producer sender task stopped");
+    }
+
+    /// Takes a round of commands: `first` (from a wake-up; `Some(None)`: the channel closed)
+    /// then whatever else is queued, up to [`COMMANDS_PER_ROUND_MAX`]. One clock reading
+    /// per round stamps the records.
+    fn take_commands(&mut self, first: Option<Option<Command>>) {
+        let first = match first {
+            Some(first) => first,
+            None => match self.commands.try_recv() {
+                Ok(command) => Some(command),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            },
+        };
+        self.intake.pending_bytes.store(0, Ordering::Release);
+        let Some(first) = first else {
+            // Every producer handle is gone: send what is buffered, then stop.
+            self.input_open = false;
+            self.accumulator.flushing = true;
+            return;
+        };
+        self.round_route = None;
+        self.round_now_ms = now_ms();
+        self.round_now = Instant::now();
+        self.on_command(first);
+        self.commands_left = true;
+        for _ in 1..COMMANDS_PER_ROUND_MAX {
+            match self.commands.try_recv() {
+                Ok(command) => self.on_command(command),
+                Err(_) => {
+                    self.commands_left = false;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether callers may skip waking this task for each record (see [`Intake`]): a
+    /// request is in flight (its answer wakes this task), and every partition holding
+    /// records (open or ready) has one in flight, so with the records appended now nothing
+    /// more could leave before that answer, except a batch filled by size, which the
+    /// callers' byte count wakes this task for. Not while a flush waits or records wait for
+    /// metadata. A record for a partition idle right now may then wait up to one answer
+    /// (or a batch's worth of records) before it is appended and sent.
+    fn lazy_intake(&self) -> bool {
+        !self.commands_left
+            && !self.requests.is_empty()
+            && self.flush_waiters.is_empty()
+            && self.parked.is_empty()
+            && !self.accumulator.flushing
+            && self.accumulator.every_loaded_partition_in_flight()
     }
 
     fn is_idle(&self) -> bool {
@@ -965,7 +1089,7 @@ impl SenderTask {
         };
         match route {
             Some(route) => {
-                self.place(parked, &route, Instant::now());
+                self.place(parked, &route, self.round_now);
                 self.round_route = Some(route);
             }
             None => {
@@ -1030,9 +1154,9 @@ impl SenderTask {
             (None, None) => self.partitioner.keyless(&route.name, partitions),
         };
         let topic_limit = topic_batch_limit(route);
-        if reserved_bytes > topic_limit {
+        if empty_batch_size() + reserved_bytes > topic_limit {
             let error = ClientError::RecordTooLarge {
-                size_bytes: reserved_bytes,
+                size_bytes: empty_batch_size() + reserved_bytes,
                 max_bytes: topic_limit,
             };
             return fail(self, reply, error);

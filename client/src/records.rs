@@ -21,7 +21,7 @@ use rkyv::string::ArchivedString;
 use wire::limits::BATCH_SIZE_MAX;
 use wire::{ArchivedRecordHeader, ArchivedRecords, BatchError, BatchIter, BATCH_HEADER_SIZE};
 
-use crate::connection::Frame;
+use crate::connection::{Frame, FRAME_POOL};
 
 /// One validated batch inside one of the frames.
 #[derive(Debug, Clone)]
@@ -64,6 +64,16 @@ impl fmt::Debug for Records {
     }
 }
 
+impl Drop for Records {
+    /// The fetched frames go back to the connections' pool, so the next fetch responses are
+    /// read into memory that is already allocated and mapped.
+    fn drop(&mut self) {
+        for frame in self.frames.drain(..) {
+            FRAME_POOL.give_back(frame);
+        }
+    }
+}
+
 impl Records {
     /// No records.
     pub fn new() -> Self {
@@ -91,8 +101,8 @@ impl Records {
     }
 
     /// Gives the frames back (the micro-benchmark reuses its frame).
-    pub(crate) fn into_frames(self) -> Vec<Frame> {
-        self.frames
+    pub(crate) fn into_frames(mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.frames)
     }
 
     /// Takes ownership of a frame; returns its index for [`Records::add_partition`].
@@ -171,17 +181,16 @@ impl Records {
     }
 
     /// Appends every record of `other` (its frames move, nothing is copied).
-    pub fn append(&mut self, other: Records) {
+    pub fn append(&mut self, mut other: Records) {
         let frame_base = self.frames.len();
         let partition_base = self.partitions.len();
-        self.frames.extend(other.frames);
-        self.partitions.extend(other.partitions);
-        self.batches
-            .extend(other.batches.into_iter().map(|mut slot| {
-                slot.frame += frame_base;
-                slot.partition += partition_base;
-                slot
-            }));
+        self.frames.append(&mut other.frames);
+        self.partitions.append(&mut other.partitions);
+        self.batches.extend(other.batches.drain(..).map(|mut slot| {
+            slot.frame += frame_base;
+            slot.partition += partition_base;
+            slot
+        }));
         self.len += other.len;
     }
 

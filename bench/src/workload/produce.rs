@@ -272,7 +272,7 @@ fn send_loop(
         stamp(&mut value, intended_ns, sent_ns, measured);
         let record = ProducerRecord {
             topic: plan.topic.clone(),
-            value,
+            value: value.into(),
             ..ProducerRecord::default()
         };
         let result = runtime.block_on(producer.enqueue(record));

@@ -136,12 +136,12 @@ mod tests {
     fn lines_become_records() {
         let record = record_for(&args(Some("::")), "user-1::hello::world");
         assert_eq!(record.key.as_deref(), Some(&b"user-1"[..]));
-        assert_eq!(record.value, b"hello::world");
+        assert_eq!(&record.value[..], b"hello::world");
         assert_eq!(record.partition, Some(2));
         let keyless = record_for(&args(Some("::")), "no separator");
         assert_eq!(keyless.key, None);
-        assert_eq!(keyless.value, b"no separator");
-        assert_eq!(record_for(&args(None), "a:b").value, b"a:b");
+        assert_eq!(&keyless.value[..], b"no separator");
+        assert_eq!(&record_for(&args(None), "a:b").value[..], b"a:b");
         assert!(matches!("all".parse::<Acks>(), Ok(Acks::All)));
         assert!(matches!("0".parse::<Acks>(), Ok(Acks::None)));
         assert!("2".parse::<Acks>().is_err());
