@@ -234,6 +234,9 @@ struct PartitionQueue {
     in_flight: VecDeque<u64>,
     /// Retry backoff: nothing of this partition is sent before this instant.
     retry_at: Option<Instant>,
+    /// The leader epoch the retried batch failed against, when known: a newer leader in the
+    /// metadata ends the backoff at once ([`Accumulator::end_backoffs_of_moved_leaders`]).
+    retry_epoch: Option<u32>,
 }
 
 impl PartitionQueue {
@@ -335,6 +338,31 @@ impl Accumulator {
         }
         self.last_queue = Some((topic.clone(), partition, index));
         index
+    }
+
+    /// Ends the retry backoff of every partition whose leader changed since its batch failed
+    /// (`epoch_of` gives the leader epoch the metadata now names): the batch goes to the new
+    /// leader at once instead of sleeping out a backoff meant for a leader that is gone
+    /// (Kafka's KIP-951). Returns true while some partition still backs off against the
+    /// leader it failed on, so the caller keeps refreshing the metadata until it moves.
+    pub fn end_backoffs_of_moved_leaders(
+        &mut self,
+        epoch_of: impl Fn(&str, u32) -> Option<u32>,
+    ) -> bool {
+        let mut waiting = false;
+        for ((topic, partition), &index) in &self.index {
+            let queue = &mut self.queues[index];
+            let (Some(_), Some(failed)) = (queue.retry_at, queue.retry_epoch) else {
+                continue;
+            };
+            if epoch_of(topic, *partition).is_some_and(|now| now > failed) {
+                queue.retry_at = None;
+                queue.retry_epoch = None;
+            } else {
+                waiting = true;
+            }
+        }
+        waiting
     }
 
     /// The queue of `topic`/`partition`, if it exists.
@@ -560,10 +588,14 @@ impl Accumulator {
     /// connection fails all those in flight, oldest first) are sent again in send order. The
     /// partition then sends nothing until every batch still in flight has come back (see
     /// `PartitionQueue::retry_waits`).
-    pub fn retry(&mut self, batch: ProducerBatch, retry_at: Instant) {
+    ///
+    /// `failed_epoch` is the leader epoch the batch failed against, if known: see
+    /// [`Accumulator::end_backoffs_of_moved_leaders`].
+    pub fn retry(&mut self, batch: ProducerBatch, retry_at: Instant, failed_epoch: Option<u32>) {
         let index = self.queue_index(&batch.topic, batch.partition);
         let queue = &mut self.queues[index];
         queue.retry_at = Some(queue.retry_at.map_or(retry_at, |at| at.max(retry_at)));
+        queue.retry_epoch = failed_epoch;
         let at = queue
             .ready
             .iter()
@@ -766,7 +798,7 @@ mod tests {
         let mut batch = batches.pop().unwrap();
         acc.returned(&batch);
         batch.attempts += 1;
-        acc.retry(batch, now + Duration::from_millis(100));
+        acc.retry(batch, now + Duration::from_millis(100), None);
         append(&mut acc, &topic, b"b", 1, now);
         assert!(acc.drain(now + Duration::from_millis(50)).is_empty());
         assert_eq!(acc.next_deadline(), Some(now + Duration::from_millis(100)));
@@ -778,6 +810,28 @@ mod tests {
         );
         assert_eq!(batches[0].attempts, 1);
         assert_eq!(batches[0].min_seq, 0);
+    }
+
+    /// A batch backing off after failing against leader epoch 3 leaves at once when the
+    /// metadata names epoch 4, not before (same epoch: it keeps waiting, and the caller is told
+    /// to keep refreshing).
+    #[test]
+    fn a_new_leader_ends_the_retry_backoff() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut acc = accumulator(1 << 20, 60_000);
+        let now = Instant::now();
+        append(&mut acc, &topic, b"a", 0, now);
+        acc.flushing = true;
+        let mut batch = acc.drain(now).pop().unwrap();
+        acc.returned(&batch);
+        batch.attempts += 1;
+        acc.retry(batch, now + Duration::from_secs(1), Some(3));
+        assert!(acc.end_backoffs_of_moved_leaders(|_, _| Some(3)));
+        assert!(acc.drain(now).is_empty(), "same leader: still backing off");
+        assert!(!acc.end_backoffs_of_moved_leaders(|t, p| (t == "t" && p == 0).then_some(4)));
+        let batches = acc.drain(now);
+        assert_eq!(batches.len(), 1, "new leader: sent at once");
+        assert_eq!(batches[0].attempts, 1);
     }
 
     /// Batches in flight that fail together, oldest first, are sent again in send order,
@@ -797,7 +851,7 @@ mod tests {
         for mut batch in in_flight {
             acc.returned(&batch);
             batch.attempts += 1;
-            acc.retry(batch, now + Duration::from_millis(100));
+            acc.retry(batch, now + Duration::from_millis(100), None);
         }
         let mut sent_again = Vec::new();
         for _ in 0..3 {
@@ -835,7 +889,7 @@ mod tests {
         );
         acc.returned(&first);
         first.attempts += 1;
-        acc.retry(first, now);
+        acc.retry(first, now, None);
         append(&mut acc, &topic, b"c", 2, now);
         let later = now + Duration::from_secs(1);
         assert!(acc.drain(later).is_empty(), "the second batch is still out");
@@ -847,7 +901,7 @@ mod tests {
         acc.returned(&second);
         let mut second = second;
         second.attempts += 1;
-        acc.retry(second, later);
+        acc.retry(second, later, None);
         let sent: Vec<u64> = acc.drain(later).iter().map(|b| b.min_seq).collect();
         assert_eq!(sent, [0, 1]);
     }
@@ -863,7 +917,7 @@ mod tests {
         let mut first = acc.drain(now).pop().unwrap();
         acc.returned(&first);
         first.attempts += 1;
-        acc.retry(first, now);
+        acc.retry(first, now, None);
         append(&mut acc, &topic, b"b", 1, now);
         acc.hold_new = true;
         let sent = acc.drain(now);

@@ -107,13 +107,15 @@ pub struct ProducerConfig {
     /// [`IDEMPOTENT_IN_FLIGHT_MAX`] (5) with `enable_idempotence` (the broker recognises a
     /// retry among a partition's last 5 batches).
     pub max_in_flight_per_partition: usize,
-    /// Retries of a batch after a retriable error. Default 5.
+    /// Retries of a batch after a retriable error. Default 10: with the default backoffs they
+    /// span about 7.5 s, longer than a broker failover (a 3 s session plus the election), so a
+    /// failover delays records instead of failing them.
     pub retries: u32,
     /// First retry backoff, doubled at each further retry up to `retry_backoff_max`.
     /// Default 100 ms.
     pub retry_backoff: Duration,
-    /// Longest retry backoff. Default 1 s (so the default 5 retries span about 2.5 s, long
-    /// enough to ride out a broker restart on one machine).
+    /// Longest retry backoff. Default 1 s. A batch that failed because its leader moved (or
+    /// died) is sent as soon as the metadata names a new leader, whatever its backoff.
     pub retry_backoff_max: Duration,
     /// Longest wait for a produce answer; also sent to the broker as the produce timeout.
     /// Default 30 s.
@@ -141,7 +143,7 @@ impl Default for ProducerConfig {
             batch_size_bytes: 256 * 1024,
             linger: Duration::from_millis(5),
             max_in_flight_per_partition: 5,
-            retries: 5,
+            retries: 10,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
@@ -1310,6 +1312,19 @@ impl SenderTask {
     /// Places parked records whose topic is now known; counts a miss for the others, failing
     /// them with `UnknownTopic` after `retries` misses.
     fn on_metadata(&mut self, snapshot: &ClusterMetadata, now: Instant) {
+        let leader_epoch = |topic: &str, partition: u32| {
+            let route = snapshot.topics.get(topic)?;
+            let partition = route.partition(partition)?;
+            partition.endpoint.as_ref()?;
+            Some(partition.leader_epoch)
+        };
+        if self.accumulator.end_backoffs_of_moved_leaders(leader_epoch) {
+            // A partition waits for a leader to replace the one its batch failed on: look
+            // again soon (one metadata request per `retry_backoff`) rather than at its next
+            // retry, so a failover costs the election, not a backoff on top.
+            self.metadata.wanted = true;
+            self.metadata.not_before = Some(now + self.config.retry_backoff);
+        }
         let mut still_missing = false;
         let names: Vec<String> = self.parked.keys().cloned().collect();
         for name in names {
@@ -1379,7 +1394,17 @@ impl SenderTask {
                 %error,
                 "retrying batch"
             );
-            self.accumulator.retry(batch, now + backoff);
+            // The leader it failed against, when the error says leadership may have moved:
+            // a newer leader in the next metadata sends it at once (see `on_metadata`).
+            let failed_epoch = error
+                .invalidates_metadata()
+                .then(|| {
+                    self.cluster
+                        .cached_route(&batch.topic)
+                        .and_then(|route| route.partition(batch.partition).map(|p| p.leader_epoch))
+                })
+                .flatten();
+            self.accumulator.retry(batch, now + backoff, failed_epoch);
             return;
         }
         warn!(
