@@ -20,7 +20,8 @@
 //!                   └─ partition   one partition: log, role, high watermark, the point where
 //!                       │          an append becomes acknowledgeable (the replication seam)
 //!                       └─ config, topics, producer_state, error_code,     (bottom)
-//!                          probe (per-shard counters and latency histograms)
+//!                          probe (per-shard counters and latency histograms),
+//!                          session (this broker's view of its controller session)
 //! ```
 //! `storage` and `wire` sit below all of them.
 
@@ -40,6 +41,7 @@ pub mod producer_ids;
 pub mod producer_state;
 pub mod replica;
 pub mod services;
+pub mod session;
 pub mod shard;
 pub mod topics;
 

@@ -288,6 +288,7 @@ impl Membership {
         config: Arc<Config>,
         endpoints: Vec<String>,
         incarnation: u64,
+        session: Arc<crate::session::SessionWatch>,
     ) -> std::io::Result<Membership> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -299,14 +300,17 @@ impl Membership {
                 let mut offsets_ready = false;
                 while !stopping.load(Ordering::Acquire) {
                     match controller.broker_heartbeat(id, incarnation) {
-                        Ok(()) => {}
+                        Ok(()) => session.heartbeat_succeeded(),
                         Err(ControllerError::UnknownBroker { .. }) => {
-                            let _ = controller.propose(Command::RegisterBroker {
+                            let registered = controller.propose(Command::RegisterBroker {
                                 id,
                                 endpoints: endpoints.clone(),
                                 rack: config.cluster.rack.clone(),
                                 incarnation,
                             });
+                            if registered.is_ok() {
+                                session.heartbeat_succeeded();
+                            }
                         }
                         Err(error) => tracing::debug!(%error, "heartbeat failed"),
                     }

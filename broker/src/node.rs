@@ -182,12 +182,17 @@ impl Node {
             "registered with the controller"
         );
         let config = Arc::new(config);
+        // Registered just now: the session is fresh.
+        let session = Arc::new(crate::session::SessionWatch::new(
+            config.cluster.broker_session_timeout,
+        ));
         // Heartbeats start now: opening many partitions may take longer than a session.
         let membership = membership::Membership::start(
             controller.clone(),
             config.clone(),
             registration,
             incarnation,
+            session.clone(),
         )
         .map_err(|error| NodeError::Spawn {
             shard: 0,
@@ -226,6 +231,7 @@ impl Node {
                 inbox,
                 image: image.clone(),
                 controller: controller.clone(),
+                session: session.clone(),
                 net_stats: net_stats.clone(),
             };
             let ready = ready_tx.clone();
@@ -555,6 +561,8 @@ struct ShardStart {
     image: Arc<controller::MetadataImage>,
     /// The node's controller.
     controller: Arc<controller::ControllerHandle>,
+    /// This broker's view of its controller session.
+    session: Arc<crate::session::SessionWatch>,
     /// The node's network counters.
     net_stats: Arc<NetStats>,
 }
@@ -576,11 +584,12 @@ async fn open_shard(start: ShardStart) -> Result<OpenedShard, NodeError> {
         inbox,
         image,
         controller,
+        session,
         net_stats,
     } = start;
     crate::net::limits::install(ShardNet::new(&config, net_stats, id));
     let shards = bus.shards();
-    let (shard, applied) = Shard::open(id, shards, config, image).await?;
+    let (shard, applied) = Shard::open(id, shards, config, image, session).await?;
     let services = ShardServices::open(shard, applied, bus, controller).await?;
     let pump = glommio::spawn_local(crate::shard::pump(services.clone(), inbox));
     Ok(OpenedShard { services, pump })

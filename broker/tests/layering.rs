@@ -17,6 +17,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("topics", 0),
     ("producer_state", 0),
     ("probe", 0),
+    ("session", 0),
     ("replica", 1),
     ("partition", 1),
     ("shard", 2),

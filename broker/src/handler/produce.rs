@@ -217,6 +217,15 @@ pub async fn append_all(
     records: &[u8],
     acks: Acks,
 ) -> Result<(u64, u64), WireError> {
+    if partition.replica.replica_count() > 1 && shard.session.is_lost() {
+        return Err(WireError::new(
+            ErrorCode::NotLeader,
+            format!(
+                "broker {} lost its controller session: it may have been fenced and replaced as leader",
+                shard.config.broker_id
+            ),
+        ));
+    }
     partition.replica.check_produce(acks)?;
     let max = partition.config.max_batch_bytes as usize;
     if records.is_empty() {

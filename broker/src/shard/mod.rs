@@ -102,6 +102,8 @@ pub struct Shard {
     shards: usize,
     /// Node configuration.
     pub config: Arc<Config>,
+    /// Whether this broker still holds its controller session (see [`crate::session`]).
+    pub session: Arc<crate::session::SessionWatch>,
     /// The current topic registry snapshot (the topics of `image`).
     pub registry: RefCell<Arc<TopicRegistry>>,
     /// The cluster metadata this shard last applied.
@@ -145,6 +147,7 @@ impl Shard {
         shards: usize,
         config: Arc<Config>,
         image: Arc<MetadataImage>,
+        session: Arc<crate::session::SessionWatch>,
     ) -> Result<(Rc<Shard>, MetadataApplied), storage::StorageError> {
         storage::CoreResources::install(config.shard_budget());
         let shard = Rc::new(Shard {
@@ -161,6 +164,7 @@ impl Shard {
             changed: Rc::new(storage::Signal::default()),
             probe: ShardProbe::default(),
             applied_commands: Cell::new(0),
+            session,
         });
         let applied = shard.apply_metadata(image).await?;
         Ok((shard, applied))
