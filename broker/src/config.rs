@@ -51,6 +51,11 @@ pub struct Config {
     pub request_budget_bytes: usize,
     /// A frame must arrive whole, and a response be taken by its client, within this.
     pub request_timeout: Duration,
+    /// How long an idle shard's reactor spins, polling for completions, before it parks in
+    /// the kernel (glommio's `spin_before_park`); zero parks at once. Spinning saves the
+    /// sleep and wake-up of a single request's round trip, at the price of that much CPU per
+    /// idle moment (see `--spin-before-park-us`).
+    pub spin_before_park: Duration,
     /// Period of retention passes.
     pub retention_check: Duration,
     /// Partitions of `__consumer_offsets` (the registry's value once the topic exists).

@@ -235,27 +235,30 @@ impl Node {
                 net_stats: net_stats.clone(),
             };
             let ready = ready_tx.clone();
-            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
-                .name(&format!("sluice-shard-{id}"))
-                .spawn(move || async move {
-                    match open_shard(start).await {
-                        Ok(opened) => {
-                            if ready.send(Ok(id)).is_err() {
-                                return Ok(());
-                            }
-                            drop(ready);
-                            serve_shard(opened).await
+            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
+                .name(&format!("sluice-shard-{id}"));
+            if !config.spin_before_park.is_zero() {
+                builder = builder.spin_before_park(config.spin_before_park);
+            }
+            let spawned = builder.spawn(move || async move {
+                match open_shard(start).await {
+                    Ok(opened) => {
+                        if ready.send(Ok(id)).is_err() {
+                            return Ok(());
                         }
-                        Err(error) => {
-                            // Reported through the start-up channel; the node stops.
-                            let _ = ready.send(Err(NodeError::Shard {
-                                shard: id,
-                                source: Box::new(error),
-                            }));
-                            Ok(())
-                        }
+                        drop(ready);
+                        serve_shard(opened).await
                     }
-                });
+                    Err(error) => {
+                        // Reported through the start-up channel; the node stops.
+                        let _ = ready.send(Err(NodeError::Shard {
+                            shard: id,
+                            source: Box::new(error),
+                        }));
+                        Ok(())
+                    }
+                }
+            });
             match spawned {
                 Ok(executor) => node.executors.push(executor),
                 Err(error) => {
@@ -359,6 +362,9 @@ impl Config {
             receive_buffer_budget_bytes: crate::net::limits::RECEIVE_BUFFER_BUDGET_BYTES_DEFAULT,
             request_budget_bytes: crate::net::limits::REQUEST_BUDGET_BYTES_DEFAULT,
             request_timeout: Duration::from_millis(crate::net::limits::REQUEST_TIMEOUT_MS_DEFAULT),
+            spin_before_park: Duration::from_micros(
+                crate::net::limits::SPIN_BEFORE_PARK_US_DEFAULT,
+            ),
             retention_check: Duration::from_secs(300),
             offsets_partitions: 8,
             offsets_segment_bytes: 16 << 20,

@@ -484,9 +484,11 @@ impl Appender {
                 return chunk.slice((position - chunk.start()) as usize, len);
             }
         }
+        // Not zeroed: the loop below fills all `len` bytes that the result shows (it is
+        // `None` otherwise), and nothing reads the rest of the page.
         let mut copy = self
             .file
-            .alloc(align_up(len as u64, PAGE_SIZE as u64) as usize);
+            .alloc_chunk(align_up(len as u64, PAGE_SIZE as u64) as usize);
         debug_assert!(copy.len() >= len);
         let mut done = 0usize;
         for cached in &self.chunks {

@@ -302,57 +302,169 @@ async fn handle_frame(
     }
 }
 
-/// Writes responses in request order until the reader is done and the queue is empty; each
-/// request's charge is given back once its response is written. Closes the connection's
-/// budget when it stops, so a reader waiting for room ends too.
-async fn write_responses(
-    responses: LocalReceiver<Pending>,
-    mut stream: TcpStream,
-    budget: ConnectionBudget,
-) {
-    let mut head = Vec::new();
-    while let Some(request) = responses.recv().await {
-        let Pending {
-            task,
-            span,
-            started,
-            charge,
-        } = request;
-        let Some(outgoing) = task.instrument(span.clone()).await else {
+/// Small response frames (produce acknowledgements, metadata, offsets) are gathered into one
+/// buffer while their successors are already answered, and leave in one send: a client that
+/// pipelines gets several responses per system call. Up to this many bytes are gathered;
+/// larger frames and fetch responses are written on their own (their bytes are not copied).
+const COALESCE_BYTES_MAX: usize = 64 * 1024;
+
+/// A request whose small response sits in the writer's gather buffer, not yet sent.
+struct Gathered {
+    span: tracing::Span,
+    started: Option<Instant>,
+    /// Given back once the gathered bytes are written.
+    _charge: RequestCharge,
+}
+
+/// The writer's side of a connection: the socket, and the buffers reused from one response
+/// to the next (no allocation per response in steady state).
+struct ResponseWriter {
+    stream: TcpStream,
+    /// Encoded fetch headers.
+    head: Vec<u8>,
+    /// Small frames gathered for one send, at most [`COALESCE_BYTES_MAX`] plus one frame.
+    gathered: Vec<u8>,
+    /// Their requests, at most [`IN_FLIGHT_PER_CONNECTION_MAX`].
+    gathered_requests: Vec<Gathered>,
+}
+
+impl ResponseWriter {
+    /// Sends the gathered frames, then gives back their requests' charges.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.gathered.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.gathered).await;
+        self.gathered.clear();
+        for request in self.gathered_requests.drain(..) {
+            if result.is_ok() {
+                if let Some(started) = request.started {
+                    let took_us = started.elapsed().as_micros() as u64;
+                    tracing::debug!(parent: &request.span, took_us, "response written");
+                }
+            }
+        }
+        result
+    }
+
+    /// Writes (or gathers) the response of one request, in order after every earlier one.
+    async fn respond(
+        &mut self,
+        outgoing: Option<Outgoing>,
+        span: tracing::Span,
+        started: Option<Instant>,
+        charge: RequestCharge,
+    ) -> std::io::Result<()> {
+        let Some(outgoing) = outgoing else {
             if let Some(started) = started {
                 let took_us = started.elapsed().as_micros() as u64;
                 tracing::debug!(parent: &span, took_us, "request done, no response");
             }
-            continue;
+            return Ok(());
         };
+        if let Outgoing::Frame(bytes) = &outgoing {
+            if bytes.len() <= COALESCE_BYTES_MAX {
+                self.gathered.extend_from_slice(bytes);
+                self.gathered_requests.push(Gathered {
+                    span,
+                    started,
+                    _charge: charge,
+                });
+                if self.gathered.len() >= COALESCE_BYTES_MAX
+                    || self.gathered_requests.len() >= IN_FLIGHT_PER_CONNECTION_MAX
+                {
+                    self.flush().await?;
+                }
+                return Ok(());
+            }
+        }
+        self.flush().await?;
         let result = match outgoing {
-            Outgoing::Frame(bytes) => stream.write_all(&bytes).await,
+            Outgoing::Frame(bytes) => self.stream.write_all(&bytes).await,
             Outgoing::Fetch(reply) => {
                 let ok = WireError::none();
                 let mut response = FetchResponse::default();
-                let frame = reply.encode(&mut head, &mut response, &ok);
+                let frame = reply.encode(&mut self.head, &mut response, &ok);
                 let parts: Vec<&[u8]> = frame.parts().collect();
-                write_parts(&mut stream, &parts).await
+                write_parts(&mut self.stream, &parts).await
             }
             Outgoing::ReplicaFetch(reply) => {
                 let ok = WireError::none();
                 let mut response = wire::protocol::ReplicaFetchResponse::default();
-                let frame = reply.encode(&mut head, &mut response, &ok);
+                let frame = reply.encode(&mut self.head, &mut response, &ok);
                 let parts: Vec<&[u8]> = frame.parts().collect();
-                write_parts(&mut stream, &parts).await
+                write_parts(&mut self.stream, &parts).await
             }
         };
         drop(charge);
-        if let Err(error) = result {
-            tracing::debug!(parent: &span, %error, "writing a response failed");
-            break;
+        if result.is_ok() {
+            if let Some(started) = started {
+                let took_us = started.elapsed().as_micros() as u64;
+                tracing::debug!(parent: &span, took_us, "response written");
+            }
         }
-        if let Some(started) = started {
-            let took_us = started.elapsed().as_micros() as u64;
-            tracing::debug!(parent: &span, took_us, "response written");
-        }
+        result
+    }
+}
+
+/// Writes responses in request order until the reader is done and the queue is empty; each
+/// request's charge is given back once its response is written. Responses already done when
+/// their turn comes are gathered and sent together (see [`COALESCE_BYTES_MAX`]); the writer
+/// never waits for a request while it holds gathered bytes. Closes the connection's budget
+/// when it stops, so a reader waiting for room ends too.
+async fn write_responses(
+    responses: LocalReceiver<Pending>,
+    stream: TcpStream,
+    budget: ConnectionBudget,
+) {
+    let mut writer = ResponseWriter {
+        stream,
+        head: Vec::new(),
+        gathered: Vec::new(),
+        gathered_requests: Vec::with_capacity(IN_FLIGHT_PER_CONNECTION_MAX),
+    };
+    if let Err(error) = write_all_responses(&responses, &mut writer).await {
+        tracing::debug!(%error, "writing a response failed");
     }
     budget.close();
+}
+
+async fn write_all_responses(
+    responses: &LocalReceiver<Pending>,
+    writer: &mut ResponseWriter,
+) -> std::io::Result<()> {
+    loop {
+        // Nothing gathered here: waiting is free.
+        let Some(request) = responses.recv().await else {
+            return Ok(());
+        };
+        let outgoing = request.task.instrument(request.span.clone()).await;
+        writer
+            .respond(outgoing, request.span, request.started, request.charge)
+            .await?;
+        // Gather whatever is already answered behind it, without waiting.
+        loop {
+            let Some(next) = futures_lite::future::poll_once(responses.recv()).await else {
+                break;
+            };
+            let Some(mut request) = next else {
+                writer.flush().await?;
+                return Ok(());
+            };
+            let outgoing = match futures_lite::future::poll_once(&mut request.task).await {
+                Some(outgoing) => outgoing,
+                None => {
+                    // Not answered yet: send what is gathered before waiting for it.
+                    writer.flush().await?;
+                    (&mut request.task).instrument(request.span.clone()).await
+                }
+            };
+            writer
+                .respond(outgoing, request.span, request.started, request.charge)
+                .await?;
+        }
+        writer.flush().await?;
+    }
 }
 
 /// `future`'s output, or `Err(())` if it did not finish within `timeout`.

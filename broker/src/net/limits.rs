@@ -69,6 +69,9 @@ pub const REQUEST_BUDGET_BYTES_DEFAULT: usize = 256 << 20;
 /// Default of `--request-timeout-ms`: a frame must arrive whole, and a response must be taken
 /// by its client, within 30 s.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// Default of `--spin-before-park-us` (see [`crate::config::Config::spin_before_park`]).
+pub const SPIN_BEFORE_PARK_US_DEFAULT: u64 = 0;
 /// What a request other than a fetch is charged for its response: metadata of a few hundred
 /// partitions, a group's assignment, an error.
 pub const SMALL_RESPONSE_BYTES: usize = 64 * 1024;
