@@ -278,7 +278,77 @@ pub fn ensure_offsets_topic(controller: &ControllerHandle, config: &Config) -> b
 /// joined) with the node.
 pub struct Membership {
     stop: Arc<AtomicBool>,
+    /// Set by the thread as it ends (after its last heartbeat call returned).
+    stopped: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long a controlled shutdown waits for the heartbeat thread's call in progress: a
+/// heartbeat to a reachable leader takes milliseconds; past this the fencing goes ahead (a
+/// late heartbeat is then ignored by the controller, see `Liveness`).
+const HANDOVER_HEARTBEAT_STOP: Duration = Duration::from_secs(2);
+/// How long a controlled shutdown waits for the new leaders to be in the metadata: a proposal
+/// and its application take milliseconds with a quorum; without one, the broker stops anyway.
+const HANDOVER_LEADERS_MOVED: Duration = Duration::from_secs(5);
+
+/// Moves this broker's leaderships to other in-sync replicas before it stops (Kafka's
+/// controlled shutdown), so a clean stop costs clients a redirect, not a session timeout:
+/// stop heartbeating, ask the controller to fence this broker (which re-elects the leaders of
+/// its partitions from their ISR in the same log entry), wait until the metadata shows it
+/// leads no replicated partition. Every wait is bounded; a broker without a quorum stops
+/// anyway and is fenced after its session.
+pub struct Handover {
+    controller: Arc<ControllerHandle>,
+    broker: BrokerId,
+    stop: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
+    /// Set by the first run: a second shutdown request does not fence again.
+    started: AtomicBool,
+}
+
+impl Handover {
+    /// Runs the handover once (blocking; call it from a thread outside any async runtime);
+    /// later calls return at once.
+    pub fn run_once(&self) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.stop.store(true, Ordering::Release);
+        let until = Instant::now() + HANDOVER_HEARTBEAT_STOP;
+        while !self.stopped.load(Ordering::Acquire) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Err(error) = self
+            .controller
+            .propose(Command::FenceBroker { id: self.broker })
+        {
+            tracing::warn!(%error, "controlled shutdown: fencing this broker failed; stopping anyway");
+            return;
+        }
+        let leads_replicated = |image: &controller::MetadataImage| {
+            image.topics.values().any(|topic| {
+                topic.partitions.iter().any(|partition| {
+                    partition.leader == Some(self.broker) && partition.replicas.len() > 1
+                })
+            })
+        };
+        // Polled: this runs once, at shutdown, for a few milliseconds.
+        let until = Instant::now() + HANDOVER_LEADERS_MOVED;
+        while leads_replicated(&self.controller.metadata()) {
+            if Instant::now() >= until {
+                tracing::warn!(
+                    broker = self.broker.0,
+                    "controlled shutdown: leaderships not moved in time; stopping anyway"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::info!(
+            broker = self.broker.0,
+            "controlled shutdown: leaderships moved"
+        );
+    }
 }
 
 impl Membership {
@@ -292,6 +362,8 @@ impl Membership {
     ) -> std::io::Result<Membership> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let ended = stopped.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-membership".into())
             .spawn(move || {
@@ -322,11 +394,24 @@ impl Membership {
                         std::thread::sleep(Duration::from_millis(20).min(period));
                     }
                 }
+                ended.store(true, Ordering::Release);
             })?;
         Ok(Membership {
             stop,
+            stopped,
             thread: Some(thread),
         })
+    }
+
+    /// The controlled-shutdown step for this broker (see [`Handover`]).
+    pub fn handover(&self, controller: Arc<ControllerHandle>, broker: u32) -> Handover {
+        Handover {
+            controller,
+            broker: BrokerId(broker),
+            stop: self.stop.clone(),
+            stopped: self.stopped.clone(),
+            started: AtomicBool::new(false),
+        }
     }
 
     /// Stops heartbeating (the controller fences this broker after the session) and joins.

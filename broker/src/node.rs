@@ -218,6 +218,10 @@ impl Node {
             executors: Vec::new(),
             metrics,
             controller: Some(controller.clone()),
+            handover: config
+                .cluster
+                .is_multi_node()
+                .then(|| Arc::new(membership.handover(controller.clone(), config.broker_id))),
             membership: Some(membership),
             _lock: lock,
         };
@@ -407,6 +411,8 @@ pub struct NodeHandle {
     controller: Option<Arc<controller::ControllerHandle>>,
     /// The heartbeat thread, stopped once the shards have.
     membership: Option<membership::Membership>,
+    /// A broker of a multi-node cluster hands its leaderships over before it stops.
+    handover: Option<Arc<membership::Handover>>,
     _lock: DataDirLock,
 }
 
@@ -416,13 +422,19 @@ pub struct ShutdownTrigger {
     bus: ServiceBus,
     readiness: Arc<Readiness>,
     acceptors: Acceptors,
+    handover: Option<Arc<membership::Handover>>,
 }
 
 impl ShutdownTrigger {
-    /// Marks the node not ready (`/ready` says 503), stops accepting connections, then has
-    /// every shard drain and close its logs. Idempotent.
+    /// Marks the node not ready (`/ready` says 503); in a multi-node cluster, moves this
+    /// broker's leaderships to other replicas ([`membership::Handover`], bounded waits) while
+    /// still serving, so clients are redirected rather than left to time out; then stops
+    /// accepting connections and has every shard drain and close its logs. Idempotent.
     pub fn shutdown(&self) {
         self.readiness.ready.store(false, Ordering::Release);
+        if let Some(handover) = &self.handover {
+            handover.run_once();
+        }
         self.acceptors.stop();
         for shard in 0..self.bus.shards() {
             let _ =
@@ -470,6 +482,7 @@ impl NodeHandle {
             bus: self.bus.clone(),
             readiness: self.readiness.clone(),
             acceptors: self.acceptors.clone(),
+            handover: self.handover.clone(),
         }
     }
 
@@ -485,6 +498,8 @@ impl NodeHandle {
 
     /// Stops the shards started so far and returns `error` (a failed start).
     fn abort(mut self, error: NodeError) -> NodeError {
+        // A node that failed to start has nothing to hand over.
+        self.handover = None;
         self.shutdown();
         let _ = join(std::mem::take(&mut self.executors));
         self.stop_cluster_threads();

@@ -30,6 +30,10 @@ pub enum LivenessAction {
 pub struct Liveness {
     session_timeout_ms: u64,
     last_heartbeat_ms: BTreeMap<BrokerId, u64>,
+    /// Fenced brokers this machine has seen fenced: only a heartbeat after that unfences one,
+    /// so a broker fenced on its own request (a controlled shutdown, which stops its
+    /// heartbeats first) is not unfenced by a heartbeat that preceded the fencing.
+    seen_fenced: std::collections::BTreeSet<BrokerId>,
 }
 
 impl Liveness {
@@ -38,6 +42,7 @@ impl Liveness {
         Liveness {
             session_timeout_ms,
             last_heartbeat_ms: BTreeMap::new(),
+            seen_fenced: Default::default(),
         }
     }
 
@@ -52,6 +57,7 @@ impl Liveness {
             .filter(|broker| !broker.fenced)
             .map(|broker| (broker.id, heard))
             .collect();
+        self.seen_fenced.clear();
     }
 
     /// A heartbeat from `id` at `now_ms`.
@@ -68,6 +74,11 @@ impl Liveness {
             .retain(|id, _| image.brokers.contains_key(id));
         for (id, broker) in &image.brokers {
             if broker.fenced {
+                if self.seen_fenced.insert(*id) {
+                    // Fenced since the last tick: heartbeats from before do not count.
+                    self.last_heartbeat_ms.remove(id);
+                    continue;
+                }
                 let heard = self.last_heartbeat_ms.get(id);
                 if heard.is_some_and(|last| now_ms.saturating_sub(*last) <= self.session_timeout_ms)
                 {
@@ -75,6 +86,7 @@ impl Liveness {
                 }
                 continue;
             }
+            self.seen_fenced.remove(id);
             // A broker registered since the last reset gets its session from now.
             let last = *self.last_heartbeat_ms.entry(*id).or_insert(now_ms);
             if now_ms.saturating_sub(last) > self.session_timeout_ms {
@@ -136,6 +148,31 @@ mod tests {
         assert_eq!(
             liveness.tick(10_800, &image),
             vec![LivenessAction::Unfence(BrokerId(2))]
+        );
+    }
+
+    /// A broker fenced on its own request (controlled shutdown) while its last heartbeat is
+    /// recent stays fenced: only a heartbeat after the fencing was seen unfences it.
+    #[test]
+    fn a_heartbeat_from_before_the_fencing_does_not_unfence() {
+        let mut image = image_with(&[1]);
+        let mut liveness = Liveness::new(1_000);
+        liveness.reset(10_000, &image);
+        liveness.heartbeat(BrokerId(1), 10_100);
+        assert_eq!(liveness.tick(10_100, &image), vec![]);
+        image
+            .apply(&Command::FenceBroker { id: BrokerId(1) })
+            .expect("fence");
+        assert_eq!(liveness.tick(10_200, &image), vec![]);
+        assert_eq!(
+            liveness.tick(10_300, &image),
+            vec![],
+            "old heartbeat forgotten"
+        );
+        liveness.heartbeat(BrokerId(1), 10_400);
+        assert_eq!(
+            liveness.tick(10_400, &image),
+            vec![LivenessAction::Unfence(BrokerId(1))]
         );
     }
 

@@ -313,6 +313,47 @@ fn follower_killed_catches_up_and_rejoins() {
     problems.assert_none(&cluster);
 }
 
+/// (g) SIGTERM the leader under an acks=all stream: before it exits it hands its leadership
+/// to another in-sync replica (controlled shutdown: it stops heartbeating and has itself
+/// fenced), which its log says; the stream moves on, the broker comes back into the ISR, and
+/// the history is clean.
+#[test]
+fn stopped_leader_hands_its_leadership_over() {
+    let _one = one_at_a_time();
+    let runtime = runtime();
+    let mut problems = Problems::default();
+    let topic = "handover";
+    let mut cluster = TestCluster::start("handover", 3, ClusterOptions::default());
+    cluster.wait_ready();
+    create_topic(&runtime, &mut cluster, topic, 1);
+    let workload = Workload::start(&runtime, WorkloadConfig::new(cluster.bootstrap(), topic, 1));
+    problems.check(workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "before the stop"));
+
+    let leader = cluster.leader_of(topic, 0);
+    let leader_id = cluster.id(leader) as i32;
+    cluster.stop(leader);
+    let log = cluster.log_tail(leader, 200);
+    problems.expect(
+        log.contains("controlled shutdown: leaderships moved"),
+        || format!("the stopped leader did not hand over:\n{log}"),
+    );
+    problems.check(cluster.try_wait_partition(topic, 0, "another leader", |p| {
+        p.leader >= 0 && p.leader != leader_id
+    }));
+    problems.check(workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "after the stop"));
+    cluster.restart(leader);
+    problems.check(cluster.try_wait_partition(
+        topic,
+        0,
+        "the stopped broker back in the ISR",
+        |p| p.isr.contains(&(leader_id as u32)),
+    ));
+    problems.check(workload.wait_more_acked_in(0, STEP_ACKS, RESUME_DEADLINE, "after the rejoin"));
+    let history = workload.stop(&runtime);
+    check_history(&mut cluster, &history, topic, 1, &mut problems);
+    problems.assert_none(&cluster);
+}
+
 /// (c) kill -9 the controller leader: another voter takes over, the topics' metadata is
 /// intact, and creating a topic works afterwards.
 #[test]

@@ -422,6 +422,23 @@ impl TestCluster {
         eprintln!("[cluster {}] restarted brokers {stopped:?}", self.name);
     }
 
+    /// SIGTERM to broker `i`, then waits for it to exit (kill -9 after 20 s).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].process.take() {
+            // SAFETY: sending a signal to our own child process by pid has no memory effects.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(POLL_INTERVAL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        eprintln!("[cluster {}] stopped broker {i} (SIGTERM)", self.name);
+    }
+
     /// SIGTERM to every broker, then waits for them to exit (kill -9 after 20 s).
     pub fn stop_all(&mut self) {
         for node in &mut self.nodes {
