@@ -1431,7 +1431,7 @@ mod tests {
             "--batch",
             "1",
             "--buffer-bytes",
-            "1100",
+            "2k",
             "--outstanding",
             "1",
             "--no-files",
@@ -1440,8 +1440,10 @@ mod tests {
         .unwrap();
         let point = &plan.points[0];
         assert!(point.one_outstanding);
-        assert_eq!(point.buffer_bytes, 1100);
+        assert_eq!(point.buffer_bytes, 2048);
+        // One 1 KiB message fits, two do not.
         assert!(point.buffer_bytes >= point.batch_bytes);
+        assert!(point.buffer_bytes < batch_size_for(2, 1024).unwrap());
         assert!(point.describe().contains("outstanding=1"));
         assert!(
             parse(&["--batch", "16", "--buffer-bytes", "2k", "--no-files"])

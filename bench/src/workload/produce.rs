@@ -118,7 +118,8 @@ pub struct SendOutcome {
     pub scheduled_measured: u64,
     /// Lag behind the schedule when the sends ended.
     pub lag_ns: u64,
-    /// Time in the measured window: asleep, in enqueue, in total.
+    /// Time in the measured window: asleep, in enqueue (with `--outstanding 1`, also waiting
+    /// for the acknowledgement), in total.
     pub sleep_ns: u64,
     /// See `sleep_ns`.
     pub enqueue_ns: u64,
@@ -451,17 +452,19 @@ fn send_loop(
             Ok(delivery) => {
                 let delivery = if plan.one_outstanding {
                     // A closed loop of one: this thread waits for the acknowledgement.
+                    let waited_from = now_ns();
                     let result = match delivery {
                         Delivery::Record(delivery) => ends.runtime.block_on(delivery).map(|_| ()),
                         Delivery::Batch(delivery) => ends.runtime.block_on(delivery).map(|_| ()),
-                        done @ Delivery::Done(..) => {
-                            let Delivery::Done(_, result) = done else {
-                                unreachable!()
-                            };
-                            result
-                        }
+                        Delivery::Done(_, result) => result,
                     };
-                    Delivery::Done(now_ns(), result)
+                    let done_ns = now_ns();
+                    // Waiting for the acknowledgement counts as time in the client (like
+                    // waiting for buffer room), not as the loop's own work.
+                    if sent.sent_ns >= plan.measure_start_ns {
+                        outcome.enqueue_ns += done_ns - waited_from;
+                    }
+                    Delivery::Done(done_ns, result)
                 } else {
                     delivery
                 };
