@@ -74,6 +74,12 @@ pub struct Args {
     /// and `--max-in-flight` allow.
     #[arg(long)]
     pub outstanding: Option<u32>,
+    /// Open loop with `--batch N` > 1: send the messages due at once (up to N) as one batch
+    /// per call, as at `--rate max`. Default: one send per message, the client batching them
+    /// behind the request in flight (measured at batch 16, 100k/s: p50 0.5 ms per message
+    /// against 9.8 ms grouped, whose few-message batches queue behind the in-flight window).
+    #[arg(long)]
+    pub open_loop_batches: bool,
     /// Most bytes a consumer fetch returns per partition. Default: four batches, at least 1 MiB
     /// (the client's default), so that a fetch is not limited to one batch.
     #[arg(long, value_parser = parse_size)]
@@ -659,6 +665,8 @@ pub struct PointSpec {
     pub buffer_bytes: u64,
     /// `--outstanding 1`: each send waits for the previous one's acknowledgement.
     pub one_outstanding: bool,
+    /// `--open-loop-batches`: an open loop sends the messages due as one batch per call.
+    pub open_loop_batches: bool,
     /// Consumer fetch bytes per partition.
     pub fetch_partition_bytes: u64,
     /// Acknowledgements.
@@ -1291,6 +1299,7 @@ impl Args {
             max_in_flight: self.max_in_flight,
             buffer_bytes,
             one_outstanding: self.outstanding == Some(1),
+            open_loop_batches: self.open_loop_batches,
             fetch_partition_bytes: self
                 .fetch_partition_bytes
                 .unwrap_or(4 * batch_bytes)

@@ -245,14 +245,16 @@ pub const CAVEAT: &str = "Broker and load generator run on the same machine and 
      the machine took during each point.";
 
 /// Client costs per message that the harness cannot avoid (the client's API).
-pub const CLIENT_COSTS: &str = "With `--batch N` > 1 the send loop hands up to N messages \
-     per call to `Producer::enqueue_batch` as borrowed slices of one reused buffer (stamped in \
-     place; the client copies each value once into its batch; one acknowledgement per batch, \
-     which all its messages share; nothing allocated per message). With `--batch 1` (or \
-     `--batch-bytes`) it sends per message: the client API needs an owned `ProducerRecord` (a \
-     `String` topic and a `Vec<u8>` value), so the loop allocates twice and copies the payload \
-     once per message, and the client allocates a oneshot channel per acknowledgement and \
-     copies the value into its batch builder. Consumers read records in place (no copy).";
+pub const CLIENT_COSTS: &str = "With `--batch N` > 1 at `--rate max` (in open loop with \
+     `--open-loop-batches`) the send loop hands up to N messages per call to \
+     `Producer::enqueue_batch` as borrowed slices of one reused buffer (stamped in place; the \
+     client copies each value once into its batch; one acknowledgement per batch, which all \
+     its messages share; nothing allocated per message). Otherwise (`--batch 1`, \
+     `--batch-bytes`, open loop) it sends per message: the client API needs an owned \
+     `ProducerRecord` (a `String` topic and a `Vec<u8>` value), so the loop allocates twice \
+     and copies the payload once per message, and the client allocates a oneshot channel per \
+     acknowledgement and copies the value into its batch builder. Consumers read records in \
+     place (no copy).";
 
 impl Report {
     /// Ratio of a throughput to the disk reference.
