@@ -245,9 +245,14 @@ pub const CAVEAT: &str = "Broker and load generator run on the same machine and 
      the machine took during each point.";
 
 /// Client costs per message that the harness cannot avoid (the client's API).
-pub const CLIENT_COSTS: &str = "Per message the client API needs an owned `ProducerRecord` \
-     (a `String` topic and a `Vec<u8>` value): the send loop allocates twice and copies the \
-     payload once per message; the client then allocates a oneshot channel for the \
+pub const CLIENT_COSTS: &str = "With `--batch N` > 1 at `--rate max` (in open loop with \
+     `--open-loop-batches`) the send loop hands up to N messages per call to \
+     `Producer::enqueue_batch` as borrowed slices of one reused buffer (stamped in place; the \
+     client copies each value once into its batch; one acknowledgement per batch, which all \
+     its messages share; nothing allocated per message). Otherwise (`--batch 1`, \
+     `--batch-bytes`, open loop) it sends per message: the client API needs an owned \
+     `ProducerRecord` (a `String` topic and a `Vec<u8>` value), so the loop allocates twice \
+     and copies the payload once per message, and the client allocates a oneshot channel per \
      acknowledgement and copies the value into its batch builder. Consumers read records in \
      place (no copy).";
 
@@ -757,8 +762,9 @@ impl Report {
              schedule`, `rate missed`, `backlog growing`, `errors`), detailed in the slices \
              table below. CPU is in cores (CPU seconds per second) of broker + client over \
              the measured window, with what everything else on the (shared) machine used in \
-             parentheses; `CPU µs/msg` divides each side's CPU by the messages (msgs/s): the \
-             CPU one message cost the broker and the client (this process: the client \
+             parentheses; `CPU µs/msg` divides each side's CPU by the messages per second (in \
+             e2e the mean of the produced and the received rates, so a consumer falling behind \
+             does not inflate it): the CPU one message cost the broker and the client (this process: the client \
              library and the harness; in e2e a message is both produced and consumed). \
              `÷disk` and `÷loopback` divide MB/s by the references above.\n",
             UNSENT_SHARE_MAX * 100.0,

@@ -137,6 +137,20 @@ impl Pacer {
         Next::Send { index, intended_ns }
     }
 
+    /// The intended time of the next message if it is due by `now_ns` and before
+    /// `limit_ns`, taken as by [`Pacer::next`]; `None` leaves it for later.
+    pub fn take_due(&mut self, now_ns: u64, limit_ns: u64) -> Option<u64> {
+        let intended_ns = match &self.schedule {
+            None => now_ns,
+            Some(schedule) => schedule.intended_ns(self.next_index),
+        };
+        if intended_ns > now_ns || intended_ns >= limit_ns {
+            return None;
+        }
+        self.next_index += 1;
+        Some(intended_ns)
+    }
+
     /// Messages handed out so far.
     pub fn sent(&self) -> u64 {
         self.next_index
@@ -193,6 +207,23 @@ mod tests {
 
     /// The schedule is computed from the index: a rate whose interval is not a whole number of
     /// nanoseconds still lands exactly on the second after `rate` messages.
+    /// `take_due` hands out only messages due by now and before the limit, in order, and
+    /// leaves the others for later.
+    #[test]
+    fn take_due_stops_at_now_and_limit() {
+        let mut pacer = Pacer::new(Load::Open { rate_per_s: 1000.0 }, 0);
+        assert_eq!(pacer.take_due(2 * MS, u64::MAX), Some(0));
+        assert_eq!(pacer.take_due(2 * MS, u64::MAX), Some(MS));
+        assert_eq!(pacer.take_due(2 * MS, 2 * MS), None);
+        assert_eq!(pacer.take_due(2 * MS, u64::MAX), Some(2 * MS));
+        assert_eq!(pacer.take_due(2 * MS, u64::MAX), None);
+        assert_eq!(pacer.sent(), 3);
+        let mut closed = Pacer::new(Load::Closed, 0);
+        assert_eq!(closed.take_due(7, u64::MAX), Some(7));
+        assert_eq!(closed.take_due(7, 7), None);
+        assert_eq!(closed.sent(), 1);
+    }
+
     #[test]
     fn schedule_does_not_drift() {
         let schedule = Schedule::new(1000, 3.0);

@@ -358,8 +358,9 @@ pub struct PointResult {
 }
 
 /// CPU time per message of broker and client over the measured window: each side's CPU
-/// seconds per wall second ([`CpuUsage`]) divided by the headline messages per second. In e2e
-/// a message is produced and consumed, so its cost covers both. The client is this whole
+/// seconds per wall second ([`CpuUsage`]) divided by the messages per second
+/// ([`PointResult::cpu_rate`]: in e2e the mean of the produced and received rates, else the
+/// headline rate). In e2e a message is produced and consumed, so its cost covers both. The client is this whole
 /// process: the client library and the harness's own work (building, stamping and timing
 /// messages).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -392,6 +393,16 @@ impl CpuPerMessage {
 }
 
 impl PointResult {
+    /// The messages per second [`CpuPerMessage`] divides by: in e2e the mean of the produced
+    /// and the received rates (a consumer that falls behind would otherwise charge the
+    /// producer's and the broker's produce work to fewer messages), else the headline rate.
+    pub fn cpu_rate(&self) -> f64 {
+        match (&self.produced, &self.consumed) {
+            (Some(produced), Some(consumed)) => (produced.msgs_per_s + consumed.msgs_per_s) / 2.0,
+            _ => self.msgs_per_s,
+        }
+    }
+
     /// Open loop: whether the target rate was held (`None` for a closed loop).
     pub fn sustained(&self) -> Option<bool> {
         self.held.as_ref().map(|held| held.held)
@@ -434,7 +445,7 @@ pub async fn run_point(spec: &PointSpec, target: &Target) -> Result<PointResult>
     };
     result.verdict = verdict;
     result.client_bound = client_bound;
-    result.cpu_per_msg = CpuPerMessage::of(&result.cpu, result.msgs_per_s);
+    result.cpu_per_msg = CpuPerMessage::of(&result.cpu, result.cpu_rate());
     Ok(result)
 }
 
