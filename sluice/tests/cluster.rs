@@ -25,14 +25,14 @@ mod workload;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use client::{Admin, NewTopic};
+use client::{Admin, Consumer, ConsumerConfig, GroupConfig, NewTopic, TopicPartition};
 use cluster::{call, ClusterOptions, Network, TestCluster, CONDITION_DEADLINE};
 use history::{FinalLog, History, MessageId, Report};
 use netns::NetLab;
 use tokio::runtime::Runtime;
 use wire::protocol::{
-    ApiKey, PartitionReassignment, ProduceRequest, ProduceResponse, ReassignPartitionsRequest,
-    ReassignPartitionsResponse,
+    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, PartitionReassignment, ProduceRequest,
+    ProduceResponse, ReassignPartitionsRequest, ReassignPartitionsResponse,
 };
 use wire::{Acks, BatchBuilder, Durability};
 use workload::{Workload, WorkloadConfig};
@@ -352,6 +352,74 @@ fn stopped_leader_hands_its_leadership_over() {
     let history = workload.stop(&runtime);
     check_history(&mut cluster, &history, topic, 1, &mut problems);
     problems.assert_none(&cluster);
+}
+
+/// (h) a group's committed offsets survive the loss of its coordinator: offsets committed
+/// through the coordinator (the leader of the group's `__consumer_offsets` partition, which
+/// answers only once the commit is on every in-sync replica) are kill -9'd with it, and a
+/// new consumer of the group reads them back from the coordinator that takes over.
+#[test]
+fn committed_offsets_survive_the_coordinators_loss() {
+    let _one = one_at_a_time();
+    let runtime = runtime();
+    let mut cluster = TestCluster::start("group-offsets", 3, ClusterOptions::default());
+    cluster.wait_ready();
+    let topic = "grouped";
+    create_topic(&runtime, &mut cluster, topic, 2);
+    let group = "survivors";
+    let bootstrap = cluster.bootstrap();
+    let partitions = [TopicPartition::new(topic, 0), TopicPartition::new(topic, 1)];
+    let consumer_config =
+        || ConsumerConfig::new(bootstrap.clone()).with_group(GroupConfig::new(group));
+    // The offsets topic is created once three brokers are live; commits retry until then.
+    let committed = runtime.block_on(async {
+        let mut consumer = Consumer::new(consumer_config()).unwrap();
+        let offsets = [(partitions[0].clone(), 17), (partitions[1].clone(), 42)];
+        let deadline = Instant::now() + RESUME_DEADLINE;
+        loop {
+            match consumer.commit_offsets(&offsets).await {
+                Ok(()) => break,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("[group-offsets] commit not taken yet: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("commit failed: {error}"),
+            }
+        }
+        consumer.committed(&partitions).await.unwrap()
+    });
+    assert_eq!(committed, vec![Some(17), Some(42)]);
+
+    let coordinator: FindCoordinatorResponse = call(
+        cluster.addr(0),
+        ApiKey::FindCoordinator,
+        &FindCoordinatorRequest {
+            group_id: group.into(),
+        },
+    )
+    .unwrap();
+    let killed = cluster.index_of(coordinator.broker_id);
+    cluster.kill9(killed);
+    let after = runtime.block_on(async {
+        let mut consumer = Consumer::new(consumer_config()).unwrap();
+        let deadline = Instant::now() + RESUME_DEADLINE;
+        loop {
+            match consumer.committed(&partitions).await {
+                Ok(offsets) => break offsets,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("[group-offsets] no coordinator yet: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("reading the committed offsets failed: {error}"),
+            }
+        }
+    });
+    assert_eq!(
+        after,
+        vec![Some(17), Some(42)],
+        "committed offsets after the coordinator (broker {}) died",
+        coordinator.broker_id
+    );
 }
 
 /// (c) kill -9 the controller leader: another voter takes over, the topics' metadata is

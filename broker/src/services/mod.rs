@@ -112,8 +112,9 @@ impl ShardServices {
     }
 
     /// Makes the shard's partitions match `image`; the committed offsets of deleted topics go
-    /// too, on whichever shard coordinates the groups that committed them; followers start
-    /// fetching from their leaders.
+    /// too, on whichever shard coordinates the groups that committed them; the coordinator
+    /// takes up the offsets partitions this shard now leads and drops the ones it no longer
+    /// leads; followers start fetching from their leaders.
     pub async fn apply_metadata(
         self: &Rc<Self>,
         image: Arc<MetadataImage>,
@@ -123,6 +124,9 @@ impl ShardServices {
             self.coordinator
                 .forget_topics(&applied.deleted_topics)
                 .await;
+        }
+        if let Err(error) = self.coordinator.follow_leadership(&self.shard).await {
+            tracing::error!(shard = self.id, error = %format!("{error:#}"), "following the offsets partitions' leadership failed");
         }
         self.follow(applied);
         Ok(())
