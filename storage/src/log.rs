@@ -123,6 +123,16 @@ struct LogState {
     loaded_indexes: Vec<u64>,
 }
 
+/// A tail write submitted by [`LogInner::submit_tail`]: the log end it covers once the file
+/// is written up to `target_position`, and the truncation epoch it was taken in.
+struct TailWrite {
+    file: SegmentFile,
+    tracker: Rc<crate::appender::WriteTracker>,
+    target_position: u64,
+    target_offset: u64,
+    epoch: u64,
+}
+
 struct ActiveSegment {
     base_offset: u64,
     appender: Appender,
@@ -453,13 +463,8 @@ impl Log {
     /// Waits until the written offset is past `offset` (without asking for a write), or the
     /// log closes or is poisoned.
     pub async fn wait_for_written_offset(&self, offset: u64) {
-        let inner = &self.inner;
-        inner
-            .durable_changed
-            .wait_until(|| {
-                let state = inner.state.borrow();
-                state.written_offset > offset || state.closed || state.poisoned.is_some()
-            })
+        self.inner
+            .wait_for_state(|state| state.written_offset > offset)
             .await
     }
 
@@ -488,13 +493,8 @@ impl Log {
     /// Waits until the durable offset is past `offset` (without asking for a sync), or the
     /// log closes or is poisoned. Long polls of consumers that may only see synced data wait here.
     pub async fn wait_for_durable_offset(&self, offset: u64) {
-        let inner = &self.inner;
-        inner
-            .durable_changed
-            .wait_until(|| {
-                let state = inner.state.borrow();
-                state.durable_offset > offset || state.closed || state.poisoned.is_some()
-            })
+        self.inner
+            .wait_for_state(|state| state.durable_offset > offset)
             .await
     }
 
@@ -1228,20 +1228,44 @@ impl LogInner {
         }
     }
 
+    /// Under the mutation lock: runs `before` on the state, then submits the write of the
+    /// active segment's partial tail; what a write or a sync of the tail then waits for.
+    async fn submit_tail(&self, before: impl FnOnce(&mut LogState)) -> Result<TailWrite> {
+        let _permit = self.lock().await?;
+        let mut state = self.state.borrow_mut();
+        before(&mut state);
+        let target_offset = state.next_offset;
+        let epoch = state.epoch;
+        let appender = &mut state.active.appender;
+        let target_position = appender.submit_tail();
+        Ok(TailWrite {
+            file: appender.file().clone(),
+            tracker: appender.tracker(),
+            target_position,
+            target_offset,
+            epoch,
+        })
+    }
+
+    /// Waits until `reached` holds for the state, or the log closes or is poisoned (without
+    /// asking for a write or a sync).
+    async fn wait_for_state(&self, reached: impl Fn(&LogState) -> bool) {
+        self.durable_changed
+            .wait_until(|| {
+                let state = self.state.borrow();
+                reached(&state) || state.closed || state.poisoned.is_some()
+            })
+            .await
+    }
+
     /// Writes the partial tail of the active segment (no fsync) and moves the written offset
     /// to the log end it had when the write started.
     async fn write_tail(&self) -> Result<()> {
-        let (tracker, target_position, target_offset, epoch) = {
-            let _permit = self.lock().await?;
-            let mut state = self.state.borrow_mut();
-            let target_offset = state.next_offset;
-            state.tail_write_to = Some(target_offset);
-            let epoch = state.epoch;
-            let appender = &mut state.active.appender;
-            let target_position = appender.submit_tail();
-            (appender.tracker(), target_position, target_offset, epoch)
-        };
-        let written = tracker.wait_written(target_position).await;
+        let tail = self
+            .submit_tail(|state| state.tail_write_to = Some(state.next_offset))
+            .await?;
+        let (target_offset, epoch) = (tail.target_offset, tail.epoch);
+        let written = tail.tracker.wait_written(tail.target_position).await;
         {
             let mut state = self.state.borrow_mut();
             if state.tail_write_to == Some(target_offset) {
@@ -1256,26 +1280,16 @@ impl LogInner {
     }
 
     async fn sync_now(&self) -> Result<()> {
-        let (file, tracker, target_position, target_offset, epoch) = {
-            let _permit = self.lock().await?;
-            let mut state = self.state.borrow_mut();
-            state.flush_requested = false;
-            state.unflushed_bytes = 0;
-            state.first_unflushed_ms = None;
-            let target_offset = state.next_offset;
-            let epoch = state.epoch;
-            let appender = &mut state.active.appender;
-            let target_position = appender.submit_tail();
-            (
-                appender.file().clone(),
-                appender.tracker(),
-                target_position,
-                target_offset,
-                epoch,
-            )
-        };
-        tracker
-            .wait_written(target_position)
+        let tail = self
+            .submit_tail(|state| {
+                state.flush_requested = false;
+                state.unflushed_bytes = 0;
+                state.first_unflushed_ms = None;
+            })
+            .await?;
+        let (file, target_offset, epoch) = (tail.file, tail.target_offset, tail.epoch);
+        tail.tracker
+            .wait_written(tail.target_position)
             .await
             .map_err(|reason| self.poison(reason))?;
         let sync_started = std::time::Instant::now();
