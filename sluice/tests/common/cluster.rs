@@ -424,25 +424,21 @@ impl TestCluster {
 
     /// SIGTERM to broker `i`, then waits for it to exit (kill -9 after 20 s).
     pub fn stop(&mut self, i: usize) {
-        if let Some(mut child) = self.nodes[i].process.take() {
-            // SAFETY: sending a signal to our own child process by pid has no memory effects.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(POLL_INTERVAL);
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop_each(&[i]);
         eprintln!("[cluster {}] stopped broker {i} (SIGTERM)", self.name);
     }
 
     /// SIGTERM to every broker, then waits for them to exit (kill -9 after 20 s).
     pub fn stop_all(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(child) = &node.process {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.stop_each(&all);
+    }
+
+    /// SIGTERM to brokers `which` (all signalled before any is waited for), then waits until
+    /// they exit, killing any left after 20 s.
+    fn stop_each(&mut self, which: &[usize]) {
+        for &i in which {
+            if let Some(child) = &self.nodes[i].process {
                 // SAFETY: sending a signal to our own child process by pid has no memory
                 // effects.
                 unsafe {
@@ -451,8 +447,8 @@ impl TestCluster {
             }
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.process.take() {
+        for &i in which {
+            if let Some(mut child) = self.nodes[i].process.take() {
                 while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                     std::thread::sleep(POLL_INTERVAL);
                 }
