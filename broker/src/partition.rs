@@ -201,21 +201,45 @@ impl Partition {
     /// writes before it acknowledges, so a record the high watermark covers survives a kill -9
     /// of every replica at once (not a power loss: that takes `always`).
     pub fn writes_before_ack(&self) -> bool {
-        !self.syncs_before_ack() && self.replica.replica_count() > 1
+        self.local_store() == LocalStore::Written
+    }
+
+    /// How far a record must reach on this replica before it counts here: see
+    /// [`LocalStore`]. The one place the durability policy and the replica count decide it.
+    fn local_store(&self) -> LocalStore {
+        if self.syncs_before_ack() {
+            LocalStore::Synced
+        } else if self.replica.replica_count() > 1 {
+            LocalStore::Written
+        } else {
+            LocalStore::Appended
+        }
+    }
+
+    /// Offsets below this are stored on this replica as [`Partition::local_store`] requires.
+    fn stored_offset(&self) -> u64 {
+        match self.local_store() {
+            LocalStore::Synced => self.log.durable_offset(),
+            LocalStore::Written => self.log.written_offset(),
+            LocalStore::Appended => self.log.log_end_offset(),
+        }
+    }
+
+    /// Makes `offset` stored on this replica as [`Partition::local_store`] requires, asking
+    /// for the sync or the write it needs (shared with concurrent callers).
+    pub async fn store_locally(&self, offset: u64) -> Result<(), StorageError> {
+        match self.local_store() {
+            LocalStore::Synced => self.log.wait_durable(offset).await,
+            LocalStore::Written => self.log.wait_written(offset).await,
+            LocalStore::Appended => Ok(()),
+        }
     }
 
     /// Offsets below this may be read by consumers: committed on every in-sync replica (the
     /// replication high watermark) and on this replica's disk: synced with `always`, written
     /// when [`Partition::writes_before_ack`].
     pub fn high_watermark(&self) -> u64 {
-        let replicated = self.replica.high_watermark();
-        if self.syncs_before_ack() {
-            replicated.min(self.log.durable_offset())
-        } else if self.writes_before_ack() {
-            replicated.min(self.log.written_offset())
-        } else {
-            replicated.min(self.log.log_end_offset())
-        }
+        self.replica.high_watermark().min(self.stored_offset())
     }
 
     /// Waits until the high watermark is past `offset`.
@@ -224,12 +248,10 @@ impl Partition {
             .changed()
             .wait_until(|| self.replica.high_watermark() > offset || self.deleted.get())
             .await;
-        if self.syncs_before_ack() {
-            self.log.wait_for_durable_offset(offset).await
-        } else if self.writes_before_ack() {
-            self.log.wait_for_written_offset(offset).await
-        } else {
-            self.log.wait_for_offset(offset).await
+        match self.local_store() {
+            LocalStore::Synced => self.log.wait_for_durable_offset(offset).await,
+            LocalStore::Written => self.log.wait_for_written_offset(offset).await,
+            LocalStore::Appended => self.log.wait_for_offset(offset).await,
         }
     }
 
@@ -260,18 +282,13 @@ impl Partition {
                 format!("the batch was not {what} in time"),
             )
         };
-        if self.syncs_before_ack() {
-            let durable = async { Some(self.log.wait_durable(last_offset).await) };
-            match futures_lite::future::or(durable, sleep_until(deadline)).await {
+        let store = self.local_store();
+        if store != LocalStore::Appended {
+            let stored = async { Some(self.store_locally(last_offset).await) };
+            match futures_lite::future::or(stored, sleep_until(deadline)).await {
                 Some(Ok(())) => {}
                 Some(Err(error)) => return Err(self.storage_error(&error)),
-                None => return Err(timed_out("synced")),
-            }
-        } else if self.writes_before_ack() {
-            let written = async { Some(self.log.wait_written(last_offset).await) };
-            match futures_lite::future::or(written, sleep_until(deadline)).await {
-                Some(Ok(())) => {}
-                Some(Err(error)) => return Err(self.storage_error(&error)),
+                None if store == LocalStore::Synced => return Err(timed_out("synced")),
                 None => return Err(timed_out("written")),
             }
         }
@@ -292,6 +309,19 @@ impl Partition {
             None => Err(timed_out("replicated to the in-sync replicas")),
         }
     }
+}
+
+/// How far a record must reach on a replica before it counts there (acknowledged, reported to
+/// the leader, visible below the high watermark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalStore {
+    /// fdatasync'ed: the topic's durability is `always` (survives a power loss).
+    Synced,
+    /// Written to the segment file: a replicated topic without `always` (survives a kill -9
+    /// of every replica).
+    Written,
+    /// Appended in memory: a single replica without `always` (the policy's own sync schedule).
+    Appended,
 }
 
 /// Writes an epoch cache checkpoint; a failure is logged (see

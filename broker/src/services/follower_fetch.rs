@@ -319,12 +319,7 @@ async fn take_answer(
     // The next fetch reports this log's end to the leader as replicated here: make it true
     // for a kill -9 (written) or, with `always`, for a power loss (synced) first.
     if let Some(last) = batches.last() {
-        let stored = if partition.syncs_before_ack() {
-            partition.log.wait_durable(last.end_offset - 1).await
-        } else {
-            partition.log.wait_written(last.end_offset - 1).await
-        };
-        if let Err(error) = stored {
+        if let Err(error) = partition.store_locally(last.end_offset - 1).await {
             tracing::error!(topic = partition.topic, partition = partition.partition, %error, "storing fetched batches failed");
         }
     }
