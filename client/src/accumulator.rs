@@ -98,6 +98,9 @@ pub(crate) struct AccumulatorConfig {
     pub linger: Duration,
     /// Most batches of one partition in flight at once.
     pub max_in_flight: usize,
+    /// Batches are stamped by the idempotent producer before they leave, which computes their
+    /// CRC: they are built without one (`BatchBuilder::defer_crc_to_stamp`).
+    pub crc_by_stamp: bool,
 }
 
 /// One record to append, borrowed from the caller.
@@ -334,7 +337,9 @@ impl Accumulator {
         let next = self.queues.len();
         let index = *self.index.entry((topic.clone(), partition)).or_insert(next);
         if index == next {
-            self.queues.push(PartitionQueue::default());
+            let mut queue = PartitionQueue::default();
+            queue.builder.defer_crc_to_stamp(self.config.crc_by_stamp);
+            self.queues.push(queue);
         }
         self.last_queue = Some((topic.clone(), partition, index));
         index
@@ -646,6 +651,7 @@ mod tests {
             batch_size_bytes,
             linger: Duration::from_millis(linger_ms),
             max_in_flight: 2,
+            crc_by_stamp: false,
         })
     }
 

@@ -136,9 +136,20 @@ struct PoolState {
 #[derive(Debug, Default)]
 pub(crate) struct BatchPool {
     state: Mutex<PoolState>,
+    /// Batches are built without their CRC, which the idempotent producer's stamp computes
+    /// (`BatchBuilder::defer_crc_to_stamp`).
+    crc_by_stamp: bool,
 }
 
 impl BatchPool {
+    /// A pool whose batches get their CRC from the producer's stamp when `crc_by_stamp`.
+    pub fn new(crc_by_stamp: bool) -> Self {
+        BatchPool {
+            state: Mutex::default(),
+            crc_by_stamp,
+        }
+    }
+
     /// Encodes `records` into one batch, stamping those without a timestamp with `now_ms`.
     /// Returns the batch and its record count.
     pub fn build<'a>(
@@ -152,6 +163,7 @@ impl BatchPool {
             if let Some(buffer) = state.buffers.pop() {
                 builder.recycle(buffer);
             }
+            builder.defer_crc_to_stamp(self.crc_by_stamp);
             builder
         };
         for record in records {
@@ -307,6 +319,7 @@ mod tests {
                 batch_size_bytes,
                 linger: Duration::from_secs(3600),
                 max_in_flight: usize::MAX,
+                crc_by_stamp: false,
             });
             let topic: Arc<str> = Arc::from("t");
             let now = Instant::now();

@@ -32,6 +32,7 @@ impl AccumulatorBench {
                 batch_size_bytes,
                 linger: Duration::from_secs(3600),
                 max_in_flight: 1,
+                crc_by_stamp: false,
             }),
             pool: BatchPool::default(),
             topic: Arc::from("bench"),

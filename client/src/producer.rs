@@ -420,7 +420,7 @@ impl Producer {
         let buffer = Arc::new(Semaphore::new(config.max_buffered_bytes));
         let max_record_bytes = config.max_buffered_bytes.min(BATCH_SIZE_MAX);
         debug!(?config, "producer starting");
-        let pool = Arc::new(BatchPool::default());
+        let pool = Arc::new(BatchPool::new(config.idempotent()));
         let intake = Arc::new(Intake {
             lazy: AtomicBool::new(false),
             pending_bytes: AtomicUsize::new(0),
@@ -865,6 +865,7 @@ impl SenderTask {
             batch_size_bytes: config.batch_size_bytes,
             linger: config.linger,
             max_in_flight: config.max_in_flight_per_partition,
+            crc_by_stamp: config.idempotent(),
         });
         SenderTask {
             config,
