@@ -36,9 +36,8 @@
 //!
 //! `--outstanding 1` makes either path a closed loop of one: the send thread waits for each
 //! send's acknowledgement itself (taking the acknowledgement time) before the next send, and
-//! passes the completed send to the collector. With `--outstanding 1` and in an open loop the
-//! producer, its connection and the collector run on the send thread's own current-thread
-//! runtime, which waits for send times on a timerfd instead of `nanosleep` (see [`start`]).
+//! passes the completed send to the collector. The producer, its connection and the collector
+//! then run on the send thread's own current-thread runtime (see [`start`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -251,16 +250,16 @@ pub fn producer_config(spec: &PointSpec, address: &str) -> ProducerConfig {
 
 /// Starts a producer's send thread and ack collector.
 ///
-/// In a closed loop at full speed the producer (its sender and connection tasks) and the
-/// collector run on the bench's shared multi-thread runtime, and the send thread hands records
-/// over through `Handle::block_on`, so encoding and sending use both cores. With
-/// `--outstanding 1` and in an open loop the send thread is the application's only thread
-/// instead: it builds a current-thread runtime and runs the producer, its connection and the
-/// collector on it (waiting for send times on a timerfd, [`Alarm`]), as an application task
-/// awaiting its sends would: a round trip then wakes one client thread (from the socket).
+/// Usually the producer (its sender and connection tasks) and the collector run on the
+/// bench's shared multi-thread runtime, and the send thread hands records over through
+/// `Handle::block_on`, so encoding and sending use both cores. With `--outstanding 1` the
+/// send thread is the application's only thread instead: it builds a current-thread runtime
+/// and runs the producer, its connection and the collector on it, as an application task
+/// awaiting each send would, so a round trip wakes one client thread (from the socket).
 /// Through the shared runtime each send and each acknowledgement also crossed threads, two
 /// more wake-ups of tens of µs each on this VM (batch 1, one outstanding: 2.7-3.3k msgs/s
-/// against 3.3-3.5k; 2 cores shared with the broker).
+/// against 3.3-3.5k; 2 cores shared with the broker). Not for open loops: there one thread
+/// doing everything capped per-message sends at 377k of 400k msgs/s (client-bound).
 pub fn start(
     id: u32,
     config: ProducerConfig,
@@ -278,8 +277,7 @@ pub fn start(
     let (acks_tx, acks) = oneshot::channel();
     let collector = collect(pending_rx, spare_tx, state.clone(), window, ack_slices);
     let name = format!("bench-send-{id}");
-    let own_runtime = plan.one_outstanding || matches!(plan.load, Load::Open { .. });
-    if !own_runtime {
+    if !plan.one_outstanding {
         let producer = Producer::new(config)?;
         let thread_producer = producer.clone();
         let runtime = tokio::runtime::Handle::current();
@@ -292,7 +290,6 @@ pub fn start(
                 let ends = Ends {
                     pending: pending_tx,
                     spare: spare_rx,
-                    own_runtime,
                 };
                 let outcome = runtime.block_on(send_loop(thread_producer, plan, ends, state));
                 let _ = done_tx.send(outcome);
@@ -320,7 +317,6 @@ pub fn start(
             let ends = Ends {
                 pending: pending_tx,
                 spare: spare_rx,
-                own_runtime,
             };
             // A task, not the `block_on` future itself: a current-thread runtime wakes its
             // `block_on` future through the driver (an eventfd write per wake-up), its tasks
@@ -370,98 +366,14 @@ fn tighten_timer_slack() {
 struct Ends {
     pending: mpsc::UnboundedSender<Pending>,
     spare: std::sync::mpsc::Receiver<Vec<Intended>>,
-    /// The loop runs on its thread's own runtime (see [`start`]): it waits for send times
-    /// with an [`Alarm`], which keeps the runtime serving the producer meanwhile.
-    own_runtime: bool,
-}
-
-/// How a send loop waits for a message's intended time.
-enum Pause {
-    /// Blocks the thread (`nanosleep`): the producer runs on the shared runtime meanwhile.
-    Thread,
-    /// Awaits a timerfd on the thread's own runtime, so the producer's tasks on it (answers,
-    /// batches behind the request in flight) run while the loop waits.
-    Alarm(Alarm),
-}
-
-impl Pause {
-    async fn until_ns(&self, at_ns: u64) {
-        match self {
-            Pause::Thread => sleep_until_ns(at_ns),
-            Pause::Alarm(alarm) => alarm.until_ns(at_ns).await,
-        }
-    }
-}
-
-/// A one-shot timerfd in the runtime's poll set: µs-precise waits (tokio's own timer has
-/// 1 ms granularity) that do not block the runtime.
-struct Alarm {
-    fd: tokio::io::unix::AsyncFd<AlarmFd>,
-}
-
-/// The timerfd, as `AsyncFd` takes it.
-struct AlarmFd(nix::sys::timerfd::TimerFd);
-
-impl std::os::fd::AsRawFd for AlarmFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
-impl Alarm {
-    /// Must be called on a tokio runtime (it registers the timerfd with its reactor).
-    fn new() -> std::io::Result<Alarm> {
-        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?;
-        // SAFETY: `AlarmFd` owns the timerfd, which stays open until the `AsyncFd` (its only
-        // owner) drops it, and `as_raw_fd` returns that one descriptor every time.
-        let fd = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(
-                AlarmFd(timer),
-                tokio::io::Interest::READABLE,
-            )
-        }?;
-        Ok(Alarm { fd })
-    }
-
-    /// Returns once [`now_ns`] reaches `at_ns` (at once if it has).
-    async fn until_ns(&self, at_ns: u64) {
-        use nix::sys::time::TimeSpec;
-        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
-        loop {
-            let now = now_ns();
-            if now >= at_ns {
-                return;
-            }
-            let wait = TimeSpec::from_duration(Duration::from_nanos(at_ns - now));
-            let armed = self.fd.get_ref().0.set(
-                Expiration::OneShot(wait),
-                TimerSetTimeFlags::empty(),
-            );
-            if armed.is_err() {
-                sleep_until_ns(at_ns); // cannot happen with a valid timerfd; still wait
-                return;
-            }
-            let Ok(mut ready) = self.fd.readable().await else {
-                sleep_until_ns(at_ns);
-                return;
-            };
-            // Reads the expiry count (clearing readiness); not expired yet: wait again.
-            let _ = ready.try_io(|fd| fd.get_ref().0.wait().map_err(std::io::Error::from));
-        }
-    }
 }
 
 /// The send loop of one producer (see the module docs). Ends at the plan's end or when
 /// `state.stop_sends` is set.
 ///
 /// Async so that it can run as a task of a producer thread's own runtime (`--outstanding 1`);
-/// otherwise a send thread blocks on it. It blocks its thread itself while it waits for a
-/// message's intended time (see the module docs).
+/// otherwise a send thread blocks on it. It blocks its thread itself (`nanosleep`) while it
+/// waits for a message's intended time (see the module docs).
 async fn send_loop(
     producer: Producer,
     plan: SendPlan,
@@ -469,10 +381,6 @@ async fn send_loop(
     state: Arc<PointState>,
 ) -> SendOutcome {
     tighten_timer_slack();
-    let pause = match ends.own_runtime {
-        true => Alarm::new().map_or(Pause::Thread, Pause::Alarm),
-        false => Pause::Thread,
-    };
     let template = payload_template(plan.message_size);
     let size = template.len();
     // The batch path's payloads: `batch` copies of the template, stamped in place per send.
@@ -484,7 +392,7 @@ async fn send_loop(
     let mut partition = plan.first_partition;
     let mut pacer = Pacer::new(plan.load, plan.start_ns);
     let mut outcome = SendOutcome::default();
-    pause.until_ns(plan.start_ns).await;
+    sleep_until_ns(plan.start_ns);
     // When `stop_sends` was first seen: the messages due before it are still sent (an open
     // loop that lags catches up, as at a planned end), and the schedule counts up to it.
     let mut stopped_ns: Option<u64> = None;
@@ -507,7 +415,7 @@ async fn send_loop(
                     break;
                 }
                 // In slices, so that `stop_sends` is seen within one at low rates.
-                pause.until_ns(at.min(now + STOP_CHECK_NS)).await;
+                sleep_until_ns(at.min(now + STOP_CHECK_NS));
                 if at > plan.measure_start_ns {
                     outcome.sleep_ns += now_ns().saturating_sub(now.max(plan.measure_start_ns));
                 }
@@ -1068,22 +976,4 @@ async fn run_on(spec: &PointSpec, target: &Target, topic: &str) -> Result<PointR
         rebalance: None,
         failover: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{now_ns, Alarm};
-
-    /// The alarm (a registered timerfd, see its `SAFETY`) returns no earlier than asked, again
-    /// after being re-armed, and at once for a time already past.
-    #[tokio::test(flavor = "current_thread")]
-    async fn alarm_waits_until_the_time() {
-        let alarm = Alarm::new().expect("timerfd");
-        for wait_ns in [0u64, 200_000, 2_000_000, 200_000] {
-            let at = now_ns() + wait_ns;
-            alarm.until_ns(at).await;
-            assert!(now_ns() >= at);
-        }
-        alarm.until_ns(now_ns().saturating_sub(1_000)).await;
-    }
 }
