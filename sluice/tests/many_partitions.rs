@@ -56,15 +56,27 @@ const OTHER_FILES_BYTES: u64 = 16 << 20;
 /// regardless of the budget (160 MiB more) breaks the bound.
 const PER_PARTITION_MEMORY_BYTES: u64 = 12 << 10;
 
-/// Sum of `st_blocks x 512` over every file and directory under `dir`.
+/// Sum of `st_blocks x 512` over every file and directory under `dir`. The broker runs
+/// meanwhile: a file it removes (a checkpoint's temporary, renamed over the old one) between
+/// the listing and its `stat` holds no disk and is skipped.
 fn allocated_bytes(dir: &Path) -> u64 {
+    let gone = |error: &std::io::Error| error.kind() == std::io::ErrorKind::NotFound;
     let mut total = 0;
     let mut pending = vec![dir.to_path_buf()];
     while let Some(path) = pending.pop() {
-        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        let metadata = match std::fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(error) if gone(&error) => continue,
+            Err(error) => panic!("stat {}: {error}", path.display()),
+        };
         total += metadata.blocks() * 512;
         if metadata.is_dir() {
-            for entry in std::fs::read_dir(&path).unwrap() {
+            let entries = match std::fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(error) if gone(&error) => continue,
+                Err(error) => panic!("list {}: {error}", path.display()),
+            };
+            for entry in entries {
                 pending.push(entry.unwrap().path());
             }
         }
