@@ -126,7 +126,9 @@ fn harness_runs_against_a_real_broker() {
     // to end, latencies recorded. A smoke test checks that the harness works, not how fast
     // this (shared, loaded) machine is: whether the rate held is printed, not asserted, and
     // the only bound on the rate is one no machine can break: an open loop cannot deliver
-    // faster than its schedule (10% for the edges of the window).
+    // more than its schedule held by the window's end. Messages due in the 0.5 s warm-up but
+    // delivered late (a stalled debug broker, tests running beside it) land in the 1.5 s
+    // window, so that is 1k/s x 2 s over 1.5 s (10% more for the edges of the window).
     let open = &points[0];
     eprintln!(
         "open loop at 1k/s: held {}, {} msgs/s",
@@ -141,7 +143,7 @@ fn harness_runs_against_a_real_broker() {
         .sum();
     assert!(sliced > 0, "{open:#}");
     let rate = open["msgs_per_s"].as_f64().unwrap();
-    assert!(rate > 0.0 && rate <= 1.1 * 1000.0, "{open:#}");
+    assert!(rate > 0.0 && rate <= 1.1 * 1000.0 * 2.0 / 1.5, "{open:#}");
     assert_eq!(open["problems"].as_array().unwrap().len(), 0, "{open:#}");
     let e2e = &open["e2e_latency"]["corrected"];
     assert!(e2e["count"].as_u64().unwrap() > 0, "{open:#}");
