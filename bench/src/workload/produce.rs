@@ -257,9 +257,10 @@ pub fn producer_config(spec: &PointSpec, address: &str) -> ProducerConfig {
 /// and runs the producer, its connection and the collector on it, as an application task
 /// awaiting each send would, so a round trip wakes one client thread (from the socket).
 /// Through the shared runtime each send and each acknowledgement also crossed threads, two
-/// more wake-ups of tens of µs each on this VM (batch 1, one outstanding: 2.7-3.3k msgs/s
-/// against 3.3-3.5k; 2 cores shared with the broker). Not for open loops: there one thread
-/// doing everything capped per-message sends at 377k of 400k msgs/s (client-bound).
+/// more wake-ups of tens of µs each on this VM (batch 1, one outstanding: 3.2-4.1k round trips
+/// a second and 125-147 µs of client CPU each, against 4.1-4.8k and 82-92 µs; 2 cores shared
+/// with the broker). Not for open loops: there one thread doing everything capped per-message
+/// sends at 377k of 400k msgs/s (client-bound).
 pub fn start(
     id: u32,
     config: ProducerConfig,
