@@ -587,8 +587,7 @@ impl OffsetStore {
         let size = bytes.len();
         let dir = log.dir().to_path_buf();
         let target = dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || keep_as_previous_snapshot(&target))
+        storage::metadata::on_blocking_thread(move || keep_as_previous_snapshot(&target))
             .await
             .with_context(|| format!("keeping the previous snapshot in {}", dir.display()))?;
         let path = snapshot_path(&dir);

@@ -255,11 +255,14 @@ impl ShardServices {
     }
 
     /// The end of a graceful stop: answer held group requests, wait (bounded) for requests in
-    /// flight, snapshot the committed offsets, close the logs.
+    /// flight, snapshot the committed offsets, close the logs, then wait for the metadata writes
+    /// still on the blocking thread (checkpoints the drain did not wait for), which must not
+    /// outlive the executor.
     pub async fn drain_and_close(&self, limit: Duration) {
         self.coordinator.release_waiters();
         self.shard.wait_drained(limit).await;
         self.coordinator.snapshot_all().await;
         self.shard.close_logs().await;
+        storage::metadata::blocking_work_done().await;
     }
 }
