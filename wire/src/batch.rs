@@ -457,6 +457,21 @@ pub fn peek_header(bytes: &[u8], max_batch_size: usize) -> Result<BatchHeader, B
     Ok(header)
 }
 
+/// The header of the batch at the start of `bytes` (checked by [`peek_header`]), once all of
+/// its `batch_length` bytes are known to be there. Never panics.
+fn peek_whole(bytes: &[u8], max_batch_size: usize) -> Result<BatchHeader, BatchError> {
+    let header = peek_header(bytes, max_batch_size)?;
+    let need = header.batch_length as usize;
+    if need > bytes.len() {
+        return Err(BatchError::UnexpectedEof {
+            offset: 0,
+            need,
+            have: bytes.len(),
+        });
+    }
+    Ok(header)
+}
+
 /// Write `base_offset` into bytes `[8, 16)` of a batch.
 ///
 /// This is how the broker assigns offsets to a producer's batch without
@@ -490,14 +505,7 @@ pub fn stamp_producer(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Result<(), BatchError> {
-    let length = peek_header(batch, crate::limits::BATCH_SIZE_MAX)?.batch_length as usize;
-    if length > batch.len() {
-        return Err(BatchError::UnexpectedEof {
-            offset: 0,
-            need: length,
-            have: batch.len(),
-        });
-    }
+    let length = peek_whole(batch, crate::limits::BATCH_SIZE_MAX)?.batch_length as usize;
     batch[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_le_bytes());
     batch[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2]
         .copy_from_slice(&producer_epoch.to_le_bytes());
@@ -534,15 +542,8 @@ impl<'a> BatchView<'a> {
     /// [`BatchView::len`]). Never panics. Does not look inside the records;
     /// use [`BatchView::validate_deep`] for untrusted bytes.
     pub fn validate(bytes: &'a [u8], max_batch_size: usize) -> Result<Self, BatchError> {
-        let header = peek_header(bytes, max_batch_size)?;
-        let len = header.batch_length as usize;
-        let Some(batch) = bytes.get(..len) else {
-            return Err(BatchError::UnexpectedEof {
-                offset: 0,
-                need: len,
-                have: bytes.len(),
-            });
-        };
+        let header = peek_whole(bytes, max_batch_size)?;
+        let batch = &bytes[..header.batch_length as usize];
         let records_end = BATCH_HEADER_SIZE + header.records_length as usize;
         let padding = batch.get(records_end..).unwrap_or_default();
         if let Some((i, &byte)) = padding.iter().enumerate().find(|(_, &b)| b != 0) {
