@@ -192,6 +192,11 @@ pub struct Args {
     /// Shards of the broker this harness starts (`sluice serve --cores`); 0: one per core.
     #[arg(long, default_value_t = 0)]
     pub broker_cores: usize,
+    /// How long (µs) an idle shard of the broker this harness starts spins before it sleeps
+    /// (`sluice serve --spin-before-park-us`). With `--broker-cores 1 --client-spin-us` it
+    /// takes the sleeps out of the single-request round trip; see the README.
+    #[arg(long, default_value_t = 0)]
+    pub broker_spin_us: u64,
     /// Where the started broker keeps its data (a fresh directory inside it per run). Must be
     /// a real disk, not tmpfs. Default: the workspace's target/bench-data.
     #[arg(long)]
@@ -202,6 +207,11 @@ pub struct Args {
     /// Worker threads of the client's tokio runtime.
     #[arg(long, default_value_t = 2)]
     pub client_threads: usize,
+    /// How long (µs) the client's connections poll their sockets for the next answer before
+    /// they sleep (`ProducerConfig::spin_before_park`). Pays for the single-request round trip
+    /// (`--outstanding 1`) when the client has a core of its own; costs CPU on shared cores.
+    #[arg(long, default_value_t = 0)]
+    pub client_spin_us: u64,
     /// Also measure the disk's O_DIRECT sequential write bandwidth (fio) and loopback TCP
     /// bandwidth (iperf3, else a built-in probe), and print throughputs as ratios of them.
     #[arg(long)]
@@ -670,6 +680,8 @@ pub struct PointSpec {
     pub one_outstanding: bool,
     /// `--open-loop-batches`: an open loop sends the messages due as one batch per call.
     pub open_loop_batches: bool,
+    /// `--client-spin-us`: how long the client's connections spin before they sleep.
+    pub client_spin: Duration,
     /// Consumer fetch bytes per partition.
     pub fetch_partition_bytes: u64,
     /// Acknowledgements.
@@ -778,6 +790,8 @@ pub enum BrokerTarget {
         binary: Option<PathBuf>,
         /// `--cores`.
         cores: usize,
+        /// `--spin-before-park-us`.
+        spin_us: u64,
         /// Base directory of the data directory.
         data_dir: Option<PathBuf>,
         /// Keep the data afterwards.
@@ -1072,8 +1086,9 @@ impl Args {
                 "--cluster takes 1, 3 or 5 brokers (the controller quorum's sizes)"
             );
             ensure!(
-                self.broker_cores == 0,
-                "--broker-cores is for the single broker: a --cluster broker runs one shard"
+                self.broker_cores == 0 && self.broker_spin_us == 0,
+                "--broker-cores and --broker-spin-us are for the single broker: a --cluster \
+                 broker runs one shard, sleeping when idle"
             );
         }
         if let (Some(rf), Some(size)) = (self.replication_factor, self.cluster) {
@@ -1091,9 +1106,11 @@ impl Args {
         let broker = match (&self.broker, &self.brokers, self.cluster) {
             (Some(address), _, _) | (None, Some(address), _) => {
                 ensure!(
-                    self.sluice_bin.is_none() && self.data_dir.is_none(),
-                    "--sluice-bin and --data-dir are for the broker this harness starts, not \
-                     for --broker or --brokers"
+                    self.sluice_bin.is_none()
+                        && self.data_dir.is_none()
+                        && self.broker_spin_us == 0,
+                    "--sluice-bin, --data-dir and --broker-spin-us are for the broker this \
+                     harness starts, not for --broker or --brokers"
                 );
                 let addresses = parse_brokers(address)?;
                 ensure!(
@@ -1126,6 +1143,7 @@ impl Args {
                 BrokerTarget::Own {
                     binary: self.sluice_bin.clone(),
                     cores: self.broker_cores,
+                    spin_us: self.broker_spin_us,
                     data_dir: self.data_dir.clone(),
                     keep_data: self.keep_data,
                 }
@@ -1303,6 +1321,7 @@ impl Args {
             buffer_bytes,
             one_outstanding: self.outstanding == Some(1),
             open_loop_batches: self.open_loop_batches,
+            client_spin: Duration::from_micros(self.client_spin_us),
             fetch_partition_bytes: self
                 .fetch_partition_bytes
                 .unwrap_or(32 * batch_bytes)
@@ -1433,6 +1452,41 @@ mod tests {
         assert_eq!(fmt_count(50_000.0), "50k");
         assert_eq!(fmt_count(1_500_000.0), "1.50m");
         assert_eq!(fmt_count(2_000_000.0), "2m");
+    }
+
+    /// The spin settings reach the client's points and the started broker, and are refused
+    /// where they cannot apply (a broker this harness does not start).
+    #[test]
+    fn spin_settings() {
+        let plan = parse(&[
+            "--client-spin-us",
+            "150",
+            "--broker-spin-us",
+            "300",
+            "--no-files",
+        ])
+        .into_plan()
+        .unwrap();
+        assert_eq!(plan.points[0].client_spin, Duration::from_micros(150));
+        assert!(matches!(
+            plan.broker,
+            BrokerTarget::Own { spin_us: 300, .. }
+        ));
+        let plain = parse(&["--no-files"]).into_plan().unwrap();
+        assert_eq!(plain.points[0].client_spin, Duration::ZERO);
+        assert!(matches!(plain.broker, BrokerTarget::Own { spin_us: 0, .. }));
+        for refused in [
+            &[
+                "--broker",
+                "127.0.0.1:9092",
+                "--broker-spin-us",
+                "100",
+                "--no-files",
+            ][..],
+            &["--cluster", "3", "--broker-spin-us", "100", "--no-files"][..],
+        ] {
+            assert!(parse(refused).into_plan().is_err(), "{refused:?}");
+        }
     }
 
     /// A producer buffer of one message is accepted at `--batch 1` (the one-outstanding

@@ -86,6 +86,7 @@ impl Broker {
             BrokerTarget::Own {
                 binary,
                 cores,
+                spin_us,
                 data_dir,
                 keep_data,
             } => {
@@ -94,7 +95,7 @@ impl Broker {
                     None => find_sluice_binary()?,
                 };
                 let base = data_dir.clone().unwrap_or_else(default_data_base);
-                Broker::start(&binary, &base, *cores, *keep_data)
+                Broker::start(&binary, &base, *cores, *spin_us, *keep_data)
             }
             BrokerTarget::Cluster {
                 binary,
@@ -125,8 +126,15 @@ impl Broker {
         }
     }
 
-    /// Starts `binary serve` with a fresh data directory under `base`.
-    fn start(binary: &Path, base: &Path, cores: usize, keep_data: bool) -> Result<Broker> {
+    /// Starts `binary serve --cores cores --spin-before-park-us spin_us` with a fresh data
+    /// directory under `base`.
+    fn start(
+        binary: &Path,
+        base: &Path,
+        cores: usize,
+        spin_us: u64,
+        keep_data: bool,
+    ) -> Result<Broker> {
         ensure!(
             binary.is_file(),
             "the sluice binary {} does not exist (build it with `cargo build --release --bin \
@@ -154,12 +162,14 @@ impl Broker {
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-            .args(["--cores", &cores.to_string()]);
+            .args(["--cores", &cores.to_string()])
+            .args(["--spin-before-park-us", &spin_us.to_string()]);
         let (child, address, shards) = spawn_ready(command, &log_path)?;
         let pid = child.id();
         Ok(Broker {
             description: format!(
-                "{} serve --cores {cores} ({shards} shards), data in {}",
+                "{} serve --cores {cores} --spin-before-park-us {spin_us} ({shards} shards), \
+                 data in {}",
                 binary.display(),
                 data.display()
             ),

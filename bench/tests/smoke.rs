@@ -290,11 +290,28 @@ fn one_outstanding_produce_point() {
             "1s",
             "--warmup",
             "0.3s",
+            // The lean round trip of the README: both sides poll before they sleep.
+            "--client-spin-us",
+            "100",
+            "--broker-spin-us",
+            "100",
         ],
     );
     let json = json_report(out.path(), "one");
     let point = &json["points"][0];
     assert_eq!(point["spec"]["one_outstanding"], true, "{point:#}");
+    assert_eq!(
+        point["spec"]["client_spin"]["nanos"].as_u64(),
+        Some(100_000),
+        "{point:#}"
+    );
+    assert!(
+        json["broker"]
+            .to_string()
+            .contains("--spin-before-park-us 100"),
+        "the started broker spins: {:#}",
+        json["broker"]
+    );
     assert_eq!(point["problems"].as_array().unwrap().len(), 0, "{point:#}");
     let acknowledged = point["produce_latency"]["uncorrected"]["count"]
         .as_u64()

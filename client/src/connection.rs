@@ -45,6 +45,7 @@ use wire::protocol::{
 use wire::AlignedVec;
 
 use crate::error::ClientError;
+use crate::spinning_read::SpinningRead;
 
 /// A response frame as read from the socket, length prefix included, 16-aligned in memory.
 pub type Frame = AlignedVec<16>;
@@ -74,6 +75,10 @@ pub struct ConnectionConfig {
     pub frame_size_max: usize,
     /// Name sent in the handshake, for the broker's logs.
     pub client_name: String,
+    /// How long the connection's reader, finding no response to read, keeps polling the
+    /// socket before its task sleeps until the runtime wakes it. Default zero (sleep at once).
+    /// See [`ProducerConfig::spin_before_park`](crate::ProducerConfig::spin_before_park).
+    pub spin_before_park: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -84,6 +89,7 @@ impl Default for ConnectionConfig {
             max_in_flight_requests: 128,
             frame_size_max: FRAME_SIZE_MAX,
             client_name: "sluice-client".to_owned(),
+            spin_before_park: Duration::ZERO,
         }
     }
 }
@@ -290,6 +296,7 @@ impl Connection {
             .set_nodelay(true)
             .map_err(|e| ClientError::io(addr, e))?;
         let (reader, writer) = stream.into_split();
+        let reader = SpinningRead::new(reader, config.spin_before_park);
         let connection = Connection::start(addr, reader, writer, config);
         match tokio::time::timeout(timeout, connection.handshake()).await {
             Ok(result) => result?,

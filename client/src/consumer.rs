@@ -107,6 +107,9 @@ pub struct ConsumerConfig {
     /// Longest time the consumer uses its metadata without refreshing it. Default 30 s
     /// (Kafka's `metadata.max.age.ms`).
     pub metadata_max_age: Duration,
+    /// How long a connection's reader polls its socket for the next response before it sleeps.
+    /// Default zero. See [`ProducerConfig::spin_before_park`](crate::ProducerConfig::spin_before_park).
+    pub spin_before_park: Duration,
     /// Consumer group membership: needed for [`Consumer::subscribe`] and for committing
     /// offsets. Default `None` (manual assignment only).
     pub group: Option<GroupConfig>,
@@ -123,6 +126,7 @@ impl Default for ConsumerConfig {
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
             metadata_max_age: crate::producer::DEFAULT_METADATA_MAX_AGE,
+            spin_before_park: Duration::ZERO,
             group: None,
         }
     }
@@ -277,6 +281,7 @@ impl Consumer {
         let connection = ConnectionConfig {
             request_timeout: config.request_timeout + config.fetch_max_wait,
             frame_size_max: wire::protocol::FRAME_SIZE_MAX,
+            spin_before_park: config.spin_before_park,
             ..ConnectionConfig::default()
         };
         let group = match &config.group {

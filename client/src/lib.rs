@@ -169,6 +169,7 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
+mod spinning_read;
 
 pub use admin::{
     Admin, AdminConfig, ClusterDescription, CommittedOffset, GroupDescription, GroupLag,

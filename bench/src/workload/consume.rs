@@ -89,6 +89,7 @@ pub struct Prepared {
 pub fn consumer_config(spec: &PointSpec, target: &Target) -> ConsumerConfig {
     ConsumerConfig {
         partition_max_bytes: u32::try_from(spec.fetch_partition_bytes).unwrap_or(u32::MAX),
+        spin_before_park: spec.client_spin,
         ..ConsumerConfig::new(target.address.clone())
     }
 }

@@ -244,6 +244,7 @@ pub fn producer_config(spec: &PointSpec, address: &str) -> ProducerConfig {
         linger: Duration::from_secs_f64(spec.linger_ms / 1000.0),
         max_in_flight_per_partition: spec.max_in_flight,
         max_buffered_bytes: usize::try_from(spec.buffer_bytes).unwrap_or(usize::MAX),
+        spin_before_park: spec.client_spin,
         ..ProducerConfig::new(address)
     }
 }
