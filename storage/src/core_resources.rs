@@ -10,6 +10,7 @@
 //!  appended data kept in memory (chunks)  <= B, plus the chunks not yet on disk (see below)
 //!  spare chunks kept for reuse            <= SPARE_CHUNKS_MAX x write_chunk_bytes (8 MiB)
 //!  per idle log                           <= one page (its partial tail page) + small state
+//!  read-ahead of sequential disk readers  <= B / 4 (64 MiB by default), see `read_ahead`
 //! ```
 //!
 //! When a log needs a new chunk and the core's chunks would pass `B`, the least recently
@@ -59,6 +60,11 @@ pub struct CoreResources {
     tick: Cell<u64>,
     accounts: RefCell<Vec<Weak<CacheAccount>>>,
     spare_chunks: RefCell<Vec<AlignedBuffer>>,
+    /// Bytes of disk reads ahead in flight or waiting for their reader, at most
+    /// [`CoreResources::read_ahead_bytes_max`].
+    read_ahead_bytes: Cell<usize>,
+    /// Disk reads served from bytes read ahead.
+    read_ahead_hits: Cell<u64>,
 }
 
 thread_local! {
@@ -80,6 +86,8 @@ impl CoreResources {
             tick: Cell::new(0),
             accounts: RefCell::new(Vec::new()),
             spare_chunks: RefCell::new(Vec::new()),
+            read_ahead_bytes: Cell::new(0),
+            read_ahead_hits: Cell::new(0),
         })
     }
 
@@ -112,6 +120,37 @@ impl CoreResources {
     /// Bytes of append chunks the core's logs hold right now.
     pub fn cached_bytes(&self) -> usize {
         self.cached_bytes.get()
+    }
+
+    /// Most bytes the core's logs read ahead at once: a quarter of the tail-cache budget (64
+    /// MiB by default: two 32 MiB fetches read ahead), so read-ahead never takes more than a
+    /// fraction of what the core keeps for readers.
+    pub fn read_ahead_bytes_max(&self) -> usize {
+        self.budget.tail_cache_bytes / 4
+    }
+
+    /// Bytes read ahead right now (in flight or waiting for their reader).
+    pub fn read_ahead_bytes(&self) -> usize {
+        self.read_ahead_bytes.get()
+    }
+
+    /// Disk reads of the core's logs served from bytes read ahead, since the start.
+    pub fn read_ahead_hits(&self) -> u64 {
+        self.read_ahead_hits.get()
+    }
+
+    /// Counts `bytes` of read-ahead against the budget, or `None` when they do not fit (the
+    /// reader then reads when it asks, as without read-ahead).
+    pub(crate) fn charge_read_ahead(self: &Rc<Self>, bytes: usize) -> Option<ReadAheadCharge> {
+        let total = self.read_ahead_bytes.get().checked_add(bytes)?;
+        if total > self.read_ahead_bytes_max() {
+            return None;
+        }
+        self.read_ahead_bytes.set(total);
+        Some(ReadAheadCharge {
+            resources: self.clone(),
+            bytes,
+        })
     }
 
     /// Opens the cache account of a new log.
@@ -243,5 +282,28 @@ impl Drop for CacheCharge {
         resources
             .cached_bytes
             .set(resources.cached_bytes.get() - self.bytes);
+    }
+}
+
+/// Bytes of one read-ahead counted against the core's read-ahead budget until dropped.
+pub(crate) struct ReadAheadCharge {
+    resources: Rc<CoreResources>,
+    bytes: usize,
+}
+
+impl ReadAheadCharge {
+    /// Counts a reader served by these bytes.
+    pub(crate) fn record_hit(&self) {
+        let hits = &self.resources.read_ahead_hits;
+        hits.set(hits.get() + 1);
+    }
+}
+
+impl Drop for ReadAheadCharge {
+    fn drop(&mut self) {
+        let resources = &self.resources;
+        resources
+            .read_ahead_bytes
+            .set(resources.read_ahead_bytes.get() - self.bytes);
     }
 }

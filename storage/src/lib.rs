@@ -42,6 +42,7 @@ pub mod error;
 mod index;
 mod io;
 mod log;
+mod read_ahead;
 pub use io::metadata;
 mod recovery;
 mod segment;

@@ -11,6 +11,7 @@
 //! machine).
 
 use std::cell::{Cell, RefCell};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,9 +25,10 @@ use crate::core_resources::{CacheAccount, CacheOwner, CoreResources};
 use crate::error::{Result, StorageError};
 use crate::index::{SegmentIndex, SegmentSummary};
 use crate::io::{
-    align_down, create_dir_all, list_dir, prime_device_probe, remove_file, sync_dir, SegmentFile,
-    SharedBytes, Signal,
+    align_down, align_up, create_dir_all, list_dir, prime_device_probe, remove_file, sync_dir,
+    SegmentFile, SharedBytes, Signal,
 };
+use crate::read_ahead::{Prefetch, ReadAhead, ResumePoint};
 use crate::recovery::scan_segment;
 use crate::segment::{
     index_path, log_path, parse_log_name, read_from_disk, read_index_file, write_index_file,
@@ -99,6 +101,8 @@ struct LogInner {
     flush_wanted: Signal,
     /// The log end offset moved (for long polls).
     appended: Signal,
+    /// The next range of the last sequential disk reader, read ahead.
+    read_ahead: ReadAhead,
 }
 
 struct LogState {
@@ -284,6 +288,7 @@ impl Log {
             durable_changed: Signal::default(),
             flush_wanted: Signal::default(),
             appended: Signal::default(),
+            read_ahead: ReadAhead::default(),
         });
         let owner: Weak<dyn CacheOwner> = Rc::downgrade(&inner) as Weak<dyn CacheOwner>;
         cache.set_owner(owner);
@@ -514,16 +519,23 @@ impl Log {
         max_bytes: usize,
         end_offset: u64,
     ) -> Result<ReadBatches> {
-        let _in_flight = ReadInFlight::start(&self.inner);
+        let _in_flight = ReadInFlight::start(&*self.inner);
         // One pass reads from one place (a sealed segment, the disk part of the active one, or
         // the tail cache); continue into the next while the budget allows.
-        let mut out = self.read_once(from_offset, max_bytes, end_offset).await?;
+        let (mut out, mut budget_spent) =
+            self.read_once(from_offset, max_bytes, end_offset).await?;
         while let Some(next) = out.next_offset() {
+            if budget_spent {
+                // The next batch on disk did not fit: reading it again to find that out would
+                // waste a read (and the read-ahead kept for the next fetch).
+                break;
+            }
             let taken = out.total_bytes();
             if taken >= max_bytes || next >= end_offset.min(self.log_end_offset()) {
                 break;
             }
-            let more = self.read_once(next, max_bytes - taken, end_offset).await?;
+            let more;
+            (more, budget_spent) = self.read_once(next, max_bytes - taken, end_offset).await?;
             let Some(first) = more.batches.first() else {
                 break;
             };
@@ -547,14 +559,17 @@ impl Log {
         Ok(out)
     }
 
+    /// One pass of [`Log::read_bounded`], from one place; also says whether it stopped on
+    /// disk because the next batch did not fit in `max_bytes`.
     async fn read_once(
         &self,
         from_offset: u64,
         max_bytes: usize,
         end_offset: u64,
-    ) -> Result<ReadBatches> {
+    ) -> Result<(ReadBatches, bool)> {
         let inner = &self.inner;
         let mut out = ReadBatches::default();
+        let mut budget_spent = false;
         enum Plan {
             Done,
             Disk {
@@ -565,7 +580,7 @@ impl Log {
             },
             Sealed(Rc<SealedSegment>),
         }
-        let plan = {
+        let (plan, epoch) = {
             let state = inner.state.borrow();
             if state.closed {
                 return Err(inner.closed_error());
@@ -578,7 +593,7 @@ impl Log {
                 });
             }
             let active = &state.active;
-            if from_offset == state.next_offset {
+            let plan = if from_offset == state.next_offset {
                 Plan::Done
             } else if from_offset >= active.base_offset {
                 let (hint, hint_offset) = active
@@ -623,7 +638,8 @@ impl Log {
                     Some(segment) => Plan::Sealed(segment.clone()),
                     None => Plan::Done,
                 }
-            }
+            };
+            (plan, state.epoch)
         };
         let batch_bytes_max = inner.config.batch_bytes_max;
         match plan {
@@ -644,7 +660,7 @@ impl Log {
                     max_bytes,
                     batch_bytes_max,
                 };
-                read_from_disk(request, &mut out.batches).await?;
+                budget_spent = self.read_file(request, epoch, &mut out.batches).await?;
             }
             Plan::Sealed(segment) => {
                 let index = match inner.sealed_index(&segment).await {
@@ -665,10 +681,93 @@ impl Log {
                     max_bytes,
                     batch_bytes_max,
                 };
-                read_from_disk(request, &mut out.batches).await?;
+                budget_spent = self.read_file(request, epoch, &mut out.batches).await?;
+            }
+        };
+        Ok((out, budget_spent))
+    }
+
+    /// Reads batches from a segment file: from where the log's read-ahead resumes when that
+    /// is closer to `from_offset` than the index's hint (a sequential reader's next fetch),
+    /// taking the bytes read ahead. When the read stops with more of the file left, reads
+    /// the next range ahead (see [`crate::read_ahead`]). Returns whether it stopped there.
+    async fn read_file(
+        &self,
+        mut request: DiskRead<'_>,
+        epoch: u64,
+        out: &mut Vec<ReadBatch>,
+    ) -> Result<bool> {
+        let inner = &self.inner;
+        let hint = ResumePoint {
+            position: request.start_position,
+            offset: request.start_offset,
+        };
+        if let Some(resume) =
+            inner
+                .read_ahead
+                .resume_point(request.file.path(), request.from_offset, hint)
+        {
+            request.start_position = resume.position;
+            request.start_offset = resume.offset;
+        }
+        let file = request.file.clone();
+        let (end_position, max_bytes) = (request.end_position, request.max_bytes);
+        let resume = read_from_disk(request, out, &inner.read_ahead).await?;
+        if let Some(resume) = resume {
+            self.read_ahead(&file, resume, max_bytes, end_position, epoch);
+        }
+        Ok(resume.is_some())
+    }
+
+    /// Starts reading `max_bytes` of `file` from `resume` (at most up to `end_position`, the
+    /// end of its bytes on disk) in the background, unless the log changed since the read
+    /// that asked for it (truncated, closed), the range is being read ahead already, or the
+    /// core's read-ahead budget is spent.
+    fn read_ahead(
+        &self,
+        file: &SegmentFile,
+        resume: ResumePoint,
+        max_bytes: usize,
+        end_position: u64,
+        epoch: u64,
+    ) {
+        let inner = &self.inner;
+        {
+            let state = inner.state.borrow();
+            if state.closed || state.poisoned.is_some() || state.epoch != epoch {
+                return;
             }
         }
-        Ok(out)
+        if inner.read_ahead.has(file.path(), resume.position) {
+            return;
+        }
+        let resources = inner.cache.resources();
+        let start = align_down(resume.position, PAGE_SIZE as u64);
+        // Half the core's budget at most, so two readers can read ahead at once.
+        let wanted = (max_bytes as u64).min((resources.read_ahead_bytes_max() / 2) as u64);
+        let len = align_up(
+            wanted.min(end_position.saturating_sub(start)),
+            PAGE_SIZE as u64,
+        );
+        let Ok(len) = usize::try_from(len) else {
+            return;
+        };
+        if len == 0 {
+            return;
+        }
+        let Some(charge) = resources.charge_read_ahead(len) else {
+            return;
+        };
+        let prefetch = Prefetch::new(file.shared_path(), resume, start, end_position, charge);
+        inner.read_ahead.put(prefetch.clone());
+        let in_flight = ReadInFlight::start(inner.clone());
+        let file = file.clone();
+        glommio::spawn_local(async move {
+            let result = file.read_aligned(start, len).await;
+            prefetch.complete(result);
+            drop(in_flight);
+        })
+        .detach();
     }
 
     /// The first offset whose record timestamp is at or after `timestamp_ms`; `None` when every
@@ -812,6 +911,7 @@ impl Log {
             state.durable_offset = state.durable_offset.min(new_end);
             state.written_offset = state.written_offset.min(new_end);
             state.epoch += 1;
+            inner.read_ahead.clear();
             state.unflushed_bytes = 0;
             state.first_unflushed_ms = None;
         }
@@ -909,6 +1009,7 @@ impl Log {
             let _permit = inner.lock().await?;
             inner.state.borrow_mut().closed = true;
         }
+        inner.read_ahead.clear();
         inner.notify_all();
         // Appends that came in between the flush and the lock are synced too.
         let unsynced = {
@@ -940,19 +1041,20 @@ impl Log {
     }
 }
 
-/// Counts one read in progress for [`Log::close`], from its start to its end.
-struct ReadInFlight<'a> {
-    inner: &'a LogInner,
+/// Counts one read in progress for [`Log::close`], from its start to its end: a reader's
+/// (borrowing the log) or a read ahead (owning a reference to it).
+struct ReadInFlight<I: Deref<Target = LogInner>> {
+    inner: I,
 }
 
-impl<'a> ReadInFlight<'a> {
-    fn start(inner: &'a LogInner) -> Self {
+impl<I: Deref<Target = LogInner>> ReadInFlight<I> {
+    fn start(inner: I) -> Self {
         inner.reads_in_flight.set(inner.reads_in_flight.get() + 1);
         ReadInFlight { inner }
     }
 }
 
-impl Drop for ReadInFlight<'_> {
+impl<I: Deref<Target = LogInner>> Drop for ReadInFlight<I> {
     fn drop(&mut self) {
         let count = self.inner.reads_in_flight.get() - 1;
         self.inner.reads_in_flight.set(count);
@@ -1155,6 +1257,7 @@ impl LogInner {
         state.durable_offset = offset;
         state.written_offset = offset;
         state.epoch += 1;
+        self.read_ahead.clear();
         state.unflushed_bytes = 0;
         state.first_unflushed_ms = None;
         Ok(())

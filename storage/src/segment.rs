@@ -17,6 +17,7 @@ use crate::config::PAGE_SIZE;
 use crate::error::{Result, StorageError};
 use crate::index::{SegmentIndex, SegmentSummary};
 use crate::io::{align_down, align_up, file_exists, FileOptions, SegmentFile, SharedBytes};
+use crate::read_ahead::{ReadAhead, ResumePoint};
 
 /// One batch returned by a read: its offsets and its bytes, exactly as appended (with the base
 /// offset stamped), sliced from an aligned buffer without a copy.
@@ -138,7 +139,14 @@ pub(crate) struct DiskRead<'a> {
 /// Reads whole batches with aligned DMA reads, validating each (CRC included): a batch that
 /// fails is corruption, since only data already written is read this way. Appends to `out`;
 /// the first batch is returned even when it is larger than `max_bytes`, so readers progress.
-pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatch>) -> Result<()> {
+/// Takes bytes `read_ahead` holds for a range it reads instead of reading them again.
+/// Returns where the next read would resume when this one stopped because `max_bytes` was
+/// spent while the file has more before `end_position` (a candidate for reading ahead).
+pub(crate) async fn read_from_disk(
+    request: DiskRead<'_>,
+    out: &mut Vec<ReadBatch>,
+    read_ahead: &ReadAhead,
+) -> Result<Option<ResumePoint>> {
     let DiskRead {
         file,
         start_position,
@@ -159,6 +167,7 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
     let mut buffer = SharedBytes::empty();
     let mut buffer_start = 0u64;
     let mut taken = 0usize;
+    let mut resume = None;
     while position < end_position {
         // Read enough for the header, then for the whole batch.
         let mut need = BATCH_HEADER_SIZE as u64;
@@ -168,7 +177,10 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
                 let wanted =
                     (max_bytes.saturating_sub(taken) as u64).max(need) + (position - start);
                 let len = align_up(wanted.min(end_position - start), PAGE_SIZE as u64);
-                buffer = file.read_aligned(start, len as usize).await?;
+                buffer = match read_ahead.take(file.path(), start, position + need).await {
+                    Some(bytes) => bytes,
+                    None => file.read_aligned(start, len as usize).await?,
+                };
                 buffer_start = start;
                 if position + need > buffer_start + buffer.len() as u64 {
                     return Err(corrupt(
@@ -184,8 +196,12 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
                 break header;
             }
             need = u64::from(header.batch_length);
-            if header.last_offset() < from_offset {
-                break header; // skipped below without reading its body
+            let over_budget = taken > 0 && taken + header.batch_length as usize > max_bytes;
+            if header.last_offset() < from_offset
+                || header.last_offset() >= end_offset
+                || over_budget
+            {
+                break header; // skipped, or the end of this read: its body is not needed
             }
         };
         if header.base_offset != expected_offset {
@@ -203,9 +219,14 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
             position = batch_end;
             continue;
         }
-        if header.last_offset() >= end_offset
-            || (taken > 0 && taken + header.batch_length as usize > max_bytes)
-        {
+        if header.last_offset() >= end_offset {
+            break;
+        }
+        if taken > 0 && taken + header.batch_length as usize > max_bytes {
+            resume = Some(ResumePoint {
+                position,
+                offset: header.base_offset,
+            });
             break;
         }
         let at = (position - buffer_start) as usize;
@@ -222,8 +243,12 @@ pub(crate) async fn read_from_disk(request: DiskRead<'_>, out: &mut Vec<ReadBatc
         taken += view.len();
         position = batch_end;
         if taken >= max_bytes {
+            resume = (position < end_position).then_some(ResumePoint {
+                position,
+                offset: expected_offset,
+            });
             break;
         }
     }
-    Ok(())
+    Ok(resume)
 }

@@ -97,6 +97,11 @@ impl SegmentFile {
         &self.path
     }
 
+    /// The file's path, shared (a cheap clone for whoever remembers which file it read).
+    pub(crate) fn shared_path(&self) -> Rc<PathBuf> {
+        self.path.clone()
+    }
+
     fn fail(&self, error: glommio::GlommioError<()>) -> StorageError {
         StorageError::io(self.path.as_path(), error.into())
     }
