@@ -81,6 +81,22 @@ pub struct ConnectionConfig {
     pub spin_before_park: Duration,
 }
 
+/// Longest [`ConnectionConfig::spin_before_park`]: 10 ms, far above the 50–300 µs that pay
+/// for a round trip, so a typo (seconds for µs) cannot make every idle connection spin.
+pub const SPIN_BEFORE_PARK_MAX: Duration = Duration::from_millis(10);
+
+/// Refuses a `spin_before_park` above [`SPIN_BEFORE_PARK_MAX`] (the producer's, the consumer's
+/// and the connection's configs all check it up front).
+pub(crate) fn check_spin_before_park(spin: Duration) -> Result<(), ClientError> {
+    if spin > SPIN_BEFORE_PARK_MAX {
+        return Err(ClientError::Config(format!(
+            "spin_before_park must be at most {SPIN_BEFORE_PARK_MAX:?}: each connection burns \
+             up to that much CPU every time it goes quiet"
+        )));
+    }
+    Ok(())
+}
+
 impl Default for ConnectionConfig {
     fn default() -> Self {
         ConnectionConfig {
@@ -102,6 +118,7 @@ impl ConnectionConfig {
                 "max_in_flight_requests must be at least 1".into(),
             ));
         }
+        check_spin_before_park(self.spin_before_park)?;
         if self.frame_size_max < FRAME_SIZE_MIN {
             return Err(ClientError::Config(format!(
                 "frame_size_max must be at least {FRAME_SIZE_MIN} bytes"

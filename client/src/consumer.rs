@@ -154,6 +154,7 @@ impl ConsumerConfig {
         if let Some(group) = &self.group {
             group.validate()?;
         }
+        crate::connection::check_spin_before_park(self.spin_before_park)?;
         if self.metadata_max_age.is_zero() {
             return Err(ClientError::Config(
                 "metadata_max_age must be positive".into(),

@@ -199,7 +199,7 @@ impl ProducerConfig {
         if self.metadata_max_age.is_zero() {
             return fail("metadata_max_age must be positive");
         }
-        Ok(())
+        crate::connection::check_spin_before_park(self.spin_before_park)
     }
 
     /// Whether batches are stamped for idempotence: asked for, and answered (`acks` 1 or all).
@@ -1773,6 +1773,16 @@ mod tests {
     #[test]
     fn config_validation() {
         assert!(ProducerConfig::default().validate().is_ok());
+        let spinning = ProducerConfig {
+            spin_before_park: Duration::from_micros(200),
+            ..ProducerConfig::default()
+        };
+        assert!(spinning.validate().is_ok());
+        let spinning_for_seconds = ProducerConfig {
+            spin_before_park: Duration::from_secs(1),
+            ..ProducerConfig::default()
+        };
+        assert!(spinning_for_seconds.validate().is_err());
         let bad = ProducerConfig {
             max_in_flight_per_partition: 0,
             ..ProducerConfig::default()

@@ -28,7 +28,7 @@ use crate::io::{
     align_down, align_up, create_dir_all, list_dir, prime_device_probe, remove_file, sync_dir,
     SegmentFile, SharedBytes, Signal,
 };
-use crate::read_ahead::{Prefetch, ReadAhead, ResumePoint};
+use crate::read_ahead::{Prefetch, ReadAhead, ResumePoint, READ_AHEAD_UNTAKEN_MAX};
 use crate::recovery::scan_segment;
 use crate::segment::{
     index_path, log_path, parse_log_name, read_from_disk, read_index_file, write_index_file,
@@ -522,8 +522,9 @@ impl Log {
         let _in_flight = ReadInFlight::start(&*self.inner);
         // One pass reads from one place (a sealed segment, the disk part of the active one, or
         // the tail cache); continue into the next while the budget allows.
-        let (mut out, mut budget_spent) =
-            self.read_once(from_offset, max_bytes, end_offset).await?;
+        let (mut out, mut budget_spent) = self
+            .read_once(from_offset, max_bytes, end_offset, max_bytes)
+            .await?;
         while let Some(next) = out.next_offset() {
             if budget_spent {
                 // The next batch on disk did not fit: reading it again to find that out would
@@ -535,7 +536,9 @@ impl Log {
                 break;
             }
             let more;
-            (more, budget_spent) = self.read_once(next, max_bytes - taken, end_offset).await?;
+            (more, budget_spent) = self
+                .read_once(next, max_bytes - taken, end_offset, max_bytes)
+                .await?;
             let Some(first) = more.batches.first() else {
                 break;
             };
@@ -559,13 +562,14 @@ impl Log {
         Ok(out)
     }
 
-    /// One pass of [`Log::read_bounded`], from one place; also says whether it stopped on
-    /// disk because the next batch did not fit in `max_bytes`.
+    /// One pass of [`Log::read_bounded`] (of a read of `fetch_bytes` in all), from one place;
+    /// also says whether it stopped on disk because the next batch did not fit in `max_bytes`.
     async fn read_once(
         &self,
         from_offset: u64,
         max_bytes: usize,
         end_offset: u64,
+        fetch_bytes: usize,
     ) -> Result<(ReadBatches, bool)> {
         let inner = &self.inner;
         let mut out = ReadBatches::default();
@@ -659,8 +663,12 @@ impl Log {
                     end_offset,
                     max_bytes,
                     batch_bytes_max,
+                    // The first pass of a read (a later one has less than the whole read left).
+                    first_batch_exempt: max_bytes == fetch_bytes,
                 };
-                budget_spent = self.read_file(request, epoch, &mut out.batches).await?;
+                budget_spent = self
+                    .read_file(request, epoch, fetch_bytes, &mut out.batches)
+                    .await?;
             }
             Plan::Sealed(segment) => {
                 let index = match inner.sealed_index(&segment).await {
@@ -680,8 +688,12 @@ impl Log {
                     end_offset,
                     max_bytes,
                     batch_bytes_max,
+                    // The first pass of a read (a later one has less than the whole read left).
+                    first_batch_exempt: max_bytes == fetch_bytes,
                 };
-                budget_spent = self.read_file(request, epoch, &mut out.batches).await?;
+                budget_spent = self
+                    .read_file(request, epoch, fetch_bytes, &mut out.batches)
+                    .await?;
             }
         };
         Ok((out, budget_spent))
@@ -695,6 +707,7 @@ impl Log {
         &self,
         mut request: DiskRead<'_>,
         epoch: u64,
+        fetch_bytes: usize,
         out: &mut Vec<ReadBatch>,
     ) -> Result<bool> {
         let inner = &self.inner;
@@ -711,23 +724,24 @@ impl Log {
             request.start_offset = resume.offset;
         }
         let file = request.file.clone();
-        let (end_position, max_bytes) = (request.end_position, request.max_bytes);
+        let end_position = request.end_position;
         let resume = read_from_disk(request, out, &inner.read_ahead).await?;
         if let Some(resume) = resume {
-            self.read_ahead(&file, resume, max_bytes, end_position, epoch);
+            self.start_read_ahead(&file, resume, fetch_bytes, end_position, epoch);
         }
         Ok(resume.is_some())
     }
 
-    /// Starts reading `max_bytes` of `file` from `resume` (at most up to `end_position`, the
-    /// end of its bytes on disk) in the background, unless the log changed since the read
-    /// that asked for it (truncated, closed), the range is being read ahead already, or the
-    /// core's read-ahead budget is spent.
-    fn read_ahead(
+    /// Starts reading the next fetch's bytes (`fetch_bytes`, plus the header of the batch after
+    /// them) of `file` from `resume` in the background, at most up to `end_position` (the end
+    /// of its bytes on disk), unless the log changed since the read that asked for it
+    /// (truncated, closed), the slot holds a young prefetch, or the core's read-ahead budget is
+    /// spent. Bytes nobody takes are dropped after [`READ_AHEAD_UNTAKEN_MAX`].
+    fn start_read_ahead(
         &self,
         file: &SegmentFile,
         resume: ResumePoint,
-        max_bytes: usize,
+        fetch_bytes: usize,
         end_position: u64,
         epoch: u64,
     ) {
@@ -738,13 +752,15 @@ impl Log {
                 return;
             }
         }
-        if inner.read_ahead.has(file.path(), resume.position) {
+        if !inner.read_ahead.has_room_for(file.path(), resume) {
             return;
         }
         let resources = inner.cache.resources();
         let start = align_down(resume.position, PAGE_SIZE as u64);
-        // Half the core's budget at most, so two readers can read ahead at once.
-        let wanted = (max_bytes as u64).min((resources.read_ahead_bytes_max() / 2) as u64);
+        // What the next fetch reads first (see `read_from_disk`), within half the core's
+        // budget so that two logs can read ahead at once.
+        let wanted = (fetch_bytes as u64 + (resume.position - start) + BATCH_HEADER_SIZE as u64)
+            .min((resources.read_ahead_bytes_max() / 2) as u64);
         let len = align_up(
             wanted.min(end_position.saturating_sub(start)),
             PAGE_SIZE as u64,
@@ -761,11 +777,18 @@ impl Log {
         let prefetch = Prefetch::new(file.shared_path(), resume, start, end_position, charge);
         inner.read_ahead.put(prefetch.clone());
         let in_flight = ReadInFlight::start(inner.clone());
+        let weak = Rc::downgrade(inner);
         let file = file.clone();
         glommio::spawn_local(async move {
             let result = file.read_aligned(start, len).await;
             prefetch.complete(result);
+            // Closing the log waits for the read, not for the expiry below.
             drop(in_flight);
+            drop(file);
+            glommio::timer::sleep(READ_AHEAD_UNTAKEN_MAX).await;
+            if let Some(inner) = weak.upgrade() {
+                inner.read_ahead.expire(&prefetch);
+            }
         })
         .detach();
     }

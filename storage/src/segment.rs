@@ -134,11 +134,15 @@ pub(crate) struct DiskRead<'a> {
     pub(crate) end_offset: u64,
     pub(crate) max_bytes: usize,
     pub(crate) batch_bytes_max: usize,
+    /// The first batch is returned even when it is larger than `max_bytes` (the first pass of
+    /// a read, so readers progress); a later pass of the same read returns only what fits.
+    pub(crate) first_batch_exempt: bool,
 }
 
 /// Reads whole batches with aligned DMA reads, validating each (CRC included): a batch that
 /// fails is corruption, since only data already written is read this way. Appends to `out`;
-/// the first batch is returned even when it is larger than `max_bytes`, so readers progress.
+/// the first batch is returned even when it is larger than `max_bytes` if `first_batch_exempt`.
+///
 /// Takes bytes `read_ahead` holds for a range it reads instead of reading them again.
 /// Returns where the next read would resume when this one stopped because `max_bytes` was
 /// spent while the file has more before `end_position` (a candidate for reading ahead).
@@ -156,6 +160,7 @@ pub(crate) async fn read_from_disk(
         end_offset,
         max_bytes,
         batch_bytes_max,
+        first_batch_exempt,
     } = request;
     let corrupt = |position: u64, reason: String| StorageError::Corrupt {
         path: file.path().to_path_buf(),
@@ -174,8 +179,11 @@ pub(crate) async fn read_from_disk(
         let header = loop {
             if position < buffer_start || position + need > buffer_start + buffer.len() as u64 {
                 let start = align_down(position, PAGE_SIZE as u64);
-                let wanted =
-                    (max_bytes.saturating_sub(taken) as u64).max(need) + (position - start);
+                // The header of the batch after the budget too: whether it fits is decided
+                // from its header, which would otherwise cost a read of its own.
+                let wanted = (max_bytes.saturating_sub(taken) as u64).max(need)
+                    + (position - start)
+                    + BATCH_HEADER_SIZE as u64;
                 let len = align_up(wanted.min(end_position - start), PAGE_SIZE as u64);
                 buffer = match read_ahead.take(file.path(), start, position + need).await {
                     Some(bytes) => bytes,
@@ -196,7 +204,8 @@ pub(crate) async fn read_from_disk(
                 break header;
             }
             need = u64::from(header.batch_length);
-            let over_budget = taken > 0 && taken + header.batch_length as usize > max_bytes;
+            let over_budget = (taken > 0 || !first_batch_exempt)
+                && taken + header.batch_length as usize > max_bytes;
             if header.last_offset() < from_offset
                 || header.last_offset() >= end_offset
                 || over_budget
@@ -222,7 +231,7 @@ pub(crate) async fn read_from_disk(
         if header.last_offset() >= end_offset {
             break;
         }
-        if taken > 0 && taken + header.batch_length as usize > max_bytes {
+        if (taken > 0 || !first_batch_exempt) && taken + header.batch_length as usize > max_bytes {
             resume = Some(ResumePoint {
                 position,
                 offset: header.base_offset,

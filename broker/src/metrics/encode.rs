@@ -104,6 +104,16 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "the shard's tail-cache budget",
     ),
     (
+        "sluice_read_ahead_bytes",
+        "shard",
+        "disk reads ahead of sequential readers, in flight or waiting",
+    ),
+    (
+        "sluice_read_ahead_hits_total",
+        "shard",
+        "disk reads served from bytes read ahead",
+    ),
+    (
         "sluice_partition_log_start_offset",
         "topic, partition",
         "first offset in the log",
@@ -199,7 +209,7 @@ impl Collector for NodeCollector {
             shards,
             |report| Some(u64::from(report.snapshot.is_some())),
         )?;
-        let counters: [(&str, &str, ReadCounter); 7] = [
+        let counters: [(&str, &str, ReadCounter); 8] = [
             (
                 "sluice_produce_requests",
                 "Produce requests received on the shard's connections",
@@ -234,6 +244,12 @@ impl Collector for NodeCollector {
                 "sluice_connections_accepted",
                 "Client connections the shard accepted",
                 |s| s.probe.connections_accepted,
+            ),
+            (
+                "sluice_read_ahead_hits",
+                "Disk reads of the shard's logs served from bytes read ahead (a consumer or \
+                 follower catching up from disk)",
+                |s| s.read_ahead_hits,
             ),
         ];
         for (name, help, value) in counters {
@@ -277,7 +293,7 @@ impl Collector for NodeCollector {
                 }
             }
         }
-        let gauges: [(&str, &str, ReadGauge); 6] = [
+        let gauges: [(&str, &str, ReadGauge); 7] = [
             (
                 "sluice_connections",
                 "Client connections open on the shard",
@@ -307,6 +323,12 @@ impl Collector for NodeCollector {
                 "sluice_tail_cache_budget_bytes",
                 "The shard's tail-cache memory budget",
                 |r| r.snapshot.as_ref().map(|s| s.tail_cache_budget_bytes),
+            ),
+            (
+                "sluice_read_ahead_bytes",
+                "Bytes the shard's logs read ahead for sequential disk readers, in flight or \
+                 waiting for their reader (at most a quarter of the tail-cache budget)",
+                |r| r.snapshot.as_ref().map(|s| s.read_ahead_bytes),
             ),
         ];
         for (name, help, value) in gauges {

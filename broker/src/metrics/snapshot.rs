@@ -54,6 +54,10 @@ pub struct ShardSnapshot {
     pub tail_cache_bytes: u64,
     /// The shard's tail-cache budget.
     pub tail_cache_budget_bytes: u64,
+    /// Bytes read ahead for sequential disk readers now.
+    pub read_ahead_bytes: u64,
+    /// Disk reads served from bytes read ahead, since the shard started.
+    pub read_ahead_hits: u64,
     /// Partitions the shard owns.
     pub partitions: Vec<PartitionSnapshot>,
     /// Offsets committed to the groups the shard coordinates.
@@ -158,6 +162,8 @@ fn take_snapshot(services: &crate::services::ShardServices) -> ShardSnapshot {
         requests_in_flight: services.requests_in_flight() as u64,
         tail_cache_bytes: resources.cached_bytes() as u64,
         tail_cache_budget_bytes: resources.budget().tail_cache_bytes as u64,
+        read_ahead_bytes: resources.read_ahead_bytes() as u64,
+        read_ahead_hits: resources.read_ahead_hits(),
         partitions,
         committed,
     }
