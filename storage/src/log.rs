@@ -101,7 +101,7 @@ struct LogInner {
     flush_wanted: Signal,
     /// The log end offset moved (for long polls).
     appended: Signal,
-    /// The next range of the last sequential disk reader, read ahead.
+    /// The next range of the foremost sequential disk reader, read ahead.
     read_ahead: ReadAhead,
 }
 
@@ -646,6 +646,9 @@ impl Log {
             (plan, state.epoch)
         };
         let batch_bytes_max = inner.config.batch_bytes_max;
+        // Only the first pass of a read returns a batch larger than its budget (a later pass
+        // has less than the whole read left).
+        let first_batch_exempt = max_bytes == fetch_bytes;
         match plan {
             Plan::Done => {}
             Plan::Disk {
@@ -663,8 +666,7 @@ impl Log {
                     end_offset,
                     max_bytes,
                     batch_bytes_max,
-                    // The first pass of a read (a later one has less than the whole read left).
-                    first_batch_exempt: max_bytes == fetch_bytes,
+                    first_batch_exempt,
                 };
                 budget_spent = self
                     .read_file(request, epoch, fetch_bytes, &mut out.batches)
@@ -688,8 +690,7 @@ impl Log {
                     end_offset,
                     max_bytes,
                     batch_bytes_max,
-                    // The first pass of a read (a later one has less than the whole read left).
-                    first_batch_exempt: max_bytes == fetch_bytes,
+                    first_batch_exempt,
                 };
                 budget_spent = self
                     .read_file(request, epoch, fetch_bytes, &mut out.batches)
