@@ -150,6 +150,12 @@ impl BatchPool {
         }
     }
 
+    /// Whether this pool's batches leave their CRC to the producer's stamp: the one place
+    /// the producer decides it (its accumulator builds batches the same way).
+    pub fn crc_by_stamp(&self) -> bool {
+        self.crc_by_stamp
+    }
+
     /// Encodes `records` into one batch, stamping those without a timestamp with `now_ms`.
     /// Returns the batch and its record count.
     pub fn build<'a>(

@@ -877,7 +877,7 @@ impl SenderTask {
             batch_size_bytes: config.batch_size_bytes,
             linger: config.linger,
             max_in_flight: config.max_in_flight_per_partition,
-            crc_by_stamp: config.idempotent(),
+            crc_by_stamp: pool.crc_by_stamp(),
         });
         SenderTask {
             config,
