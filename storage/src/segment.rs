@@ -173,6 +173,11 @@ pub(crate) async fn read_from_disk(
     let mut buffer_start = 0u64;
     let mut taken = 0usize;
     let mut resume = None;
+    // Whether a batch of `length` bytes would pass the budget (the first one of an exempt
+    // read never does).
+    let over_budget = |taken: usize, length: u32| {
+        (taken > 0 || !first_batch_exempt) && taken + length as usize > max_bytes
+    };
     while position < end_position {
         // Read enough for the header, then for the whole batch.
         let mut need = BATCH_HEADER_SIZE as u64;
@@ -204,11 +209,9 @@ pub(crate) async fn read_from_disk(
                 break header;
             }
             need = u64::from(header.batch_length);
-            let over_budget = (taken > 0 || !first_batch_exempt)
-                && taken + header.batch_length as usize > max_bytes;
             if header.last_offset() < from_offset
                 || header.last_offset() >= end_offset
-                || over_budget
+                || over_budget(taken, header.batch_length)
             {
                 break header; // skipped, or the end of this read: its body is not needed
             }
@@ -231,7 +234,7 @@ pub(crate) async fn read_from_disk(
         if header.last_offset() >= end_offset {
             break;
         }
-        if (taken > 0 || !first_batch_exempt) && taken + header.batch_length as usize > max_bytes {
+        if over_budget(taken, header.batch_length) {
             resume = Some(ResumePoint {
                 position,
                 offset: header.base_offset,

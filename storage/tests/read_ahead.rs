@@ -6,6 +6,9 @@
 
 mod common;
 
+use std::path::Path;
+use std::rc::Rc;
+
 use common::{batch, run, test_dir, values, view};
 use storage::{CoreResources, Durability, Log, LogConfig, ShardBudget};
 
@@ -23,6 +26,15 @@ fn config() -> LogConfig {
         durability: Durability::Always,
         ..LogConfig::default()
     }
+}
+
+/// Installs the core's resources with [`TAIL_CACHE_BYTES`] and opens a log in `dir`.
+async fn open(dir: &Path, config: LogConfig) -> (Rc<CoreResources>, Log) {
+    let resources = CoreResources::install(ShardBudget {
+        tail_cache_bytes: TAIL_CACHE_BYTES,
+    });
+    let log = Log::open(dir.join("p"), config).await.unwrap();
+    (resources, log)
 }
 
 /// Appends `batches` batches of 4 records of 1 000 bytes (about 4 KiB each) tagged from
@@ -59,26 +71,15 @@ async fn read_all(log: &Log, mut offset: u64, max_bytes: usize) -> Vec<Vec<Vec<u
 fn a_sequential_reader_is_served_by_read_ahead() {
     let dir = test_dir();
     run(async {
-        let resources = CoreResources::install(ShardBudget {
-            tail_cache_bytes: TAIL_CACHE_BYTES,
-        });
-        let log = Log::open(dir.path().join("p"), config()).await.unwrap();
+        let (resources, log) = open(dir.path(), config()).await;
         let expected = append(&log, 0, 400).await;
         assert!(log.segment_count() > 3, "several sealed segments");
         let mut offset = 0;
         let mut got = Vec::new();
         let mut fetches = 0u64;
         while offset < log.log_end_offset() {
-            let before = resources.read_ahead_hits();
             let read = log.read(offset, 24 * 1024).await.unwrap();
             fetches += 1;
-            if resources.read_ahead_hits() == before {
-                eprintln!(
-                    "miss at {offset} ({} batches, ra {})",
-                    read.batches.len(),
-                    resources.read_ahead_bytes()
-                );
-            }
             for batch in &read.batches {
                 got.push(values(&batch.bytes));
             }
@@ -101,15 +102,12 @@ fn a_sequential_reader_is_served_by_read_ahead() {
 fn truncation_discards_what_was_read_ahead() {
     let dir = test_dir();
     run(async {
-        let resources = CoreResources::install(ShardBudget {
-            tail_cache_bytes: TAIL_CACHE_BYTES,
-        });
         // One segment: everything below the tail cache is the active segment's disk part.
         let config = LogConfig {
             segment_bytes_max: 64 << 20,
             ..config()
         };
-        let log = Log::open(dir.path().join("p"), config).await.unwrap();
+        let (resources, log) = open(dir.path(), config).await;
         let old = append(&log, 0, 60).await;
         assert_eq!(log.segment_count(), 1);
         // One fetch: it stops with more on disk, so the range after it is read ahead.
@@ -139,10 +137,7 @@ fn truncation_discards_what_was_read_ahead() {
 fn read_ahead_nobody_takes_is_dropped() {
     let dir = test_dir();
     run(async {
-        let resources = CoreResources::install(ShardBudget {
-            tail_cache_bytes: TAIL_CACHE_BYTES,
-        });
-        let log = Log::open(dir.path().join("p"), config()).await.unwrap();
+        let (resources, log) = open(dir.path(), config()).await;
         append(&log, 0, 100).await;
         log.read(0, 24 * 1024).await.unwrap();
         assert!(resources.read_ahead_bytes() > 0, "a read ahead started");
