@@ -4,10 +4,10 @@
 //! O_DIRECT reads get no read-ahead from the kernel, so a reader that fetches one batch range
 //! at a time waits for the disk, then the network, then the disk again. When a disk read
 //! stops because its byte budget is spent and the file has more, the log starts reading the
-//! next fetch's bytes at once (within the core's read-ahead budget), and remembers where it begins; the reader's next fetch, which asks for exactly the
-//! offset where the last one stopped, takes those bytes instead of reading them again. The disk
-//! then reads while the previous range crosses the network: measured on the consume bench,
-//! see `bench/results`.
+//! next fetch's bytes at once (within the core's read-ahead budget) and remembers where they
+//! begin; the reader's next fetch, which asks for exactly the offset where the last one
+//! stopped, takes those bytes instead of reading them again. The disk then reads while the
+//! previous range crosses the network: measured on the consume bench, see `bench/results`.
 //!
 //! One read-ahead per log, the foremost sequential reader's: a reader behind a read-ahead that
 //! is waiting to be taken gets none (it does not replace it), so two readers of one log do not
